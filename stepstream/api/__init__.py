@@ -1,0 +1,1 @@
+"""The REST API (server side, secret key): /api/v1."""

@@ -1,0 +1,37 @@
+"""Renders every REST error as {"errors": [sentences], "code": ...} with its status."""
+
+from django.db import InterfaceError, OperationalError
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+from stepstream.errors import StepstreamError
+
+
+def _sentences(detail) -> list[str]:
+    if isinstance(detail, list):
+        return [s for item in detail for s in _sentences(item)]
+    if isinstance(detail, dict):
+        return [f"{k}: {s}" for k, v in detail.items() for s in _sentences(v)]
+    return [str(detail)]
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, StepstreamError):
+        return Response({"errors": exc.messages, "code": exc.code}, status=exc.status)
+    if isinstance(exc, OperationalError | InterfaceError):
+        return Response(
+            {"errors": ["The database is unavailable; retry shortly."], "code": "unavailable"},
+            status=503,
+        )
+    if isinstance(exc, exceptions.APIException):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "invalid"
+        headers = {}
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            headers["WWW-Authenticate"] = 'Bearer realm="stepstream"'
+            code = "unauthenticated"
+        return Response(
+            {"errors": _sentences(exc.detail), "code": code},
+            status=exc.status_code,
+            headers=headers,
+        )
+    return None

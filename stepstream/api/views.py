@@ -1,0 +1,121 @@
+"""REST views: each parses its input, calls the engine or a domain module, renders."""
+
+from django.db import connection
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from stepstream import engine, flows, log, people
+from stepstream.errors import Invalid
+from stepstream.models import Person
+
+
+def person_key(raw: str) -> str:
+    from stepstream.asgi import SLASH_STAND_IN
+
+    return raw.replace(SLASH_STAND_IN, "/")
+
+
+def _body(request: Request) -> dict:
+    if not isinstance(request.data, dict):
+        raise Invalid("The request body must be a JSON object.")
+    return request.data
+
+
+def _field(body: dict, name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"{name} is required and must be a non-empty string.")
+    return value
+
+
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([])
+def health(request):
+    from stepstream import delivery
+
+    hub = delivery.current_hub()
+    return Response(
+        {
+            "status": "ok",
+            "database": connection.vendor,
+            "broker": type(delivery.broker()).__name__,
+            "delivered": dict(hub.stats) if hub else {},
+        }
+    )
+
+
+@api_view(["GET", "PUT"])
+def person_schema(request):
+    env = request.auth
+    if request.method == "PUT":
+        return Response(people.set_schema(env, request.data))
+    return Response(env.person_schema or {})
+
+
+@api_view(["GET", "PUT", "DELETE"])
+def person(request, key):
+    env, key = request.auth, person_key(key)
+    if request.method == "PUT":
+        body = _body(request)
+        data = body.get("data", {})
+        found, created = people.put(env, key, data)
+        return Response(people.describe(found), status=201 if created else 200)
+    if request.method == "DELETE":
+        people.delete(env, key)
+        return Response(status=204)
+    return Response(people.describe(people.get(env, key)))
+
+
+@api_view(["GET", "POST"])
+def flow_list(request):
+    if request.method == "POST":
+        return Response(flows.publish(request.auth, request.data), status=201)
+    return Response(flows.list_latest(request.auth))
+
+
+@api_view(["GET"])
+def flow_detail(request, identifier):
+    return Response(flows.describe(flows.latest(request.auth, identifier)))
+
+
+@api_view(["GET", "POST"])
+def person_flows(request, key):
+    env, key = request.auth, person_key(key)
+    if request.method == "POST":
+        flow = _field(_body(request), "flow")
+        return Response(engine.do_start_flow(env, key, flow), status=201)
+    return Response(engine.snapshot(env, key)["flows"])
+
+
+@api_view(["POST"])
+def person_transition(request, key, flow):
+    transition = _field(_body(request), "transition")
+    return Response(engine.do_transition(request.auth, person_key(key), flow, transition))
+
+
+@api_view(["POST"])
+def person_flow_action(request, key, flow, action):
+    return Response(engine.do_flow_action(request.auth, person_key(key), flow, action))
+
+
+def _int_param(request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"{name} must be an integer.") from None
+    if not low <= value <= high:
+        raise Invalid(f"{name} must be between {low} and {high}.")
+    return value
+
+
+@api_view(["GET"])
+def person_events(request, key):
+    since = _int_param(request, "since_seq", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 1000, 1, 10000)
+    found: Person = people.get(request.auth, person_key(key))
+    return Response(log.read_since(found, since, limit))

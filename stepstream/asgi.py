@@ -1,0 +1,49 @@
+"""The ASGI application: Django for HTTP, the raw endpoint for /ws, the hub on lifespan."""
+
+import os
+from urllib.parse import unquote
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_app = ASGIStaticFilesHandler(get_asgi_application())
+
+from stepstream.delivery import runtime  # noqa: E402
+from stepstream.ws.endpoint import websocket_app  # noqa: E402
+
+# A "/" inside a person_key arrives as %2F; servers decode it before routing,
+# so it is swapped for a character no path segment uses and swapped back in
+# the view (stepstream.api.views.person_key).
+SLASH_STAND_IN = "\uffff"
+
+
+async def http_app(scope, receive, send):
+    raw = scope.get("raw_path")
+    if raw and b"%2f" in raw.lower():
+        text = raw.decode("latin-1").replace("%2F", "%EF%BF%BF").replace("%2f", "%EF%BF%BF")
+        scope = dict(scope, path=unquote(text))
+    await django_app(scope, receive, send)
+
+
+async def lifespan(scope, receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await runtime.ensure_hub()
+            except Exception as e:  # noqa: BLE001
+                await send({"type": "lifespan.startup.failed", "message": str(e)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await runtime.stop_hub()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+application = ProtocolTypeRouter(
+    {"http": http_app, "websocket": websocket_app, "lifespan": lifespan}
+)

@@ -1,0 +1,85 @@
+"""Reads Stepstream's configuration from the environment.
+
+Kept apart from Django's settings so the command line can check the data
+directory and database before Django starts.
+"""
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("STEPSTREAM_DATA_DIR", ".stepstream")).resolve()
+
+
+def database_url() -> str | None:
+    return os.environ.get("DATABASE_URL") or None
+
+
+def redis_url() -> str | None:
+    return os.environ.get("REDIS_URL") or None
+
+
+def secret_key() -> str:
+    """The server secret: from STEPSTREAM_SECRET_KEY, else made once in the data dir.
+
+    Several machines sharing one database must share this value: key digests
+    are keyed with it.
+    """
+    configured = os.environ.get("STEPSTREAM_SECRET_KEY")
+    if configured:
+        return configured
+    path = data_dir() / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        value = secrets.token_urlsafe(48)
+        f.write(value)
+    return value
+
+
+def database_settings() -> dict:
+    url = database_url()
+    if url is None:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(data_dir() / "stepstream.sqlite3"),
+            "OPTIONS": {
+                # Writers queue on the busy timeout instead of failing with
+                # "database is locked"; IMMEDIATE takes the write lock at BEGIN so
+                # a read-then-write transaction can never deadlock on upgrade.
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            },
+            "TEST": {"NAME": str(data_dir() / "test.sqlite3")},
+        }
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"DATABASE_URL must start with postgres://, not {parsed.scheme}://")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+        "CONN_MAX_AGE": 300,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"connect_timeout": int(os.environ.get("STEPSTREAM_DB_CONNECT_TIMEOUT", "3"))},
+    }
+
+
+def int_setting(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def float_setting(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default

@@ -1,0 +1,37 @@
+"""Delivery of committed state changes to subscribed connections.
+
+Generation, delivery and resume are explained in docs/architecture.md.
+
+The engine calls `notify_committed` after each commit. Records reach the hub
+of this process directly and other processes through the broker; every hub
+also follows the log itself, so a record missed by both still arrives.
+"""
+
+from stepstream.delivery.broker import Broker, make_broker
+
+_hub = None
+_broker: Broker | None = None
+
+
+def broker() -> Broker:
+    global _broker
+    if _broker is None:
+        _broker = make_broker()
+    return _broker
+
+
+def set_hub(hub) -> None:
+    global _hub
+    _hub = hub
+
+
+def current_hub():
+    return _hub
+
+
+def notify_committed(records) -> None:
+    """Called after commit, from whichever thread committed."""
+    hub = _hub
+    if hub is not None:
+        hub.feed_threadsafe(records)
+    broker().publish(records)

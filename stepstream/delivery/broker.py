@@ -1,0 +1,40 @@
+"""The broker carries committed records between server processes.
+
+Ordering guarantee: none beyond best effort. A broker may delay, reorder,
+duplicate or lose records (a publisher can die after commit; Redis can be
+down). Correctness never rests on it: each hub restores per-person `seq`
+order, drops what it has already passed, and reads gaps from the log. The
+broker only makes delivery fast.
+"""
+
+from collections.abc import Callable
+
+from django.conf import settings
+
+
+class Broker:
+    cross_process = False
+
+    def publish(self, records) -> None:
+        """Sends committed records to every process; never blocks long, never raises."""
+
+    async def listen(self, on_records: Callable, on_gap: Callable) -> None:
+        """Feeds records from other processes until cancelled.
+
+        Calls `on_gap()` whenever records may have been missed (reconnects).
+        """
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+
+def make_broker() -> Broker:
+    url = settings.STEPSTREAM["REDIS_URL"]
+    if url:
+        from stepstream.delivery.broker_redis import RedisBroker
+
+        return RedisBroker(url)
+    from stepstream.delivery.broker_memory import MemoryBroker
+
+    return MemoryBroker()

@@ -1,0 +1,14 @@
+"""The embedded default: nothing crosses processes through a broker.
+
+The process that commits feeds its own hub directly (stepstream.delivery);
+other processes on the same SQLite file see the rows by following the log.
+"""
+
+import asyncio
+
+from stepstream.delivery.broker import Broker
+
+
+class MemoryBroker(Broker):
+    async def listen(self, on_records, on_gap) -> None:
+        await asyncio.Event().wait()

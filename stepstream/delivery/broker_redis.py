@@ -1,0 +1,83 @@
+"""Redis pub/sub between server processes.
+
+One PUBLISH per committed transaction, one pub/sub connection per process,
+whatever the number of subscribers: fan-out to sockets happens in each hub.
+"""
+
+import asyncio
+import logging
+import time
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from stepstream.delivery.broker import Broker
+from stepstream.log import Record
+
+CHANNEL = "stepstream:changes"
+log = logging.getLogger("stepstream.delivery")
+
+
+def encode(records) -> bytes:
+    return orjson.dumps([[r.person_id, r.seq, r.entity, r.data] for r in records])
+
+
+def decode(payload: bytes) -> list[Record]:
+    return [Record(p, s, e, d) for p, s, e, d in orjson.loads(payload)]
+
+
+class RedisBroker(Broker):
+    cross_process = True
+
+    def __init__(self, url: str):
+        self.url = url
+        self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._down_until = 0.0
+        self._listening = False
+        self.published = 0
+        self.skipped = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self._listening and time.monotonic() >= self._down_until
+
+    def publish(self, records) -> None:
+        if time.monotonic() < self._down_until:
+            self.skipped += len(records)
+            return
+        try:
+            self._client.publish(CHANNEL, encode(records))
+            self.published += len(records)
+        except redis.RedisError as e:
+            self._down_until = time.monotonic() + 1.0
+            self.skipped += len(records)
+            log.warning("redis publish failed, the log relay will deliver: %s", e)
+
+    async def listen(self, on_records, on_gap) -> None:
+        backoff = 0.1
+        while True:
+            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=1.0)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(CHANNEL)
+                self._listening = True
+                on_gap()
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is not None and message["type"] == "message":
+                        on_records(decode(message["data"]))
+            except (redis.RedisError, OSError) as e:
+                if self._listening:
+                    log.warning("redis subscription lost, following the log meanwhile: %s", e)
+                self._listening = False
+            finally:
+                self._listening = False
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except (redis.RedisError, OSError):
+                    pass
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)

@@ -1,0 +1,271 @@
+"""The per-process hub: one channel per subscribed person, fanned out to sockets.
+
+How a record reaches a socket (docs/architecture.md has the whole story):
+
+* Records arrive from any source, in any order, possibly twice: this
+  process's commits, the broker, the log tail. A `PersonChannel` passes them
+  on strictly in `seq` order; a record ahead of a gap waits while the gap is
+  read from the log.
+* Each `Subscription` keeps a cursor: the last seq it has accounted for.
+  A record at or below it is a duplicate and is dropped; a record beyond
+  cursor + 1 means the subscription is behind (it resumed with `since_seq`),
+  so it catches up from the log, then goes live again with no await between
+  the last read and going live: nothing can slip through the seam.
+* Event text is built by concatenation: the data is encoded once per change
+  and each subscription has its `request_id` prefix ready.
+"""
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import orjson
+from django.conf import settings
+
+from stepstream import dbthreads, log
+from stepstream.log import Record
+
+logger = logging.getLogger("stepstream.delivery")
+
+
+class Subscription:
+    __slots__ = ("conn", "person_id", "entity", "prefix", "cursor", "floor", "catching_up")
+
+    def __init__(self, conn, person_id: int, entity: str, request_id, cursor: int):
+        self.conn = conn
+        self.person_id = person_id
+        self.entity = entity
+        rid = orjson.dumps(request_id).decode()
+        self.prefix = '{"event":"state_change","request_id":' + rid + ',"data":'
+        self.cursor = cursor
+        self.floor = cursor
+        self.catching_up = False
+
+    def send(self, record: Record) -> None:
+        self.conn.push(self.prefix + record.data + "}")
+
+
+class PersonChannel:
+    __slots__ = ("person_id", "head", "pending", "subs", "filling")
+
+    def __init__(self, person_id: int, head: int):
+        self.person_id = person_id
+        self.head = head
+        self.pending: dict[int, Record] = {}
+        self.subs: set[Subscription] = set()
+        self.filling = False
+
+
+class Hub:
+    def __init__(self, broker):
+        self.broker = broker
+        self.channels: dict[int, PersonChannel] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.stats = defaultdict(int)
+        self._last_id = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        try:
+            self._last_id = await dbthreads.run(log.last_id)
+        except Exception:  # the database may be down at start; the tail retries
+            logger.warning("could not read the log position at start", exc_info=True)
+        self.tasks = [
+            asyncio.create_task(self._follow_log()),
+            asyncio.create_task(self._reconcile_loop()),
+            asyncio.create_task(self.broker.listen(self._from_broker, self._on_broker_gap)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # -- input -----------------------------------------------------------
+
+    def feed_threadsafe(self, records) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.feed, records, "local")
+
+    def _from_broker(self, records) -> None:
+        self.feed(records, "broker")
+
+    def _on_broker_gap(self) -> None:
+        for channel in self.channels.values():
+            self._schedule_fill(channel, None)
+
+    def feed(self, records, source: str = "local") -> None:
+        for record in records:
+            channel = self.channels.get(record.person_id)
+            if channel is None or record.seq <= channel.head:
+                continue
+            if record.seq == channel.head + 1:
+                self.stats[source] += 1
+                self._advance(channel, record)
+            else:
+                channel.pending[record.seq] = record
+                self._schedule_fill(channel, None)
+
+    def _advance(self, channel: PersonChannel, record: Record) -> None:
+        self._dispatch(channel, record)
+        channel.head = record.seq
+        pending = channel.pending
+        while pending:
+            following = pending.pop(channel.head + 1, None)
+            if following is None:
+                for seq in [s for s in pending if s <= channel.head]:
+                    del pending[seq]
+                break
+            self._dispatch(channel, following)
+            channel.head = following.seq
+
+    def _dispatch(self, channel: PersonChannel, record: Record) -> None:
+        for sub in channel.subs:
+            if sub.catching_up or record.seq <= sub.cursor:
+                continue
+            if record.seq == sub.cursor + 1:
+                sub.cursor = record.seq
+                if record.entity == sub.entity:
+                    sub.send(record)
+            else:
+                self._start_catch_up(channel, sub)
+
+    # -- gaps: read what is missing from the log ------------------------
+
+    def _schedule_fill(self, channel: PersonChannel, upto: int | None) -> None:
+        if not channel.filling:
+            channel.filling = True
+            asyncio.get_running_loop().create_task(self._fill(channel, upto))
+
+    async def _fill(self, channel: PersonChannel, upto: int | None) -> None:
+        try:
+            await asyncio.sleep(0.02)  # out-of-order arrivals usually close the gap alone
+            for attempt in range(1000):
+                if self.channels.get(channel.person_id) is not channel:
+                    return
+                target = max(channel.pending, default=upto)
+                if target is not None and target <= channel.head:
+                    return
+                try:
+                    records = await dbthreads.run(log.read_records, channel.person_id, channel.head)
+                except Exception:
+                    logger.warning("reading a gap from the log failed (try %d)", attempt + 1)
+                    await asyncio.sleep(0.5)
+                    continue
+                self.feed(records, "log")
+                return
+        finally:
+            channel.filling = False
+
+    async def _follow_log(self) -> None:
+        """Follows the log by id: the path for changes committed by other processes."""
+        interval = settings.STEPSTREAM["LOG_POLL_INTERVAL"]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self.broker.cross_process and self.broker.healthy:
+                    continue  # the broker is fast; reconciliation is the safety net
+                if not self.channels:
+                    self._last_id = await dbthreads.run(log.last_id)
+                    continue
+                self._last_id, records = await dbthreads.run(log.read_new, self._last_id)
+                if records:
+                    self.feed(records, "tail")
+            except Exception:
+                logger.warning("following the log failed; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
+
+    async def _reconcile_loop(self) -> None:
+        """Compares each channel with its person's last seq: catches what every other path lost."""
+        interval = settings.STEPSTREAM["RECONCILE_INTERVAL"]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ids = list(self.channels)
+                for start in range(0, len(ids), 500):
+                    latest = await dbthreads.run(_last_seqs, ids[start : start + 500])
+                    for person_id, last_seq in latest:
+                        channel = self.channels.get(person_id)
+                        if channel is not None and last_seq > channel.head:
+                            self._schedule_fill(channel, last_seq)
+            except Exception:
+                logger.warning("reconciling with the log failed; retrying", exc_info=True)
+
+    # -- subscriptions ---------------------------------------------------
+
+    def subscribe(
+        self, conn, person_id: int, last_seq: int, entity: str, request_id, since_seq: int | None
+    ) -> Subscription:
+        """Registers a subscription; its backlog (if any) is sent after the caller's response."""
+        channel = self.channels.get(person_id)
+        if channel is None:
+            channel = self.channels[person_id] = PersonChannel(person_id, last_seq)
+        cursor = since_seq if since_seq is not None else last_seq
+        sub = Subscription(conn, person_id, entity, request_id, cursor)
+        channel.subs.add(sub)
+        if cursor < channel.head:
+            self._start_catch_up(channel, sub)
+        return sub
+
+    def resend_since(self, sub: Subscription, since_seq: int) -> None:
+        """A repeated subscribe with an earlier since_seq: send what this subscription never sent."""
+        if since_seq < sub.floor:
+            start, end = since_seq, sub.floor
+            sub.floor = since_seq
+            asyncio.get_running_loop().create_task(self._send_range(sub, start, end))
+
+    async def _send_range(self, sub: Subscription, after: int, upto: int) -> None:
+        records = await dbthreads.run(log.read_records, sub.person_id, after, upto, sub.entity)
+        for record in records:
+            sub.send(record)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        channel = self.channels.get(sub.person_id)
+        if channel is None:
+            return
+        channel.subs.discard(sub)
+        if not channel.subs:
+            del self.channels[sub.person_id]
+
+    def _start_catch_up(self, channel: PersonChannel, sub: Subscription) -> None:
+        sub.catching_up = True
+        asyncio.get_running_loop().create_task(self._catch_up(channel, sub))
+
+    async def _catch_up(self, channel: PersonChannel, sub: Subscription) -> None:
+        failures = 0
+        try:
+            while sub in channel.subs:
+                target = channel.head
+                if sub.cursor >= target:
+                    sub.catching_up = False  # live from here: no await since the check
+                    return
+                try:
+                    records = await dbthreads.run(
+                        log.read_records, sub.person_id, sub.cursor, target, sub.entity
+                    )
+                except Exception:
+                    failures += 1
+                    if failures > 20:
+                        logger.warning("catch-up failed repeatedly; closing the connection")
+                        sub.conn.close(1012)
+                        return
+                    await asyncio.sleep(0.5)
+                    continue
+                if sub not in channel.subs:
+                    return
+                self.stats["backlog"] += len(records)
+                for record in records:
+                    sub.send(record)
+                sub.cursor = max(sub.cursor, target)
+        finally:
+            if sub.catching_up and sub not in channel.subs:
+                sub.catching_up = False
+
+
+def _last_seqs(person_ids):
+    from stepstream.models import Person
+
+    return list(Person.objects.filter(pk__in=person_ids).values_list("pk", "last_seq"))

@@ -1,0 +1,68 @@
+"""The demo project: created once, reused after, its keys kept in the data directory."""
+
+import json
+import os
+
+from stepstream import config, engine, flows, people, tenants
+from stepstream.errors import Conflict
+from stepstream.models import Environment
+
+DEMO_FLOW = {
+    "identifier": "onboarding",
+    "name": "Acme onboarding",
+    "steps": [
+        {"identifier": "welcome", "name": "Welcome to Acme"},
+        {"identifier": "create-task", "name": "Create your first task"},
+        {"identifier": "invite", "name": "Invite a teammate"},
+        {"identifier": "checklist-done", "name": "Checklist complete"},
+        {"identifier": "celebrate", "name": "You're all set"},
+    ],
+    "transitions": [
+        {"identifier": "start", "from": "welcome", "to": "create-task"},
+        {"identifier": "start", "from": "welcome", "to": "invite"},
+        {"identifier": "complete", "from": "create-task", "to": "checklist-done"},
+        {"identifier": "complete", "from": "invite", "to": "checklist-done"},
+        {"identifier": "finish", "from": "checklist-done", "to": "celebrate", "type": "automatic"},
+    ],
+}
+DEMO_PERSON = "demo-user"
+
+
+def _create() -> dict:
+    keys = tenants.create_project("Stepstream demo")
+    dev = keys["environments"][0]
+    env = tenants.environment_for_key(dev["secret_key"], "secret")
+    flows.publish(env, DEMO_FLOW)
+    people.put(env, DEMO_PERSON, {"name": "Demo User"})
+    engine.do_start_flow(env, DEMO_PERSON, "onboarding")
+    return dev
+
+
+def ensure_demo(base_url: str) -> str:
+    path = config.data_dir() / "demo.json"
+    keys = json.loads(path.read_text()) if path.exists() else None
+    if not keys or tenants.environment_for_key(keys["secret_key"], "secret") is None:
+        keys = _create()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(keys, f)
+    env: Environment = tenants.environment_for_key(keys["secret_key"], "secret")
+    try:
+        engine.do_start_flow(env, DEMO_PERSON, "onboarding")
+    except Conflict:
+        pass
+    sk, pk = keys["secret_key"], keys["publishable_key"]
+    return f"""
+Demo project ready (development environment).
+  publishable key: {pk}
+  secret key:      {sk}
+  demo person:     {DEMO_PERSON}   flow: onboarding
+  demo page:       {base_url}/demo
+
+Try:
+  curl -s -H 'Authorization: Bearer {sk}' {base_url}/api/v1/people/{DEMO_PERSON}/flows
+  curl -s -X POST -H 'Authorization: Bearer {sk}' -H 'Content-Type: application/json' \\
+       -d '{{"transition": "start"}}' {base_url}/api/v1/people/{DEMO_PERSON}/flows/onboarding/transitions
+  curl -s -H 'Authorization: Bearer {sk}' '{base_url}/api/v1/people/{DEMO_PERSON}/events?since_seq=0'
+"""

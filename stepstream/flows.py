@@ -1,0 +1,242 @@
+"""Publishing flow versions and the immutable graphs the engine runs on."""
+
+from dataclasses import dataclass, field
+from threading import Lock
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+
+from stepstream.errors import Invalid, NotFound
+from stepstream.models import Environment, Flow, Step, Transition
+
+TRANSITION_TYPES = ("manual", "automatic")
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A published version, compiled once; versions never change after publishing."""
+
+    flow_id: int
+    identifier: str
+    version: int
+    name: str
+    steps: tuple[tuple[str, str], ...]  # (identifier, name) in published order
+    start: tuple[str, ...]
+    final: frozenset[str]
+    by_identifier: dict[str, tuple[tuple[str, str], ...]] = field(hash=False)
+    automatic: tuple[tuple[str, str], ...]
+
+
+_graphs: dict[int, Graph] = {}
+_graphs_lock = Lock()
+
+
+def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Graph:
+    outgoing = {t.from_step for t in transitions}
+    incoming = {t.to_step for t in transitions}
+    by_identifier: dict[str, list[tuple[str, str]]] = {}
+    for t in transitions:
+        by_identifier.setdefault(t.identifier, []).append((t.from_step, t.to_step))
+    return Graph(
+        flow_id=flow.pk,
+        identifier=flow.identifier,
+        version=flow.version,
+        name=flow.name,
+        steps=tuple((s.identifier, s.name) for s in steps),
+        start=tuple(s.identifier for s in steps if s.identifier not in incoming),
+        final=frozenset(s.identifier for s in steps if s.identifier not in outgoing),
+        by_identifier={k: tuple(v) for k, v in by_identifier.items()},
+        automatic=tuple((t.from_step, t.to_step) for t in transitions if t.type == "automatic"),
+    )
+
+
+def graph(flow_id: int) -> Graph:
+    cached = _graphs.get(flow_id)
+    if cached is not None:
+        return cached
+    flow = Flow.objects.get(pk=flow_id)
+    compiled = _compile(flow, list(flow.steps.all()), list(flow.transitions.all()))
+    with _graphs_lock:
+        _graphs[flow_id] = compiled
+    return compiled
+
+
+def _text(value, where: str, problems: list[str], required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        problems.append(f"{where} must be a non-empty string of at most 255 characters.")
+        return ""
+    return value
+
+
+def _automatic_cycle(steps: list[str], edges: list[tuple[str, str]]) -> list[str] | None:
+    succ: dict[str, list[str]] = {s: [] for s in steps}
+    for a, b in edges:
+        succ.setdefault(a, []).append(b)
+    color: dict[str, int] = {}
+    stack_path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        color[node] = 1
+        stack_path.append(node)
+        for nxt in succ.get(node, []):
+            if color.get(nxt) == 1:
+                return stack_path[stack_path.index(nxt) :] + [nxt]
+            if color.get(nxt) is None:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack_path.pop()
+        color[node] = 2
+        return None
+
+    for s in steps:
+        if color.get(s) is None:
+            found = visit(s)
+            if found:
+                return found
+    return None
+
+
+def validate_definition(body) -> dict:
+    """Checks a flow definition, naming every problem at once."""
+    if not isinstance(body, dict):
+        raise Invalid("The request body must be a JSON object describing the flow.")
+    problems: list[str] = []
+    identifier = _text(body.get("identifier"), "identifier", problems)
+    name = _text(body.get("name"), "name", problems, required=False)
+    raw_steps, raw_transitions = body.get("steps"), body.get("transitions", [])
+    if not isinstance(raw_steps, list) or not raw_steps:
+        problems.append("steps must be a non-empty list of steps.")
+        raw_steps = []
+    if not isinstance(raw_transitions, list):
+        problems.append("transitions must be a list.")
+        raw_transitions = []
+    limits = settings.STEPSTREAM
+    if len(raw_steps) > limits["MAX_FLOW_STEPS"]:
+        problems.append(f"A flow may have at most {limits['MAX_FLOW_STEPS']} steps.")
+        raw_steps = []
+    if len(raw_transitions) > limits["MAX_FLOW_TRANSITIONS"]:
+        problems.append(f"A flow may have at most {limits['MAX_FLOW_TRANSITIONS']} transitions.")
+        raw_transitions = []
+    steps, seen = [], set()
+    for i, raw in enumerate(raw_steps):
+        if not isinstance(raw, dict):
+            problems.append(f"steps[{i}] must be an object.")
+            continue
+        sid = _text(raw.get("identifier"), f"steps[{i}].identifier", problems)
+        sname = _text(raw.get("name"), f"steps[{i}].name", problems, required=False)
+        props = raw.get("properties", {})
+        if props is None:
+            props = {}
+        if not isinstance(props, dict):
+            problems.append(f"steps[{i}].properties must be an object.")
+        if sid and sid in seen:
+            problems.append(f"Duplicate step identifier '{sid}'.")
+        seen.add(sid)
+        steps.append({"identifier": sid, "name": sname, "properties": props})
+    transitions = []
+    for i, raw in enumerate(raw_transitions):
+        if not isinstance(raw, dict):
+            problems.append(f"transitions[{i}] must be an object.")
+            continue
+        tid = _text(raw.get("identifier"), f"transitions[{i}].identifier", problems)
+        ends = {}
+        for end in ("from", "to"):
+            ends[end] = _text(raw.get(end), f"transitions[{i}].{end}", problems)
+            if ends[end] and ends[end] not in seen:
+                problems.append(f"transitions[{i}] ('{tid}') names unknown step '{ends[end]}'.")
+        ttype = raw.get("type", "manual") or "manual"
+        if ttype not in TRANSITION_TYPES:
+            problems.append(f"transitions[{i}].type must be 'manual' or 'automatic'.")
+        transitions.append(
+            {"identifier": tid, "from": ends["from"], "to": ends["to"], "type": ttype}
+        )
+    step_ids = [s["identifier"] for s in steps]
+    if steps and not problems:
+        targets = {t["to"] for t in transitions}
+        if all(s in targets for s in step_ids):
+            problems.append("The flow has no start step: every step has an incoming transition.")
+        auto = [(t["from"], t["to"]) for t in transitions if t["type"] == "automatic"]
+        cycle = _automatic_cycle(step_ids, auto)
+        if cycle:
+            problems.append("Automatic transitions form a cycle: " + " -> ".join(cycle) + ".")
+    if problems:
+        raise Invalid(*problems)
+    return {"identifier": identifier, "name": name, "steps": steps, "transitions": transitions}
+
+
+def publish(environment: Environment, body) -> dict:
+    definition = validate_definition(body)
+    with transaction.atomic():
+        latest = (
+            Flow.objects.select_for_update()
+            .filter(environment=environment, identifier=definition["identifier"])
+            .aggregate(v=Max("version"))["v"]
+        )
+        flow = Flow.objects.create(
+            environment=environment,
+            identifier=definition["identifier"],
+            version=(latest or 0) + 1,
+            name=definition["name"],
+        )
+        steps = Step.objects.bulk_create(
+            Step(
+                flow=flow,
+                position=i,
+                identifier=s["identifier"],
+                name=s["name"],
+                properties=s["properties"],
+            )
+            for i, s in enumerate(definition["steps"])
+        )
+        transitions = Transition.objects.bulk_create(
+            Transition(
+                flow=flow,
+                position=i,
+                identifier=t["identifier"],
+                from_step=t["from"],
+                to_step=t["to"],
+                type=t["type"],
+            )
+            for i, t in enumerate(definition["transitions"])
+        )
+    with _graphs_lock:
+        _graphs[flow.pk] = _compile(flow, steps, transitions)
+    return describe(flow)
+
+
+def latest(environment: Environment, identifier: str) -> Flow:
+    flow = (
+        Flow.objects.filter(environment=environment, identifier=identifier)
+        .order_by("-version")
+        .first()
+    )
+    if flow is None:
+        raise NotFound(f"No flow '{identifier}' in this environment.")
+    return flow
+
+
+def describe(flow: Flow) -> dict:
+    return {
+        "identifier": flow.identifier,
+        "version": flow.version,
+        "name": flow.name,
+        "steps": [
+            {"identifier": s.identifier, "name": s.name, "properties": s.properties}
+            for s in flow.steps.all()
+        ],
+        "transitions": [
+            {"identifier": t.identifier, "from": t.from_step, "to": t.to_step, "type": t.type}
+            for t in flow.transitions.all()
+        ],
+    }
+
+
+def list_latest(environment: Environment) -> list[dict]:
+    latest_versions = {}
+    for flow in Flow.objects.filter(environment=environment).order_by("identifier", "version"):
+        latest_versions[flow.identifier] = flow
+    return [describe(f) for f in latest_versions.values()]

@@ -1,0 +1,183 @@
+"""The domain model: tenants and keys, people, flow versions, instances, the log.
+
+States are only ever written by `stepstream.engine`; everything here is data.
+"""
+
+import uuid
+
+from django.db import models
+
+FLOW_STATES = ["active", "inactive", "completed", "exited"]
+STEP_STATES = ["inactive", "active", "completed"]
+ENVIRONMENTS = ["development", "production"]
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.name} (#{self.pk})"
+
+
+class Environment(models.Model):
+    VERIFICATION_MODES = [("off", "off"), ("rollout", "rollout"), ("enforce", "enforce")]
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
+    identifier = models.CharField(max_length=50)
+    person_schema = models.JSONField(default=dict, blank=True)
+    verification_mode = models.CharField(max_length=10, choices=VERIFICATION_MODES, default="off")
+    identity_secret = models.CharField(max_length=200, blank=True, default="")
+    signed_requests = models.BigIntegerField(default=0)
+    unsigned_requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "identifier"], name="env_unique_per_project")
+        ]
+
+    def __str__(self):
+        return f"{self.project.name} / {self.identifier}"
+
+
+class ApiKey(models.Model):
+    """A key is never stored: only its keyed digest, which is what lookups use."""
+
+    KINDS = [("secret", "secret"), ("publishable", "publishable")]
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="keys")
+    kind = models.CharField(max_length=12, choices=KINDS)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.kind} key #{self.pk} of {self.environment}"
+
+
+class Person(models.Model):
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="people")
+    person_key = models.CharField(max_length=255)
+    data = models.JSONField(default=dict, blank=True)
+    last_seq = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "people"
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "person_key"], name="person_key_unique")
+        ]
+
+    def __str__(self):
+        return self.person_key
+
+
+class Flow(models.Model):
+    """One published version of a flow; versions never change once published."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="flows")
+    identifier = models.CharField(max_length=255)
+    version = models.PositiveIntegerField()
+    name = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "identifier", "version"], name="flow_version_unique"
+            )
+        ]
+        ordering = ["identifier", "version"]
+
+    def __str__(self):
+        return f"{self.identifier} v{self.version}"
+
+
+class Step(models.Model):
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="steps")
+    identifier = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, blank=True, default="")
+    properties = models.JSONField(default=dict, blank=True)
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["flow", "position"]
+
+    def __str__(self):
+        return self.identifier
+
+
+class Transition(models.Model):
+    TYPES = [("manual", "manual"), ("automatic", "automatic")]
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="transitions")
+    identifier = models.CharField(max_length=255)
+    from_step = models.CharField(max_length=255)
+    to_step = models.CharField(max_length=255)
+    type = models.CharField(max_length=10, choices=TYPES, default="manual")
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["flow", "position"]
+
+    def __str__(self):
+        return f"{self.identifier}: {self.from_step} -> {self.to_step}"
+
+
+class FlowInstance(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="flow_instances")
+    flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="instances")
+    flow_identifier = models.CharField(max_length=255)
+    state = models.CharField(max_length=10, choices=[(s, s) for s in FLOW_STATES])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["person", "flow_identifier"], name="one_instance_per_flow"
+            )
+        ]
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return f"{self.flow_identifier} for {self.person_id}"
+
+
+class StepInstance(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    instance = models.ForeignKey(FlowInstance, on_delete=models.CASCADE, related_name="steps")
+    identifier = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, blank=True, default="")
+    position = models.PositiveIntegerField()
+    state = models.CharField(max_length=10, choices=[(s, s) for s in STEP_STATES])
+
+    class Meta:
+        ordering = ["instance", "position"]
+
+    def __str__(self):
+        return self.identifier
+
+
+class StateChange(models.Model):
+    """The state-change log: one row per change, written with the change itself."""
+
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="state_changes")
+    seq = models.BigIntegerField()
+    entity = models.CharField(max_length=4)
+    object_id = models.UUIDField()
+    identifier = models.CharField(max_length=255)
+    state = models.CharField(max_length=10)
+    previous_state = models.CharField(max_length=10)
+    flow_identifier = models.CharField(max_length=255)
+    flow_instance_id = models.UUIDField()
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["person", "seq"], name="seq_unique_per_person")
+        ]
+        ordering = ["person", "seq"]
+
+    def __str__(self):
+        return f"#{self.seq} {self.entity} {self.identifier}: {self.previous_state} -> {self.state}"

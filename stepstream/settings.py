@@ -1,0 +1,103 @@
+"""Django settings, all derived from the environment (see stepstream.config)."""
+
+from stepstream import config
+
+SECRET_KEY = config.secret_key()
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "stepstream.urls"
+ASGI_APPLICATION = "stepstream.asgi.application"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "/static/"
+DATA_UPLOAD_MAX_MEMORY_SIZE = config.int_setting("STEPSTREAM_MAX_BODY_BYTES", 1024 * 1024)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "stepstream",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {"default": config.database_settings()}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["stepstream.api.auth.SecretKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["stepstream.api.auth.HasEnvironment"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "stepstream.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Stepstream REST API",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"redact": {"()": "stepstream.redact.RedactingFilter"}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
+    "root": {
+        "handlers": ["stderr"],
+        "level": config.os.environ.get("STEPSTREAM_LOG_LEVEL", "INFO"),
+    },
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
+
+# Stepstream limits and timings (every one overridable from the environment).
+STEPSTREAM = {
+    "REDIS_URL": config.redis_url(),
+    "WS_MAX_MESSAGE_BYTES": config.int_setting("STEPSTREAM_WS_MAX_MESSAGE_BYTES", 64 * 1024),
+    "WS_RATE_PER_SECOND": config.int_setting("STEPSTREAM_WS_RATE_PER_SECOND", 200),
+    "WS_RATE_BURST": config.int_setting("STEPSTREAM_WS_RATE_BURST", 400),
+    "WS_MAX_SUBSCRIPTIONS": config.int_setting("STEPSTREAM_WS_MAX_SUBSCRIPTIONS", 200),
+    "WS_MAX_CONNECTIONS_PER_KEY": config.int_setting(
+        "STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY", 20000
+    ),
+    "WS_OUTBOX_LIMIT": config.int_setting("STEPSTREAM_WS_OUTBOX_LIMIT", 5000),
+    "WS_PING_INTERVAL": config.float_setting("STEPSTREAM_WS_PING_INTERVAL", 20.0),
+    "WS_PING_TIMEOUT": config.float_setting("STEPSTREAM_WS_PING_TIMEOUT", 20.0),
+    "LOG_POLL_INTERVAL": config.float_setting("STEPSTREAM_LOG_POLL_INTERVAL", 0.1),
+    "RECONCILE_INTERVAL": config.float_setting("STEPSTREAM_RECONCILE_INTERVAL", 1.0),
+    "DB_THREADS": config.int_setting("STEPSTREAM_DB_THREADS", 8),
+    "MAX_FLOW_STEPS": config.int_setting("STEPSTREAM_MAX_FLOW_STEPS", 500),
+    "MAX_FLOW_TRANSITIONS": config.int_setting("STEPSTREAM_MAX_FLOW_TRANSITIONS", 2000),
+}

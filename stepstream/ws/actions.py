@@ -1,0 +1,115 @@
+"""The WebSocket actions: each checks its fields, then calls the engine or the hub."""
+
+from stepstream import dbthreads, engine, people
+from stepstream.errors import Conflict, Invalid, RateLimited
+
+ENTITIES = ("flow", "step")
+
+
+def _text(data: dict, field: str) -> str:
+    value = data.get(field)
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise Invalid(f"data.{field} must be a non-empty string of at most 255 characters.")
+    return value
+
+
+def _entity(data: dict) -> str:
+    entity = data.get("entity")
+    if entity not in ENTITIES:
+        raise Invalid("data.entity must be 'flow' or 'step'.")
+    return entity
+
+
+def _since_seq(data: dict) -> int | None:
+    value = data.get("since_seq")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Invalid("data.since_seq must be a non-negative integer.")
+    return value
+
+
+def _person_position(environment, person_key):
+    person = people.get(environment, person_key)
+    return person.pk, person.last_seq
+
+
+async def subscribe_state_change(conn, data, request_id):
+    from django.conf import settings
+
+    person_key, entity, since_seq = _text(data, "person_key"), _entity(data), _since_seq(data)
+    existing = conn.subscriptions.get((person_key, entity))
+    if existing is not None and since_seq is None:
+        return None
+    person_id, last_seq = await dbthreads.run(_person_position, conn.environment, person_key)
+    if since_seq is not None and since_seq > last_seq:
+        raise Conflict(
+            f"since_seq {since_seq} is beyond the latest seq ({last_seq}) of person "
+            f"'{person_key}': their log was reset (deleted and created again). "
+            "Start again from get_state."
+        )
+    existing = conn.subscriptions.get((person_key, entity))
+    if existing is not None and existing.person_id == person_id:
+        if since_seq is not None:
+            conn.hub.resend_since(existing, since_seq)
+        return None
+    if existing is not None:  # the person was deleted and created again
+        conn.hub.unsubscribe(existing)
+    elif len(conn.subscriptions) >= settings.STEPSTREAM["WS_MAX_SUBSCRIPTIONS"]:
+        raise RateLimited(
+            f"Too many subscriptions on this connection (at most "
+            f"{settings.STEPSTREAM['WS_MAX_SUBSCRIPTIONS']})."
+        )
+    conn.subscriptions[(person_key, entity)] = conn.hub.subscribe(
+        conn, person_id, last_seq, entity, request_id, since_seq
+    )
+    return None
+
+
+async def unsubscribe_state_change(conn, data, request_id):
+    sub = conn.subscriptions.pop((_text(data, "person_key"), _entity(data)), None)
+    if sub is not None:
+        conn.hub.unsubscribe(sub)
+    return None
+
+
+def _identify(environment, person_key, data):
+    person = people.merge(environment, person_key, data)
+    state = engine.snapshot(environment, person_key)
+    state["data"] = person.data
+    return state
+
+
+async def identify(conn, data, request_id):
+    person_key = _text(data, "person_key")
+    person_data = data.get("data")
+    if person_data is not None and not isinstance(person_data, dict):
+        raise Invalid("data.data must be a JSON object.")
+    return await dbthreads.run(_identify, conn.environment, person_key, person_data)
+
+
+async def get_state(conn, data, request_id):
+    return await dbthreads.run(engine.snapshot, conn.environment, _text(data, "person_key"))
+
+
+async def transition(conn, data, request_id):
+    person_key, flow, name = (
+        _text(data, "person_key"),
+        _text(data, "flow"),
+        _text(data, "transition"),
+    )
+    return await dbthreads.run(engine.do_transition, conn.environment, person_key, flow, name)
+
+
+async def ping(conn, data, request_id):
+    return None
+
+
+ACTIONS = {
+    "subscribe_state_change": subscribe_state_change,
+    "unsubscribe_state_change": unsubscribe_state_change,
+    "identify": identify,
+    "get_state": get_state,
+    "transition": transition,
+    "ping": ping,
+}

@@ -1,0 +1,68 @@
+"""Reads one client message and produces exactly one response.
+
+Thin on purpose: parse, check limits, dispatch on `action`, render the
+result or the StepstreamError with the same status and code as REST.
+"""
+
+import logging
+
+import orjson
+from django.conf import settings
+
+from stepstream.errors import Invalid, RateLimited, StepstreamError, TooLarge
+from stepstream.ws.actions import ACTIONS
+
+logger = logging.getLogger("stepstream.ws")
+
+
+def render(request_id, status: int, errors=(), action=None, data=None, code=None) -> str:
+    response = {"request_id": request_id, "errors": list(errors), "status": status}
+    if action is not None:
+        response["action"] = action
+    if code is not None:
+        response["code"] = code
+    if data is not None:
+        response["data"] = data
+    return orjson.dumps(response).decode()
+
+
+def render_error(request_id, error: StepstreamError, action=None) -> str:
+    return render(request_id, error.status, error.messages, action, code=error.code)
+
+
+async def handle(conn, text: str) -> str:
+    request_id = None
+    action = None
+    try:
+        if len(text) > settings.STEPSTREAM["WS_MAX_MESSAGE_BYTES"] or (
+            len(text.encode()) > settings.STEPSTREAM["WS_MAX_MESSAGE_BYTES"]
+        ):
+            raise TooLarge(f"Message is over {settings.STEPSTREAM['WS_MAX_MESSAGE_BYTES']} bytes.")
+        try:
+            message = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise Invalid("Message is not valid JSON.") from None
+        if not isinstance(message, dict):
+            raise Invalid("Message must be a JSON object with action, request_id and data.")
+        request_id = message.get("request_id")
+        if not conn.allow_request():
+            raise RateLimited("Too many requests on this connection; slow down.")
+        action = message.get("action")
+        if not isinstance(action, str):
+            raise Invalid("action is missing; it must be a string naming the action.")
+        handler = ACTIONS.get(action)
+        if handler is None:
+            action_text, action = action, None
+            raise Invalid(f"Unknown action '{action_text[:100]}'.")
+        data = message.get("data")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise Invalid("data must be a JSON object.")
+        result = await handler(conn, data, request_id)
+        return render(request_id, 200, action=action, data=result)
+    except StepstreamError as error:
+        return render_error(request_id, error, action)
+    except Exception:
+        logger.exception("unexpected error handling action %r", action)
+        return render(request_id, 500, ["Internal server error."], action, code="internal")
