@@ -1,5 +1,6 @@
 """The demo project: created once, reused after, its keys kept in the data directory."""
 
+import contextlib
 import json
 import os
 
@@ -48,11 +49,10 @@ def ensure_demo(base_url: str) -> str:
         with os.fdopen(fd, "w") as f:
             json.dump(keys, f)
     env: Environment = tenants.environment_for_key(keys["secret_key"], "secret")
-    try:
+    with contextlib.suppress(Conflict):  # started already: keep its progress
         engine.do_start_flow(env, DEMO_PERSON, "onboarding")
-    except Conflict:
-        pass
     sk, pk = keys["secret_key"], keys["publishable_key"]
+    people_url = f"{base_url}/api/v1/people/{DEMO_PERSON}"
     return f"""
 Demo project ready (development environment).
   publishable key: {pk}
@@ -61,8 +61,8 @@ Demo project ready (development environment).
   demo page:       {base_url}/demo
 
 Try:
-  curl -s -H 'Authorization: Bearer {sk}' {base_url}/api/v1/people/{DEMO_PERSON}/flows
+  curl -s -H 'Authorization: Bearer {sk}' {people_url}/flows
   curl -s -X POST -H 'Authorization: Bearer {sk}' -H 'Content-Type: application/json' \\
-       -d '{{"transition": "start"}}' {base_url}/api/v1/people/{DEMO_PERSON}/flows/onboarding/transitions
-  curl -s -H 'Authorization: Bearer {sk}' '{base_url}/api/v1/people/{DEMO_PERSON}/events?since_seq=0'
+       -d '{{"transition": "start"}}' {people_url}/flows/onboarding/transitions
+  curl -s -H 'Authorization: Bearer {sk}' '{people_url}/events?since_seq=0'
 """

@@ -211,7 +211,7 @@ class Hub:
         return sub
 
     def resend_since(self, sub: Subscription, since_seq: int) -> None:
-        """A repeated subscribe with an earlier since_seq: send what this subscription never sent."""
+        """A repeated subscribe with an earlier since_seq: sends what this one never sent."""
         if since_seq < sub.floor:
             start, end = since_seq, sub.floor
             sub.floor = since_seq

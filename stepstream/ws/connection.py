@@ -6,6 +6,7 @@ slow reader loses nothing and slows no one else.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -69,10 +70,8 @@ class Connection:
             self.closed = True
         finally:
             if self.close_code is not None:
-                try:
+                with contextlib.suppress(Exception):  # the client may be gone already
                     await send({"type": "websocket.close", "code": self.close_code})
-                except Exception:
-                    pass
 
     def close(self, code: int) -> None:
         """Closes with `code` after nothing more (the outbox is dropped)."""
