@@ -69,9 +69,18 @@ def database_settings() -> dict:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": 300,
-        "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"connect_timeout": int(os.environ.get("STEPSTREAM_DB_CONNECT_TIMEOUT", "3"))},
+        # A pool, not persistent connections: Django runs each ASGI request on a
+        # thread of its own, so a per-thread connection would never be reused.
+        "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": True,  # the pool checks each connection it hands out
+        "OPTIONS": {
+            "connect_timeout": int(os.environ.get("STEPSTREAM_DB_CONNECT_TIMEOUT", "3")),
+            "pool": {
+                "min_size": 2,
+                "max_size": int(os.environ.get("STEPSTREAM_DB_POOL_SIZE", "20")),
+                "timeout": 5,
+            },
+        },
     }
 
 

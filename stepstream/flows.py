@@ -154,12 +154,15 @@ def validate_definition(body) -> dict:
         transitions.append(
             {"identifier": tid, "from": ends["from"], "to": ends["to"], "type": ttype}
         )
-    step_ids = [s["identifier"] for s in steps]
-    if steps and not problems:
-        targets = {t["to"] for t in transitions}
+    # Graph checks use the parts that are well formed, so they are named beside
+    # any problem found above rather than hidden by it.
+    step_ids = [sid for sid in dict.fromkeys(s["identifier"] for s in steps) if sid]
+    known = [t for t in transitions if t["from"] in seen and t["to"] in seen]
+    if step_ids:
+        targets = {t["to"] for t in known}
         if all(s in targets for s in step_ids):
             problems.append("The flow has no start step: every step has an incoming transition.")
-        auto = [(t["from"], t["to"]) for t in transitions if t["type"] == "automatic"]
+        auto = [(t["from"], t["to"]) for t in known if t["type"] == "automatic"]
         cycle = _automatic_cycle(step_ids, auto)
         if cycle:
             problems.append("Automatic transitions form a cycle: " + " -> ".join(cycle) + ".")

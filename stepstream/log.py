@@ -93,14 +93,16 @@ def read_since(person: Person, since_seq: int, limit: int = 1000) -> list[dict]:
     return [event_data(row, person.person_key) for row in rows]
 
 
-def read_records(person_id: int, after: int, upto: int | None = None, entity=None) -> list[Record]:
-    """Committed records of one person with after < seq <= upto, oldest first."""
+def read_records(
+    person_id: int, after: int, upto: int | None = None, entity=None, limit: int = 1000
+) -> list[Record]:
+    """Committed records of one person with after < seq <= upto, oldest first, at most `limit`."""
     query = StateChange.objects.filter(person_id=person_id, seq__gt=after).select_related("person")
     if upto is not None:
         query = query.filter(seq__lte=upto)
     if entity is not None:
         query = query.filter(entity=entity)
-    return [to_record(row, row.person.person_key) for row in query.order_by("seq")]
+    return [to_record(row, row.person.person_key) for row in query.order_by("seq")[:limit]]
 
 
 def read_new(after_id: int, limit: int = 5000) -> tuple[int, list[Record]]:

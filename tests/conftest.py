@@ -57,3 +57,77 @@ def linear_flow(env):
     from stepstream import flows
 
     return flows.publish(env, LINEAR_FLOW)
+
+
+# -- real servers (black-box WebSocket and delivery tests) ------------------
+
+LOOP_FLOW = {
+    "identifier": "loop",
+    "steps": [{"identifier": "begin"}, {"identifier": "a"}, {"identifier": "b"}],
+    "transitions": [
+        {"identifier": "go", "from": "begin", "to": "a"},
+        {"identifier": "flip", "from": "a", "to": "b"},
+        {"identifier": "flip", "from": "b", "to": "a"},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    from tests.servers import Server
+
+    srv = Server(tmp_path_factory.mktemp("server")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def tenant(server):
+    """A project on the shared server, with the test flows published."""
+    keys = server.init_project("ws tests")
+    dev = keys["environments"][0]
+    with server.rest(dev["secret_key"]) as rest:
+        for flow in (LINEAR_FLOW, LOOP_FLOW):
+            assert rest.post("/flows", json=flow).status_code == 201
+    return {"dev": dev, "prod": keys["environments"][1]}
+
+
+@pytest.fixture
+def rest(server, tenant):
+    with server.rest(tenant["dev"]["secret_key"]) as client:
+        yield client
+
+
+@pytest.fixture
+def person_key(rest, request):
+    """A new person on the shared server (unique per test)."""
+    import uuid
+
+    key = f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+    assert rest.put(f"/people/{key}", json={"data": {}}).status_code == 201
+    return key
+
+
+@pytest.fixture
+def ws(server, tenant):
+    from tests.wsclient import WsClient
+
+    with WsClient(server.ws_url, tenant["dev"]["publishable_key"]) as client:
+        yield client
+
+
+@pytest.fixture
+def connect(server, tenant):
+    """Opens more clients; all are closed at the end of the test."""
+    from tests.wsclient import WsClient
+
+    opened = []
+
+    def open_client(key=None, **kw):
+        client = WsClient(server.ws_url, key or tenant["dev"]["publishable_key"], **kw)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()

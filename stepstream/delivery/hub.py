@@ -27,6 +27,9 @@ from stepstream.log import Record
 
 logger = logging.getLogger("stepstream.delivery")
 
+BACKLOG_PAGE = 500
+FILL_PAGE = 1000
+
 
 class Subscription:
     __slots__ = ("conn", "person_id", "entity", "prefix", "cursor", "floor", "catching_up")
@@ -150,13 +153,16 @@ class Hub:
                 if target is not None and target <= channel.head:
                     return
                 try:
-                    records = await dbthreads.run(log.read_records, channel.person_id, channel.head)
+                    records = await dbthreads.run(
+                        log.read_records, channel.person_id, channel.head, None, None, FILL_PAGE
+                    )
                 except Exception:
                     logger.warning("reading a gap from the log failed (try %d)", attempt + 1)
                     await asyncio.sleep(0.5)
                     continue
                 self.feed(records, "log")
-                return
+                if len(records) < FILL_PAGE:
+                    return
         finally:
             channel.filling = False
 
@@ -215,12 +221,25 @@ class Hub:
         if since_seq < sub.floor:
             start, end = since_seq, sub.floor
             sub.floor = since_seq
-            asyncio.get_running_loop().create_task(self._send_range(sub, start, end))
+            asyncio.get_running_loop().create_task(self._send_backlog(sub, start, end, False))
 
-    async def _send_range(self, sub: Subscription, after: int, upto: int) -> None:
-        records = await dbthreads.run(log.read_records, sub.person_id, after, upto, sub.entity)
-        for record in records:
-            sub.send(record)
+    async def _send_backlog(self, sub: Subscription, after: int, upto: int, advance: bool) -> None:
+        """Sends a subscription's records in (after, upto] page by page, at the client's pace.
+
+        With `advance`, the cursor follows each page, so a retry after a failed
+        read never sends a record twice.
+        """
+        while after < upto and not sub.conn.closed:
+            records = await dbthreads.run(
+                log.read_records, sub.person_id, after, upto, sub.entity, BACKLOG_PAGE
+            )
+            self.stats["backlog"] += len(records)
+            for record in records:
+                sub.send(record)
+            after = upto if len(records) < BACKLOG_PAGE else records[-1].seq
+            if advance:
+                sub.cursor = max(sub.cursor, after)
+            await sub.conn.room()
 
     def unsubscribe(self, sub: Subscription) -> None:
         channel = self.channels.get(sub.person_id)
@@ -243,9 +262,7 @@ class Hub:
                     sub.catching_up = False  # live from here: no await since the check
                     return
                 try:
-                    records = await dbthreads.run(
-                        log.read_records, sub.person_id, sub.cursor, target, sub.entity
-                    )
+                    await self._send_backlog(sub, sub.cursor, target, advance=True)
                 except Exception:
                     failures += 1
                     if failures > 20:
@@ -254,12 +271,6 @@ class Hub:
                         return
                     await asyncio.sleep(0.5)
                     continue
-                if sub not in channel.subs:
-                    return
-                self.stats["backlog"] += len(records)
-                for record in records:
-                    sub.send(record)
-                sub.cursor = max(sub.cursor, target)
         finally:
             if sub.catching_up and sub not in channel.subs:
                 sub.catching_up = False

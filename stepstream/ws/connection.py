@@ -28,6 +28,7 @@ class Connection:
         self.close_code: int | None = None
         self._outbox: deque[str] = deque()
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()
         self._limit = settings.STEPSTREAM["WS_OUTBOX_LIMIT"]
         self._writer = asyncio.get_running_loop().create_task(self._write())
         rate = settings.STEPSTREAM["WS_RATE_PER_SECOND"]
@@ -56,6 +57,12 @@ class Connection:
         self._outbox.append(text)
         self._wake.set()
 
+    async def room(self) -> None:
+        """Waits until the outbox is at most half full: backlogs are sent at the client's pace."""
+        while len(self._outbox) > self._limit // 2 and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+
     async def _write(self) -> None:
         send, outbox = self._send, self._outbox
         try:
@@ -64,6 +71,8 @@ class Connection:
                 self._wake.clear()
                 while outbox and not self.closed:
                     await send({"type": "websocket.send", "text": outbox.popleft()})
+                    if len(outbox) <= self._limit // 2:
+                        self._room.set()
         except asyncio.CancelledError:
             pass
         except Exception:  # the client went away mid-send
@@ -82,6 +91,7 @@ class Connection:
         self._outbox.clear()
         self.detach()
         self._wake.set()
+        self._room.set()
         self._writer.cancel()
 
     def detach(self) -> None:

@@ -1,0 +1,117 @@
+"""Real `stepstream serve` processes for black-box tests, and the commands beside them.
+
+Each server gets its own data directory; on PostgreSQL (DATABASE_URL set)
+servers share that database and one secret, as a multi-machine deployment
+would. Every process started here is ended by its PID.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+SHARED_SECRET = "test-secret-shared-by-every-test-server-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(data_dir, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["STEPSTREAM_DATA_DIR"] = str(data_dir)
+    env["STEPSTREAM_SECRET_KEY"] = SHARED_SECRET
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_command(data_dir, *args, timeout=60, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stepstream", *args],
+        env=server_env(data_dir, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Server:
+    def __init__(self, data_dir, port: int | None = None, **extra):
+        self.data_dir = data_dir
+        self.extra = extra
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.log_path = os.path.join(str(data_dir), f"serve-{self.port}.log")
+
+    def start(self, timeout: float = 30.0) -> "Server":
+        os.makedirs(self.data_dir, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stepstream", "serve", "--port", str(self.port)],
+            env=server_env(self.data_dir, **self.extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def command(self, *args, **kw) -> subprocess.CompletedProcess:
+        return run_command(self.data_dir, *args, **{**self.extra, **kw})
+
+    def init_project(self, name="test") -> dict:
+        import json
+
+        done = self.command("init-project", name)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def shell(self, code: str) -> str:
+        """Runs Python in a separate `stepstream manage shell` process (another writer)."""
+        done = self.command("manage", "shell", "-c", code)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def rest(self, secret_key: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url + "/api/v1",
+            headers={"Authorization": f"Bearer {secret_key}"},
+            timeout=10,
+        )

@@ -1,0 +1,298 @@
+"""The `stepstream` command line, run for real as a subprocess on the embedded database.
+
+Every run gets a fresh STEPSTREAM_DATA_DIR under tmp_path and no DATABASE_URL, REDIS_URL or
+STEPSTREAM_SECRET_KEY, so it never touches the test database or another test's files.
+"""
+
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+STARTUP_SECONDS = 20
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "STEPSTREAM_SECRET_KEY")
+    }
+    env["STEPSTREAM_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def run(args: list[str], env: dict, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stepstream", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `stepstream serve` process; its output goes to files so pipes never fill up."""
+
+    def __init__(self, tmp_path: Path, env: dict, port: int, *extra: str, name: str = "serve"):
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.out_path = tmp_path / f"{name}-{port}.out"
+        self.err_path = tmp_path / f"{name}-{port}.err"
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stepstream", "serve", "--port", str(port), *extra],
+                env=env,
+                cwd=tmp_path,
+                stdout=out,
+                stderr=err,
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.stderr}")
+            with contextlib.suppress(httpx.HTTPError):
+                response = httpx.get(f"{self.base}/api/v1/health", timeout=2)
+                if response.status_code == 200:
+                    assert response.json()["status"] == "ok"
+                    return
+            time.sleep(0.1)
+        pytest.fail(f"serve did not answer /api/v1/health in {STARTUP_SECONDS} s:\n{self.stderr}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, env: dict, *extra: str, name: str = "serve"):
+    server = Server(tmp_path, env, free_port(), *extra, name=name)
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+def demo_keys(stderr: str) -> tuple[str, str]:
+    secret = re.search(r"secret key:\s*(\S+)", stderr)
+    publishable = re.search(r"publishable key:\s*(\S+)", stderr)
+    assert secret and publishable, stderr
+    return secret.group(1), publishable.group(1)
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def env(data_dir) -> dict:
+    return cli_env(data_dir)
+
+
+# --- help, init-project -----------------------------------------------------------------------
+
+
+def test_help(tmp_path, env):
+    result = run(["--help"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout and "init-project" in result.stdout
+
+
+def test_init_project_prints_one_json_object(tmp_path, env, data_dir):
+    result = run(["init-project", "Acme"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)  # fails on anything else on stdout
+    assert result.stdout.strip().count("\n") == 0, result.stdout
+    assert body["project"] == "Acme"
+    environments = body["environments"]
+    assert [e["identifier"] for e in environments] == ["development", "production"]
+    keys = []
+    for e in environments:
+        for kind in ("publishable_key", "secret_key"):
+            assert isinstance(e[kind], str) and len(e[kind]) >= 32, e
+            keys.append(e[kind])
+    assert len(set(keys)) == 4
+    assert data_dir.is_dir()
+
+    again = json.loads(run(["init-project", "Acme"], env, tmp_path).stdout)
+    assert again["project"] == "Acme"  # names need not be unique
+    again_keys = {e[k] for e in again["environments"] for k in ("publishable_key", "secret_key")}
+    assert not again_keys & set(keys)
+
+
+def test_init_project_on_unwritable_data_dir_fails(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run(["init-project", "Acme"], cli_env(blocker / "data"), tmp_path)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "data directory" in result.stderr, result.stderr
+
+
+# --- serve: startup failures ------------------------------------------------------------------
+
+
+def test_serve_on_port_in_use_fails_naming_the_port(tmp_path, env):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(["serve", "--port", str(port)], env, tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert str(port) in result.stderr, result.stderr
+
+
+def test_serve_on_unwritable_data_dir_fails_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    data_dir = blocker / "data"
+    result = run(["serve", "--port", str(free_port())], cli_env(data_dir), tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "data directory" in result.stderr, result.stderr
+    assert str(data_dir) in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    ["postgres://postgres@127.0.0.1:1/nope", "postgres://u:hunter2@127.0.0.1:1/x"],
+)
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["init-project", "Acme"]])
+def test_unreachable_database_fails_fast_without_password(
+    tmp_path, data_dir, database_url, command
+):
+    if command[0] == "serve":
+        command = ["serve", "--port", str(free_port())]
+    env = cli_env(data_dir, DATABASE_URL=database_url)
+    began = time.monotonic()
+    result = run(command, env, tmp_path, timeout=60)
+    elapsed = time.monotonic() - began
+    assert result.returncode != 0
+    assert elapsed < 15, elapsed
+    assert "database" in result.stderr.lower(), result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert result.stdout == ""
+
+
+# --- serve: running ---------------------------------------------------------------------------
+
+
+def test_serve_demo_prints_working_keys_and_reuses_them(tmp_path, env):
+    with serving(tmp_path, env, "--demo", name="first") as server:
+        secret, publishable = demo_keys(server.stderr)
+        response = httpx.get(
+            f"{server.base}/api/v1/people/demo-user/flows", headers=bearer(secret), timeout=5
+        )
+        assert response.status_code == 200, response.text
+        instances = response.json()
+        assert [i["flow"] for i in instances] == ["onboarding"]
+        assert instances[0]["state"] == "active"
+        response = httpx.post(
+            f"{server.base}/api/v1/people/demo-user/flows/onboarding/transitions",
+            json={"transition": "start"},
+            headers=bearer(secret),
+            timeout=5,
+        )
+        assert response.status_code == 200, response.text
+        # the publishable key is not for the REST API
+        response = httpx.get(
+            f"{server.base}/api/v1/people/demo-user/flows", headers=bearer(publishable), timeout=5
+        )
+        assert response.status_code == 401
+        assert response.json()["errors"]
+
+    with serving(tmp_path, env, "--demo", name="second") as server:
+        assert demo_keys(server.stderr) == (secret, publishable)
+        response = httpx.get(
+            f"{server.base}/api/v1/people/demo-user/flows", headers=bearer(secret), timeout=5
+        )
+        assert response.status_code == 200, response.text
+        # the demo person kept their progress
+        (instance,) = response.json()
+        steps = {s["identifier"]: s["state"] for s in instance["steps"]}
+        assert steps["welcome"] == "completed"
+        flows = httpx.get(f"{server.base}/api/v1/flows", headers=bearer(secret), timeout=5)
+        assert [f["version"] for f in flows.json()] == [1]  # the demo was created once
+
+
+def test_serve_demo_serves_the_demo_page(tmp_path, env):
+    with serving(tmp_path, env, "--demo") as server:
+        response = httpx.get(f"{server.base}/demo", timeout=5, follow_redirects=True)
+        assert response.status_code == 200
+        assert "text/html" in response.headers.get("content-type", "")
+
+
+def test_init_project_keys_work_on_a_running_server(tmp_path, env):
+    with serving(tmp_path, env) as server:
+        result = run(["init-project", "Late"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        dev, prod = json.loads(result.stdout)["environments"]
+        response = httpx.get(
+            f"{server.base}/api/v1/flows", headers=bearer(dev["secret_key"]), timeout=5
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == []
+        response = httpx.put(
+            f"{server.base}/api/v1/people/a%2Bb%40example.com",
+            json={"data": {"plan": "pro"}},
+            headers=bearer(dev["secret_key"]),
+            timeout=5,
+        )
+        assert response.status_code == 201, response.text
+        assert response.json() == {"person_key": "a+b@example.com", "data": {"plan": "pro"}}
+        response = httpx.get(
+            f"{server.base}/api/v1/people/a%2Bb%40example.com",
+            headers=bearer(prod["secret_key"]),
+            timeout=5,
+        )
+        assert response.status_code == 404
+        response = httpx.get(
+            f"{server.base}/api/v1/flows", headers=bearer(dev["publishable_key"]), timeout=5
+        )
+        assert response.status_code == 401
+
+
+def test_serve_person_key_with_slash(tmp_path, env):
+    with serving(tmp_path, env) as server:
+        result = run(["init-project", "Slash"], env, tmp_path)
+        secret = json.loads(result.stdout)["environments"][0]["secret_key"]
+        path = f"{server.base}/api/v1/people/team%2Falice"
+        response = httpx.put(path, json={"data": {}}, headers=bearer(secret), timeout=5)
+        assert response.status_code == 201, response.text
+        assert response.json()["person_key"] == "team/alice"
+        response = httpx.get(path, headers=bearer(secret), timeout=5)
+        assert response.status_code == 200
+        assert response.json()["person_key"] == "team/alice"

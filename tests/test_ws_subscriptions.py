@@ -1,0 +1,81 @@
+"""Subscriptions: idempotent, removable, per connection, never crossing people or tenants."""
+
+
+def test_subscribing_five_times_gives_one_event_per_change(ws, rest, person_key):
+    for request_id in (7, 7, "again", 9, 10):
+        assert (
+            ws.request(
+                "subscribe_state_change",
+                {"person_key": person_key, "entity": "flow"},
+                request_id=request_id,
+            )["status"]
+            == 200
+        )
+    rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
+    rest.post(f"/people/{person_key}/flows/onboarding/pause")
+    ws.wait_events(2)
+    ws.quiet(0.5)
+    assert [e["data"]["state"] for e in ws.events] == ["active", "inactive"]
+    assert {e["request_id"] for e in ws.events} == {7}
+
+
+def test_unsubscribe_stops_events_and_is_200_when_not_subscribed(ws, rest, person_key):
+    assert (
+        ws.request("unsubscribe_state_change", {"person_key": person_key, "entity": "step"})[
+            "status"
+        ]
+        == 200
+    )
+    ws.subscribe(person_key, "step")
+    rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
+    ws.wait_events(1)
+    assert (
+        ws.request("unsubscribe_state_change", {"person_key": person_key, "entity": "step"})[
+            "status"
+        ]
+        == 200
+    )
+    ws.quiet(0.2)
+    count = len(ws.events)
+    rest.post(f"/people/{person_key}/flows/onboarding/transitions", json={"transition": "next"})
+    assert ws.quiet(0.5) == []
+    assert len(ws.events) == count
+
+
+def test_two_connections_for_one_person_both_receive(connect, rest, person_key):
+    first, second = connect(), connect()
+    first.subscribe(person_key, "step")
+    second.subscribe(person_key, "step")
+    rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
+    assert first.wait_events(1)[0]["data"] == second.wait_events(1)[0]["data"]
+
+
+def test_events_never_reach_another_person_or_environment(
+    connect, server, tenant, rest, person_key
+):
+    mine, other_person, other_env = connect(), connect(), connect(tenant["prod"]["publishable_key"])
+    rest.put(f"/people/{person_key}-other", json={"data": {}})
+    mine.subscribe(person_key, "step")
+    other_person.subscribe(f"{person_key}-other", "step")
+    with server.rest(tenant["prod"]["secret_key"]) as prod:
+        prod.put(f"/people/{person_key}", json={"data": {}})
+        prod.post("/flows", json={"identifier": "onboarding", "steps": [{"identifier": "x"}]})
+        other_env.subscribe(person_key, "step")
+        rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
+        mine.wait_events(1)
+        assert other_person.quiet(0.5) == []
+        assert other_env.quiet(0.1) == []
+        # and the production person's own change reaches only the production subscriber
+        prod.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
+        assert [e["data"]["identifier"] for e in other_env.wait_events(2)] == ["x", "x"]
+    assert all(e["data"]["identifier"] != "x" for e in mine.quiet(0.3) + mine.events)
+
+
+def test_a_person_of_another_environment_is_404_like_an_unknown_one(connect, tenant, server):
+    with server.rest(tenant["prod"]["secret_key"]) as prod:
+        prod.put("/people/only-in-production", json={"data": {}})
+    client = connect()
+    found_elsewhere = client.subscribe("only-in-production", "flow")
+    unknown = client.subscribe("no-such-person-anywhere", "flow")
+    assert found_elsewhere["status"] == unknown["status"] == 404
+    assert client.request("get_state", {"person_key": "only-in-production"})["status"] == 404
