@@ -103,6 +103,7 @@ def cmd_serve(args) -> int:
         from stepstream.demo import ensure_demo
 
         print(ensure_demo(base), file=sys.stderr, flush=True)
+        os.environ["STEPSTREAM_DEMO"] = "1"  # the /demo page is served only now
     import uvicorn
     from django.conf import settings
 

@@ -15,15 +15,14 @@ DEMO_FLOW = {
         {"identifier": "welcome", "name": "Welcome to Acme"},
         {"identifier": "create-task", "name": "Create your first task"},
         {"identifier": "invite", "name": "Invite a teammate"},
-        {"identifier": "checklist-done", "name": "Checklist complete"},
-        {"identifier": "celebrate", "name": "You're all set"},
+        {"identifier": "task-done", "name": "First task created"},
+        {"identifier": "invite-done", "name": "Teammate invited"},
     ],
     "transitions": [
         {"identifier": "start", "from": "welcome", "to": "create-task"},
         {"identifier": "start", "from": "welcome", "to": "invite"},
-        {"identifier": "complete", "from": "create-task", "to": "checklist-done"},
-        {"identifier": "complete", "from": "invite", "to": "checklist-done"},
-        {"identifier": "finish", "from": "checklist-done", "to": "celebrate", "type": "automatic"},
+        {"identifier": "task-created", "from": "create-task", "to": "task-done"},
+        {"identifier": "invited", "from": "invite", "to": "invite-done"},
     ],
 }
 DEMO_PERSON = "demo-user"

@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from stepstream import views
+
 urlpatterns = [
     path("api/v1/", include("stepstream.api.urls")),
     path("admin/", admin.site.urls),
+    path("demo", views.demo),
 ]

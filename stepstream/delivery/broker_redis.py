@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from stepstream.delivery.broker import Broker
 from stepstream.log import Record
 
-CHANNEL = "stepstream:changes"
+CHANNEL_PREFIX = "stepstream:changes:"
 log = logging.getLogger("stepstream.delivery")
 
 
@@ -27,11 +27,23 @@ def decode(payload: bytes) -> list[Record]:
     return [Record(p, s, e, d) for p, s, e, d in orjson.loads(payload)]
 
 
+def channel_name() -> str:
+    """One channel per database: deployments (or test runs) sharing a Redis never mix."""
+    import hashlib
+
+    from django.db import connection
+
+    s = connection.settings_dict
+    identity = f"{s['ENGINE']}|{s.get('HOST')}|{s.get('PORT')}|{s['NAME']}"
+    return CHANNEL_PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
 class RedisBroker(Broker):
     cross_process = True
 
     def __init__(self, url: str):
         self.url = url
+        self.channel = channel_name()
         self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._down_until = 0.0
         self._listening = False
@@ -47,7 +59,7 @@ class RedisBroker(Broker):
             self.skipped += len(records)
             return
         try:
-            self._client.publish(CHANNEL, encode(records))
+            self._client.publish(self.channel, encode(records))
             self.published += len(records)
         except redis.RedisError as e:
             self._down_until = time.monotonic() + 1.0
@@ -60,7 +72,7 @@ class RedisBroker(Broker):
             client = aioredis.Redis.from_url(self.url, socket_connect_timeout=1.0)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 self._listening = True
                 on_gap()
                 backoff = 0.1
