@@ -74,6 +74,8 @@ async def unsubscribe_state_change(conn, data, request_id):
 
 
 def _identify(environment, person_key, data):
+    # the connection's environment was read at connect: a schema set since then applies
+    environment.refresh_from_db(fields=["person_schema"])
     person = people.merge(environment, person_key, data)
     state = engine.snapshot(environment, person_key)
     state["data"] = person.data

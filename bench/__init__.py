@@ -1,0 +1,1 @@
+"""Benchmarks, run by hand (docs/performance.md); not part of the test suite."""
