@@ -9,6 +9,7 @@ from django.db.models import Max
 
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Flow, Step, Transition
+from stepstream.text import reject_nul
 
 TRANSITION_TYPES = ("manual", "automatic")
 
@@ -104,6 +105,7 @@ def validate_definition(body) -> dict:
     """Checks a flow definition, naming every problem at once."""
     if not isinstance(body, dict):
         raise Invalid("The request body must be a JSON object describing the flow.")
+    reject_nul(body, "The flow definition")
     problems: list[str] = []
     identifier = _text(body.get("identifier"), "identifier", problems)
     name = _text(body.get("name"), "name", problems, required=False)

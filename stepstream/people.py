@@ -6,17 +6,20 @@ from jsonschema.exceptions import SchemaError
 
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Person
+from stepstream.text import reject_nul
 
 
 def check_person_key(person_key) -> str:
     if not isinstance(person_key, str) or not person_key or len(person_key) > 255:
         raise Invalid("person_key must be a non-empty string of at most 255 characters.")
+    reject_nul(person_key, "person_key")
     return person_key
 
 
 def check_data(environment: Environment, data) -> dict:
     if not isinstance(data, dict):
         raise Invalid("data must be a JSON object.")
+    reject_nul(data, "data")
     schema = environment.person_schema
     if schema:
         validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
@@ -32,6 +35,7 @@ def check_data(environment: Environment, data) -> dict:
 def set_schema(environment: Environment, schema) -> dict:
     if not isinstance(schema, dict):
         raise Invalid("The schema must be a JSON object (a JSON Schema, draft 2020-12).")
+    reject_nul(schema, "The schema")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as e:

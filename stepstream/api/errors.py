@@ -1,6 +1,6 @@
 """Renders every REST error as {"errors": [sentences], "code": ...} with its status."""
 
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from rest_framework import exceptions
 from rest_framework.response import Response
 
@@ -18,6 +18,14 @@ def _sentences(detail) -> list[str]:
 def exception_handler(exc, context):
     if isinstance(exc, StepstreamError):
         return Response({"errors": exc.messages, "code": exc.code}, status=exc.status)
+    if isinstance(exc, DataError):
+        return Response(
+            {
+                "errors": ["A value in the request cannot be stored (bad characters or size)."],
+                "code": "invalid",
+            },
+            status=400,
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         return Response(
             {"errors": ["The database is unavailable; retry shortly."], "code": "unavailable"},

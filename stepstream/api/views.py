@@ -8,12 +8,15 @@ from rest_framework.response import Response
 from stepstream import engine, flows, log, people
 from stepstream.errors import Invalid
 from stepstream.models import Person
+from stepstream.text import reject_nul
 
 
 def person_key(raw: str) -> str:
     from stepstream.asgi import SLASH_STAND_IN
 
-    return raw.replace(SLASH_STAND_IN, "/")
+    key = raw.replace(SLASH_STAND_IN, "/")
+    reject_nul(key, "person_key")
+    return key
 
 
 def _body(request: Request) -> dict:
@@ -26,6 +29,7 @@ def _field(body: dict, name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise Invalid(f"{name} is required and must be a non-empty string.")
+    reject_nul(value, name)
     return value
 
 

@@ -2,6 +2,7 @@
 
 from stepstream import dbthreads, engine, people
 from stepstream.errors import Conflict, Invalid, RateLimited
+from stepstream.text import reject_nul
 
 ENTITIES = ("flow", "step")
 
@@ -10,6 +11,7 @@ def _text(data: dict, field: str) -> str:
     value = data.get(field)
     if not isinstance(value, str) or not value or len(value) > 255:
         raise Invalid(f"data.{field} must be a non-empty string of at most 255 characters.")
+    reject_nul(value, f"data.{field}")
     return value
 
 

@@ -8,6 +8,7 @@ import logging
 
 import orjson
 from django.conf import settings
+from django.db import DataError
 
 from stepstream.errors import Invalid, RateLimited, StepstreamError, TooLarge
 from stepstream.ws.actions import ACTIONS
@@ -62,6 +63,9 @@ async def handle(conn, text: str) -> str:
         result = await handler(conn, data, request_id)
         return render(request_id, 200, action=action, data=result)
     except StepstreamError as error:
+        return render_error(request_id, error, action)
+    except DataError:
+        error = Invalid("A value in the request cannot be stored (bad characters or size).")
         return render_error(request_id, error, action)
     except Exception:
         logger.exception("unexpected error handling action %r", action)
