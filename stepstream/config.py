@@ -57,7 +57,8 @@ def database_settings() -> dict:
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
             },
-            "TEST": {"NAME": str(data_dir() / "test.sqlite3")},
+            # a file (threads share it), one per test run (runs can overlap)
+            "TEST": {"NAME": str(data_dir() / f"test-{os.getpid()}.sqlite3")},
         }
     parsed = urlparse(url)
     if parsed.scheme not in ("postgres", "postgresql"):
