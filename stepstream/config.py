@@ -79,7 +79,7 @@ def database_settings() -> dict:
             "pool": {
                 "min_size": 2,
                 "max_size": int(os.environ.get("STEPSTREAM_DB_POOL_SIZE", "20")),
-                "timeout": 5,
+                "timeout": 2,  # fail fast (503) while the database is unreachable
             },
         },
     }

@@ -15,14 +15,18 @@ DEMO_FLOW = {
         {"identifier": "welcome", "name": "Welcome to Acme"},
         {"identifier": "create-task", "name": "Create your first task"},
         {"identifier": "invite", "name": "Invite a teammate"},
+        {"identifier": "due-date", "name": "Set a due date"},
         {"identifier": "task-done", "name": "First task created"},
         {"identifier": "invite-done", "name": "Teammate invited"},
+        {"identifier": "due-date-done", "name": "Due date set"},
     ],
     "transitions": [
         {"identifier": "start", "from": "welcome", "to": "create-task"},
         {"identifier": "start", "from": "welcome", "to": "invite"},
+        {"identifier": "start", "from": "welcome", "to": "due-date"},
         {"identifier": "task-created", "from": "create-task", "to": "task-done"},
         {"identifier": "invited", "from": "invite", "to": "invite-done"},
+        {"identifier": "due-date-set", "from": "due-date", "to": "due-date-done"},
     ],
 }
 DEMO_PERSON = "demo-user"
@@ -38,7 +42,16 @@ def _create() -> dict:
     return dev
 
 
+def _browsable(base_url: str) -> str:
+    """The base URL a browser on this machine can open (not the wildcard address)."""
+    for wildcard, local in (("//0.0.0.0:", "//127.0.0.1:"), ("//[::]:", "//[::1]:"), ("//:::", "//[::1]:")):
+        base_url = base_url.replace(wildcard, local)
+    return base_url
+
+
 def ensure_demo(base_url: str) -> str:
+    """Creates the demo once (keys kept in demo.json) and returns what to tell the user."""
+    base_url = _browsable(base_url)
     path = config.data_dir() / "demo.json"
     keys = json.loads(path.read_text()) if path.exists() else None
     if not keys or tenants.environment_for_key(keys["secret_key"], "secret") is None:
@@ -57,7 +70,7 @@ Demo project ready (development environment).
   publishable key: {pk}
   secret key:      {sk}
   demo person:     {DEMO_PERSON}   flow: onboarding
-  demo page:       {base_url}/demo
+  demo page:       {base_url}/demo   <- open this in a browser
 
 Try:
   curl -s -H 'Authorization: Bearer {sk}' {people_url}/flows

@@ -30,6 +30,8 @@ class Environment(models.Model):
     identity_secret = models.CharField(max_length=200, blank=True, default="")
     signed_requests = models.BigIntegerField(default=0)
     unsigned_requests = models.BigIntegerField(default=0)
+    # browser origins allowed to open a WebSocket with this environment's key; [] = any
+    allowed_origins = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [
@@ -48,6 +50,8 @@ class ApiKey(models.Model):
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="keys")
     kind = models.CharField(max_length=12, choices=KINDS)
     digest = models.CharField(max_length=64, unique=True)
+    # the key's first characters ("pk_Ab3x"): enough to tell keys apart, useless to an attacker
+    hint = models.CharField(max_length=12, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 

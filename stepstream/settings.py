@@ -26,6 +26,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "stepstream.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -70,10 +71,22 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"redact": {"()": "stepstream.redact.RedactingFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "stepstream.observability.JsonFormatter"},
+    },
+    "filters": {
+        "redact": {"()": "stepstream.redact.RedactingFilter"},
+        "request_id": {"()": "stepstream.observability.RequestIdFilter"},
+    },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "json"
+            if config.os.environ.get("STEPSTREAM_LOG_FORMAT") == "json"
+            else "plain",
+            "filters": ["redact", "request_id"],
+        }
     },
     "root": {
         "handlers": ["stderr"],
@@ -96,7 +109,7 @@ STEPSTREAM = {
     "WS_PING_INTERVAL": config.float_setting("STEPSTREAM_WS_PING_INTERVAL", 20.0),
     "WS_PING_TIMEOUT": config.float_setting("STEPSTREAM_WS_PING_TIMEOUT", 20.0),
     "LOG_POLL_INTERVAL": config.float_setting("STEPSTREAM_LOG_POLL_INTERVAL", 0.1),
-    "RECONCILE_INTERVAL": config.float_setting("STEPSTREAM_RECONCILE_INTERVAL", 1.0),
+    "RECONCILE_INTERVAL": config.float_setting("STEPSTREAM_RECONCILE_INTERVAL", 0.5),
     "DB_THREADS": config.int_setting("STEPSTREAM_DB_THREADS", 8),
     "MAX_FLOW_STEPS": config.int_setting("STEPSTREAM_MAX_FLOW_STEPS", 500),
     "MAX_FLOW_TRANSITIONS": config.int_setting("STEPSTREAM_MAX_FLOW_TRANSITIONS", 2000),

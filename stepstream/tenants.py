@@ -4,19 +4,34 @@ Keys are random, shown once, and stored as HMAC-SHA-256 digests keyed with the
 server secret: one indexed lookup per check, no slow password hash on the hot
 path. A key's prefix names its kind, but the kind is checked against the
 stored row, so a key of the wrong kind is simply not found.
+
+Comparison is constant-time where it matters: a presented key is never
+compared with a stored one. Its keyed digest is computed (always the same
+work) and looked up; an attacker who cannot compute digests learns nothing
+from how long the lookup of one takes. The digest found is checked again
+with `hmac.compare_digest`.
+
+Lifecycle: an environment may hold several live keys of each kind. A new
+key works at once; an old one keeps working until it is revoked, and a
+revoked publishable key's open WebSocket connections are closed with 4403
+within seconds (`stepstream.ws.guard`).
 """
 
 import hashlib
 import hmac
 import secrets
+from datetime import UTC
 from functools import lru_cache
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
+from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import ENVIRONMENTS, ApiKey, Environment, Project
 
 PREFIXES = {"secret": "sk_", "publishable": "pk_"}
+HINT_LENGTH = 7  # "pk_" and 4 of the 43 random characters
 
 
 @lru_cache(maxsize=1)
@@ -28,10 +43,17 @@ def digest(key: str) -> str:
     return hmac.new(_digest_key(), key.encode(), hashlib.sha256).hexdigest()
 
 
-def new_key(environment: Environment, kind: str) -> str:
+def create_key(environment: Environment, kind: str) -> tuple[ApiKey, str]:
+    """A new live key of this kind: its row and the key itself (never stored)."""
     key = PREFIXES[kind] + secrets.token_urlsafe(32)
-    ApiKey.objects.create(environment=environment, kind=kind, digest=digest(key))
-    return key
+    row = ApiKey.objects.create(
+        environment=environment, kind=kind, digest=digest(key), hint=key[:HINT_LENGTH]
+    )
+    return row, key
+
+
+def new_key(environment: Environment, kind: str) -> str:
+    return create_key(environment, kind)[1]
 
 
 def create_project(name: str) -> dict:
@@ -51,13 +73,133 @@ def create_project(name: str) -> dict:
     return {"project": name, "environments": environments}
 
 
-def environment_for_key(key: str | None, kind: str) -> Environment | None:
-    """The environment a live key of this kind belongs to, or None."""
-    if not key or len(key) > 200:
+def key_row(key: str | None, kind: str) -> ApiKey | None:
+    """The live key row (with its environment) of this kind matching `key`, or None."""
+    if not key or not isinstance(key, str) or len(key) > 200:
         return None
+    wanted = digest(key)
     row = (
         ApiKey.objects.select_related("environment")
-        .filter(digest=digest(key), kind=kind, revoked_at__isnull=True)
+        .filter(digest=wanted, kind=kind, revoked_at__isnull=True)
         .first()
     )
+    if row is None or not hmac.compare_digest(row.digest, wanted):
+        return None
+    return row
+
+
+def environment_for_key(key: str | None, kind: str) -> Environment | None:
+    """The environment a live key of this kind belongs to, or None."""
+    row = key_row(key, kind)
     return row.environment if row else None
+
+
+# -- lifecycle ----------------------------------------------------------------
+
+
+def _timestamp(dt) -> str | None:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if dt else None
+
+
+def describe_key(row: ApiKey) -> dict:
+    """A key without its secret part."""
+    return {
+        "id": row.pk,
+        "kind": row.kind,
+        "hint": row.hint,
+        "created_at": _timestamp(row.created_at),
+        "revoked_at": _timestamp(row.revoked_at),
+    }
+
+
+def list_keys(environment: Environment) -> list[dict]:
+    return [describe_key(row) for row in environment.keys.order_by("pk")]
+
+
+def check_kind(kind) -> str:
+    if kind not in PREFIXES:
+        raise Invalid("kind is required and must be 'secret' or 'publishable'.")
+    return kind
+
+
+def add_key(environment: Environment, kind) -> dict:
+    """Creates a key; the answer is the only place the key itself ever appears."""
+    row, key = create_key(environment, check_kind(kind))
+    return {**describe_key(row), "key": key}
+
+
+def revoke_key(environment: Environment, key_id) -> dict:
+    """Revokes one of the environment's keys (idempotent); its last live secret key stays."""
+    if isinstance(key_id, bool) or not isinstance(key_id, int | str) or not str(key_id).isdigit():
+        raise NotFound(f"No key with id {key_id} in this environment.")
+    with transaction.atomic():
+        # the environment's row is locked so two revocations cannot leave it keyless
+        Environment.objects.select_for_update().filter(pk=environment.pk).first()
+        row = ApiKey.objects.filter(environment=environment, pk=int(key_id)).first()
+        if row is None:
+            raise NotFound(f"No key with id {key_id} in this environment.")
+        if row.revoked_at is None:
+            if row.kind == "secret" and not (
+                ApiKey.objects.filter(environment=environment, kind="secret", revoked_at=None)
+                .exclude(pk=row.pk)
+                .exists()
+            ):
+                raise Conflict(
+                    f"Key {row.pk} is this environment's only live secret key; revoking it "
+                    "would lock you out. Create a new secret key first, then revoke this one."
+                )
+            row.revoked_at = timezone.now()
+            row.save(update_fields=["revoked_at"])
+    return describe_key(row)
+
+
+def rotate(environment: Environment, kinds: list[str]) -> dict:
+    """New keys of these kinds; the old ones stay valid until revoked."""
+    with transaction.atomic():
+        old = list(
+            environment.keys.filter(kind__in=kinds, revoked_at=None)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        made = {kind: create_key(environment, kind) for kind in kinds}
+    answer = {
+        "project": environment.project.name,
+        "project_id": environment.project_id,
+        "environment": environment.identifier,
+    }
+    for kind, (_, key) in made.items():
+        answer[f"{kind}_key"] = key
+    answer["new_key_ids"] = {kind: row.pk for kind, (row, _) in made.items()}
+    answer["old_key_ids"] = old
+    return answer
+
+
+def find_environment(name: str) -> Environment:
+    """An environment named "PROJECT/IDENTIFIER", PROJECT being a project's id or its name.
+
+    Project names need not be unique: an ambiguous name is refused, listing the ids.
+    """
+    project_part, slash, identifier = name.rpartition("/")
+    if not slash or not project_part or not identifier:
+        raise Invalid(
+            f"name the environment as PROJECT/ENVIRONMENT, e.g. 'Acme/production' or "
+            f"'12/production' (a project id), not '{name}'."
+        )
+    projects = list(Project.objects.filter(name=project_part).order_by("pk"))
+    if not projects and project_part.isdigit():
+        projects = list(Project.objects.filter(pk=int(project_part)))
+    if not projects:
+        raise NotFound(f"No project named '{project_part}' (nor with that id).")
+    if len(projects) > 1:
+        ids = ", ".join(str(p.pk) for p in projects)
+        raise Invalid(
+            f"{len(projects)} projects are named '{project_part}' (ids {ids}); "
+            f"name one by its id, e.g. '{projects[-1].pk}/{identifier}'."
+        )
+    env = Environment.objects.filter(project=projects[0], identifier=identifier).first()
+    if env is None:
+        known = ", ".join(projects[0].environments.values_list("identifier", flat=True))
+        raise NotFound(
+            f"Project '{projects[0].name}' has no environment '{identifier}' (it has: {known})."
+        )
+    return env

@@ -7,6 +7,7 @@ KEY = r"(?P<key>[^/]+)"
 
 urlpatterns = [
     path("health", views.health),
+    path("ready", views.ready),
     path(
         "openapi.json",
         SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),

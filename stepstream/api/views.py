@@ -50,6 +50,19 @@ def health(request):
     )
 
 
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([])
+def ready(request):
+    """Readiness: 200 when the database (and Redis, if configured) answer, else 503."""
+    from stepstream.observability import readiness
+
+    ok, report = readiness()
+    return Response(
+        {"status": "ready" if ok else "unavailable", **report}, status=200 if ok else 503
+    )
+
+
 @api_view(["GET", "PUT"])
 def person_schema(request):
     env = request.auth

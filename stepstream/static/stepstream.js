@@ -1,215 +1,703 @@
-// Stepstream browser SDK: live flow and step state for one person.
-// A dependency-free ES module; no build step. Protocol: docs/protocol.md.
+// Stepstream browser SDK: a live copy of one person's flows and steps.
+// A dependency-free ES module; no build step. Protocol: docs/protocol.md;
+// quickstart: docs/clients.md.
 //
-//   import { connect } from "/static/stepstream.js";
-//   const client = connect({ url: "http://localhost:8000", key: "pk_...", personKey: "u-1" });
+//   import stepstream from "/static/stepstream.js";  // or: import { connect } from ...
+//   const client = stepstream.connect({ url: "http://localhost:8000", key: "pk_...", personKey: "u-1" });
 //   client.flow("onboarding").onChange((flow) => render(flow));
+//   client.flow("onboarding").step("welcome").state;   // "active", or undefined before the snapshot
 //   await client.transition("onboarding", "next");
+//
+// How it stays exact: the first snapshot (`identify`) carries the person's `seq`;
+// both subscriptions (`flow` and `step`) start from it with `since_seq`, so
+// nothing is missed between the two. Each entity keeps its own resume point
+// (the two streams are separate and interleave), and every flow and step
+// remembers the `seq` of the last change applied to it, so a late or repeated
+// event never moves a state backwards. After a disconnect the client
+// reconnects with jittered exponential backoff and resubscribes from its
+// resume points.
 
 /**
- * @typedef {{id: string, identifier: string, name: string, state: string}} StepState
- * @typedef {{id: string, flow: string, version: number, state: string, steps: StepState[]}} FlowState
+ * @typedef {"inactive"|"active"|"completed"} StepStateName
+ * @typedef {"active"|"inactive"|"completed"|"exited"} FlowStateName
+ * @typedef {{id: string, identifier: string, name: string, state: StepStateName}} StepState
+ * @typedef {{id: string, flow: string, version: number, state: FlowStateName,
+ *   steps: StepState[], seq: number}} FlowState
+ *   A flow instance; `seq` is the latest change it reflects. Each change
+ *   replaces the object (and its `steps` array), so `===` tells whether it changed.
  * @typedef {{entity: "flow"|"step", id: string, identifier: string, state: string,
  *   previous_state: string, seq: number, person_key: string, flow: string, flow_id: string,
  *   occurred_at: string}} StateChange
- * @typedef {{url: string, key: string, personKey: string, personToken?: string,
- *   data?: object, WebSocket?: typeof WebSocket, maxBackoffMs?: number}} ConnectOptions
+ * @typedef {"connecting"|"live"|"reconnecting"|"closed"} Status
+ * @typedef {string | (() => string | Promise<string>)} TokenSource
+ *   A person token (JWT), or a function fetching a fresh one; a function is
+ *   called on every (re)connect and after a 401.
+ * @typedef {object} ConnectOptions
+ * @property {string} key the environment's publishable key (pk_...)
+ * @property {string} personKey the person, as your product names them
+ * @property {string} [url] the server's base URL (http(s)://host:port); default: this page's origin
+ * @property {TokenSource} [personToken] identity verification: sent as `data.person_token`
+ * @property {object} [data] person data merged on `identify` when the client first connects
+ * @property {number} [replayFrom] also replay the person's recorded changes after this seq
+ *   through `onEvent` (e.g. 0: the whole log); default: only changes after the snapshot
+ * @property {number} [minBackoffMs] first reconnect delay (default 250)
+ * @property {number} [maxBackoffMs] longest reconnect delay (default 10000)
+ * @property {number} [heartbeatMs] ping the server this often while idle; drop the socket
+ *   if it does not answer in as long (default 20000; 0: off)
+ * @property {number} [requestTimeoutMs] how long a request (or waiting to be live) may take
+ *   (default 15000)
+ * @property {typeof WebSocket} [WebSocket] a WebSocket implementation (default: the global one)
  */
 
+/** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE_CODES = new Set([4401, 4403]);
 
-/** Turns an http(s) base URL into the ws(s) endpoint. */
+/** An error answered by the server (`status`, `errors`, `code`), or a connection problem. */
+export class StepstreamError extends Error {
+  /**
+   * @param {string} message
+   * @param {{status?: number, code?: string, errors?: string[]}} [details]
+   */
+  constructor(message, details = {}) {
+    super(message);
+    this.name = "StepstreamError";
+    /** @type {number} HTTP-like status; 0 for a connection problem */
+    this.status = details.status ?? 0;
+    /** @type {string} machine-readable: not_found, conflict, unauthenticated, disconnected, ... */
+    this.code = details.code ?? "";
+    /** @type {string[]} */
+    this.errors = details.errors ?? [message];
+  }
+}
+
+/** Turns an http(s) (or ws(s)) base URL into the WebSocket endpoint. */
 function socketUrl(base, key) {
-  const url = new URL("/ws", base.replace(/^http/, "ws"));
+  const url = new URL("/ws", base);
+  url.protocol = url.protocol === "https:" || url.protocol === "wss:" ? "wss:" : "ws:";
   url.searchParams.set("key", key);
   return url.toString();
 }
 
-class FlowHandle {
-  constructor(client, identifier) {
-    this.client = client;
+/** A live view of one step of one flow; never undefined, even before the snapshot. */
+class StepHandle {
+  /** @param {FlowHandle} flow @param {string} identifier */
+  constructor(flow, identifier) {
+    this.flow = flow;
     this.identifier = identifier;
   }
 
-  /** @returns {FlowState|undefined} */
+  /** @returns {StepState|undefined} */
   get value() {
-    return this.client.flows.get(this.identifier);
+    return this.flow.value?.steps.find((s) => s.identifier === this.identifier);
   }
 
+  /** @returns {StepStateName|undefined} */
   get state() {
     return this.value?.state;
   }
 
-  /** @param {string} identifier @returns {StepState|undefined} */
-  step(identifier) {
-    return this.value?.steps.find((s) => s.identifier === identifier);
+  get isActive() {
+    return this.state === "active";
   }
 
-  /** Calls fn(flowState) now and after every change; returns an unsubscribe function. */
+  get isCompleted() {
+    return this.state === "completed";
+  }
+
+  /**
+   * Calls fn(step) now (when known) and whenever this step's state changes.
+   * @param {(step: StepState) => void} fn
+   * @returns {() => void} unsubscribe
+   */
   onChange(fn) {
-    const listener = (flow) => flow === this.identifier && fn(this.value);
-    this.client.changeListeners.add(listener);
+    let last = this.value;
+    if (last) fn(last);
+    return this.flow.client._listen((flowId) => {
+      if (flowId !== this.flow.identifier) return;
+      const now = this.value;
+      if (now && now !== last) fn(now);
+      last = now;
+    });
+  }
+}
+
+/** A live view of one flow of the person; never undefined, even before the snapshot. */
+class FlowHandle {
+  /** @param {StepstreamClient} client @param {string} identifier */
+  constructor(client, identifier) {
+    this.client = client;
+    this.identifier = identifier;
+    /** @type {Map<string, StepHandle>} */
+    this.stepHandles = new Map();
+  }
+
+  /** The current flow instance, or undefined if the person has none (yet). @returns {FlowState|undefined} */
+  get value() {
+    return this.client.flows.get(this.identifier);
+  }
+
+  /** @returns {FlowStateName|undefined} */
+  get state() {
+    return this.value?.state;
+  }
+
+  /** @returns {StepState[]} */
+  get steps() {
+    return this.value?.steps ?? [];
+  }
+
+  /** @returns {StepState[]} the steps active now (several when the flow branches) */
+  get activeSteps() {
+    return this.steps.filter((s) => s.state === "active");
+  }
+
+  /** @param {string} identifier @returns {StepHandle} */
+  step(identifier) {
+    let handle = this.stepHandles.get(identifier);
+    if (!handle) this.stepHandles.set(identifier, (handle = new StepHandle(this, identifier)));
+    return handle;
+  }
+
+  /**
+   * Calls fn(flow) now (when known) and after every change of this flow or its steps.
+   * @param {(flow: FlowState) => void} fn
+   * @returns {() => void} unsubscribe
+   */
+  onChange(fn) {
     if (this.value) fn(this.value);
-    return () => this.client.changeListeners.delete(listener);
+    return this.client._listen((flowId) => {
+      if (flowId === this.identifier && this.value) fn(this.value);
+    });
+  }
+
+  /** @param {string} transition @returns {Promise<FlowState>} */
+  transition(transition) {
+    return this.client.transition(this.identifier, transition);
   }
 }
 
 export class StepstreamClient {
   /** @param {ConnectOptions} options */
   constructor(options) {
-    this.options = options;
-    /** @type {Map<string, FlowState>} */
+    if (!options || !options.key) throw new TypeError("stepstream: `key` is required");
+    if (!options.personKey) throw new TypeError("stepstream: `personKey` is required");
+    this.options = {
+      minBackoffMs: 250,
+      maxBackoffMs: 10000,
+      heartbeatMs: 20000,
+      requestTimeoutMs: 15000,
+      ...options,
+    };
+    this.url = options.url || globalThis.location?.origin;
+    this.personKey = options.personKey;
+    /** @type {Map<string, FlowState>} the person's flow instances by flow identifier */
     this.flows = new Map();
-    this.lastSeq = { flow: 0, step: 0 };
-    this.changeListeners = new Set();
-    this.eventListeners = new Set();
-    this.statusListeners = new Set();
+    /** Resume points: the last `seq` received on each subscription. */
+    this.seq = { flow: 0, step: 0 };
+    /** @type {Status} */
     this.status = "connecting";
-    this.pending = new Map();
-    this.nextId = 1;
-    this.backoff = 250;
-    this.closed = false;
-    this.snapshotted = false;
-    this.ready = new Promise((resolve) => (this.resolveReady = resolve));
-    this.open();
+    /** @type {StepstreamError|null} why the client closed, when it closed by itself */
+    this.error = null;
+    /** @type {Record<string, any>|null} the person's data, as the last identify answered */
+    this.personData = null;
+
+    this._itemSeq = new Map(); // flow instance or step instance id -> seq of its last applied change
+    this._unplaced = []; // events of flow instances the snapshot did not have yet
+    this._refreshing = null;
+    this._flowHandles = new Map();
+    this._changeListeners = new Set();
+    this._eventListeners = new Set();
+    this._statusListeners = new Set();
+    this._pending = new Map();
+    this._nextId = 1;
+    this._attempt = 0;
+    this._closed = false;
+    this._snapshotted = false;
+    this._token = typeof options.personToken === "string" ? options.personToken : undefined;
+    this._ws = null;
+    this._timers = new Set();
+    /** Resolves when the client is first live; rejects if it closes before. */
+    this.ready = this.whenLive(Infinity);
+    this.ready.catch(() => {});
+    this._onOnline = () => this._attempt > 0 && this._reconnectNow();
+    globalThis.addEventListener?.("online", this._onOnline);
+    this._open();
   }
 
+  // -- reading state -----------------------------------------------------
+
+  /** @param {string} identifier @returns {FlowHandle} */
   flow(identifier) {
-    return new FlowHandle(this, identifier);
+    let handle = this._flowHandles.get(identifier);
+    if (!handle) this._flowHandles.set(identifier, (handle = new FlowHandle(this, identifier)));
+    return handle;
   }
 
-  /** Calls fn(stateChange) for every event applied. */
+  /**
+   * Calls fn(change) for every state_change received, once each, per entity in `seq` order.
+   * @param {(change: StateChange) => void} fn
+   * @returns {() => void} unsubscribe
+   */
   onEvent(fn) {
-    this.eventListeners.add(fn);
-    return () => this.eventListeners.delete(fn);
+    this._eventListeners.add(fn);
+    return () => this._eventListeners.delete(fn);
   }
 
-  /** Calls fn(status): "connecting" | "live" | "reconnecting" | "closed". */
+  /**
+   * Calls fn(status, error) now and whenever the connection status changes.
+   * @param {(status: Status, error: StepstreamError|null) => void} fn
+   * @returns {() => void} unsubscribe
+   */
   onStatus(fn) {
-    this.statusListeners.add(fn);
-    fn(this.status);
-    return () => this.statusListeners.delete(fn);
+    this._statusListeners.add(fn);
+    fn(this.status, this.error);
+    return () => this._statusListeners.delete(fn);
   }
 
-  /** Calls a transition; resolves with the instance, rejects with the server's errors. */
-  async transition(flow, transition) {
-    await this.ready;
-    const instance = await this.request("transition", { flow, transition });
-    return instance;
-  }
+  /**
+   * Calls fn(flowIdentifier) after any flow of the person changes (React:
+   * `useSyncExternalStore(client.subscribe, () => client.flow(id).value)`).
+   * @param {(flow: string) => void} fn
+   * @returns {() => void} unsubscribe
+   */
+  subscribe = (fn) => this._listen(fn);
 
-  close() {
-    this.closed = true;
-    this.setStatus("closed");
-    this.ws?.close(1000);
-  }
-
-  // -- internals ---------------------------------------------------------
-
-  setStatus(status) {
-    this.status = status;
-    for (const fn of this.statusListeners) fn(status);
-  }
-
-  request(action, data = {}) {
-    const id = this.nextId++;
-    const body = { person_key: this.options.personKey, ...data };
-    if (this.options.personToken) body.person_token = this.options.personToken;
+  /**
+   * Resolves when the client is live (connected, subscribed, up to date).
+   * @param {number} [timeoutMs] default: the request timeout
+   * @returns {Promise<void>}
+   */
+  whenLive(timeoutMs = this.options?.requestTimeoutMs ?? 15000) {
+    if (this.status === "live") return Promise.resolve();
+    if (this.status === "closed") return Promise.reject(this._closedError());
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.ws.send(JSON.stringify({ action, request_id: id, data: body }));
+      let timer;
+      const off = this._onStatusInternal((status) => {
+        if (status === "live") done(resolve);
+        else if (status === "closed") done(() => reject(this._closedError()));
+      });
+      const done = (fn) => {
+        off();
+        clearTimeout(timer);
+        this._timers.delete(timer);
+        fn();
+      };
+      if (Number.isFinite(timeoutMs)) {
+        timer = setTimeout(
+          () => done(() => reject(new StepstreamError("not connected", { code: "disconnected" }))),
+          timeoutMs,
+        );
+        this._timers.add(timer);
+      }
     });
   }
 
-  open() {
-    const Impl = this.options.WebSocket || globalThis.WebSocket;
-    const ws = new Impl(socketUrl(this.options.url, this.options.key));
-    this.ws = ws;
-    ws.onopen = () => this.start().catch((e) => console.warn("stepstream:", e));
-    ws.onmessage = (message) => this.receive(JSON.parse(message.data));
-    ws.onclose = (event) => this.reconnect(event.code);
+  // -- acting ------------------------------------------------------------
+
+  /**
+   * Calls a transition of one of the person's flows. Waits (up to the request
+   * timeout) for the connection to be live. Resolves with the flow instance
+   * after the call, already applied to the live state; rejects with a
+   * StepstreamError (`status` 409: no active step has it, or the flow is not
+   * active; 404: no such flow instance).
+   * @param {string} flow
+   * @param {string} transition
+   * @returns {Promise<FlowState>}
+   */
+  async transition(flow, transition) {
+    await this.whenLive();
+    const instance = await this._request("transition", { flow, transition });
+    this._applyInstance(instance, instance.seq);
+    return this.flows.get(instance.flow) ?? instance;
   }
 
-  async start() {
-    if (!this.snapshotted) {
-      const state = await this.request("identify", { data: this.options.data || {} });
-      this.applySnapshot(state);
-      this.snapshotted = true;
-    }
-    await Promise.all([
-      this.request("subscribe_state_change", { entity: "flow", since_seq: this.lastSeq.flow }),
-      this.request("subscribe_state_change", { entity: "step", since_seq: this.lastSeq.step }),
-    ]);
-    this.backoff = 250;
-    this.setStatus("live");
-    this.resolveReady();
+  /**
+   * Merges `data` into the person's data (top-level keys; the environment's schema applies).
+   * @param {object} data
+   * @returns {Promise<object>} the person's data after the merge
+   */
+  async identify(data) {
+    await this.whenLive();
+    const state = await this._request("identify", { data });
+    this._applySnapshot(state, false);
+    this.personData = state.data;
+    return state.data;
   }
 
-  reconnect(code) {
-    for (const { reject } of this.pending.values()) reject(new Error("connection closed"));
-    this.pending.clear();
-    if (this.closed) return;
-    if (FATAL_CLOSE_CODES.has(code)) {
-      this.setStatus("closed");
-      return;
-    }
-    this.setStatus("reconnecting");
-    const delay = this.backoff * (0.5 + Math.random());
-    this.backoff = Math.min(this.backoff * 2, this.options.maxBackoffMs || 10000);
-    setTimeout(() => this.open(), delay);
-  }
-
-  receive(message) {
-    if (message.event === "state_change") {
-      this.applyEvent(message.data);
-      return;
-    }
-    const waiter = this.pending.get(message.request_id);
-    if (!waiter) return;
-    this.pending.delete(message.request_id);
-    if (message.status === 200) waiter.resolve(message.data);
-    else waiter.reject(Object.assign(new Error(message.errors.join(" ")), message));
-  }
-
-  applySnapshot(state) {
-    this.flows.clear();
-    for (const flow of state.flows) this.flows.set(flow.flow, flow);
-    this.lastSeq = { flow: state.seq, step: state.seq };
-    for (const flow of this.flows.keys()) this.notify(flow);
-  }
-
+  /** Reads a fresh snapshot (get_state) and merges it; rarely needed. */
   async refresh() {
-    const state = await this.request("get_state");
-    const seen = { ...this.lastSeq };
-    this.applySnapshot(state);
-    this.lastSeq = { flow: Math.max(seen.flow, state.seq), step: Math.max(seen.step, state.seq) };
+    await this.whenLive();
+    const state = await this._request("get_state", {});
+    this._applySnapshot(state, false);
   }
 
-  applyEvent(change) {
-    if (change.seq <= this.lastSeq[change.entity]) return; // already applied
-    this.lastSeq[change.entity] = change.seq;
-    const flow = this.flows.get(change.flow);
-    if (!flow || flow.id !== change.flow_id) {
-      // a flow started since the snapshot: its steps are only in a fresh snapshot
-      this.refresh().catch((e) => console.warn("stepstream:", e));
-    } else if (change.entity === "flow") {
-      flow.state = change.state;
-    } else {
-      const step = flow.steps.find((s) => s.id === change.id);
-      if (step) step.state = change.state;
+  /** Sets the person token sent from now on (e.g. after refreshing it). @param {string} token */
+  setPersonToken(token) {
+    this._token = token;
+  }
+
+  /** Closes the connection for good. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    globalThis.removeEventListener?.("online", this._onOnline);
+    for (const timer of this._timers) clearTimeout(timer);
+    this._timers.clear();
+    const ws = this._ws;
+    this._ws = null;
+    this._failPending(new StepstreamError("client closed", { code: "closed" }));
+    try {
+      ws?.close(1000);
+    } catch {
+      /* already closed */
     }
-    for (const fn of this.eventListeners) fn(change);
-    this.notify(change.flow);
+    this._setStatus("closed");
   }
 
-  notify(flow) {
-    for (const fn of this.changeListeners) fn(flow);
+  // -- connection --------------------------------------------------------
+
+  _open() {
+    if (this._closed) return;
+    const Impl = this.options.WebSocket || globalThis.WebSocket;
+    let ws;
+    try {
+      ws = new Impl(socketUrl(this.url, this.options.key));
+    } catch (e) {
+      this._fatal(new StepstreamError(`cannot open the WebSocket: ${e.message}`));
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = () => {
+      if (ws !== this._ws) return;
+      this._start(ws).catch((e) => this._startFailed(ws, e));
+    };
+    ws.onmessage = (message) => {
+      if (ws !== this._ws) return;
+      this._lastHeard = Date.now();
+      let parsed;
+      try {
+        parsed = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      this._receive(parsed);
+    };
+    ws.onclose = (event) => {
+      if (ws === this._ws) this._disconnected(event.code);
+    };
+    ws.onerror = () => {}; // onclose follows and handles it
+  }
+
+  /** Snapshot (first time, or when the log restarted), then both subscriptions. */
+  async _start(ws) {
+    await this._loadToken();
+    if (!this._snapshotted) {
+      const state = await this._request("identify", { data: this.options.data ?? {} });
+      this.personData = state.data;
+      this._applySnapshot(state, true);
+      const from = this.options.replayFrom;
+      const resume = Number.isInteger(from) && from >= 0 && from < state.seq ? from : state.seq;
+      this.seq = { flow: resume, step: resume };
+      this._snapshotted = true;
+    }
+    const subscriptions = ["flow", "step"].map((entity) =>
+      this._request("subscribe_state_change", { entity, since_seq: this.seq[entity] }),
+    );
+    const results = await Promise.allSettled(subscriptions);
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      const error = failed.reason;
+      if (error.status === 409 || error.status === 404) {
+        // the person's log restarted (deleted and created again): start over
+        this._snapshotted = false;
+      }
+      throw error;
+    }
+    if (ws !== this._ws) return;
+    this._attempt = 0;
+    this._setStatus("live");
+    this._heartbeat(ws);
+  }
+
+  _startFailed(ws, error) {
+    if (ws !== this._ws || this._closed) return;
+    const identityRefused = error.status === 401 || error.status === 403;
+    if (identityRefused && typeof this.options.personToken !== "function") {
+      this._fatal(error);
+      return;
+    }
+    if (identityRefused) this._token = undefined; // fetch a fresh one
+    if (error.code !== "disconnected") console.warn("stepstream:", error.message);
+    this._drop(ws);
+  }
+
+  async _loadToken() {
+    const source = this.options.personToken;
+    if (typeof source === "function" && this._token === undefined) this._token = await source();
+  }
+
+  /** Sends a ping when the socket has been quiet; drops it if the server does not answer. */
+  _heartbeat(ws) {
+    const every = this.options.heartbeatMs;
+    if (!every) return;
+    this._lastHeard = Date.now();
+    const tick = async () => {
+      this._timers.delete(timer);
+      if (ws !== this._ws || this._closed) return;
+      if (Date.now() - this._lastHeard >= every) {
+        try {
+          await this._request("ping", undefined, every);
+        } catch {
+          if (ws === this._ws) this._drop(ws);
+          return;
+        }
+      }
+      if (ws === this._ws) timer = this._later(tick, every / 2);
+    };
+    let timer = this._later(tick, every / 2);
+  }
+
+  _later(fn, ms) {
+    const timer = setTimeout(fn, ms);
+    this._timers.add(timer);
+    return timer;
+  }
+
+  /** Abandons a socket (it may be dead without knowing it) and reconnects. */
+  _drop(ws) {
+    try {
+      ws.close(4000, "reconnecting");
+    } catch {
+      /* already closed */
+    }
+    this._disconnected(1006);
+  }
+
+  _reconnectNow() {
+    if (this._closed || this._ws || this._reconnectTimer === undefined) return;
+    clearTimeout(this._reconnectTimer);
+    this._timers.delete(this._reconnectTimer);
+    this._reconnectTimer = undefined;
+    this._open();
+  }
+
+  _disconnected(code) {
+    this._ws = null;
+    this._failPending(new StepstreamError("connection closed", { code: "disconnected" }));
+    if (this._closed) return;
+    if (FATAL_CLOSE_CODES.has(code)) {
+      const why = code === 4401 ? "the key was refused" : "the key was revoked";
+      this._fatal(new StepstreamError(`${why} (close code ${code})`, { code: "unauthenticated" }));
+      return;
+    }
+    this._setStatus(this._snapshotted ? "reconnecting" : "connecting");
+    const { minBackoffMs, maxBackoffMs } = this.options;
+    const ceiling = Math.min(maxBackoffMs, minBackoffMs * 2 ** this._attempt);
+    const delay = ceiling * (0.5 + Math.random() / 2); // jitter: reconnecting clients spread out
+    this._attempt += 1;
+    this._reconnectTimer = this._later(() => {
+      this._reconnectTimer = undefined;
+      this._open();
+    }, delay);
+  }
+
+  _fatal(error) {
+    this.error = error;
+    console.error("stepstream:", error.message);
+    this.close();
+  }
+
+  _closedError() {
+    return this.error ?? new StepstreamError("client closed", { code: "closed" });
+  }
+
+  _failPending(error) {
+    for (const { reject, timer } of this._pending.values()) {
+      clearTimeout(timer);
+      this._timers.delete(timer);
+      reject(error);
+    }
+    this._pending.clear();
+  }
+
+  _setStatus(status) {
+    if (status === this.status) return;
+    this.status = status;
+    for (const fn of [...this._statusListeners]) fn(status, this.error);
+  }
+
+  _onStatusInternal(fn) {
+    this._statusListeners.add(fn);
+    return () => this._statusListeners.delete(fn);
+  }
+
+  _listen(fn) {
+    this._changeListeners.add(fn);
+    return () => this._changeListeners.delete(fn);
+  }
+
+  // -- requests and events -----------------------------------------------
+
+  /** Sends one action about this person; resolves with the response's `data`. */
+  _request(action, data, timeoutMs = this.options.requestTimeoutMs) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== 1) {
+      return Promise.reject(new StepstreamError("not connected", { code: "disconnected" }));
+    }
+    const id = this._nextId++;
+    const body = data === undefined ? {} : { person_key: this.personKey, ...data };
+    if (data !== undefined && this._token) body.person_token = this._token;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._timers.delete(timer);
+        if (this._pending.delete(id)) {
+          reject(new StepstreamError(`${action}: no answer`, { code: "timeout" }));
+        }
+      }, timeoutMs);
+      this._timers.add(timer);
+      this._pending.set(id, { resolve, reject, timer, action });
+      ws.send(JSON.stringify({ action, request_id: id, data: body }));
+    });
+  }
+
+  _receive(message) {
+    if (message.event === "state_change") {
+      this._applyEvent(message.data);
+      return;
+    }
+    const waiter = this._pending.get(message.request_id);
+    if (!waiter) return;
+    this._pending.delete(message.request_id);
+    clearTimeout(waiter.timer);
+    this._timers.delete(waiter.timer);
+    if (message.status === 200) {
+      waiter.resolve(message.data);
+      return;
+    }
+    const errors = message.errors?.length ? message.errors : [`status ${message.status}`];
+    const error = new StepstreamError(errors.join(" "), { ...message, errors });
+    if (error.status === 401 && typeof this.options.personToken === "function") {
+      this._token = undefined; // expired: the next (re)connect fetches a fresh one
+      this._loadToken().catch(() => {});
+    }
+    waiter.reject(error);
+  }
+
+  /** @param {StateChange} change */
+  _applyEvent(change) {
+    const entity = change.entity;
+    if (!(entity in this.seq) || change.seq <= this.seq[entity]) return; // seen already
+    this.seq[entity] = change.seq;
+    if (!this._place(change)) {
+      // a flow instance started after our snapshot: its steps come with a fresh one
+      this._unplaced.push(change);
+      this._refreshSoon();
+    }
+    for (const fn of [...this._eventListeners]) fn(change);
+  }
+
+  /** Applies one change to the live state; false if its flow instance is unknown. */
+  _place(change) {
+    const flow = this.flows.get(change.flow);
+    if (!flow || flow.id !== change.flow_id) return false;
+    const itemId = change.entity === "flow" ? flow.id : change.id;
+    if (change.seq <= (this._itemSeq.get(itemId) ?? -1)) return true; // older than what we show
+    if (change.entity === "step" && !flow.steps.some((s) => s.id === change.id)) return false;
+    this._itemSeq.set(itemId, change.seq);
+    const next =
+      change.entity === "flow"
+        ? { ...flow, state: change.state }
+        : {
+            ...flow,
+            steps: flow.steps.map((s) => (s.id === change.id ? { ...s, state: change.state } : s)),
+          };
+    next.seq = Math.max(flow.seq, change.seq);
+    this.flows.set(change.flow, next);
+    this._notify(change.flow);
+    return true;
+  }
+
+  /** Merges one flow instance read at `seq`; items changed later than `seq` keep their state. */
+  _applyInstance(instance, seq) {
+    const known = this.flows.get(instance.flow);
+    const same = known && known.id === instance.id;
+    const fresh = (id) => !same || seq > (this._itemSeq.get(id) ?? -1);
+    const steps = instance.steps.map((step) => {
+      const mine = same && known.steps.find((s) => s.id === step.id);
+      if (mine && !fresh(step.id)) return mine;
+      this._itemSeq.set(step.id, seq);
+      return mine && mine.state === step.state ? mine : { ...step };
+    });
+    const flowFresh = fresh(instance.id);
+    if (flowFresh) this._itemSeq.set(instance.id, seq);
+    const state = flowFresh ? instance.state : known.state;
+    const unchanged =
+      same && state === known.state && steps.every((s, i) => s === known.steps[i]);
+    if (unchanged) return;
+    const { seq: _ignored, ...rest } = instance;
+    this.flows.set(instance.flow, {
+      ...rest,
+      state,
+      steps,
+      seq: Math.max(same ? known.seq : 0, seq),
+    });
+    this._notify(instance.flow);
+  }
+
+  /** @param {{seq: number, flows: any[]}} state @param {boolean} replace */
+  _applySnapshot(state, replace) {
+    if (replace) {
+      this.flows.clear();
+      this._itemSeq.clear();
+      this._unplaced = [];
+    }
+    const present = new Set(state.flows.map((f) => f.flow));
+    for (const instance of state.flows) this._applyInstance(instance, state.seq);
+    for (const [identifier, flow] of [...this.flows]) {
+      if (!present.has(identifier) && flow.seq <= state.seq) {
+        this.flows.delete(identifier);
+        this._notify(identifier);
+      }
+    }
+    // events that arrived before their flow instance was known
+    const waiting = this._unplaced;
+    this._unplaced = [];
+    for (const change of waiting) {
+      if (!this._place(change) && change.seq > state.seq) this._unplaced.push(change);
+    }
+    if (this._unplaced.length) this._refreshSoon();
+  }
+
+  _refreshSoon() {
+    if (this._refreshing) {
+      this._refreshAgain = true;
+      return;
+    }
+    const ws = this._ws;
+    this._refreshing = this._request("get_state", {})
+      .then((state) => ws === this._ws && this._applySnapshot(state, false))
+      .catch((e) => console.warn("stepstream: refresh failed:", e.message))
+      .finally(() => {
+        this._refreshing = null;
+        if (this._refreshAgain && this._unplaced.length) {
+          this._refreshAgain = false;
+          this._refreshSoon();
+        }
+      });
+  }
+
+  _notify(flow) {
+    for (const fn of [...this._changeListeners]) fn(flow);
   }
 }
 
-/** @param {ConnectOptions} options */
+/**
+ * Connects to Stepstream for one person and keeps their flows live.
+ * @param {ConnectOptions} options
+ * @returns {StepstreamClient}
+ */
 export function connect(options) {
   return new StepstreamClient(options);
 }
 
-export default { connect, StepstreamClient };
+export default { connect, StepstreamClient, StepstreamError };

@@ -7,6 +7,7 @@ docs/performance.md). Here a socket is a receive loop plus a writer task.
 """
 
 import logging
+import uuid
 from collections import Counter
 from urllib.parse import parse_qs
 
@@ -14,6 +15,7 @@ from django.conf import settings
 
 from stepstream import dbthreads, tenants
 from stepstream.delivery import runtime
+from stepstream.observability import request_id
 from stepstream.ws import protocol
 from stepstream.ws.connection import Connection
 
@@ -46,6 +48,7 @@ async def websocket_app(scope, receive, send) -> None:
     if open_per_environment[environment.pk] >= settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_KEY"]:
         await send({"type": "websocket.close", "code": CLOSE_TRY_LATER})
         return
+    request_id.set("ws-" + uuid.uuid4().hex[:12])  # names this connection in log lines
     hub = await runtime.ensure_hub()
     await send({"type": "websocket.accept"})
     open_per_environment[environment.pk] += 1

@@ -1,0 +1,103 @@
+"""Structured logs with request ids, and the readiness check.
+
+Every HTTP request gets an id (the caller's `X-Request-ID` when it is sane,
+else a new one), echoed in the response and attached to every log line made
+while serving it; WebSocket log lines carry their connection's id. Set
+`STEPSTREAM_LOG_FORMAT=json` for one JSON object per line.
+"""
+
+import contextvars
+import logging
+import re
+import time
+import uuid
+
+import orjson
+
+from stepstream.redact import redact
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+access_log = logging.getLogger("stepstream.access")
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        for key in ("method", "path", "status", "duration_ms"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(entry).decode()
+
+
+class RequestIdMiddleware:
+    """Names each request and logs one line for it (never its query string)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response["X-Request-ID"] = rid
+            duration = round((time.perf_counter() - started) * 1000, 2)
+            access_log.info(
+                "%s %s %s %.2fms",
+                request.method,
+                request.path,
+                response.status_code,
+                duration,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": duration,
+                },
+            )
+            return response
+        finally:
+            request_id.reset(token)
+
+
+def readiness() -> tuple[bool, dict]:
+    """Touches the database and Redis (when configured): can this process serve?"""
+    from django.conf import settings
+    from django.db import connection
+
+    report, ok = {}, True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        report["database"] = "ok"
+    except Exception as e:  # noqa: BLE001 - any failure means not ready
+        ok, report["database"] = False, f"unavailable: {type(e).__name__}"
+    url = settings.STEPSTREAM["REDIS_URL"]
+    if url:
+        import redis
+
+        try:
+            redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping()
+            report["redis"] = "ok"
+        except redis.RedisError as e:
+            ok, report["redis"] = False, f"unavailable: {type(e).__name__}"
+    else:
+        report["redis"] = "not configured"
+    return ok, report

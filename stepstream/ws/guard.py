@@ -1,0 +1,85 @@
+"""Each process's watch over its open WebSocket connections.
+
+Every `STEPSTREAM_KEY_CHECK_INTERVAL` seconds (default 1) one task per server
+process, in one database round trip of three small queries:
+
+* closes with 4403 every connection whose publishable key was revoked (or
+  deleted, with its environment): the key is re-checked by its row id, so
+  every process notices a revocation made by any other one;
+* re-reads the identity-verification mode and secret of the environments that
+  have open connections (`stepstream.identity`), so a switch to `enforce` or a
+  new identity secret applies to open connections within the interval;
+* adds the signed/unsigned request counts gathered since the last round to
+  the environments' counters.
+"""
+
+import asyncio
+import logging
+
+from django.conf import settings
+
+from stepstream import dbthreads, identity
+from stepstream.models import ApiKey
+
+logger = logging.getLogger("stepstream.ws")
+
+CLOSE_KEY_REVOKED = 4403
+
+_connections: set = set()
+_task: asyncio.Task | None = None
+
+
+def track(conn) -> None:
+    """Watches a new connection (its `key_id` and `environment` are set)."""
+    global _task
+    identity.remember(conn.environment)
+    _connections.add(conn)
+    if _task is None or _task.done():
+        _task = asyncio.get_running_loop().create_task(_watch())
+
+
+def untrack(conn) -> None:
+    _connections.discard(conn)
+
+
+def _read(key_ids: set[int], environment_ids: set[int], counts) -> tuple[set[int], dict]:
+    if counts:
+        identity.save_counts(counts)
+    live = set(
+        ApiKey.objects.filter(pk__in=list(key_ids), revoked_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    return key_ids - live, identity.load_policies(environment_ids)
+
+
+async def check_once() -> None:
+    conns = list(_connections)
+    key_ids = {c.key_id for c in conns}
+    environment_ids = {c.environment.pk for c in conns}
+    counts = identity.take_counts()
+    try:
+        revoked, policies = await dbthreads.run(_read, key_ids, environment_ids, counts)
+    except Exception:
+        for key, n in counts.items():  # keep them for the next round
+            identity._counts[key] += n
+        raise
+    identity.update_policies(policies, {c.environment.pk for c in _connections})
+    if revoked:
+        closing = [c for c in _connections if c.key_id in revoked]
+        if closing:
+            logger.info("closing %d connection(s) whose key was revoked", len(closing))
+        for conn in closing:
+            conn.close(CLOSE_KEY_REVOKED)
+
+
+async def _watch() -> None:
+    interval = settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await check_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("could not re-check keys and verification settings", exc_info=True)
