@@ -11,6 +11,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_app = ASGIStaticFilesHandler(get_asgi_application())
 
+from stepstream.bodylimit import limit_body  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
 from stepstream.ws.endpoint import websocket_app  # noqa: E402
 
@@ -45,5 +46,5 @@ async def lifespan(scope, receive, send):
 
 
 application = ProtocolTypeRouter(
-    {"http": http_app, "websocket": websocket_app, "lifespan": lifespan}
+    {"http": limit_body(http_app), "websocket": websocket_app, "lifespan": lifespan}
 )

@@ -73,7 +73,7 @@ def describe(environment: Environment) -> dict:
 
 def set_mode(environment: Environment, body) -> dict:
     if not isinstance(body, dict):
-        raise Invalid("The request body must be a JSON object: {\"mode\": ...}.")
+        raise Invalid('The request body must be a JSON object: {"mode": ...}.')
     mode = body.get("mode")
     if mode not in MODES:
         raise Invalid("mode is required and must be 'off', 'rollout' or 'enforce'.")
@@ -162,7 +162,9 @@ def verify_token(token, secret: str, person_key: str) -> None:
             "sub = the person_key, with an exp) minted by your backend."
         )
     if not isinstance(token, str) or not token or token.count(".") != 2 or len(token) > 8192:
-        raise Unauthenticated("data.person_token is malformed: it must be a JWT (header.payload.signature).")
+        raise Unauthenticated(
+            "data.person_token is malformed: it must be a JWT (header.payload.signature)."
+        )
     if not secret:
         raise Unauthenticated(
             "data.person_token cannot be verified: this environment has no identity secret."
@@ -188,7 +190,9 @@ def verify_token(token, secret: str, person_key: str) -> None:
     except jwt.InvalidAlgorithmError:
         raise Unauthenticated("data.person_token must be signed with HS256.") from None
     except jwt.ImmatureSignatureError:
-        raise Unauthenticated("data.person_token is not valid yet (nbf or iat in the future).") from None
+        raise Unauthenticated(
+            "data.person_token is not valid yet (nbf or iat in the future)."
+        ) from None
     except jwt.InvalidTokenError:
         raise Unauthenticated(
             "data.person_token is malformed or has an invalid claim (sub must be a string, "

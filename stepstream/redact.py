@@ -5,7 +5,14 @@ import re
 
 _PATTERNS = [
     (re.compile(r"((?:key|token|person_token|secret)=)[^&\s\"']+"), r"\1[redacted]"),
-    (re.compile(r"\b(pk|sk)_[A-Za-z0-9_-]{16,}"), r"\1_[redacted]"),
+    (re.compile(r"\b(pk|sk|ids)_[A-Za-z0-9_-]{16,}"), r"\1_[redacted]"),
+    (
+        re.compile(
+            r"(['\"](?:person_token|identity_secret|key|secret_key|publishable_key)['\"]"
+            r"\s*:\s*['\"])[^'\"]*"
+        ),
+        r"\1[redacted]",
+    ),
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), "[redacted-jwt]"),
 ]
 

@@ -113,4 +113,7 @@ STEPSTREAM = {
     "DB_THREADS": config.int_setting("STEPSTREAM_DB_THREADS", 8),
     "MAX_FLOW_STEPS": config.int_setting("STEPSTREAM_MAX_FLOW_STEPS", 500),
     "MAX_FLOW_TRANSITIONS": config.int_setting("STEPSTREAM_MAX_FLOW_TRANSITIONS", 2000),
+    # how often each process re-checks its open connections' keys (revoked: close 4403)
+    # and re-reads identity-verification settings; also the delay of the request counters
+    "KEY_CHECK_INTERVAL": config.float_setting("STEPSTREAM_KEY_CHECK_INTERVAL", 1.0),
 }

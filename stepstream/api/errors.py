@@ -1,5 +1,7 @@
 """Renders every REST error as {"errors": [sentences], "code": ...} with its status."""
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DataError, InterfaceError, OperationalError
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -18,6 +20,15 @@ def _sentences(detail) -> list[str]:
 def exception_handler(exc, context):
     if isinstance(exc, StepstreamError):
         return Response({"errors": exc.messages, "code": exc.code}, status=exc.status)
+    if isinstance(exc, RequestDataTooBig):  # stepstream.bodylimit answers first when served
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {
+                "errors": [f"The request body is larger than the limit of {limit} bytes."],
+                "code": "too_large",
+            },
+            status=413,
+        )
     if isinstance(exc, DataError):
         return Response(
             {

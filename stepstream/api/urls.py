@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 
-from stepstream.api import views
+from stepstream.api import trust, views
 
 KEY = r"(?P<key>[^/]+)"
 
@@ -24,4 +24,9 @@ urlpatterns = [
         views.person_flow_action,
     ),
     re_path(rf"^people/{KEY}/events$", views.person_events),
+    path("identity-verification", trust.identity_verification),
+    path("identity-verification/secret", trust.identity_secret),
+    path("keys", trust.keys),
+    re_path(r"^keys/(?P<key_id>[0-9]{1,18})/revoke$", trust.revoke_key),
+    path("allowed-origins", trust.allowed_origins),
 ]

@@ -1,6 +1,6 @@
 """The WebSocket actions: each checks its fields, then calls the engine or the hub."""
 
-from stepstream import dbthreads, engine, people
+from stepstream import dbthreads, engine, identity, people
 from stepstream.errors import Conflict, Invalid, RateLimited
 from stepstream.text import reject_nul
 
@@ -22,6 +22,15 @@ def _entity(data: dict) -> str:
     return entity
 
 
+def _person(conn, data: dict, *checked) -> str:
+    """The request's person_key, once its other fields are checked and identity verified."""
+    person_key = _text(data, "person_key")
+    for check in checked:
+        check(data)
+    identity.check(conn.environment, person_key, data)  # 401 / 403 when verification refuses
+    return person_key
+
+
 def _since_seq(data: dict) -> int | None:
     value = data.get("since_seq")
     if value is None:
@@ -39,7 +48,8 @@ def _person_position(environment, person_key):
 async def subscribe_state_change(conn, data, request_id):
     from django.conf import settings
 
-    person_key, entity, since_seq = _text(data, "person_key"), _entity(data), _since_seq(data)
+    person_key = _person(conn, data, _entity, _since_seq)
+    entity, since_seq = data["entity"], data.get("since_seq")
     existing = conn.subscriptions.get((person_key, entity))
     if existing is not None and since_seq is None:
         return None
@@ -69,7 +79,8 @@ async def subscribe_state_change(conn, data, request_id):
 
 
 async def unsubscribe_state_change(conn, data, request_id):
-    sub = conn.subscriptions.pop((_text(data, "person_key"), _entity(data)), None)
+    person_key = _person(conn, data, _entity)
+    sub = conn.subscriptions.pop((person_key, data["entity"]), None)
     if sub is not None:
         conn.hub.unsubscribe(sub)
     return None
@@ -84,24 +95,25 @@ def _identify(environment, person_key, data):
     return state
 
 
-async def identify(conn, data, request_id):
-    person_key = _text(data, "person_key")
+def _person_data(data: dict) -> dict | None:
     person_data = data.get("data")
     if person_data is not None and not isinstance(person_data, dict):
         raise Invalid("data.data must be a JSON object.")
-    return await dbthreads.run(_identify, conn.environment, person_key, person_data)
+    return person_data
+
+
+async def identify(conn, data, request_id):
+    person_key = _person(conn, data, _person_data)
+    return await dbthreads.run(_identify, conn.environment, person_key, data.get("data"))
 
 
 async def get_state(conn, data, request_id):
-    return await dbthreads.run(engine.snapshot, conn.environment, _text(data, "person_key"))
+    return await dbthreads.run(engine.snapshot, conn.environment, _person(conn, data))
 
 
 async def transition(conn, data, request_id):
-    person_key, flow, name = (
-        _text(data, "person_key"),
-        _text(data, "flow"),
-        _text(data, "transition"),
-    )
+    person_key = _person(conn, data, lambda d: _text(d, "flow"), lambda d: _text(d, "transition"))
+    flow, name = data["flow"], data["transition"]
     return await dbthreads.run(engine.do_transition, conn.environment, person_key, flow, name)
 
 

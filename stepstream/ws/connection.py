@@ -19,9 +19,10 @@ CLOSE_TOO_SLOW = 4408
 
 
 class Connection:
-    def __init__(self, send, environment, hub):
+    def __init__(self, send, environment, hub, key_id: int | None = None):
         self._send = send
         self.environment = environment
+        self.key_id = key_id  # the ApiKey row it opened with: revoking it closes this (4403)
         self.hub = hub
         self.subscriptions: dict[tuple[str, str], object] = {}
         self.closed = False

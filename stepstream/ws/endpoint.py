@@ -13,10 +13,10 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
-from stepstream import dbthreads, tenants
+from stepstream import dbthreads, origins, tenants
 from stepstream.delivery import runtime
 from stepstream.observability import request_id
-from stepstream.ws import protocol
+from stepstream.ws import guard, protocol
 from stepstream.ws.connection import Connection
 
 logger = logging.getLogger("stepstream.ws")
@@ -37,22 +37,27 @@ async def websocket_app(scope, receive, send) -> None:
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     key = (query.get("key") or [None])[0]
     try:
-        environment = await dbthreads.run(tenants.environment_for_key, key, "publishable")
+        key_row = await dbthreads.run(tenants.key_row, key, "publishable")
     except Exception:
         logger.warning("key lookup failed; refusing the connection for now")
-        await send({"type": "websocket.close", "code": CLOSE_TRY_LATER})
+        await _close_after_accept(send, CLOSE_TRY_LATER)
         return
-    if environment is None:
+    if key_row is None:
         await send({"type": "websocket.close", "code": CLOSE_BAD_KEY})
         return
+    environment = key_row.environment
+    if not origins.allowed(environment, scope):
+        await origins.refuse(scope, send)  # HTTP 403
+        return
     if open_per_environment[environment.pk] >= settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_KEY"]:
-        await send({"type": "websocket.close", "code": CLOSE_TRY_LATER})
+        await _close_after_accept(send, CLOSE_TRY_LATER)
         return
     request_id.set("ws-" + uuid.uuid4().hex[:12])  # names this connection in log lines
     hub = await runtime.ensure_hub()
     await send({"type": "websocket.accept"})
     open_per_environment[environment.pk] += 1
-    conn = Connection(send, environment, hub)
+    conn = Connection(send, environment, hub, key_id=key_row.pk)
+    guard.track(conn)
     try:
         while True:
             message = await receive()
@@ -66,7 +71,14 @@ async def websocket_app(scope, receive, send) -> None:
             elif kind == "websocket.disconnect":
                 break
     finally:
+        guard.untrack(conn)
         open_per_environment[environment.pk] -= 1
         if open_per_environment[environment.pk] <= 0:
             del open_per_environment[environment.pk]
         await conn.finish()
+
+
+async def _close_after_accept(send, code: int) -> None:
+    """A close code the client can see (a close before accept is only an HTTP 403)."""
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code})
