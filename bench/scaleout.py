@@ -44,8 +44,15 @@ def stamp(text: str) -> float:
 
 async def subscriber(url: str, latencies: list, ready: asyncio.Event, counter: list, total: int):
     async with websockets.connect(url, max_size=None) as ws:
-        await ws.send(json.dumps({"action": "subscribe_state_change", "request_id": 1,
-                                  "data": {"person_key": "p", "entity": "step"}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "action": "subscribe_state_change",
+                    "request_id": 1,
+                    "data": {"person_key": "p", "entity": "step"},
+                }
+            )
+        )
         await ws.recv()
         counter[0] += 1
         if counter[0] == total:
@@ -64,9 +71,14 @@ async def run(subscribers: int, changes: int) -> dict:
         servers = [Server(f"{tmp}/a").start(), Server(f"{tmp}/b").start()]
         try:
             keys = servers[0].init_project("bench")["environments"][0]
-            rests = [httpx.AsyncClient(base_url=s.url + "/api/v1", timeout=30,
-                                       headers={"Authorization": f"Bearer {keys['secret_key']}"})
-                     for s in servers]
+            rests = [
+                httpx.AsyncClient(
+                    base_url=s.url + "/api/v1",
+                    timeout=30,
+                    headers={"Authorization": f"Bearer {keys['secret_key']}"},
+                )
+                for s in servers
+            ]
             await rests[0].post("/flows", json=FLOW)
             await rests[0].put("/people/p", json={"data": {}})
             await rests[0].post("/people/p/flows", json={"flow": "loop"})
@@ -74,15 +86,22 @@ async def run(subscribers: int, changes: int) -> dict:
             latencies: list[float] = []
             ready, counter = asyncio.Event(), [0]
             tasks = [
-                asyncio.create_task(subscriber(
-                    f"{servers[i % 2].ws_url}/ws?key={keys['publishable_key']}",
-                    latencies, ready, counter, subscribers))
+                asyncio.create_task(
+                    subscriber(
+                        f"{servers[i % 2].ws_url}/ws?key={keys['publishable_key']}",
+                        latencies,
+                        ready,
+                        counter,
+                        subscribers,
+                    )
+                )
                 for i in range(subscribers)
             ]
             await asyncio.wait_for(ready.wait(), 120)
             for i in range(changes):
-                await rests[i % 2].post("/people/p/flows/loop/transitions",
-                                        json={"transition": "flip"})
+                await rests[i % 2].post(
+                    "/people/p/flows/loop/transitions", json={"transition": "flip"}
+                )
                 await asyncio.sleep(0.05)
             deadline = time.monotonic() + 30
             while len(latencies) < subscribers * changes * 2 and time.monotonic() < deadline:

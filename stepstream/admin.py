@@ -40,9 +40,9 @@ class EnvironmentAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["environment", "kind", "created_at", "revoked_at"]
-    fields = ["environment", "kind", "created_at", "revoked_at"]
-    readonly_fields = ["environment", "kind", "created_at"]
+    list_display = ["environment", "kind", "hint", "created_at", "revoked_at"]
+    fields = ["environment", "kind", "hint", "created_at", "revoked_at"]
+    readonly_fields = ["environment", "kind", "hint", "created_at"]
 
     def has_add_permission(self, request):
         return False  # keys are made by the command line or the API, shown once

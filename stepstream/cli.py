@@ -170,6 +170,12 @@ def parser() -> argparse.ArgumentParser:
     manage = sub.add_parser("manage", help="run a Django management command")
     manage.add_argument("rest", nargs=argparse.REMAINDER)
     manage.set_defaults(func=cmd_manage)
+    from stepstream.cli_keys import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
+    from stepstream.watch import add_subcommand as add_watch
+
+    add_watch(sub)  # `stepstream watch`: a person's flows live in the terminal (watch.py)
     return p
 
 

@@ -44,7 +44,8 @@ def _create() -> dict:
 
 def _browsable(base_url: str) -> str:
     """The base URL a browser on this machine can open (not the wildcard address)."""
-    for wildcard, local in (("//0.0.0.0:", "//127.0.0.1:"), ("//[::]:", "//[::1]:"), ("//:::", "//[::1]:")):
+    wildcards = {"//0.0.0.0:": "//127.0.0.1:", "//[::]:": "//[::1]:", "//:::": "//[::1]:"}
+    for wildcard, local in wildcards.items():
         base_url = base_url.replace(wildcard, local)
     return base_url
 

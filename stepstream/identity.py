@@ -73,7 +73,9 @@ def describe(environment: Environment) -> dict:
 
 def set_mode(environment: Environment, body) -> dict:
     if not isinstance(body, dict):
-        raise Invalid('The request body must be a JSON object: {"mode": ...}.')
+        raise Invalid(
+            'The request body must be a JSON object: {"mode": "off" | "rollout" | "enforce"}.'
+        )
     mode = body.get("mode")
     if mode not in MODES:
         raise Invalid("mode is required and must be 'off', 'rollout' or 'enforce'.")

@@ -44,8 +44,9 @@ def run_command(data_dir, *args, timeout=60, **extra) -> subprocess.CompletedPro
 
 
 class Server:
-    def __init__(self, data_dir, port: int | None = None, **extra):
+    def __init__(self, data_dir, port: int | None = None, args: tuple[str, ...] = (), **extra):
         self.data_dir = data_dir
+        self.args = tuple(args)  # more `serve` options, e.g. ("--demo",)
         self.extra = extra
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -57,7 +58,7 @@ class Server:
         os.makedirs(self.data_dir, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stepstream", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "stepstream", "serve", "--port", str(self.port), *self.args],
             env=server_env(self.data_dir, **self.extra),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -35,22 +35,55 @@ class PrivatePostgres:
         self.data = os.path.join(self.base, "data")
         self.port = free_port()
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-        done = _as_postgres(_pg_bin("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres",
-                            "--no-sync", capture_output=True, text=True, timeout=60)
+        done = _as_postgres(
+            _pg_bin("initdb"),
+            "-D",
+            self.data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         self.start()
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c max_connections=200")
-        done = _as_postgres(_pg_bin("pg_ctl"), "-D", self.data, "-o", options, "-w",
-                            "-l", os.path.join(self.base, "log"), "start",
-                            capture_output=True, text=True, timeout=60)
+        options = (
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200"
+        )
+        done = _as_postgres(
+            _pg_bin("pg_ctl"),
+            "-D",
+            self.data,
+            "-o",
+            options,
+            "-w",
+            "-l",
+            os.path.join(self.base, "log"),
+            "start",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
     def stop(self) -> None:
-        _as_postgres(_pg_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop",
-                     capture_output=True, timeout=60)
+        _as_postgres(
+            _pg_bin("pg_ctl"),
+            "-D",
+            self.data,
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+            capture_output=True,
+            timeout=60,
+        )
 
     def destroy(self) -> None:
         self.stop()
@@ -68,15 +101,25 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            ping = subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
-                                  capture_output=True, text=True)
+            ping = subprocess.run(
+                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
+            )
             if ping.stdout.strip() == "PONG":
                 return
             time.sleep(0.05)

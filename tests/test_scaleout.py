@@ -230,8 +230,10 @@ def test_redis_killed_and_restarted_under_load_loses_nothing(cluster, tenant_on)
     assert outage_ready.status_code == 503 and outage_ready.json()["redis"].startswith("unavail")
     assert slowest < 2.0
     relayed = stats.get("log", 0) + stats.get("tail", 0)
-    print(f"\nredis outage: {len(expected)} step changes, relayed from the log: {relayed}, "
-          f"by stats {stats}")
+    print(
+        f"\nredis outage: {len(expected)} step changes, relayed from the log: {relayed}, "
+        f"by stats {stats}"
+    )
     assert relayed > 0
 
 

@@ -417,12 +417,14 @@ export class StepstreamClient {
     this._attempt = 0;
     this._setStatus("live");
     this._heartbeat(ws);
+    if (this._unplaced.length) this._refreshSoon(); // a refresh lost with the previous socket
   }
 
   _startFailed(ws, error) {
     if (ws !== this._ws || this._closed) return;
     const identityRefused = error.status === 401 || error.status === 403;
-    if (identityRefused && typeof this.options.personToken !== "function") {
+    // 400: e.g. `data` breaks the environment's schema; retrying would not change that
+    if (error.status === 400 || (identityRefused && typeof this.options.personToken !== "function")) {
       this._fatal(error);
       return;
     }

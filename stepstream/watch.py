@@ -1,0 +1,155 @@
+"""`stepstream watch`: one person's flows and steps as a live table in the terminal.
+
+    stepstream watch --url http://127.0.0.1:8000 --key pk_... --person demo-user
+
+Uses the Python client (stepstream.client) with the publishable key, like a
+browser would: a snapshot, then both subscriptions; it reconnects by itself
+when the server goes away. The table redraws as events arrive and each event
+is printed as a line above it. Ctrl-C stops it (exit code 0). It never
+creates the person: an unknown person is an error (exit code 2), as is a
+refused key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+STATE_STYLES = {
+    "active": "bold cyan",
+    "completed": "green",
+    "inactive": "dim",
+    "exited": "red",
+}
+STATUS_STYLES = {"live": "green", "connecting": "yellow", "reconnecting": "yellow", "closed": "red"}
+
+
+def add_subcommand(subparsers) -> None:
+    """Registers `watch` on the `stepstream` command line."""
+    p = subparsers.add_parser(
+        "watch",
+        help="show a person's flows and steps live in the terminal",
+        description="Shows one person's flows and steps as a live table; Ctrl-C stops.",
+    )
+    p.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--key", required=True, help="the environment's publishable key (pk_...)")
+    p.add_argument("--person", required=True, help="the person's person_key")
+    p.add_argument("--person-token", help="the person's token, when identity verification is on")
+    p.add_argument(
+        "--history", action="store_true", help="print the person's recorded changes first"
+    )
+    p.add_argument("--origin", help="the Origin header to send, if the key has an allow-list")
+    p.set_defaults(func=cmd_watch)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(watch(args))
+    except KeyboardInterrupt:  # Ctrl-C before the handler was in place
+        return 0
+
+
+def event_line(change: dict):
+    from rich.text import Text
+
+    when = change.get("occurred_at", "")[11:19]
+    name = change["flow"]
+    if change["entity"] == "step":
+        name += "/" + change["identifier"]
+    line = Text()
+    line.append(f"{when} ", style="dim")
+    line.append(f"#{change['seq']:<4} ", style="bold")
+    line.append(f"{change['entity']:<4} {name}  ")
+    line.append(change["previous_state"], style=STATE_STYLES.get(change["previous_state"], ""))
+    line.append(" → ")
+    line.append(change["state"], style=STATE_STYLES.get(change["state"], ""))
+    return line
+
+
+def render(client):
+    """The person's flows and steps as a table."""
+    from rich.table import Table
+    from rich.text import Text
+
+    title = Text.assemble(
+        (client.person_key, "bold"),
+        "  ",
+        (client.status, STATUS_STYLES.get(client.status, "")),
+    )
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column("flow")
+    table.add_column("v", justify="right")
+    table.add_column("flow state")
+    table.add_column("step")
+    table.add_column("step state")
+    for flow in client.flows.values():
+        flow_state = Text(flow.state, style=STATE_STYLES.get(flow.state, ""))
+        for i, step in enumerate(flow.steps):
+            first = i == 0
+            table.add_row(
+                flow.flow if first else "",
+                str(flow.version) if first else "",
+                flow_state if first else "",
+                step.identifier,
+                Text(step.state, style=STATE_STYLES.get(step.state, "")),
+                end_section=i == len(flow.steps) - 1,
+            )
+    if not client.flows:
+        table.caption = "no flows yet" if client.status == "live" else "waiting for the server…"
+    else:
+        table.caption = f"resume points: flow #{client.seq['flow']}, step #{client.seq['step']}"
+    return table
+
+
+async def watch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from stepstream.client import Client
+
+    # the status is in the table; the client's own log lines would only garble it
+    logging.getLogger("stepstream.client").setLevel(logging.CRITICAL)
+    console = Console()
+    err = Console(stderr=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    client = Client(
+        args.url,
+        args.key,
+        args.person,
+        person_token=args.person_token,
+        identify=False,  # watching never creates anyone
+        replay_from=0 if args.history else None,
+        origin=args.origin,
+    )
+    console.print(f"watching [bold]{args.person}[/] at {args.url}  (Ctrl-C to stop)")
+    with Live(render(client), console=console, auto_refresh=False) as live:
+
+        def redraw(*_):
+            live.update(render(client), refresh=True)
+
+        client.on_event(lambda change: live.console.print(event_line(change)))
+        client.on_change(redraw)
+        client.on_status(redraw)
+        await client.start(wait=False)
+        closed = asyncio.create_task(client.wait_for(lambda c: c.status == "closed", None))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (closed, stopped):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await client.close()
+        redraw()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    if client.error is not None and not stop.is_set():
+        err.print(f"stepstream: {client.error}", markup=False, highlight=False)
+        return 2
+    return 0

@@ -1,0 +1,288 @@
+"""The demo page in a real browser (Debian's Chromium driven by Playwright).
+
+One story, as a person would live it: open /demo, click through the
+onboarding, see a change made through the REST API appear without a reload,
+then the server is SIGKILLed, a change is made while it is down, the server
+comes back on the same port with the same data, and the page picks up by
+itself with every change shown once and no gap in the event panel.
+Screenshots of each stage go to test-artifacts/browser/.
+"""
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.servers import Server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
+TIMEOUT_MS = 20_000
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (.ci/run installs it)",
+)
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'"
+)
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    """A page in a fresh headless Chromium profile; uncaught page errors are collected."""
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 860},
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.errors = []
+            page.on("pageerror", lambda error: page.errors.append(str(error)))
+            yield page
+        finally:
+            context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True, animations="disabled")
+
+
+def panel_seqs(page) -> list[int]:
+    return [
+        int(s)
+        for s in page.eval_on_selector_all("#events li", "els => els.map(e => e.dataset.seq)")
+    ]
+
+
+def wait_panel_up_to(page, last: int) -> list[int]:
+    page.wait_for_function(
+        "last => [...document.querySelectorAll('#events li')]"
+        ".some(e => Number(e.dataset.seq) >= last)",
+        arg=last,
+    )
+    return panel_seqs(page)
+
+
+def in_another_process(server: Server, secret_key: str, body: str) -> None:
+    """A change by a separate process writing the database (an admin script, say)."""
+    server.shell(
+        "from stepstream import engine, tenants\n"
+        f"env = tenants.environment_for_key({secret_key!r}, 'secret')\n" + body
+    )
+
+
+def test_demo_page_live_updates_and_resumes_after_a_server_kill(tmp_path, browser_page):
+    page = browser_page
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        assert f"{server.url}/demo" in server.log()  # `serve --demo` prints the URL to open
+        keys = json.loads((tmp_path / "data" / "demo.json").read_text())
+        rest = server.rest(keys["secret_key"])
+        events_url = "/people/demo-user/events"
+        transitions_url = "/people/demo-user/flows/onboarding/transitions"
+
+        # 1. the page opens live, from the person's state: the welcome card, an idle checklist
+        page.goto(f"{server.url}/demo")
+        page.wait_for_selector("#status[data-status=live]")
+        page.evaluate("window.notReloaded = true")
+        assert page.is_visible("#welcome-card")
+        for step in ("create-task", "invite", "due-date"):
+            assert page.get_attribute(f"#step-{step}", "data-state") == "inactive"
+            assert page.is_disabled(f"#step-{step} button")
+        assert page.inner_text("#progress-text") == "0 of 3 done"
+        assert wait_panel_up_to(page, 2) == [2, 1]  # the log so far, newest first
+        shot(page, "01-welcome")
+
+        # 2. clicking through: the page moves on by itself as the events arrive
+        page.click("#start-button")
+        page.wait_for_selector("#welcome-card", state="hidden")
+        for step in ("create-task", "invite", "due-date"):
+            page.wait_for_selector(f"#step-{step}[data-state=active]")
+            assert page.is_enabled(f"#step-{step} button")
+        page.click("#step-create-task button")
+        page.wait_for_selector("#step-create-task[data-state=completed]")
+        page.wait_for_selector("#progress-text:text('1 of 3 done')")
+        shot(page, "02-first-task-done")
+
+        # 3. a change through the REST API shows up without a reload
+        assert rest.post(transitions_url, json={"transition": "invited"}).status_code == 200
+        page.wait_for_selector("#step-invite[data-state=completed]")
+        page.wait_for_selector("#progress-text:text('2 of 3 done')")
+        last = rest.get(events_url).json()[-1]["seq"]
+        assert wait_panel_up_to(page, last) == list(range(last, 0, -1))
+        assert page.evaluate("window.notReloaded") is True
+        shot(page, "03-rest-change-live")
+
+        # 4. the server dies (SIGKILL); the page says it is reconnecting
+        server.kill()
+        page.wait_for_selector("#status[data-status=reconnecting]")
+        shot(page, "04-server-down")
+        # ... and a change is made while it is down: the flow is paused by a script
+        in_another_process(
+            server,
+            keys["secret_key"],
+            "engine.do_flow_action(env, 'demo-user', 'onboarding', 'pause')\n",
+        )
+
+        # 5. the server comes back (same port, same data): the page resumes by itself
+        server.start()
+        page.wait_for_selector("#status[data-status=live]", timeout=30_000)
+        page.wait_for_selector("#paused:visible")
+        assert page.inner_text("#flow-state") == "inactive"
+        assert page.is_disabled("#step-due-date button")
+        shot(page, "05-resumed-paused")
+        # a change right after the restart, through REST, then the last click in the page
+        assert rest.post("/people/demo-user/flows/onboarding/resume").status_code == 200
+        page.wait_for_selector("#paused", state="hidden")
+        page.wait_for_selector("#step-due-date button:enabled")
+        page.click("#step-due-date button")
+        page.wait_for_selector("#all-set:visible")
+        page.wait_for_selector("#progress-text:text('3 of 3 done')")
+        assert page.inner_text("#flow-state") == "completed"
+
+        # every change of the person's log is in the panel: once each, no gap
+        log = rest.get(events_url).json()
+        last = log[-1]["seq"]
+        seqs = wait_panel_up_to(page, last)
+        assert seqs == list(range(last, 0, -1)), seqs
+        paused = next(e for e in log if e["entity"] == "flow" and e["state"] == "inactive")
+        row = page.inner_text(f"#events li[data-seq='{paused['seq']}']")
+        assert re.search(r"flow\s+onboarding: active → inactive", row), row
+        assert page.evaluate("window.notReloaded") is True
+        assert page.errors == []
+        shot(page, "06-all-set")
+        rest.close()
+    except Exception:
+        if not page.is_closed():
+            shot(page, "failure")
+        raise
+    finally:
+        server.stop()
+
+
+SDK_SCRIPT = """
+async ({key, personKey}) => {
+  const stepstream = (await import("/static/stepstream.js")).default;
+  const client = stepstream.connect({url: location.origin, key, personKey, data: {plan: "pro"}});
+  window.sdkClient = client;
+  window.sdkChanges = [];
+  client.flow("onboarding").onChange((flow) => window.sdkChanges.push(flow.state));
+  await client.ready;
+  return {status: client.status, flows: client.flows.size, data: client.personData};
+}
+"""
+
+
+def test_sdk_follows_a_flow_started_later_and_applies_its_own_transitions(tmp_path, browser_page):
+    """The SDK on its own, for a new person: identify creates them, a flow started
+    through REST afterwards appears with all its steps, and a transition's result
+    is in the live state as soon as `await client.transition()` returns."""
+    page = browser_page
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        keys = json.loads((tmp_path / "data" / "demo.json").read_text())
+        rest = server.rest(keys["secret_key"])
+        page.goto(f"{server.url}/demo")  # any page of the server's origin
+        started = page.evaluate(
+            SDK_SCRIPT, {"key": keys["publishable_key"], "personKey": "sdk-user"}
+        )
+        assert started == {"status": "live", "flows": 0, "data": {"plan": "pro"}}
+        assert rest.get("/people/sdk-user").json()["data"] == {"plan": "pro"}
+
+        assert rest.post("/people/sdk-user/flows", json={"flow": "onboarding"}).status_code == 201
+        page.wait_for_function(
+            "window.sdkClient.flow('onboarding').step('welcome').state === 'active'"
+        )
+        assert page.evaluate("window.sdkChanges")[0] == "active"  # onChange saw it appear
+        steps = page.evaluate("window.sdkClient.flow('onboarding').steps.map(s => s.identifier)")
+        assert steps == [s["identifier"] for s in rest.get("/flows/onboarding").json()["steps"]]
+
+        after = page.evaluate(
+            """async () => {
+                 const client = window.sdkClient;
+                 await client.transition("onboarding", "start");
+                 const now = client.flow("onboarding").activeSteps.map((s) => s.identifier);
+                 let refused = null;
+                 try { await client.transition("onboarding", "start"); }
+                 catch (e) { refused = {status: e.status, code: e.code, message: e.message}; }
+                 return {now, welcome: client.flow("onboarding").step("welcome").state, refused};
+               }"""
+        )
+        assert after["now"] == ["create-task", "invite", "due-date"]
+        assert after["welcome"] == "completed"
+        assert after["refused"]["status"] == 409
+        assert after["refused"]["code"] == "conflict"
+        assert "start" in after["refused"]["message"]
+        instance = rest.get("/people/sdk-user/flows").json()[0]
+        shown = page.evaluate(
+            "Object.fromEntries(window.sdkClient.flow('onboarding').steps"
+            ".map(s => [s.identifier, s.state]))"
+        )
+        assert shown == {s["identifier"]: s["state"] for s in instance["steps"]}
+        # each change replaces the flow object, so React's useSyncExternalStore sees it
+        assert page.evaluate(
+            """async () => {
+                 const flow = window.sdkClient.flow("onboarding");
+                 const before = flow.value;
+                 const same = flow.value === before;
+                 await window.sdkClient.transition("onboarding", "invited");
+                 return same && flow.value !== before && before.steps[2].state === "active";
+               }"""
+        )
+
+        # identity verification enforced: the token goes with every action
+        secret = rest.post("/identity-verification/secret").json()["identity_secret"]
+        assert rest.put("/identity-verification", json={"mode": "enforce"}).status_code == 200
+        token = jwt.encode(
+            {"sub": "sdk-user", "exp": int(time.time()) + 300}, secret, algorithm="HS256"
+        )
+        outcome = page.evaluate(
+            """async ({key, token}) => {
+                 const stepstream = (await import("/static/stepstream.js")).default;
+                 const opts = {url: location.origin, key, personKey: "sdk-user"};
+                 const signed = stepstream.connect({...opts, personToken: token});
+                 const unsigned = stepstream.connect(opts);
+                 await signed.ready;
+                 await signed.transition("onboarding", "due-date-set");
+                 const refused = await unsigned.ready.then(() => null, (e) => e.status);
+                 const result = {signed: signed.status, unsigned: unsigned.status, refused,
+                   dueDate: signed.flow("onboarding").step("due-date").state};
+                 signed.close();
+                 return result;
+               }""",
+            {"key": keys["publishable_key"], "token": token},
+        )
+        assert outcome == {
+            "signed": "live",
+            "unsigned": "closed",
+            "refused": 401,
+            "dueDate": "completed",
+        }
+        assert page.errors == []
+        rest.close()
+    finally:
+        server.stop()
