@@ -132,8 +132,14 @@ def many_rows(res: dict) -> list[dict]:
                         r_levels[rate][kind][q],
                     )
                 )
-    lost = sum(lv["lost_events"] for lv in (_get(s, "levels") or [])) if s else None
-    rows.append(row(scen, "events lost", lost, None, "0", lost == 0 if s else None))
+
+    def lost(side):
+        if not side:
+            return None
+        return sum(lv["lost_events"] for lv in side["levels"]) + side.get("gaps", 0)
+
+    s_lost = lost(s)
+    rows.append(row(scen, "events lost", s_lost, lost(r), "0", s_lost == 0 if s else None))
     return rows
 
 

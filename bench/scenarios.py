@@ -77,9 +77,9 @@ class Config:
             return list(self.many_rates)
         if self.quick:
             return [50.0, 200.0]
-        # steps of about 1.4x: 25, 50, 100, 150, 200, 300, 400, 600, 800, 1200, ...
+        # steps of about 1.4x: 25, 50, 75, 100, 150, 200, 300, ... 25600
         rates = [25.0, 50.0]
-        while rates[-1] < 12800:
+        while rates[-1] < 25600:
             rates.append(rates[-1] * (1.5 if len(rates) % 2 == 0 else 4 / 3))
         return rates
 
@@ -436,6 +436,10 @@ async def _many(cfg: Config, target) -> dict:
                 break
             best = level
             await asyncio.sleep(0.2)
+        # before the harness closes them: a socket the server closed shows here
+        closed = {str(k): v for k, v in closed_count(subscribers).items()}
+        gaps = sum(c.gaps for c in subscribers)
+        duplicates = sum(c.duplicates for c in subscribers)
     finally:
         close_all(subscribers)
         close_all(publishers)
@@ -448,7 +452,9 @@ async def _many(cfg: Config, target) -> dict:
         "highest_sustained_changes_per_s": best["offered_changes_per_s"] if best else 0,
         "at_highest": best,
         "event_bytes": sink.size,
-        "closed": {str(k): v for k, v in closed_count(subscribers).items()},
+        "gaps": gaps,
+        "duplicates": duplicates,
+        "closed": closed,
     }
 
 

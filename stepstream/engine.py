@@ -12,10 +12,11 @@ import uuid
 
 from django.db import IntegrityError, transaction
 
-from stepstream import flows, people
-from stepstream.errors import Conflict, NotFound
+from stepstream import flows, people, store
+from stepstream.errors import Conflict
 from stepstream.log import Recorder
-from stepstream.models import Environment, FlowInstance, Person, StepInstance
+from stepstream.models import Environment, FlowInstance, Person
+from stepstream.store import InstanceRow, PersonRow, StepRow
 
 MAX_AUTOMATIC_ROUNDS = 10_000
 
@@ -23,13 +24,13 @@ MAX_AUTOMATIC_ROUNDS = 10_000
 class _Run:
     """One instance's states during a transaction, and the changes made to them."""
 
-    def __init__(self, person: Person, instance: FlowInstance, steps: list[StepInstance]):
+    def __init__(self, person: PersonRow, instance: InstanceRow, steps: list[StepRow]):
         self.person = person
         self.instance = instance
         self.graph = flows.graph(instance.flow_id)
         self.steps = steps
         self.by_identifier = {s.identifier: s for s in steps}
-        self.changed_steps: dict[uuid.UUID, StepInstance] = {}
+        self.changed_steps: dict[uuid.UUID, StepRow] = {}
         self.flow_changed = False
         self.recorder = Recorder(person)
 
@@ -37,29 +38,17 @@ class _Run:
         previous = previous or self.instance.state
         self.instance.state = state
         self.flow_changed = True
+        flow = self.instance.flow_identifier
         self.recorder.change(
-            "flow",
-            self.instance.id,
-            self.instance.flow_identifier,
-            previous,
-            state,
-            self.instance.flow_identifier,
-            self.instance.id,
+            "flow", self.instance.id, flow, previous, state, flow, self.instance.id
         )
 
     def set_step(self, identifier: str, state: str) -> None:
         step = self.by_identifier[identifier]
         previous, step.state = step.state, state
         self.changed_steps[step.id] = step
-        self.recorder.change(
-            "step",
-            step.id,
-            identifier,
-            previous,
-            state,
-            self.instance.flow_identifier,
-            self.instance.id,
-        )
+        flow = self.instance.flow_identifier
+        self.recorder.change("step", step.id, identifier, previous, state, flow, self.instance.id)
 
     def active(self, identifier: str) -> bool:
         return self.by_identifier[identifier].state == "active"
@@ -89,15 +78,14 @@ class _Run:
             self.set_flow("completed")
 
     def save(self) -> dict:
-        if self.changed_steps:
-            StepInstance.objects.bulk_update(self.changed_steps.values(), ["state"])
-        if self.flow_changed:
-            FlowInstance.objects.filter(pk=self.instance.pk).update(state=self.instance.state)
+        store.update_states(
+            self.instance if self.flow_changed else None, list(self.changed_steps.values())
+        )
         seq = self.recorder.save()
         return describe_instance(self.instance, self.graph.version, self.steps, seq)
 
 
-def describe_instance(instance: FlowInstance, version: int, steps, seq: int) -> dict:
+def describe_instance(instance, version: int, steps, seq: int) -> dict:
     return {
         "id": str(instance.id),
         "flow": instance.flow_identifier,
@@ -111,39 +99,16 @@ def describe_instance(instance: FlowInstance, version: int, steps, seq: int) -> 
     }
 
 
-def _load(person: Person, flow_identifier: str) -> _Run:
-    try:
-        instance = FlowInstance.objects.get(person=person, flow_identifier=flow_identifier)
-    except FlowInstance.DoesNotExist:
-        raise NotFound(
-            f"Person '{person.person_key}' has no instance of flow '{flow_identifier}'."
-        ) from None
-    return _Run(person, instance, list(instance.steps.all()))
-
-
 def do_start_flow(environment: Environment, person_key: str, flow_identifier: str) -> dict:
     with transaction.atomic():
-        person = people.locked(environment, person_key)
-        flow = flows.latest(environment, flow_identifier)
-        if FlowInstance.objects.filter(person=person, flow_identifier=flow_identifier).exists():
+        person = store.lock_person(environment.pk, person_key)
+        flow_id = flows.latest_id(environment, flow_identifier)
+        if store.has_instance(person.pk, flow_identifier):
             raise Conflict(f"Person '{person_key}' already has flow '{flow_identifier}'.")
-        graph = flows.graph(flow.pk)
-        instance = FlowInstance(
-            id=uuid.uuid4(),
-            person=person,
-            flow=flow,
-            flow_identifier=flow_identifier,
-            state="inactive",
-        )
+        graph = flows.graph(flow_id)
+        instance = InstanceRow(uuid.uuid4(), flow_id, flow_identifier, "inactive")
         steps = [
-            StepInstance(
-                id=uuid.uuid4(),
-                instance=instance,
-                identifier=identifier,
-                name=name,
-                position=i,
-                state="inactive",
-            )
+            StepRow(uuid.uuid4(), identifier, name, i)
             for i, (identifier, name) in enumerate(graph.steps)
         ]
         run = _Run(person, instance, steps)
@@ -153,20 +118,22 @@ def do_start_flow(environment: Environment, person_key: str, flow_identifier: st
         run.settle()
         try:
             with transaction.atomic():
-                instance.save(force_insert=True)
+                store.insert_instance(person.pk, instance, steps, run.recorder.now)
         except IntegrityError:
             raise Conflict(f"Person '{person_key}' already has flow '{flow_identifier}'.") from None
-        StepInstance.objects.bulk_create(steps)
-        run.changed_steps.clear()
-        run.flow_changed = False
-        return run.save()
+        seq = run.recorder.save()
+        return describe_instance(instance, graph.version, steps, seq)
+
+
+def _load(environment: Environment, person_key: str, flow_identifier: str) -> _Run:
+    return _Run(*store.lock_instance(environment.pk, person_key, flow_identifier))
 
 
 def do_transition(
     environment: Environment, person_key: str, flow_identifier: str, transition: str
 ) -> dict:
     with transaction.atomic():
-        run = _load(people.locked(environment, person_key), flow_identifier)
+        run = _load(environment, person_key, flow_identifier)
         if run.instance.state != "active":
             raise Conflict(
                 f"Flow '{flow_identifier}' is {run.instance.state}; "
@@ -195,7 +162,7 @@ def do_flow_action(
     """Pause, resume or exit: the flow's state changes, its steps keep theirs."""
     allowed, target = _FLOW_MOVES[action]
     with transaction.atomic():
-        run = _load(people.locked(environment, person_key), flow_identifier)
+        run = _load(environment, person_key, flow_identifier)
         if run.instance.state not in allowed:
             raise Conflict(f"Cannot {action} flow '{flow_identifier}': it is {run.instance.state}.")
         run.set_flow(target)

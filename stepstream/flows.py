@@ -213,6 +213,22 @@ def publish(environment: Environment, body) -> dict:
     return describe(flow)
 
 
+def latest_id(environment: Environment, identifier: str) -> int:
+    """The id of the flow's latest version (one indexed lookup)."""
+    from django.db import connection
+
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT id FROM {Flow._meta.db_table} WHERE environment_id = %s AND identifier = %s "
+            "ORDER BY version DESC LIMIT 1",
+            [environment.pk, identifier],
+        )
+        row = c.fetchone()
+    if row is None:
+        raise NotFound(f"No flow '{identifier}' in this environment.")
+    return row[0]
+
+
 def latest(environment: Environment, identifier: str) -> Flow:
     flow = (
         Flow.objects.filter(environment=environment, identifier=identifier)

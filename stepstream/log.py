@@ -13,6 +13,7 @@ import orjson
 from django.db import transaction
 from django.utils import timezone
 
+from stepstream import store
 from stepstream.models import Person, StateChange
 
 
@@ -53,24 +54,24 @@ def to_record(row: StateChange, person_key: str) -> Record:
 class Recorder:
     """Collects one transaction's changes for a person locked by the caller."""
 
-    def __init__(self, person: Person):
-        self.person = person
-        self.rows: list[StateChange] = []
+    def __init__(self, person):
+        self.person = person  # anything with pk, person_key and last_seq
+        self.rows: list[tuple] = []
         self.now = timezone.now()
 
     def change(self, entity, object_id, identifier, previous, state, flow_identifier, flow_id):
+        seq = self.person.last_seq + len(self.rows) + 1
         self.rows.append(
-            StateChange(
-                person_id=self.person.pk,
-                seq=self.person.last_seq + len(self.rows) + 1,
-                entity=entity,
-                object_id=object_id,
-                identifier=identifier,
-                state=state,
-                previous_state=previous,
-                flow_identifier=flow_identifier,
-                flow_instance_id=flow_id,
-                occurred_at=self.now,
+            (
+                seq,
+                entity,
+                object_id,
+                identifier,
+                state,
+                previous,
+                flow_identifier,
+                flow_id,
+                self.now,
             )
         )
 
@@ -78,10 +79,32 @@ class Recorder:
         """Writes the rows and the person's new seq; delivery runs only after commit."""
         if not self.rows:
             return self.person.last_seq
-        StateChange.objects.bulk_create(self.rows)
         self.person.last_seq += len(self.rows)
-        Person.objects.filter(pk=self.person.pk).update(last_seq=self.person.last_seq)
-        records = [to_record(row, self.person.person_key) for row in self.rows]
+        store.append_log(self.person, self.rows)
+        at = _timestamp(self.now)
+        key, pid = self.person.person_key, self.person.pk
+        records = [
+            Record(
+                pid,
+                seq,
+                entity,
+                orjson.dumps(
+                    {
+                        "entity": entity,
+                        "id": str(oid),
+                        "identifier": ident,
+                        "state": state,
+                        "previous_state": prev,
+                        "seq": seq,
+                        "person_key": key,
+                        "flow": flow,
+                        "flow_id": str(flow_id),
+                        "occurred_at": at,
+                    }
+                ).decode(),
+            )
+            for seq, entity, oid, ident, state, prev, flow, flow_id, _ in self.rows
+        ]
         from stepstream.delivery import notify_committed
 
         transaction.on_commit(lambda: notify_committed(records))

@@ -1,0 +1,198 @@
+"""Hand-written SQL for the engine's hot path: one read and a few writes per change.
+
+The ORM costs about 0.3 ms of Python per query to build; a transition made
+through it spent most of its time there (docs/performance.md). These
+statements use the tables the models define, with values converted by the
+models' own fields, so SQLite and PostgreSQL store exactly what the ORM
+would. Everything else keeps using the ORM.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+
+from django.db import connection
+
+from stepstream.errors import NotFound
+from stepstream.models import FlowInstance, Person, StateChange, StepInstance
+
+P = Person._meta.db_table
+I = FlowInstance._meta.db_table  # noqa: E741
+S = StepInstance._meta.db_table
+L = StateChange._meta.db_table
+_uuid_field = StepInstance._meta.pk
+_INSERT_CHUNK = 500
+
+
+@dataclass(slots=True)
+class PersonRow:
+    pk: int
+    person_key: str
+    last_seq: int
+
+
+@dataclass(slots=True)
+class InstanceRow:
+    id: uuid.UUID
+    flow_id: int
+    flow_identifier: str
+    state: str
+
+
+@dataclass(slots=True)
+class StepRow:
+    id: uuid.UUID
+    identifier: str
+    name: str
+    position: int
+    state: str = "inactive"
+    extra: dict = field(default_factory=dict)
+
+
+def db_uuid(value: uuid.UUID):
+    return _uuid_field.get_db_prep_value(value, connection, prepared=False)
+
+
+def py_uuid(value) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def _for_update(alias: str) -> str:
+    return f" FOR UPDATE OF {alias}" if connection.features.has_select_for_update_of else ""
+
+
+def _missing_person(person_key: str) -> NotFound:
+    return NotFound(f"No person with person_key '{person_key}' in this environment.")
+
+
+def lock_person(environment_id: int, person_key: str) -> PersonRow:
+    """The person, row-locked until the transaction ends (serializes their changes)."""
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT p.id, p.last_seq FROM {P} p WHERE p.environment_id = %s "
+            f"AND p.person_key = %s{_for_update('p')}",
+            [environment_id, person_key],
+        )
+        row = c.fetchone()
+    if row is None:
+        raise _missing_person(person_key)
+    return PersonRow(row[0], person_key, row[1])
+
+
+def lock_instance(environment_id: int, person_key: str, flow_identifier: str):
+    """Locks the person, then reads one of their instances with its steps.
+
+    Two statements, not one join: under READ COMMITTED a statement that waited
+    for the person's lock re-reads only the locked row, so steps joined in the
+    same statement would be the stale ones the previous writer just changed.
+    """
+    person = lock_person(environment_id, person_key)
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT i.id, i.flow_id, i.state, s.id, s.identifier, s.name, s.position, s.state "
+            f"FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
+            f"WHERE i.person_id = %s AND i.flow_identifier = %s ORDER BY s.position",
+            [person.pk, flow_identifier],
+        )
+        rows = c.fetchall()
+    if not rows:
+        raise NotFound(f"Person '{person_key}' has no instance of flow '{flow_identifier}'.")
+    first = rows[0]
+    instance = InstanceRow(py_uuid(first[0]), first[1], flow_identifier, first[2])
+    steps = [StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7]) for r in rows if r[3] is not None]
+    return person, instance, steps
+
+
+def has_instance(person_id: int, flow_identifier: str) -> bool:
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT 1 FROM {I} WHERE person_id = %s AND flow_identifier = %s",
+            [person_id, flow_identifier],
+        )
+        return c.fetchone() is not None
+
+
+def insert_instance(person_id: int, instance: InstanceRow, steps: list[StepRow], now) -> None:
+    created = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as c:
+        c.execute(
+            f"INSERT INTO {I} (id, person_id, flow_id, flow_identifier, state, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            [
+                db_uuid(instance.id),
+                person_id,
+                instance.flow_id,
+                instance.flow_identifier,
+                instance.state,
+                created,
+            ],
+        )
+        for start in range(0, len(steps), _INSERT_CHUNK):
+            chunk = steps[start : start + _INSERT_CHUNK]
+            params = []
+            for s in chunk:
+                params += [
+                    db_uuid(s.id),
+                    db_uuid(instance.id),
+                    s.identifier,
+                    s.name,
+                    s.position,
+                    s.state,
+                ]
+            c.execute(
+                f"INSERT INTO {S} (id, instance_id, identifier, name, position, state) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk)),
+                params,
+            )
+
+
+def update_states(instance: InstanceRow | None, steps: list[StepRow]) -> None:
+    with connection.cursor() as c:
+        if instance is not None:
+            c.execute(
+                f"UPDATE {I} SET state = %s WHERE id = %s", [instance.state, db_uuid(instance.id)]
+            )
+        if steps:
+            cases, ids = [], []
+            for s in steps:
+                cases += [db_uuid(s.id), s.state]
+                ids.append(db_uuid(s.id))
+            c.execute(
+                f"UPDATE {S} SET state = CASE id "
+                + " ".join(["WHEN %s THEN %s"] * len(steps))
+                + " END WHERE id IN ("
+                + ", ".join(["%s"] * len(ids))
+                + ")",
+                cases + ids,
+            )
+
+
+def append_log(person: PersonRow, rows: list[tuple]) -> None:
+    """Inserts log rows (already numbered) and moves the person's last_seq past them.
+
+    Each row: (seq, entity, object_id, identifier, state, previous_state,
+    flow_identifier, flow_instance_id, occurred_at).
+    """
+    with connection.cursor() as c:
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            params = []
+            for seq, entity, oid, ident, state, prev, flow, flow_id, at in chunk:
+                params += [
+                    person.pk,
+                    seq,
+                    entity,
+                    db_uuid(oid),
+                    ident,
+                    state,
+                    prev,
+                    flow,
+                    db_uuid(flow_id),
+                    connection.ops.adapt_datetimefield_value(at),
+                ]
+            c.execute(
+                f"INSERT INTO {L} (person_id, seq, entity, object_id, identifier, state, "
+                "previous_state, flow_identifier, flow_instance_id, occurred_at) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk)),
+                params,
+            )
+        c.execute(f"UPDATE {P} SET last_seq = %s WHERE id = %s", [person.last_seq, person.pk])
