@@ -115,11 +115,28 @@ def reset_bench_database(url: str) -> None:
         c.execute("CREATE SCHEMA public")
 
 
+def _create_bench_database(url: str) -> None:
+    """Creates the bench's own database (a name containing 'bench') if it is missing."""
+    import psycopg
+    from psycopg import sql
+
+    parsed = urlparse(url.replace("postgres://", "postgresql://", 1))
+    name = parsed.path.lstrip("/")
+    if "bench" not in name:
+        return
+    maintenance = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=3) as c:
+        exists = c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
 def database_reachable(url: str) -> str | None:
-    """None if PostgreSQL answers at `url`, else why not."""
+    """None if PostgreSQL answers at `url` (creating the bench's database), else why not."""
     try:
         import psycopg
 
+        _create_bench_database(url)
         with psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=3):
             return None
     except Exception as e:  # noqa: BLE001

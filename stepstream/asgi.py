@@ -5,11 +5,20 @@ from urllib.parse import unquote
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
 
+from a2wsgi import WSGIMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
-from django.core.asgi import get_asgi_application  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import StaticFilesHandler  # noqa: E402
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 
-django_app = ASGIStaticFilesHandler(get_asgi_application())
+# Django's views are synchronous. Its ASGI handler runs every one of them on a
+# single thread (asgiref's thread-sensitive executor), so one request waiting
+# on the database held up all the others: REST did 150 requests/s whether 1
+# or 16 callers. Served as WSGI from a pool of threads, requests run side by
+# side, each thread keeping its database connection (docs/performance.md).
+django_app = WSGIMiddleware(
+    StaticFilesHandler(get_wsgi_application()), workers=settings.STEPSTREAM["HTTP_THREADS"]
+)
 
 from stepstream.bodylimit import limit_body  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402

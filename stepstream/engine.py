@@ -100,7 +100,7 @@ def describe_instance(instance, version: int, steps, seq: int) -> dict:
 
 
 def do_start_flow(environment: Environment, person_key: str, flow_identifier: str) -> dict:
-    with transaction.atomic():
+    with store.writing():
         person = store.lock_person(environment.pk, person_key)
         flow_id = flows.latest_id(environment, flow_identifier)
         if store.has_instance(person.pk, flow_identifier):
@@ -132,7 +132,7 @@ def _load(environment: Environment, person_key: str, flow_identifier: str) -> _R
 def do_transition(
     environment: Environment, person_key: str, flow_identifier: str, transition: str
 ) -> dict:
-    with transaction.atomic():
+    with store.writing():
         run = _load(environment, person_key, flow_identifier)
         if run.instance.state != "active":
             raise Conflict(
@@ -161,7 +161,7 @@ def do_flow_action(
 ) -> dict:
     """Pause, resume or exit: the flow's state changes, its steps keep theirs."""
     allowed, target = _FLOW_MOVES[action]
-    with transaction.atomic():
+    with store.writing():
         run = _load(environment, person_key, flow_identifier)
         if run.instance.state not in allowed:
             raise Conflict(f"Cannot {action} flow '{flow_identifier}': it is {run.instance.state}.")
@@ -171,7 +171,7 @@ def do_flow_action(
 
 def snapshot(environment: Environment, person_key: str) -> dict:
     """A consistent view of a person: every instance and the seq it reflects."""
-    with transaction.atomic():
+    with store.writing():
         person = people.locked(environment, person_key)
         return {
             "person_key": person.person_key,

@@ -1,9 +1,10 @@
 """People: create, replace, merge and delete, with data checked by the environment's schema."""
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from stepstream import store
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Person
 from stepstream.text import reject_nul
@@ -68,7 +69,7 @@ def put(environment: Environment, person_key: str, data) -> tuple[Person, bool]:
     check_data(environment, data)
     for _ in range(2):
         try:
-            with transaction.atomic():
+            with store.writing():
                 updated = Person.objects.filter(
                     environment=environment, person_key=person_key
                 ).update(data=data)
@@ -91,7 +92,7 @@ def merge(environment: Environment, person_key: str, data) -> Person:
         raise Invalid("data must be a JSON object.")
     for _ in range(2):
         try:
-            with transaction.atomic():
+            with store.writing():
                 person = (
                     Person.objects.select_for_update()
                     .filter(environment=environment, person_key=person_key)

@@ -111,6 +111,7 @@ STEPSTREAM = {
     "LOG_POLL_INTERVAL": config.float_setting("STEPSTREAM_LOG_POLL_INTERVAL", 0.1),
     "RECONCILE_INTERVAL": config.float_setting("STEPSTREAM_RECONCILE_INTERVAL", 0.5),
     "DB_THREADS": config.int_setting("STEPSTREAM_DB_THREADS", 8),
+    "HTTP_THREADS": config.int_setting("STEPSTREAM_HTTP_THREADS", 8),
     "MAX_FLOW_STEPS": config.int_setting("STEPSTREAM_MAX_FLOW_STEPS", 500),
     "MAX_FLOW_TRANSITIONS": config.int_setting("STEPSTREAM_MAX_FLOW_TRANSITIONS", 2000),
     # how often each process re-checks its open connections' keys (revoked: close 4403)

@@ -7,10 +7,12 @@ models' own fields, so SQLite and PostgreSQL store exactly what the ORM
 would. Everything else keeps using the ORM.
 """
 
+import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from django.db import connection
+from django.db import connection, transaction
 
 from stepstream.errors import NotFound
 from stepstream.models import FlowInstance, Person, StateChange, StepInstance
@@ -46,6 +48,29 @@ class StepRow:
     position: int
     state: str = "inactive"
     extra: dict = field(default_factory=dict)
+
+
+_sqlite_writers = threading.Lock()
+
+
+@contextmanager
+def writing():
+    """A write transaction; on SQLite, this process's writers first take turns on a lock.
+
+    SQLite has one write lock per file. A thread that finds it taken sleeps in
+    SQLite's busy handler, whose sleeps grow to 100 ms whenever the lock
+    frees, so eight database threads contending for it made p99 latency
+    reach seconds (docs/performance.md). Queueing on a Python lock hands the
+    write lock over at once. Other processes still meet the busy timeout.
+    Inside an enclosing transaction the lock is not taken: that transaction
+    may already hold the write lock, and waiting here could deadlock on it.
+    """
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    with _sqlite_writers, transaction.atomic():
+        yield
 
 
 def db_uuid(value: uuid.UUID):

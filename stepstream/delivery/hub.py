@@ -12,7 +12,9 @@ How a record reaches a socket (docs/architecture.md has the whole story):
   so it catches up from the log, then goes live again with no await between
   the last read and going live: nothing can slip through the seam.
 * Event text is built by concatenation: the data is encoded once per change
-  and each subscription has its `request_id` prefix ready.
+  and each subscription has its `request_id` prefix ready. Subscriptions
+  with the same prefix share one `Message`, so its bytes and WebSocket frame
+  are built once per change, not once per socket.
 """
 
 import asyncio
@@ -24,6 +26,7 @@ from django.conf import settings
 
 from stepstream import dbthreads, log
 from stepstream.log import Record
+from stepstream.ws.frames import Message
 
 logger = logging.getLogger("stepstream.delivery")
 
@@ -126,13 +129,17 @@ class Hub:
             channel.head = following.seq
 
     def _dispatch(self, channel: PersonChannel, record: Record) -> None:
+        shared: dict[str, Message] = {}
         for sub in channel.subs:
             if sub.catching_up or record.seq <= sub.cursor:
                 continue
             if record.seq == sub.cursor + 1:
                 sub.cursor = record.seq
                 if record.entity == sub.entity:
-                    sub.send(record)
+                    message = shared.get(sub.prefix)
+                    if message is None:
+                        message = shared[sub.prefix] = Message(sub.prefix + record.data + "}")
+                    sub.conn.push(message)
             else:
                 self._start_catch_up(channel, sub)
 

@@ -1,8 +1,15 @@
-"""One client socket: a bounded outbox drained by a writer task.
+"""One client socket: a bounded outbox, drained by a writer task only when needed.
 
 Nothing waits on a slow client: `push` never blocks. A client whose outbox
 overflows is closed with 4408 and resumes from the log with `since_seq`, so a
 slow reader loses nothing and slows no one else.
+
+Under uvicorn's sans-I/O WebSocket protocol a message goes straight to the
+socket's transport while the transport accepts writes and nothing is queued:
+no task wake-up and no ASGI message per event, which is most of the cost of
+fan-out (docs/performance.md). Otherwise (back-pressure, another server) it
+is queued and a writer task, started on demand, sends it through ASGI `send`.
+An idle socket therefore has no writer task at all.
 """
 
 import asyncio
@@ -13,6 +20,8 @@ from collections import deque
 
 from django.conf import settings
 
+from stepstream.ws.frames import Message, direct_writer
+
 logger = logging.getLogger("stepstream.ws")
 
 CLOSE_TOO_SLOW = 4408
@@ -21,17 +30,17 @@ CLOSE_TOO_SLOW = 4408
 class Connection:
     def __init__(self, send, environment, hub, key_id: int | None = None):
         self._send = send
+        self._direct = direct_writer(send)
         self.environment = environment
         self.key_id = key_id  # the ApiKey row it opened with: revoking it closes this (4403)
         self.hub = hub
         self.subscriptions: dict[tuple[str, str], object] = {}
         self.closed = False
         self.close_code: int | None = None
-        self._outbox: deque[str] = deque()
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
+        self._outbox: deque[Message] = deque()
+        self._writer: asyncio.Task | None = None
+        self._room: asyncio.Event | None = None
         self._limit = settings.STEPSTREAM["WS_OUTBOX_LIMIT"]
-        self._writer = asyncio.get_running_loop().create_task(self._write())
         rate = settings.STEPSTREAM["WS_RATE_PER_SECOND"]
         self._rate = float(rate)
         self._burst = float(max(settings.STEPSTREAM["WS_RATE_BURST"], rate))
@@ -48,40 +57,47 @@ class Connection:
         self._tokens -= 1
         return True
 
-    def push(self, text: str) -> None:
+    def push(self, message: Message | str) -> None:
         if self.closed:
+            return
+        if not isinstance(message, Message):
+            message = Message(message)
+        if not self._outbox and self._direct is not None and self._direct.write(message):
             return
         if len(self._outbox) >= self._limit:
             logger.info("closing a connection that fell %d messages behind", self._limit)
             self.close(CLOSE_TOO_SLOW)
             return
-        self._outbox.append(text)
-        self._wake.set()
+        self._outbox.append(message)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
 
     async def room(self) -> None:
         """Waits until the outbox is at most half full: backlogs are sent at the client's pace."""
         while len(self._outbox) > self._limit // 2 and not self.closed:
+            if self._room is None:
+                self._room = asyncio.Event()
             self._room.clear()
             await self._room.wait()
 
     async def _write(self) -> None:
-        send, outbox = self._send, self._outbox
+        """Sends the outbox through ASGI, then ends: the next push may go direct again."""
+        send, outbox, half = self._send, self._outbox, self._limit // 2
         try:
-            while not self.closed:
-                await self._wake.wait()
-                self._wake.clear()
-                while outbox and not self.closed:
-                    await send({"type": "websocket.send", "text": outbox.popleft()})
-                    if len(outbox) <= self._limit // 2:
-                        self._room.set()
+            while outbox and not self.closed:
+                await send({"type": "websocket.send", "text": outbox[0].text})
+                outbox.popleft()
+                if self._room is not None and len(outbox) <= half:
+                    self._room.set()
         except asyncio.CancelledError:
             pass
         except Exception:  # the client went away mid-send
             self.closed = True
         finally:
-            if self.close_code is not None:
-                with contextlib.suppress(Exception):  # the client may be gone already
-                    await send({"type": "websocket.close", "code": self.close_code})
+            if self._writer is asyncio.current_task():
+                self._writer = None
+            if self._room is not None:
+                self._room.set()
 
     def close(self, code: int) -> None:
         """Closes with `code` after nothing more (the outbox is dropped)."""
@@ -91,9 +107,18 @@ class Connection:
         self.close_code = code
         self._outbox.clear()
         self.detach()
-        self._wake.set()
-        self._room.set()
-        self._writer.cancel()
+        if self._room is not None:
+            self._room.set()
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+        self._writer = asyncio.get_running_loop().create_task(self._send_close(writer, code))
+
+    async def _send_close(self, writer: asyncio.Task | None, code: int) -> None:
+        if writer is not None:
+            await asyncio.gather(writer, return_exceptions=True)
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self._send({"type": "websocket.close", "code": code})
 
     def detach(self) -> None:
         for sub in self.subscriptions.values():
@@ -104,5 +129,8 @@ class Connection:
         """The socket is gone: stop writing and leave every channel."""
         self.closed = True
         self.detach()
-        self._writer.cancel()
-        await asyncio.gather(self._writer, return_exceptions=True)
+        writer = self._writer
+        if writer is not None:
+            if self.close_code is None:
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)

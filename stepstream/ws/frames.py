@@ -1,0 +1,74 @@
+"""Outgoing messages, encoded and framed once, and the direct path to a socket.
+
+A change fanned out to a thousand sockets is one `Message`: its UTF-8 bytes
+and its WebSocket frame are built on first use and shared by every socket
+that takes it (a server's frames are unmasked, so they are identical on every
+uncompressed connection).
+"""
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # pragma: no cover - another ASGI server: everything goes through `send`
+    WebSocketsSansIOProtocol = None
+
+
+class Message:
+    __slots__ = ("text", "_payload", "_frame")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._payload: bytes | None = None
+        self._frame: bytes | None = None
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload = self.text.encode()
+        return self._payload
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = Frame(Opcode.TEXT, self.payload).serialize(mask=False)
+        return self._frame
+
+
+class DirectWriter:
+    """Writes to uvicorn's sans-I/O protocol's transport, as its own `send` would.
+
+    `write` refuses (returns False) whenever that `send` would have to wait or
+    fail: the transport is paused (its buffer is full), closing, or the
+    WebSocket is not open. The caller then queues the message for ASGI `send`.
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def write(self, message: Message) -> bool:
+        p = self._protocol
+        if (
+            not p.writable.is_set()
+            or p.close_sent
+            or p.disconnected
+            or p.transport.is_closing()
+            or p.conn.state is not State.OPEN
+        ):
+            return False
+        if p.conn.extensions:  # compressed: the protocol frames it with its own context
+            p.conn.send_text(message.payload)
+            p.transport.write(b"".join(p.conn.data_to_send()))
+        else:
+            p.transport.write(message.frame)
+        return True
+
+
+def direct_writer(send) -> DirectWriter | None:
+    protocol = getattr(send, "__self__", None)
+    if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
+        return None
+    return DirectWriter(protocol)
