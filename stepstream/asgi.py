@@ -6,7 +6,6 @@ from urllib.parse import unquote
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
 
 from a2wsgi import WSGIMiddleware  # noqa: E402
-from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import StaticFilesHandler  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
@@ -54,6 +53,13 @@ async def lifespan(scope, receive, send):
             return
 
 
-application = ProtocolTypeRouter(
-    {"http": limit_body(http_app), "websocket": websocket_app, "lifespan": lifespan}
-)
+_apps = {"http": limit_body(http_app), "websocket": websocket_app, "lifespan": lifespan}
+
+
+def application(scope, receive, send):
+    """Dispatches on the scope type by returning the app's coroutine, not awaiting it.
+
+    An `async def` router would keep one more coroutine frame alive for the
+    whole life of every socket (serve passes interface="asgi3" to uvicorn).
+    """
+    return _apps[scope["type"]](scope, receive, send)

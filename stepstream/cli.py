@@ -122,6 +122,7 @@ def cmd_serve(args) -> int:
             host=args.host,
             port=args.port,
             lifespan="on",
+            interface="asgi3",
             log_config=None,
             access_log=False,
             ws_max_size=16 * 1024 * 1024,

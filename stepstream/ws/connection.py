@@ -25,9 +25,30 @@ from stepstream.ws.frames import Message, direct_writer
 logger = logging.getLogger("stepstream.ws")
 
 CLOSE_TOO_SLOW = 4408
+_EMPTY = ()  # the outbox of every socket with nothing queued: no deque per idle socket
 
 
 class Connection:
+    __slots__ = (
+        "_send",
+        "_direct",
+        "environment",
+        "key_id",
+        "hub",
+        "subscriptions",
+        "closed",
+        "close_code",
+        "_outbox",
+        "_writer",
+        "_room",
+        "_limit",
+        "_rate",
+        "_burst",
+        "_tokens",
+        "_stamp",
+        "__weakref__",
+    )
+
     def __init__(self, send, environment, hub, key_id: int | None = None):
         self._send = send
         self._direct = direct_writer(send)
@@ -37,7 +58,7 @@ class Connection:
         self.subscriptions: dict[tuple[str, str], object] = {}
         self.closed = False
         self.close_code: int | None = None
-        self._outbox: deque[Message] = deque()
+        self._outbox: deque[Message] | tuple = _EMPTY
         self._writer: asyncio.Task | None = None
         self._room: asyncio.Event | None = None
         self._limit = settings.STEPSTREAM["WS_OUTBOX_LIMIT"]
@@ -64,7 +85,9 @@ class Connection:
             message = Message(message)
         if not self._outbox and self._direct is not None and self._direct.write(message):
             return
-        if len(self._outbox) >= self._limit:
+        if self._outbox is _EMPTY:
+            self._outbox = deque()
+        elif len(self._outbox) >= self._limit:
             logger.info("closing a connection that fell %d messages behind", self._limit)
             self.close(CLOSE_TOO_SLOW)
             return
@@ -96,6 +119,8 @@ class Connection:
         finally:
             if self._writer is asyncio.current_task():
                 self._writer = None
+                if not outbox and self._outbox is outbox:
+                    self._outbox = _EMPTY
             if self._room is not None:
                 self._room.set()
 
@@ -105,7 +130,7 @@ class Connection:
             return
         self.closed = True
         self.close_code = code
-        self._outbox.clear()
+        self._outbox = _EMPTY
         self.detach()
         if self._room is not None:
             self._room.set()

@@ -8,6 +8,7 @@ docs/performance.md). Here a socket is a receive loop plus a writer task.
 
 import logging
 import uuid
+import weakref
 from collections import Counter
 from urllib.parse import parse_qs
 
@@ -15,9 +16,11 @@ from django.conf import settings
 
 from stepstream import dbthreads, origins, tenants
 from stepstream.delivery import runtime
+from stepstream.models import Environment
 from stepstream.observability import request_id
 from stepstream.ws import guard, protocol
 from stepstream.ws.connection import Connection
+from stepstream.ws.frames import forget_handshake
 
 logger = logging.getLogger("stepstream.ws")
 
@@ -28,12 +31,53 @@ open_per_environment: Counter = Counter()
 
 
 async def websocket_app(scope, receive, send) -> None:
+    admitted = await _admit(scope, receive, send)
+    if admitted is None:
+        return
+    environment, key_id = admitted
+    hub = await runtime.ensure_hub()
+    await send({"type": "websocket.accept"})
+    forget_handshake(scope, send)
+    open_per_environment[environment.pk] += 1
+    conn = Connection(send, environment, hub, key_id=key_id)
+    guard.track(conn)
+    try:
+        while await _handle(conn, await receive()):
+            pass
+    finally:
+        guard.untrack(conn)
+        open_per_environment[environment.pk] -= 1
+        if open_per_environment[environment.pk] <= 0:
+            del open_per_environment[environment.pk]
+        await conn.finish()
+
+
+async def _handle(conn: Connection, message: dict) -> bool:
+    """Answers one incoming message; False once the socket is gone.
+
+    Its own function so an idle socket's frame holds no last message.
+    """
+    kind = message["type"]
+    if kind == "websocket.receive":
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+        conn.push(await protocol.handle(conn, text))
+    return kind != "websocket.disconnect"
+
+
+async def _admit(scope, receive, send):
+    """(environment, key id) for a socket that may open, else None once it is refused.
+
+    A function of its own so the key, its row and the parsed query are freed
+    when it returns, not held for the socket's lifetime.
+    """
     message = await receive()
     if message["type"] != "websocket.connect":
-        return
+        return None
     if scope.get("path") != "/ws":
         await send({"type": "websocket.close", "code": 4404})
-        return
+        return None
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     key = (query.get("key") or [None])[0]
     try:
@@ -41,41 +85,37 @@ async def websocket_app(scope, receive, send) -> None:
     except Exception:
         logger.warning("key lookup failed; refusing the connection for now")
         await _close_after_accept(send, CLOSE_TRY_LATER)
-        return
+        return None
     if key_row is None:
         await send({"type": "websocket.close", "code": CLOSE_BAD_KEY})
-        return
-    environment = key_row.environment
+        return None
+    environment = _shared(key_row.environment)
     if not origins.allowed(environment, scope):
         await origins.refuse(scope, send)  # HTTP 403
-        return
+        return None
     if open_per_environment[environment.pk] >= settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_KEY"]:
         await _close_after_accept(send, CLOSE_TRY_LATER)
-        return
+        return None
     request_id.set("ws-" + uuid.uuid4().hex[:12])  # names this connection in log lines
-    hub = await runtime.ensure_hub()
-    await send({"type": "websocket.accept"})
-    open_per_environment[environment.pk] += 1
-    conn = Connection(send, environment, hub, key_id=key_row.pk)
-    guard.track(conn)
-    try:
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                text = message.get("text")
-                if text is None:
-                    raw = message.get("bytes") or b""
-                    text = raw.decode("utf-8", errors="replace")
-                conn.push(await protocol.handle(conn, text))
-            elif kind == "websocket.disconnect":
-                break
-    finally:
-        guard.untrack(conn)
-        open_per_environment[environment.pk] -= 1
-        if open_per_environment[environment.pk] <= 0:
-            del open_per_environment[environment.pk]
-        await conn.finish()
+    return environment, key_row.pk
+
+
+_environments: "weakref.WeakValueDictionary[int, Environment]" = weakref.WeakValueDictionary()
+
+
+def _shared(fresh: Environment) -> Environment:
+    """One Environment object for all of an environment's sockets in this process.
+
+    Each new socket's freshly read row refreshes it, so a changed schema
+    reaches the sockets already open too.
+    """
+    shared = _environments.get(fresh.pk)
+    if shared is None:
+        _environments[fresh.pk] = fresh
+        return fresh
+    for field in Environment._meta.concrete_fields:
+        setattr(shared, field.attname, getattr(fresh, field.attname))
+    return shared
 
 
 async def _close_after_accept(send, code: int) -> None:

@@ -72,3 +72,20 @@ def direct_writer(send) -> DirectWriter | None:
     if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
         return None
     return DirectWriter(protocol)
+
+
+def forget_handshake(scope, send) -> None:
+    """Drops the opening handshake's headers once the socket is accepted.
+
+    Nothing reads them later, yet uvicorn keeps the request and response (with
+    their header objects) and the scope keeps its header list for the
+    socket's lifetime: about 4 KiB of a socket's 25 (docs/performance.md).
+    """
+    scope["headers"] = []
+    protocol = getattr(send, "__self__", None)
+    if WebSocketsSansIOProtocol is not None and isinstance(protocol, WebSocketsSansIOProtocol):
+        for handshake in (protocol.request, protocol.response):
+            if handshake is not None:
+                handshake.headers.clear()  # websockets' parser still holds the request
+        protocol.request = None
+        protocol.response = None
