@@ -16,30 +16,12 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 
 sys.path.insert(0, ".")
 
+from tests.helpers import LOOP_FLOW, occurred_at  # noqa: E402
 from tests.servers import Server  # noqa: E402
 from tests.wsclient import WsClient  # noqa: E402
-
-FLOW = {
-    "identifier": "loop",
-    "steps": [{"identifier": "begin"}, {"identifier": "a"}, {"identifier": "b"}],
-    "transitions": [
-        {"identifier": "go", "from": "begin", "to": "a"},
-        {"identifier": "flip", "from": "a", "to": "b"},
-        {"identifier": "flip", "from": "b", "to": "a"},
-    ],
-}
-
-
-def _stamp(text: str) -> float:
-    return (
-        datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-        .replace(tzinfo=__import__("datetime").UTC)
-        .timestamp()
-    )
 
 
 def run(changes: int) -> dict:
@@ -48,7 +30,7 @@ def run(changes: int) -> dict:
         try:
             keys = server.init_project("bench")["environments"][0]
             with server.rest(keys["secret_key"]) as rest:
-                rest.post("/flows", json=FLOW).raise_for_status()
+                rest.post("/flows", json=LOOP_FLOW).raise_for_status()
                 rest.put("/people/p", json={"data": {}}).raise_for_status()
                 rest.post("/people/p/flows", json={"flow": "loop"}).raise_for_status()
                 rest.post("/people/p/flows/loop/transitions", json={"transition": "go"})
@@ -63,7 +45,9 @@ def run(changes: int) -> dict:
                             message = json.loads(ws.ws.recv(timeout=10))
                             received = time.time()
                             if message.get("event") == "state_change":
-                                latencies.append(received - _stamp(message["data"]["occurred_at"]))
+                                latencies.append(
+                                    received - occurred_at(message["data"]["occurred_at"])
+                                )
                         done.set()
 
                     thread = threading.Thread(target=reader, daemon=True)

@@ -18,28 +18,14 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 
 import httpx
 import websockets
 
 sys.path.insert(0, ".")
 
+from tests.helpers import LOOP_FLOW, occurred_at  # noqa: E402
 from tests.servers import Server  # noqa: E402
-
-FLOW = {
-    "identifier": "loop",
-    "steps": [{"identifier": "begin"}, {"identifier": "a"}, {"identifier": "b"}],
-    "transitions": [
-        {"identifier": "go", "from": "begin", "to": "a"},
-        {"identifier": "flip", "from": "a", "to": "b"},
-        {"identifier": "flip", "from": "b", "to": "a"},
-    ],
-}
-
-
-def stamp(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 async def subscriber(url: str, latencies: list, ready: asyncio.Event, counter: list, total: int):
@@ -61,7 +47,7 @@ async def subscriber(url: str, latencies: list, ready: asyncio.Event, counter: l
             received = time.time()
             data = json.loads(message)
             if data.get("event") == "state_change":
-                latencies.append(received - stamp(data["data"]["occurred_at"]))
+                latencies.append(received - occurred_at(data["data"]["occurred_at"]))
 
 
 async def run(subscribers: int, changes: int) -> dict:
@@ -79,7 +65,7 @@ async def run(subscribers: int, changes: int) -> dict:
                 )
                 for s in servers
             ]
-            await rests[0].post("/flows", json=FLOW)
+            await rests[0].post("/flows", json=LOOP_FLOW)
             await rests[0].put("/people/p", json={"data": {}})
             await rests[0].post("/people/p/flows", json={"flow": "loop"})
             await rests[0].post("/people/p/flows/loop/transitions", json={"transition": "go"})

@@ -9,7 +9,7 @@ import os
 import pytest
 from rest_framework.test import APIClient
 
-from tests.helpers import LINEAR_FLOW
+from tests.helpers import LINEAR_FLOW, LOOP_FLOW
 
 
 def pytest_report_header(config):
@@ -60,16 +60,6 @@ def linear_flow(env):
 
 
 # -- real servers (black-box WebSocket and delivery tests) ------------------
-
-LOOP_FLOW = {
-    "identifier": "loop",
-    "steps": [{"identifier": "begin"}, {"identifier": "a"}, {"identifier": "b"}],
-    "transitions": [
-        {"identifier": "go", "from": "begin", "to": "a"},
-        {"identifier": "flip", "from": "a", "to": "b"},
-        {"identifier": "flip", "from": "b", "to": "a"},
-    ],
-}
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""Flow definitions and helpers shared by the tests."""
+"""Flow definitions and helpers shared by the tests (and bench/latency.py, bench/scaleout.py)."""
+
+from datetime import UTC, datetime
 
 LINEAR_FLOW = {
     "identifier": "onboarding",
@@ -13,6 +15,22 @@ LINEAR_FLOW = {
         {"identifier": "next", "from": "profile", "to": "done"},
     ],
 }
+
+# "go" leaves the start step by hand; then "flip" moves between a and b forever.
+LOOP_FLOW = {
+    "identifier": "loop",
+    "steps": [{"identifier": "begin"}, {"identifier": "a"}, {"identifier": "b"}],
+    "transitions": [
+        {"identifier": "go", "from": "begin", "to": "a"},
+        {"identifier": "flip", "from": "a", "to": "b"},
+        {"identifier": "flip", "from": "b", "to": "a"},
+    ],
+}
+
+
+def occurred_at(text: str) -> float:
+    """An event's `occurred_at` as a Unix timestamp."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def log_rows(person):

@@ -174,3 +174,14 @@ def test_a_client_too_slow_is_closed_with_4408_and_resumes_without_loss(slow_ser
         again.wait_seq(expected[-1], timeout=30)
         again.quiet(0.3)
         assert seen + again.seqs() == expected
+
+
+def test_compressed_and_plain_sockets_receive_the_same_events(connect, rest, person_key):
+    """A plain socket gets the change's shared frame, a compressed one its own: same events."""
+    rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
+    compressed, plain = connect(), connect(compression=None)
+    for client in (compressed, plain):
+        client.subscribe(person_key, "step", request_id="same")
+    rest.post(f"/people/{person_key}/flows/onboarding/transitions", json={"transition": "next"})
+    assert compressed.wait_events(2, timeout=5) == plain.wait_events(2, timeout=5)
+    assert [e["data"]["state"] for e in plain.events] == ["completed", "active"]
