@@ -1,27 +1,46 @@
-"""Commit-to-receipt latency of one change to one subscriber.
+"""Commit-to-receipt latency of one change to one subscriber, through the Python client.
 
 Starts a real `stepstream serve` (embedded SQLite unless DATABASE_URL is
-set), subscribes one socket to a person, then makes N changes one at a time
-through REST and measures, for each event, receipt time minus the event's
+set), follows a person with `stepstream.client.Client` (snapshot, then
+subscriptions), then makes N changes one at a time through the client's
+`transition` and measures, for each event, receipt time minus the event's
 `occurred_at` (stamped inside the engine's transaction, just before commit:
 so this slightly over-states commit-to-receipt). Same machine, same clock.
+It also checks that the client's live copy ends where the server's does.
 
     python -m bench.latency [--changes 1000]
 """
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, ".")
 
+from stepstream.client import Client  # noqa: E402
 from tests.helpers import LOOP_FLOW, occurred_at  # noqa: E402
 from tests.servers import Server  # noqa: E402
-from tests.wsclient import WsClient  # noqa: E402
+
+
+async def follow(server: Server, key: str, changes: int) -> list[float]:
+    latencies: list[float] = []
+
+    def on_event(change) -> None:
+        latencies.append(time.time() - occurred_at(change["occurred_at"]))
+
+    async with Client(server.url, key, "p", identify=False) as client:
+        client.on_event(on_event)
+        for _ in range(changes):
+            await client.transition("loop", "flip")
+        await client.wait_for(lambda c: len(latencies) >= changes * 2, timeout=30)
+        expected = "b" if changes % 2 else "a"
+        if client.step("loop", expected).state != "active":
+            raise SystemExit(f"the client's copy disagrees: step {expected} is not active")
+    return latencies
 
 
 def run(changes: int) -> dict:
@@ -34,30 +53,9 @@ def run(changes: int) -> dict:
                 rest.put("/people/p", json={"data": {}}).raise_for_status()
                 rest.post("/people/p/flows", json={"flow": "loop"}).raise_for_status()
                 rest.post("/people/p/flows/loop/transitions", json={"transition": "go"})
-                latencies = []
-                with WsClient(server.ws_url, keys["publishable_key"]) as ws:
-                    ws.subscribe("p", "flow")  # the flow stays active: no flow events
-                    ws.subscribe("p", "step")
-                    done = threading.Event()
-
-                    def reader():
-                        while len(latencies) < changes * 2:
-                            message = json.loads(ws.ws.recv(timeout=10))
-                            received = time.time()
-                            if message.get("event") == "state_change":
-                                latencies.append(
-                                    received - occurred_at(message["data"]["occurred_at"])
-                                )
-                        done.set()
-
-                    thread = threading.Thread(target=reader, daemon=True)
-                    thread.start()
-                    for _ in range(changes):
-                        rest.post("/people/p/flows/loop/transitions", json={"transition": "flip"})
-                    done.wait(30)
+            latencies = asyncio.run(follow(server, keys["publishable_key"], changes))
             # each flip is one transaction with two step events: keep the last one of each
-            per_change = latencies[1::2]
-            per_change.sort()
+            per_change = sorted(latencies[1::2])
             return {
                 "changes": len(per_change),
                 "database": "postgresql" if "PostgreSQL at" in server.log() else "sqlite",
