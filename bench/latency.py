@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, ".")
 
+from bench.targets import BENCH_SERVER_ENV  # noqa: E402
 from stepstream.client import Client  # noqa: E402
 from tests.helpers import LOOP_FLOW, occurred_at  # noqa: E402
 from tests.servers import Server  # noqa: E402
@@ -45,7 +46,7 @@ async def follow(server: Server, key: str, changes: int) -> list[float]:
 
 def run(changes: int) -> dict:
     with tempfile.TemporaryDirectory() as data_dir:
-        server = Server(data_dir).start()
+        server = Server(data_dir, **BENCH_SERVER_ENV).start()  # no per-socket rate limit
         try:
             keys = server.init_project("bench")["environments"][0]
             with server.rest(keys["secret_key"]) as rest:
