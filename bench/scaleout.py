@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=100)
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        raise SystemExit("bench.scaleout needs DATABASE_URL=postgres://... shared by both processes")
+        raise SystemExit("bench.scaleout needs a shared DATABASE_URL=postgres://...")
     print(json.dumps(asyncio.run(run(args.subscribers, args.changes))))
 
 
