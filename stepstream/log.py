@@ -31,23 +31,41 @@ def _timestamp(dt) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_data(row: StateChange, person_key: str) -> dict:
+def event_data(
+    seq, entity, object_id, identifier, state, previous, flow, flow_id, occurred_at, person_key
+) -> dict:
+    """An event's `data`: the one shape for live events, backlogs and the REST log."""
     return {
-        "entity": row.entity,
-        "id": str(row.object_id),
-        "identifier": row.identifier,
-        "state": row.state,
-        "previous_state": row.previous_state,
-        "seq": row.seq,
+        "entity": entity,
+        "id": str(object_id),
+        "identifier": identifier,
+        "state": state,
+        "previous_state": previous,
+        "seq": seq,
         "person_key": person_key,
-        "flow": row.flow_identifier,
-        "flow_id": str(row.flow_instance_id),
-        "occurred_at": _timestamp(row.occurred_at),
+        "flow": flow,
+        "flow_id": str(flow_id),
+        "occurred_at": _timestamp(occurred_at),
     }
 
 
+def row_event_data(row: StateChange, person_key: str) -> dict:
+    return event_data(
+        row.seq,
+        row.entity,
+        row.object_id,
+        row.identifier,
+        row.state,
+        row.previous_state,
+        row.flow_identifier,
+        row.flow_instance_id,
+        row.occurred_at,
+        person_key,
+    )
+
+
 def to_record(row: StateChange, person_key: str) -> Record:
-    data = orjson.dumps(event_data(row, person_key)).decode()
+    data = orjson.dumps(row_event_data(row, person_key)).decode()
     return Record(row.person_id, row.seq, row.entity, data)
 
 
@@ -81,29 +99,10 @@ class Recorder:
             return self.person.last_seq
         self.person.last_seq += len(self.rows)
         store.append_log(self.person, self.rows)
-        at = _timestamp(self.now)
         key, pid = self.person.person_key, self.person.pk
         records = [
-            Record(
-                pid,
-                seq,
-                entity,
-                orjson.dumps(
-                    {
-                        "entity": entity,
-                        "id": str(oid),
-                        "identifier": ident,
-                        "state": state,
-                        "previous_state": prev,
-                        "seq": seq,
-                        "person_key": key,
-                        "flow": flow,
-                        "flow_id": str(flow_id),
-                        "occurred_at": at,
-                    }
-                ).decode(),
-            )
-            for seq, entity, oid, ident, state, prev, flow, flow_id, _ in self.rows
+            Record(pid, row[0], row[1], orjson.dumps(event_data(*row, key)).decode())
+            for row in self.rows
         ]
         from stepstream.delivery import notify_committed
 
@@ -113,7 +112,7 @@ class Recorder:
 
 def read_since(person: Person, since_seq: int, limit: int = 1000) -> list[dict]:
     rows = StateChange.objects.filter(person=person, seq__gt=since_seq).order_by("seq")[:limit]
-    return [event_data(row, person.person_key) for row in rows]
+    return [row_event_data(row, person.person_key) for row in rows]
 
 
 def read_records(

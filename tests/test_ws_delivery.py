@@ -185,3 +185,15 @@ def test_compressed_and_plain_sockets_receive_the_same_events(connect, rest, per
     rest.post(f"/people/{person_key}/flows/onboarding/transitions", json={"transition": "next"})
     assert compressed.wait_events(2, timeout=5) == plain.wait_events(2, timeout=5)
     assert [e["data"]["state"] for e in plain.events] == ["completed", "active"]
+
+
+def test_a_backlog_event_equals_the_live_event(connect, rest, person_key):
+    """Live events are encoded at commit, backlogs from stored rows: one shape for both."""
+    rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
+    live = connect()
+    live.subscribe(person_key, "step", request_id="r")
+    rest.post(f"/people/{person_key}/flows/onboarding/transitions", json={"transition": "next"})
+    live_events = live.wait_events(2, timeout=5)
+    late = connect()
+    late.subscribe(person_key, "step", request_id="r", since_seq=live_events[0]["data"]["seq"] - 1)
+    assert late.wait_events(2, timeout=5) == live_events
