@@ -126,6 +126,7 @@ def cmd_serve(args) -> int:
             log_config=None,
             access_log=False,
             ws_max_size=16 * 1024 * 1024,
+            ws_per_message_deflate=limits["WS_COMPRESSION"],
             ws_ping_interval=limits["WS_PING_INTERVAL"],
             ws_ping_timeout=limits["WS_PING_TIMEOUT"],
             timeout_graceful_shutdown=5,

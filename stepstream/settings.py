@@ -106,6 +106,10 @@ STEPSTREAM = {
         "STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY", 20000
     ),
     "WS_OUTBOX_LIMIT": config.int_setting("STEPSTREAM_WS_OUTBOX_LIMIT", 5000),
+    # permessage-deflate: about 40 KiB more per socket (its compressor and
+    # decompressor) and each event compressed once per socket, not framed once
+    # for all; events are a few hundred bytes (docs/performance.md)
+    "WS_COMPRESSION": config.bool_setting("STEPSTREAM_WS_COMPRESSION", False),
     "WS_PING_INTERVAL": config.float_setting("STEPSTREAM_WS_PING_INTERVAL", 20.0),
     "WS_PING_TIMEOUT": config.float_setting("STEPSTREAM_WS_PING_TIMEOUT", 20.0),
     "LOG_POLL_INTERVAL": config.float_setting("STEPSTREAM_LOG_POLL_INTERVAL", 0.1),

@@ -296,3 +296,19 @@ def test_serve_person_key_with_slash(tmp_path, env):
         response = httpx.get(path, headers=bearer(secret), timeout=5)
         assert response.status_code == 200
         assert response.json()["person_key"] == "team/alice"
+
+
+@pytest.mark.parametrize(
+    "variable, value, complaint",
+    [
+        ("STEPSTREAM_WS_RATE_BURST", "lots", "must be a whole number, not 'lots'"),
+        ("STEPSTREAM_WS_PING_INTERVAL", "soon", "must be a number, not 'soon'"),
+        ("STEPSTREAM_WS_COMPRESSION", "maybe", "must be true or false, not 'maybe'"),
+    ],
+)
+def test_a_bad_setting_is_named_in_one_line(tmp_path, variable, value, complaint):
+    env = cli_env(tmp_path, **{variable: value})
+    done = run(["serve", "--port", str(free_port())], env, tmp_path)
+    assert done.returncode != 0
+    assert f"{variable} {complaint}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -176,15 +176,36 @@ def test_a_client_too_slow_is_closed_with_4408_and_resumes_without_loss(slow_ser
         assert seen + again.seqs() == expected
 
 
-def test_compressed_and_plain_sockets_receive_the_same_events(connect, rest, person_key):
-    """A plain socket gets the change's shared frame, a compressed one its own: same events."""
-    rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
-    compressed, plain = connect(), connect(compression=None)
-    for client in (compressed, plain):
-        client.subscribe(person_key, "step", request_id="same")
-    rest.post(f"/people/{person_key}/flows/onboarding/transitions", json={"transition": "next"})
-    assert compressed.wait_events(2, timeout=5) == plain.wait_events(2, timeout=5)
-    assert [e["data"]["state"] for e in plain.events] == ["completed", "active"]
+def test_compression_is_declined_unless_switched_on(connect):
+    """By default a client offering permessage-deflate (as browsers do) gets plain frames."""
+    assert connect().ws.protocol.extensions == []
+
+
+def test_compressed_and_plain_sockets_receive_the_same_events(tmp_path):
+    """With compression on, a plain socket gets the shared frame, a compressed one its own."""
+    from tests.helpers import LINEAR_FLOW
+    from tests.servers import Server
+
+    srv = Server(tmp_path / "deflate", STEPSTREAM_WS_COMPRESSION="true").start()
+    try:
+        keys = srv.init_project("deflate")["environments"][0]
+        with srv.rest(keys["secret_key"]) as rest:
+            rest.post("/flows", json=LINEAR_FLOW).raise_for_status()
+            rest.put("/people/p", json={"data": {}}).raise_for_status()
+            rest.post("/people/p/flows", json={"flow": "onboarding"}).raise_for_status()
+            with (
+                WsClient(srv.ws_url, keys["publishable_key"]) as compressed,
+                WsClient(srv.ws_url, keys["publishable_key"], compression=None) as plain,
+            ):
+                assert compressed.ws.protocol.extensions and not plain.ws.protocol.extensions
+                for client in (compressed, plain):
+                    client.subscribe("p", "step", request_id="same")
+                rest.post("/people/p/flows/onboarding/transitions", json={"transition": "next"})
+                events = plain.wait_events(2, timeout=5)
+                assert compressed.wait_events(2, timeout=5) == events
+                assert [e["data"]["state"] for e in events] == ["completed", "active"]
+    finally:
+        srv.stop()
 
 
 def test_a_backlog_event_equals_the_live_event(connect, rest, person_key):
