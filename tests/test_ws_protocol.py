@@ -657,6 +657,16 @@ def test_identify_merges_top_level_keys_into_an_existing_person(ws, rest, person
     assert ws.request("identify", {"person_key": person_key, "data": {}})["data"]["data"] == merged
 
 
+def test_identify_answers_for_a_person_whose_data_holds_huge_numbers(ws, person_key):
+    """PostgreSQL gives a stored 1e300 back as a 301-digit integer; it must still be sent."""
+    data = {"big": 1e300, "tiny": 5e-324, "wide": 2**63 - 1}
+    first = ws.request("identify", {"person_key": person_key, "data": data})
+    assert first["status"] == 200, first
+    again = ws.request("identify", {"person_key": person_key})
+    assert again["status"] == 200, again
+    assert again["data"]["data"] == data  # equal as numbers, whatever their JSON spelling
+
+
 PERSON_SCHEMA = {
     "type": "object",
     "properties": {"age": {"type": "integer", "minimum": 0}, "email": {"type": "string"}},

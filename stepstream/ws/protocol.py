@@ -4,6 +4,7 @@ Thin on purpose: parse, check limits, dispatch on `action`, render the
 result or the StepstreamError with the same status and code as REST.
 """
 
+import json
 import logging
 
 import orjson
@@ -24,7 +25,12 @@ def render(request_id, status: int, errors=(), action=None, data=None, code=None
         response["code"] = code
     if data is not None:
         response["data"] = data
-    return orjson.dumps(response).decode()
+    try:
+        return orjson.dumps(response).decode()
+    except orjson.JSONEncodeError:
+        # an integer beyond 64 bits: PostgreSQL hands a stored 1e300 back as
+        # one, and orjson refuses those; the standard library writes them
+        return json.dumps(response, ensure_ascii=False, separators=(",", ":"))
 
 
 def render_error(request_id, error: StepstreamError, action=None) -> str:
