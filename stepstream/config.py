@@ -90,28 +90,32 @@ def database_settings() -> dict:
     }
 
 
-def int_setting(name: str, default: int) -> int:
-    raw = os.environ.get(name)
+def _setting(name: str, default, parse, kind: str):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        return int(raw) if raw else default
+        return parse(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+        raise ValueError(f"{name} must be {kind}, not {raw!r}") from None
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def int_setting(name: str, default: int) -> int:
+    return _setting(name, default, int, "a whole number")
 
 
 def bool_setting(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false, not {raw!r}")
+    return _setting(name, default, _boolean, "true or false")
 
 
 def float_setting(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    return _setting(name, default, float, "a number")

@@ -5,7 +5,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from stepstream import store
-from stepstream.errors import Invalid, NotFound
+from stepstream.errors import Invalid
 from stepstream.models import Environment, Person
 from stepstream.text import reject_nul
 
@@ -50,7 +50,7 @@ def get(environment: Environment, person_key: str) -> Person:
     try:
         return Person.objects.get(environment=environment, person_key=person_key)
     except Person.DoesNotExist:
-        raise NotFound(f"No person with person_key '{person_key}' in this environment.") from None
+        raise store.person_not_found(person_key) from None
 
 
 def locked(environment: Environment, person_key: str) -> Person:
@@ -60,7 +60,7 @@ def locked(environment: Environment, person_key: str) -> Person:
             environment=environment, person_key=person_key
         )
     except Person.DoesNotExist:
-        raise NotFound(f"No person with person_key '{person_key}' in this environment.") from None
+        raise store.person_not_found(person_key) from None
 
 
 def put(environment: Environment, person_key: str, data) -> tuple[Person, bool]:
@@ -117,7 +117,7 @@ def merge(environment: Environment, person_key: str, data) -> Person:
 def delete(environment: Environment, person_key: str) -> None:
     deleted, _ = Person.objects.filter(environment=environment, person_key=person_key).delete()
     if not deleted:
-        raise NotFound(f"No person with person_key '{person_key}' in this environment.")
+        raise store.person_not_found(person_key)
 
 
 def describe(person: Person) -> dict:

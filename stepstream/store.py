@@ -10,7 +10,7 @@ would. Everything else keeps using the ORM.
 import threading
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.db import connection, transaction
 
@@ -47,7 +47,6 @@ class StepRow:
     name: str
     position: int
     state: str = "inactive"
-    extra: dict = field(default_factory=dict)
 
 
 _sqlite_writers = threading.Lock()
@@ -85,7 +84,7 @@ def _for_update(alias: str) -> str:
     return f" FOR UPDATE OF {alias}" if connection.features.has_select_for_update_of else ""
 
 
-def _missing_person(person_key: str) -> NotFound:
+def person_not_found(person_key: str) -> NotFound:
     return NotFound(f"No person with person_key '{person_key}' in this environment.")
 
 
@@ -99,7 +98,7 @@ def lock_person(environment_id: int, person_key: str) -> PersonRow:
         )
         row = c.fetchone()
     if row is None:
-        raise _missing_person(person_key)
+        raise person_not_found(person_key)
     return PersonRow(row[0], person_key, row[1])
 
 
@@ -127,6 +126,18 @@ def lock_instance(environment_id: int, person_key: str, flow_identifier: str):
     return person, instance, steps
 
 
+def _insert(cursor, table: str, columns: str, rows: list[list]) -> None:
+    """Multi-row INSERTs of at most _INSERT_CHUNK rows each (bounded statement size)."""
+    width = len(rows[0]) if rows else 0
+    placeholder = "(" + ", ".join(["%s"] * width) + ")"
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([placeholder] * len(chunk)),
+            [value for row in chunk for value in row],
+        )
+
+
 def has_instance(person_id: int, flow_identifier: str) -> bool:
     with connection.cursor() as c:
         c.execute(
@@ -137,37 +148,33 @@ def has_instance(person_id: int, flow_identifier: str) -> bool:
 
 
 def insert_instance(person_id: int, instance: InstanceRow, steps: list[StepRow], now) -> None:
+    instance_id = db_uuid(instance.id)
     created = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as c:
-        c.execute(
-            f"INSERT INTO {I} (id, person_id, flow_id, flow_identifier, state, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
+        _insert(
+            c,
+            I,
+            "id, person_id, flow_id, flow_identifier, state, created_at",
             [
-                db_uuid(instance.id),
-                person_id,
-                instance.flow_id,
-                instance.flow_identifier,
-                instance.state,
-                created,
+                [
+                    instance_id,
+                    person_id,
+                    instance.flow_id,
+                    instance.flow_identifier,
+                    instance.state,
+                    created,
+                ]
             ],
         )
-        for start in range(0, len(steps), _INSERT_CHUNK):
-            chunk = steps[start : start + _INSERT_CHUNK]
-            params = []
-            for s in chunk:
-                params += [
-                    db_uuid(s.id),
-                    db_uuid(instance.id),
-                    s.identifier,
-                    s.name,
-                    s.position,
-                    s.state,
-                ]
-            c.execute(
-                f"INSERT INTO {S} (id, instance_id, identifier, name, position, state) VALUES "
-                + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk)),
-                params,
-            )
+        _insert(
+            c,
+            S,
+            "id, instance_id, identifier, name, position, state",
+            [
+                [db_uuid(s.id), instance_id, s.identifier, s.name, s.position, s.state]
+                for s in steps
+            ],
+        )
 
 
 def update_states(instance: InstanceRow | None, steps: list[StepRow]) -> None:
@@ -197,12 +204,15 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
     Each row: (seq, entity, object_id, identifier, state, previous_state,
     flow_identifier, flow_instance_id, occurred_at).
     """
+    adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as c:
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            chunk = rows[start : start + _INSERT_CHUNK]
-            params = []
-            for seq, entity, oid, ident, state, prev, flow, flow_id, at in chunk:
-                params += [
+        _insert(
+            c,
+            L,
+            "person_id, seq, entity, object_id, identifier, state, previous_state, "
+            "flow_identifier, flow_instance_id, occurred_at",
+            [
+                [
                     person.pk,
                     seq,
                     entity,
@@ -211,13 +221,10 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
                     state,
                     prev,
                     flow,
-                    db_uuid(flow_id),
-                    connection.ops.adapt_datetimefield_value(at),
+                    db_uuid(fid),
+                    adapt(at),
                 ]
-            c.execute(
-                f"INSERT INTO {L} (person_id, seq, entity, object_id, identifier, state, "
-                "previous_state, flow_identifier, flow_instance_id, occurred_at) VALUES "
-                + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk)),
-                params,
-            )
+                for seq, entity, oid, ident, state, prev, flow, fid, at in rows
+            ],
+        )
         c.execute(f"UPDATE {P} SET last_seq = %s WHERE id = %s", [person.last_seq, person.pk])

@@ -47,8 +47,11 @@ class Subscription:
         self.floor = cursor
         self.catching_up = False
 
+    def event(self, record: Record) -> Message:
+        return Message(self.prefix + record.data + "}")
+
     def send(self, record: Record) -> None:
-        self.conn.push(self.prefix + record.data + "}")
+        self.conn.push(self.event(record))
 
 
 class PersonChannel:
@@ -138,7 +141,7 @@ class Hub:
                 if record.entity == sub.entity:
                     message = shared.get(sub.prefix)
                     if message is None:
-                        message = shared[sub.prefix] = Message(sub.prefix + record.data + "}")
+                        message = shared[sub.prefix] = sub.event(record)
                     sub.conn.push(message)
             else:
                 self._start_catch_up(channel, sub)

@@ -67,11 +67,17 @@ class DirectWriter:
         return True
 
 
-def direct_writer(send) -> DirectWriter | None:
+def _sansio_protocol(send):
+    """uvicorn's sans-I/O protocol object behind an ASGI `send`, or None under anything else."""
     protocol = getattr(send, "__self__", None)
     if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
         return None
-    return DirectWriter(protocol)
+    return protocol
+
+
+def direct_writer(send) -> DirectWriter | None:
+    protocol = _sansio_protocol(send)
+    return DirectWriter(protocol) if protocol is not None else None
 
 
 def forget_handshake(scope, send) -> None:
@@ -82,8 +88,8 @@ def forget_handshake(scope, send) -> None:
     socket's lifetime: about 4 KiB of a socket's 25 (docs/performance.md).
     """
     scope["headers"] = []
-    protocol = getattr(send, "__self__", None)
-    if WebSocketsSansIOProtocol is not None and isinstance(protocol, WebSocketsSansIOProtocol):
+    protocol = _sansio_protocol(send)
+    if protocol is not None:
         for handshake in (protocol.request, protocol.response):
             if handshake is not None:
                 handshake.headers.clear()  # websockets' parser still holds the request
