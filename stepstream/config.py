@@ -80,10 +80,10 @@ def database_settings() -> dict:
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": False,
         "OPTIONS": {
-            "connect_timeout": int(os.environ.get("STEPSTREAM_DB_CONNECT_TIMEOUT", "3")),
+            "connect_timeout": int_setting("STEPSTREAM_DB_CONNECT_TIMEOUT", 3),
             "pool": {
                 "min_size": 2,
-                "max_size": int(os.environ.get("STEPSTREAM_DB_POOL_SIZE", "20")),
+                "max_size": int_setting("STEPSTREAM_DB_POOL_SIZE", 20, minimum=2),
                 "timeout": 2,  # fail fast (503) while the database is unreachable
             },
         },
@@ -109,13 +109,34 @@ def _boolean(raw: str) -> bool:
     raise ValueError(raw)
 
 
-def int_setting(name: str, default: int) -> int:
-    return _setting(name, default, int, "a whole number")
+def _at_least(parse, minimum):
+    def parse_bounded(raw: str):
+        value = parse(raw)
+        if value != value or value < minimum:  # NaN too
+            raise ValueError(raw)
+        return value
+
+    return parse_bounded
+
+
+def int_setting(name: str, default: int, minimum: int = 1) -> int:
+    """A whole number, at least `minimum` (1 unless said: a zero limit or pool is a typo)."""
+    return _setting(name, default, _at_least(int, minimum), f"a whole number of at least {minimum}")
 
 
 def bool_setting(name: str, default: bool) -> bool:
     return _setting(name, default, _boolean, "true or false")
 
 
-def float_setting(name: str, default: float) -> float:
-    return _setting(name, default, float, "a number")
+def float_setting(name: str, default: float, minimum: float = 0.001) -> float:
+    """A number of seconds (or a rate), at least `minimum`."""
+    return _setting(name, default, _at_least(float, minimum), f"a number of at least {minimum}")
+
+
+def choice_setting(name: str, default: str, choices: list[str]) -> str:
+    def parse(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(raw)
+        return raw.lower()
+
+    return _setting(name, default, parse, "one of " + ", ".join(choices))

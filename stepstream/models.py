@@ -12,6 +12,17 @@ STEP_STATES = ["inactive", "active", "completed"]
 ENVIRONMENTS = ["development", "production"]
 
 
+class Installation(models.Model):
+    """One row: a digest proving which STEPSTREAM_SECRET_KEY this database was set up with.
+
+    Keys are stored as HMAC digests keyed with that secret; a server started
+    with another one would answer 401 to every key without saying why.
+    """
+
+    secret_check = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)

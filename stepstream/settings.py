@@ -68,6 +68,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+LOG_FORMAT = config.choice_setting("STEPSTREAM_LOG_FORMAT", "plain", ["plain", "json"])
+LOG_LEVEL = config.choice_setting(
+    "STEPSTREAM_LOG_LEVEL", "info", ["debug", "info", "warning", "error", "critical"]
+).upper()
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -82,15 +87,13 @@ LOGGING = {
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
-            "formatter": "json"
-            if config.os.environ.get("STEPSTREAM_LOG_FORMAT") == "json"
-            else "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["redact", "request_id"],
         }
     },
     "root": {
         "handlers": ["stderr"],
-        "level": config.os.environ.get("STEPSTREAM_LOG_LEVEL", "INFO"),
+        "level": LOG_LEVEL,
     },
     "loggers": {"django.request": {"level": "ERROR"}},
 }

@@ -70,7 +70,7 @@ def create_project(name: str) -> dict:
                     "secret_key": new_key(env, "secret"),
                 }
             )
-    return {"project": name, "environments": environments}
+    return {"project": name, "project_id": project.pk, "environments": environments}
 
 
 def key_row(key: str | None, kind: str) -> ApiKey | None:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import httpx
@@ -129,7 +130,38 @@ def env(data_dir) -> dict:
 def test_help(tmp_path, env):
     result = run(["--help"], env, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "serve" in result.stdout and "init-project" in result.stdout
+    for command in ("serve", "init-project", "keys", "watch", "manage"):
+        assert command in result.stdout
+    serve_help = run(["serve", "--help"], env, tmp_path).stdout
+    assert "DATABASE_URL" in serve_help and "default: 8000" in serve_help
+    version = run(["--version"], env, tmp_path)
+    assert version.returncode == 0 and re.fullmatch(r"stepstream \d+\.\d+\.\d+\n", version.stdout)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "http"])
+def test_serve_refuses_an_out_of_range_port_in_one_line(tmp_path, env, port):
+    done = run(["serve", "--port", port], env, tmp_path)
+    assert done.returncode == 2
+    assert "--port" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_init_project_says_which_database_and_project_id(tmp_path, env, data_dir):
+    result = run(["init-project", "Acme"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert isinstance(body["project_id"], int)
+    assert f"id {body['project_id']}" in result.stderr
+    assert str(data_dir / "stepstream.sqlite3") in result.stderr
+
+
+def test_another_server_secret_is_refused_in_one_sentence(tmp_path, env):
+    assert run(["init-project", "Acme"], env, tmp_path).returncode == 0
+    other = dict(env, STEPSTREAM_SECRET_KEY="not-the-secret-this-database-was-set-up-with")
+    for command in (["init-project", "Beta"], ["serve", "--port", str(free_port())]):
+        done = run(command, other, tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "was set up with another STEPSTREAM_SECRET_KEY" in done.stderr
+        assert "Traceback" not in done.stderr
 
 
 def test_init_project_prints_one_json_object(tmp_path, env, data_dir):
@@ -205,6 +237,31 @@ def test_unreachable_database_fails_fast_without_password(
     assert "database" in result.stderr.lower(), result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert result.stdout == ""
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL"), reason="needs PostgreSQL (DATABASE_URL)")
+@pytest.mark.parametrize(
+    "database_url, cause",
+    [
+        (
+            "postgres://postgres@127.0.0.1:5432/stepstream_no_such_db",
+            'database "stepstream_no_such_db" does not exist',
+        ),
+        (
+            "postgres://stepstream_no_role@127.0.0.1:5432/postgres",
+            'role "stepstream_no_role" does not exist',
+        ),
+    ],
+)
+def test_a_missing_database_or_role_is_named(tmp_path, data_dir, database_url, cause):
+    parsed = urllib.parse.urlparse(os.environ["DATABASE_URL"])
+    database_url = database_url.replace(
+        "127.0.0.1:5432", f"{parsed.hostname}:{parsed.port or 5432}"
+    )
+    result = run(["init-project", "Acme"], cli_env(data_dir, DATABASE_URL=database_url), tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(cause), result.stderr
+    assert "WARNING" not in result.stderr
 
 
 # --- serve: running ---------------------------------------------------------------------------
@@ -301,9 +358,14 @@ def test_serve_person_key_with_slash(tmp_path, env):
 @pytest.mark.parametrize(
     "variable, value, complaint",
     [
-        ("STEPSTREAM_WS_RATE_BURST", "lots", "must be a whole number, not 'lots'"),
-        ("STEPSTREAM_WS_PING_INTERVAL", "soon", "must be a number, not 'soon'"),
+        ("STEPSTREAM_WS_RATE_BURST", "lots", "must be a whole number of at least 1, not 'lots'"),
+        ("STEPSTREAM_WS_RATE_BURST", "-5", "must be a whole number of at least 1, not '-5'"),
+        ("STEPSTREAM_HTTP_THREADS", "0", "must be a whole number of at least 1, not '0'"),
+        ("STEPSTREAM_DB_THREADS", "0", "must be a whole number of at least 1, not '0'"),
+        ("STEPSTREAM_WS_PING_INTERVAL", "soon", "must be a number of at least 0.001, not 'soon'"),
         ("STEPSTREAM_WS_COMPRESSION", "maybe", "must be true or false, not 'maybe'"),
+        ("STEPSTREAM_LOG_FORMAT", "xml", "must be one of plain, json, not 'xml'"),
+        ("STEPSTREAM_LOG_LEVEL", "loud", "must be one of debug, info, warning, error"),
     ],
 )
 def test_a_bad_setting_is_named_in_one_line(tmp_path, variable, value, complaint):

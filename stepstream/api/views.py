@@ -1,5 +1,7 @@
 """REST views: each parses its input, calls the engine or a domain module, renders."""
 
+import logging
+
 from django.db import connection
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.request import Request
@@ -58,9 +60,15 @@ def ready(request):
     from stepstream.observability import readiness
 
     ok, report = readiness()
-    return Response(
+    response = Response(
         {"status": "ready" if ok else "unavailable", **report}, status=200 if ok else 503
     )
+    if not ok:
+        # a probe answered as designed, not a server error: one WARNING, not
+        # django.request's ERROR line with its traceback-like noise
+        logging.getLogger("stepstream.ready").warning("not ready: %s", report)
+        response._has_been_logged = True  # read by django.utils.log.log_response
+    return response
 
 
 @api_view(["GET", "PUT"])

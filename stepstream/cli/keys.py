@@ -10,13 +10,13 @@ import argparse
 import json
 import sys
 
+from stepstream.cli.setup import fail, setup
+
 
 def _run(args) -> int:
-    from stepstream.cli import _fail, _setup
-
-    problem = _setup()
+    problem = setup()
     if problem:
-        return _fail(problem)
+        return fail(problem)
     from stepstream import tenants
     from stepstream.errors import StepstreamError
 
@@ -38,7 +38,7 @@ def _run(args) -> int:
         else:
             answer = [tenants.revoke_key(environment, key_id) for key_id in args.key_ids]
     except StepstreamError as e:
-        return _fail(" ".join(e.messages))
+        return fail(" ".join(e.messages))
     print(json.dumps(answer), flush=True)
     return 0
 

@@ -1,0 +1,185 @@
+"""The `stepstream` command line: serve, init-project, keys, watch, manage."""
+
+import argparse
+import errno
+import json
+import logging
+import os
+import socket
+import sys
+
+from stepstream import __version__
+from stepstream.cli.setup import database_label, fail, setup
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use; choose another with --port."
+            return f"cannot listen on {host}:{port}: {e.strerror}"
+    return None
+
+
+def cmd_serve(args) -> int:
+    problem = setup()
+    if problem:
+        return fail(problem)
+    problem = _port_problem(args.host, args.port)
+    if problem:
+        return fail(problem)
+    base = f"http://{args.host}:{args.port}"
+    if args.demo:
+        from stepstream.demo import ensure_demo
+
+        print(ensure_demo(base), file=sys.stderr, flush=True)
+        os.environ["STEPSTREAM_DEMO"] = "1"  # the /demo page is served only now
+    import uvicorn
+    from django.conf import settings
+
+    from stepstream.asgi import application
+
+    limits = settings.STEPSTREAM
+    # a log line, so that STEPSTREAM_LOG_FORMAT=json makes it JSON like every other
+    logging.getLogger("stepstream").info(
+        "serving %s (API %s/api/v1, WebSocket ws://%s:%s/ws) on %s",
+        base,
+        base,
+        args.host,
+        args.port,
+        database_label(),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=args.host,
+            port=args.port,
+            lifespan="on",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            ws_max_size=16 * 1024 * 1024,
+            ws_per_message_deflate=limits["WS_COMPRESSION"],
+            ws_ping_interval=limits["WS_PING_INTERVAL"],
+            ws_ping_timeout=limits["WS_PING_TIMEOUT"],
+            timeout_graceful_shutdown=5,
+        )
+    )
+    server.run()
+    return 0
+
+
+def cmd_init_project(args) -> int:
+    if not args.name.strip():
+        return fail("the project name must not be empty.")
+    problem = setup()
+    if problem:
+        return fail(problem)
+    from stepstream.tenants import create_project
+
+    created = create_project(args.name)
+    print(
+        f"stepstream: created project {args.name!r} (id {created['project_id']}) "
+        f"in {database_label()}",
+        file=sys.stderr,
+    )
+    print(json.dumps(created), flush=True)
+    return 0
+
+
+def cmd_manage(args) -> int:
+    problem = setup()
+    if problem:
+        return fail(problem)
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["stepstream manage", *args.rest])
+    return 0
+
+
+SERVE_HELP = """Serves the REST API (/api/v1), the WebSocket endpoint (/ws), the admin and
+the demo from one process, creating or migrating its database first.
+
+The database is the SQLite file in STEPSTREAM_DATA_DIR (default ./.stepstream),
+or DATABASE_URL (postgres://...) with REDIS_URL (redis://...) between several
+serve processes. Every other setting comes from the environment: see the
+README's Configuration table."""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, not {port}")
+    return port
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stepstream",
+        description="Stepstream: flows and steps per person, with live state over WebSocket.",
+        epilog="Run `stepstream COMMAND --help` for a command's options.",
+    )
+    p.add_argument("--version", action="version", version=f"stepstream {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="serve HTTP and WebSocket",
+        description=SERVE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=_port, default=8000, help="port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="also create (once) a demo project, flow and person and serve the page /demo",
+    )
+    serve.set_defaults(func=cmd_serve)
+    init = sub.add_parser(
+        "init-project",
+        help="create a project; prints its keys as JSON",
+        description="Creates a project with its development and production environments and "
+        "prints its keys as one JSON object on stdout (shown only now). It uses the database "
+        "a server started from the same directory with the same environment would use; "
+        "stderr says which.",
+    )
+    init.add_argument("name", help="the project's name")
+    init.set_defaults(func=cmd_init_project)
+    manage = sub.add_parser(
+        "manage",
+        help="run a Django management command (e.g. createsuperuser)",
+        description="Runs a Django management command against Stepstream's database, "
+        "e.g. `stepstream manage createsuperuser`.",
+    )
+    manage.add_argument("rest", nargs=argparse.REMAINDER)
+    manage.set_defaults(func=cmd_manage)
+    from stepstream.cli.keys import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
+    from stepstream.watch import add_subcommand as add_watch
+
+    add_watch(sub)  # `stepstream watch`: a person's flows live in the terminal (watch.py)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C before the server took over its own signals: no traceback
+
+
+if __name__ == "__main__":
+    sys.exit(main())
