@@ -9,7 +9,7 @@ import os
 import pytest
 from rest_framework.test import APIClient
 
-from tests.helpers import LINEAR_FLOW, LOOP_FLOW
+from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
 
 
 def pytest_report_header(config):
@@ -64,7 +64,7 @@ def linear_flow(env):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    from tests.servers import Server
+    from stepstream.testing.servers import Server
 
     srv = Server(tmp_path_factory.mktemp("server")).start()
     yield srv

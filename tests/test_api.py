@@ -8,7 +8,7 @@ import httpx
 import pytest
 from rest_framework.test import APIClient
 
-from tests.helpers import LINEAR_FLOW, states
+from stepstream.testing.flows import LINEAR_FLOW, states
 
 BASE = "/api/v1"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.servers import Server
+from stepstream.testing.servers import Server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from stepstream.client import Client, StepstreamError, connect
+from stepstream.testing.flows import states
+from stepstream.testing.servers import Server
 from tests.conftest import LOOP_FLOW
-from tests.helpers import states
-from tests.servers import Server
 
 
 def rest_states(rest, person_key: str) -> dict:

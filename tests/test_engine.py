@@ -5,7 +5,7 @@ import pytest
 from stepstream import engine, flows, people
 from stepstream.errors import Conflict, NotFound
 from stepstream.models import FlowInstance, Person, StateChange
-from tests.helpers import LINEAR_FLOW, log_rows, states
+from stepstream.testing.flows import LINEAR_FLOW, log_rows, states
 
 
 def person(env, key="alice"):

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
-from tests.helpers import LINEAR_FLOW, states
+from stepstream.testing.flows import LINEAR_FLOW, states
 from tests.trust import (
     eventually,
     mint,

@@ -14,8 +14,8 @@ import uuid
 import pytest
 
 from stepstream.api import urls as api_urls
+from stepstream.testing.flows import LINEAR_FLOW
 from stepstream.ws.actions import ACTIONS
-from tests.helpers import LINEAR_FLOW
 from tests.trust import mint
 from tests.wsclient import WsClient
 

@@ -13,8 +13,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from tests.helpers import LINEAR_FLOW
-from tests.servers import Server
+from stepstream.testing.flows import LINEAR_FLOW
+from stepstream.testing.servers import Server
 from tests.trust import eventually
 from tests.wsclient import WsClient
 

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from stepstream.testing.flows import LINEAR_FLOW, states
+from stepstream.testing.servers import Server
 from tests.conftest import LOOP_FLOW
-from tests.helpers import LINEAR_FLOW, states
-from tests.servers import Server
 from tests.wsclient import WsClient
 
 ACTIONS = (
