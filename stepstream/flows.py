@@ -7,9 +7,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
+from stepstream import text
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Flow, Step, Transition
-from stepstream.text import reject_nul
 
 TRANSITION_TYPES = ("manual", "automatic")
 
@@ -72,6 +72,27 @@ def _text(value, where: str, problems: list[str], required: bool = True) -> str:
     return value
 
 
+def _identifier(value, where: str, problems: list[str]) -> str:
+    """A flow, step or transition identifier: stepstream.text's one rule, and not blank."""
+    try:
+        text.validate_identifier(value, where)
+    except Invalid as e:
+        problems.extend(e.messages)
+        return ""
+    return _text(value, where, problems)
+
+
+def _transition_type(raw: dict, where: str, problems: list[str]) -> str:
+    """'manual' (also when absent or null) or 'automatic'; nothing else is read as either."""
+    ttype = raw.get("type")
+    if ttype is None:
+        return "manual"
+    if not isinstance(ttype, str) or ttype not in TRANSITION_TYPES:
+        problems.append(f"{where} must be 'manual' or 'automatic' (or left out: manual).")
+        return "manual"
+    return ttype
+
+
 def _automatic_cycle(steps: list[str], edges: list[tuple[str, str]]) -> list[str] | None:
     succ: dict[str, list[str]] = {s: [] for s in steps}
     for a, b in edges:
@@ -105,9 +126,9 @@ def validate_definition(body) -> dict:
     """Checks a flow definition, naming every problem at once."""
     if not isinstance(body, dict):
         raise Invalid("The request body must be a JSON object describing the flow.")
-    reject_nul(body, "The flow definition")
+    text.check(body, "The flow definition")
     problems: list[str] = []
-    identifier = _text(body.get("identifier"), "identifier", problems)
+    identifier = _identifier(body.get("identifier"), "identifier", problems)
     name = _text(body.get("name"), "name", problems, required=False)
     raw_steps, raw_transitions = body.get("steps"), body.get("transitions", [])
     if not isinstance(raw_steps, list) or not raw_steps:
@@ -128,7 +149,7 @@ def validate_definition(body) -> dict:
         if not isinstance(raw, dict):
             problems.append(f"steps[{i}] must be an object.")
             continue
-        sid = _text(raw.get("identifier"), f"steps[{i}].identifier", problems)
+        sid = _identifier(raw.get("identifier"), f"steps[{i}].identifier", problems)
         sname = _text(raw.get("name"), f"steps[{i}].name", problems, required=False)
         props = raw.get("properties", {})
         if props is None:
@@ -144,15 +165,13 @@ def validate_definition(body) -> dict:
         if not isinstance(raw, dict):
             problems.append(f"transitions[{i}] must be an object.")
             continue
-        tid = _text(raw.get("identifier"), f"transitions[{i}].identifier", problems)
+        tid = _identifier(raw.get("identifier"), f"transitions[{i}].identifier", problems)
         ends = {}
         for end in ("from", "to"):
-            ends[end] = _text(raw.get(end), f"transitions[{i}].{end}", problems)
+            ends[end] = _identifier(raw.get(end), f"transitions[{i}].{end}", problems)
             if ends[end] and ends[end] not in seen:
                 problems.append(f"transitions[{i}] ('{tid}') names unknown step '{ends[end]}'.")
-        ttype = raw.get("type", "manual") or "manual"
-        if ttype not in TRANSITION_TYPES:
-            problems.append(f"transitions[{i}].type must be 'manual' or 'automatic'.")
+        ttype = _transition_type(raw, f"transitions[{i}].type", problems)
         transitions.append(
             {"identifier": tid, "from": ends["from"], "to": ends["to"], "type": ttype}
         )

@@ -200,6 +200,11 @@ def verify_token(token, secret: str, person_key: str) -> None:
             "data.person_token is malformed or has an invalid claim (sub must be a string, "
             "exp a number)."
         ) from None
+    if isinstance(claims["exp"], bool) or not isinstance(claims["exp"], int | float):
+        # PyJWT reads exp with int(), so "9999999999" (a string) would pass
+        raise Unauthenticated(
+            "data.person_token's exp must be a number (seconds since 1970), not a string."
+        )
     if claims["sub"] != person_key:
         raise Forbidden("data.person_token was issued for another person than data.person_key.")
 

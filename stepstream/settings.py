@@ -56,7 +56,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["stepstream.api.auth.SecretKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["stepstream.api.auth.HasEnvironment"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["stepstream.api.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "stepstream.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

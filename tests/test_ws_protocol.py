@@ -657,14 +657,16 @@ def test_identify_merges_top_level_keys_into_an_existing_person(ws, rest, person
     assert ws.request("identify", {"person_key": person_key, "data": {}})["data"]["data"] == merged
 
 
-def test_identify_answers_for_a_person_whose_data_holds_huge_numbers(ws, person_key):
-    """PostgreSQL gives a stored 1e300 back as a 301-digit integer; it must still be sent."""
-    data = {"big": 1e300, "tiny": 5e-324, "wide": 2**63 - 1}
+def test_identify_answers_for_a_person_whose_data_holds_the_largest_stored_numbers(ws, person_key):
+    """Numbers at the stored bounds come back equal; beyond them is a 400 naming the field."""
+    data = {"big": 9.999999999999998e15, "tiny": 5e-324, "wide": 2**63 - 1, "low": -(2**63)}
     first = ws.request("identify", {"person_key": person_key, "data": data})
     assert first["status"] == 200, first
     again = ws.request("identify", {"person_key": person_key})
     assert again["status"] == 200, again
     assert again["data"]["data"] == data  # equal as numbers, whatever their JSON spelling
+    beyond = ws.request("identify", {"person_key": person_key, "data": {"big": 1e300}})
+    assert beyond["status"] == 400 and "data.data.big" in beyond["errors"][0], beyond
 
 
 PERSON_SCHEMA = {

@@ -2,17 +2,13 @@
 
 from stepstream import dbthreads, engine, identity, people
 from stepstream.errors import Conflict, Invalid, RateLimited
-from stepstream.text import reject_nul
+from stepstream.text import validate_identifier
 
 ENTITIES = ("flow", "step")
 
 
 def _text(data: dict, field: str) -> str:
-    value = data.get(field)
-    if not isinstance(value, str) or not value or len(value) > 255:
-        raise Invalid(f"data.{field} must be a non-empty string of at most 255 characters.")
-    reject_nul(value, f"data.{field}")
-    return value
+    return validate_identifier(data.get(field), f"data.{field}")
 
 
 def _entity(data: dict) -> str:
