@@ -108,8 +108,16 @@ def cmd_serve(args) -> int:
     from django.conf import settings
 
     from stepstream.asgi import application
+    from stepstream.http import protocol
 
     limits = settings.STEPSTREAM
+    # header size, request time and pending-connection limits (docs/security.md)
+    protocol.configure(
+        header_bytes=limits["HTTP_MAX_HEADER_BYTES"],
+        request_timeout=limits["HTTP_REQUEST_TIMEOUT"],
+        max_pending=limits["HTTP_MAX_PENDING"],
+        max_pending_bytes=limits["HTTP_MAX_PENDING_BYTES"],
+    )
     print(
         f"stepstream: serving {base} (API {base}/api/v1, WebSocket "
         f"ws://{args.host}:{args.port}/ws) on {_database_label()}",
@@ -123,6 +131,7 @@ def cmd_serve(args) -> int:
             port=args.port,
             lifespan="on",
             interface="asgi3",
+            http=protocol.StepstreamHttpProtocol,
             log_config=None,
             access_log=False,
             ws_max_size=16 * 1024 * 1024,

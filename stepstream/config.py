@@ -119,3 +119,17 @@ def bool_setting(name: str, default: bool) -> bool:
 
 def float_setting(name: str, default: float) -> float:
     return _setting(name, default, float, "a number")
+
+
+def positive_int_setting(name: str, default: int) -> int:
+    value = int_setting(name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def positive_float_setting(name: str, default: float) -> float:
+    value = float_setting(name, default)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a number of seconds above 0, not {value!r}")
+    return value
