@@ -12,6 +12,7 @@ TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "/static/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = config.int_setting("STEPSTREAM_MAX_BODY_BYTES", 1024 * 1024)
+CSRF_FAILURE_VIEW = "stepstream.views.csrf_failure"  # JSON, like every error body
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -77,7 +78,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "plain": {
+            "()": "stepstream.observability.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
         "json": {"()": "stepstream.observability.JsonFormatter"},
     },
     "filters": {
@@ -124,4 +128,11 @@ STEPSTREAM = {
     # how often each process re-checks its open connections' keys (revoked: close 4403)
     # and re-reads identity-verification settings; also the delay of the request counters
     "KEY_CHECK_INTERVAL": config.float_setting("STEPSTREAM_KEY_CHECK_INTERVAL", 1.0),
+    # the HTTP connection limits of `stepstream serve` (stepstream.http.protocol)
+    "HTTP_MAX_HEADER_BYTES": config.int_setting("STEPSTREAM_HTTP_MAX_HEADER_BYTES", 64 * 1024),
+    "HTTP_REQUEST_TIMEOUT": config.float_setting("STEPSTREAM_HTTP_REQUEST_TIMEOUT", 30.0),
+    "HTTP_MAX_PENDING": config.int_setting("STEPSTREAM_HTTP_MAX_PENDING", 1000),
+    "HTTP_MAX_PENDING_BYTES": config.int_setting(
+        "STEPSTREAM_HTTP_MAX_PENDING_BYTES", 64 * 1024 * 1024
+    ),
 }

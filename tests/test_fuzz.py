@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import LINEAR_FLOW, LOOP_FLOW
-from tests.servers import Server
+from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
+from stepstream.testing.servers import Server
 from tests.wsclient import WsClient
 
 REST_STATUSES = {200, 201, 204, 400, 404, 409, 413, 415}

@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import LINEAR_FLOW
+from stepstream.testing.flows import LINEAR_FLOW
 
 BASE = "/api/v1"
 

@@ -1,9 +1,10 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 
+import stepstream.convertors  # noqa: F401 - registers <seg:...>: one identifier per segment
 from stepstream.api import trust, views
 
-KEY = r"(?P<key>[^/]+)"
+KEY = "people/<seg:key>"
 
 urlpatterns = [
     path("health", views.health),
@@ -15,15 +16,15 @@ urlpatterns = [
     ),
     path("schema/person", views.person_schema),
     path("flows", views.flow_list),
-    re_path(r"^flows/(?P<identifier>[^/]+)$", views.flow_detail),
-    re_path(rf"^people/{KEY}$", views.person),
-    re_path(rf"^people/{KEY}/flows$", views.person_flows),
-    re_path(rf"^people/{KEY}/flows/(?P<flow>[^/]+)/transitions$", views.person_transition),
-    re_path(
-        rf"^people/{KEY}/flows/(?P<flow>[^/]+)/(?P<action>pause|resume|exit)$",
-        views.person_flow_action,
+    path("flows/<seg:identifier>", views.flow_detail),
+    path(KEY, views.person),
+    path(f"{KEY}/flows", views.person_flows),
+    path(f"{KEY}/flows/<seg:flow>/transitions", views.person_transition),
+    *(
+        path(f"{KEY}/flows/<seg:flow>/{action}", views.person_flow_action, {"action": action})
+        for action in ("pause", "resume", "exit")
     ),
-    re_path(rf"^people/{KEY}/events$", views.person_events),
+    path(f"{KEY}/events", views.person_events),
     path("identity-verification", trust.identity_verification),
     path("identity-verification/secret", trust.identity_secret),
     path("keys", trust.keys),

@@ -13,10 +13,8 @@ from stepstream.models import Person
 from stepstream.text import reject_nul
 
 
-def person_key(raw: str) -> str:
-    from stepstream.asgi import SLASH_STAND_IN
-
-    key = raw.replace(SLASH_STAND_IN, "/")
+def person_key(key: str) -> str:
+    """The route's `<seg:key>`, already decoded by stepstream.convertors."""
     reject_nul(key, "person_key")
     return key
 

@@ -42,8 +42,16 @@ def cmd_serve(args) -> int:
     from django.conf import settings
 
     from stepstream.asgi import application
+    from stepstream.http import protocol
 
     limits = settings.STEPSTREAM
+    # header size, request time and pending-connection limits (docs/security.md)
+    protocol.configure(
+        header_bytes=limits["HTTP_MAX_HEADER_BYTES"],
+        request_timeout=limits["HTTP_REQUEST_TIMEOUT"],
+        max_pending=limits["HTTP_MAX_PENDING"],
+        max_pending_bytes=limits["HTTP_MAX_PENDING_BYTES"],
+    )
     # a log line, so that STEPSTREAM_LOG_FORMAT=json makes it JSON like every other
     logging.getLogger("stepstream").info(
         "serving %s (API %s/api/v1, WebSocket ws://%s:%s/ws) on %s",
@@ -60,6 +68,7 @@ def cmd_serve(args) -> int:
             port=args.port,
             lifespan="on",
             interface="asgi3",
+            http=protocol.StepstreamHttpProtocol,
             log_config=None,
             access_log=False,
             ws_max_size=16 * 1024 * 1024,
