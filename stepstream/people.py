@@ -39,7 +39,7 @@ def _validator(schema: dict) -> Draft202012Validator:
 
 
 def check_person_key(person_key) -> str:
-    return text.validate_identifier(person_key, "person_key")
+    return text.validate_person_key(person_key)
 
 
 def check_data(environment: Environment, data) -> dict:

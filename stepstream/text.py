@@ -267,24 +267,30 @@ def _part(frame: list) -> str:
 # -- identifiers --------------------------------------------------------------
 
 
-def validate_identifier(value, where: str) -> str:
+def validate_identifier(value, where: str, controls: bool = False) -> str:
     """Flow, step and transition identifiers, person keys, event names: one rule.
 
-    A non-empty string of at most 255 characters with no control characters
-    (C0, DEL, C1), NUL or lone surrogates. `/` is allowed: REST paths carry it
-    percent-encoded (%2F) and give it back.
+    A non-empty string of at most 255 characters with no NUL or lone surrogate
+    (neither can be stored), and no control characters (C0, DEL, C1) unless
+    `controls`: person keys are the customer's own ids, "any non-empty string"
+    in the contract. `/` is allowed: REST paths carry it percent-encoded (%2F)
+    and give it back.
     """
     if not isinstance(value, str) or not value or len(value) > MAX_IDENTIFIER_LENGTH:
         raise Invalid(
             f"{where} must be a non-empty string of at most {MAX_IDENTIFIER_LENGTH} characters."
         )
-    found = _CONTROL_OR_SURROGATE.search(value)
+    found = (_BAD_CHARACTER if controls else _CONTROL_OR_SURROGATE).search(value)
     if found is not None:
-        raise Invalid(
-            f"{where} must not contain control characters, NUL or lone surrogates "
-            f"(found \\u{ord(found.group()):04x})."
+        what = (
+            "NUL or lone surrogates" if controls else "control characters, NUL or lone surrogates"
         )
+        raise Invalid(f"{where} must not contain {what} (found \\u{ord(found.group()):04x}).")
     return value
+
+
+def validate_person_key(value, where: str = "person_key") -> str:
+    return validate_identifier(value, where, controls=True)
 
 
 # -- older names ----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from stepstream import dbthreads, engine, identity, people
 from stepstream.errors import Conflict, Invalid, RateLimited
-from stepstream.text import validate_identifier
+from stepstream.text import validate_identifier, validate_person_key
 
 ENTITIES = ("flow", "step")
 
@@ -20,7 +20,7 @@ def _entity(data: dict) -> str:
 
 def _person(conn, data: dict, *checked) -> str:
     """The request's person_key, once its other fields are checked and identity verified."""
-    person_key = _text(data, "person_key")
+    person_key = validate_person_key(data.get("person_key"), "data.person_key")
     for check in checked:
         check(data)
     identity.check(conn.environment, person_key, data)  # 401 / 403 when verification refuses
