@@ -120,8 +120,13 @@ class StateChangeAdmin(admin.ModelAdmin):
     ]
     list_filter = ["entity"]
 
+    # the log is append-only: a deleted row would be a gap in the seq promise
+    # (deleting the person is the way to drop their log, and restarts it)
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 
 from stepstream import flows, people, store
 from stepstream.errors import Conflict
-from stepstream.log import Recorder
+from stepstream.log import Recorder, epoch
 from stepstream.models import Environment, FlowInstance, Person
 from stepstream.store import InstanceRow, PersonRow, StepRow
 
@@ -177,6 +177,7 @@ def snapshot(environment: Environment, person_key: str) -> dict:
             "person_key": person.person_key,
             "seq": person.last_seq,
             "flows": instances_of(person),
+            "epoch": epoch(person.pk),
         }
 
 

@@ -6,10 +6,14 @@ handed to `stepstream.delivery` already encoded, so fan-out never re-encodes.
 See docs/architecture.md.
 """
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import UTC
+from functools import lru_cache
 
 import orjson
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -27,12 +31,37 @@ class Record:
     data: str  # JSON text of the event's `data` object
 
 
+@lru_cache(maxsize=65536)
+def epoch(person_id: int) -> str:
+    """Names one life of a person's log: it changes when the log restarts at 1.
+
+    A person deleted and created again gets a new row id (ids are never
+    reused: AUTOINCREMENT on SQLite, a sequence on PostgreSQL), so the epoch
+    is derived from it, keyed with the server secret so it reveals nothing
+    (not how many people exist). A client resuming with `since_seq` sends the
+    epoch it knows, and learns that the log restarted instead of silently
+    replaying another history.
+    """
+    secret = settings.SECRET_KEY.encode()
+    return hmac.new(secret, b"epoch:%d" % person_id, hashlib.sha256).hexdigest()[:16]
+
+
 def _timestamp(dt) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_data(
-    seq, entity, object_id, identifier, state, previous, flow, flow_id, occurred_at, person_key
+    seq,
+    entity,
+    object_id,
+    identifier,
+    state,
+    previous,
+    flow,
+    flow_id,
+    occurred_at,
+    person_key,
+    epoch_text: str = "",
 ) -> dict:
     """An event's `data`: the one shape for live events, backlogs and the REST log."""
     return {
@@ -46,6 +75,7 @@ def event_data(
         "flow": flow,
         "flow_id": str(flow_id),
         "occurred_at": _timestamp(occurred_at),
+        "epoch": epoch_text,
     }
 
 
@@ -61,6 +91,7 @@ def row_event_data(row: StateChange, person_key: str) -> dict:
         row.flow_instance_id,
         row.occurred_at,
         person_key,
+        epoch(row.person_id),
     )
 
 
@@ -100,8 +131,9 @@ class Recorder:
         self.person.last_seq += len(self.rows)
         store.append_log(self.person, self.rows)
         key, pid = self.person.person_key, self.person.pk
+        life = epoch(pid)
         records = [
-            Record(pid, row[0], row[1], orjson.dumps(event_data(*row, key)).decode())
+            Record(pid, row[0], row[1], orjson.dumps(event_data(*row, key, life)).decode())
             for row in self.rows
         ]
         from stepstream.delivery import notify_committed

@@ -113,6 +113,10 @@ STEPSTREAM = {
         "STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY", 20000
     ),
     "WS_OUTBOX_LIMIT": config.int_setting("STEPSTREAM_WS_OUTBOX_LIMIT", 5000),
+    # what one socket may make the server hold for it (queued answers and events,
+    # unread pongs), in bytes; beyond: closed with 4408 (stepstream/ws/transport.py)
+    "WS_MAX_BUFFER_BYTES": config.int_setting("STEPSTREAM_WS_MAX_BUFFER_BYTES", 16 * 1024 * 1024),
+    "WS_STALL_TIMEOUT": config.float_setting("STEPSTREAM_WS_STALL_TIMEOUT", 30.0),
     # permessage-deflate: about 40 KiB more per socket (its compressor and
     # decompressor) and each event compressed once per socket, not framed once
     # for all; events are a few hundred bytes (docs/performance.md)

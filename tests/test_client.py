@@ -94,7 +94,7 @@ async def test_a_wrong_key_fails_at_once_and_clearly(server, tenant):
         async with connect(server.url, "pk_not-a-key", "someone"):
             pass
     assert time.monotonic() - began < 10
-    assert failed.value.code == "unauthenticated"
+    assert failed.value.code == "invalid_key"
     assert "key" in str(failed.value)
     # the secret key is not for the WebSocket either
     with pytest.raises(StepstreamError):

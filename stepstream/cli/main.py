@@ -71,6 +71,7 @@ def cmd_serve(args) -> int:
             http=protocol.StepstreamHttpProtocol,
             log_config=None,
             access_log=False,
+            ws="stepstream.ws.transport:BoundedWebSocketProtocol",  # memory bounded per socket
             ws_max_size=16 * 1024 * 1024,
             ws_per_message_deflate=limits["WS_COMPRESSION"],
             ws_ping_interval=limits["WS_PING_INTERVAL"],

@@ -30,22 +30,49 @@ from stepstream.ws.frames import Message
 
 logger = logging.getLogger("stepstream.delivery")
 
+_EVENT = '{"event":"state_change","request_id":'
 BACKLOG_PAGE = 500
 FILL_PAGE = 1000
 
 
 class Subscription:
-    __slots__ = ("conn", "person_id", "entity", "prefix", "cursor", "floor", "catching_up")
+    __slots__ = (
+        "conn",
+        "person_id",
+        "entity",
+        "prefix",
+        "cursor",
+        "floor",
+        "catching_up",
+        "ended",
+        "grant",
+    )
 
     def __init__(self, conn, person_id: int, entity: str, request_id, cursor: int):
         self.conn = conn
         self.person_id = person_id
         self.entity = entity
         rid = orjson.dumps(request_id).decode()
-        self.prefix = '{"event":"state_change","request_id":' + rid + ',"data":'
+        self.prefix = _EVENT + rid + ',"data":'
         self.cursor = cursor
         self.floor = cursor
         self.catching_up = False
+        # set once it is unsubscribed or ended: a backlog page read meanwhile is dropped
+        self.ended = False
+        # the person token it lives by (stepstream.identity.Grant), or None
+        self.grant = None
+
+    def end_message(self, person_key: str, status: int, errors: list[str]) -> Message:
+        """`subscription_ended`, with the request_id of the request that made it."""
+        rid = self.prefix[len(_EVENT) : -len(',"data":')]
+        data = {"person_key": person_key, "entity": self.entity, "status": status, "errors": errors}
+        return Message(
+            '{"event":"subscription_ended","request_id":'
+            + rid
+            + ',"data":'
+            + orjson.dumps(data).decode()
+            + "}"
+        )
 
     def event(self, record: Record) -> Message:
         return Message(self.prefix + record.data + "}")
@@ -133,8 +160,9 @@ class Hub:
 
     def _dispatch(self, channel: PersonChannel, record: Record) -> None:
         shared: dict[str, Message] = {}
-        for sub in channel.subs:
-            if sub.catching_up or record.seq <= sub.cursor:
+        # a copy: a push may close a slow socket (4408), which leaves this channel
+        for sub in tuple(channel.subs):
+            if sub.ended or sub.catching_up or record.seq <= sub.cursor:
                 continue
             if record.seq == sub.cursor + 1:
                 sub.cursor = record.seq
@@ -239,10 +267,12 @@ class Hub:
         With `advance`, the cursor follows each page, so a retry after a failed
         read never sends a record twice.
         """
-        while after < upto and not sub.conn.closed:
+        while after < upto and not sub.conn.closed and not sub.ended:
             records = await dbthreads.run(
                 log.read_records, sub.person_id, after, upto, sub.entity, BACKLOG_PAGE
             )
+            if sub.ended or sub.conn.closed:
+                return  # unsubscribed while the page was read: nothing more of it is sent
             self.stats["backlog"] += len(records)
             for record in records:
                 sub.send(record)
@@ -252,6 +282,7 @@ class Hub:
             await sub.conn.room()
 
     def unsubscribe(self, sub: Subscription) -> None:
+        sub.ended = True
         channel = self.channels.get(sub.person_id)
         if channel is None:
             return

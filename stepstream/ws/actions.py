@@ -1,6 +1,6 @@
 """The WebSocket actions: each checks its fields, then calls the engine or the hub."""
 
-from stepstream import dbthreads, engine, identity, people
+from stepstream import dbthreads, engine, identity, log, people
 from stepstream.errors import Conflict, Invalid, RateLimited
 from stepstream.text import validate_identifier, validate_person_key
 
@@ -18,13 +18,18 @@ def _entity(data: dict) -> str:
     return entity
 
 
-def _person(conn, data: dict, *checked) -> str:
-    """The request's person_key, once its other fields are checked and identity verified."""
+def _verified(conn, data: dict, *checked) -> tuple[str, identity.Grant | None]:
+    """The request's person_key and its token's grant, once its fields are checked."""
     person_key = validate_person_key(data.get("person_key"), "data.person_key")
     for check in checked:
         check(data)
-    identity.check(conn.environment, person_key, data)  # 401 / 403 when verification refuses
-    return person_key
+    # 401 / 403 when verification refuses
+    return person_key, identity.check(conn.environment, person_key, data)
+
+
+def _person(conn, data: dict, *checked) -> str:
+    """The request's person_key, once its other fields are checked and identity verified."""
+    return _verified(conn, data, *checked)[0]
 
 
 def _since_seq(data: dict) -> int | None:
@@ -36,6 +41,13 @@ def _since_seq(data: dict) -> int | None:
     return value
 
 
+def _epoch(data: dict) -> str | None:
+    value = data.get("epoch")
+    if value is not None and (not isinstance(value, str) or len(value) > 100):
+        raise Invalid("data.epoch must be a string: the epoch of an event or of get_state.")
+    return value
+
+
 def _person_position(environment, person_key):
     person = people.get(environment, person_key)
     return person.pk, person.last_seq
@@ -44,12 +56,19 @@ def _person_position(environment, person_key):
 async def subscribe_state_change(conn, data, request_id):
     from django.conf import settings
 
-    person_key = _person(conn, data, _entity, _since_seq)
-    entity, since_seq = data["entity"], data.get("since_seq")
+    person_key, grant = _verified(conn, data, _entity, _since_seq, _epoch)
+    entity, since_seq, epoch = data["entity"], data.get("since_seq"), data.get("epoch")
     existing = conn.subscriptions.get((person_key, entity))
     if existing is not None and since_seq is None:
+        existing.grant = grant  # a fresh token extends the subscription's life
         return None
     person_id, last_seq = await dbthreads.run(_person_position, conn.environment, person_key)
+    if since_seq is not None and epoch is not None and epoch != log.epoch(person_id):
+        raise Conflict(
+            f"epoch '{epoch[:100]}' is not the current epoch of person '{person_key}': their "
+            "log restarted (they were deleted and created again), so since_seq does not apply. "
+            "Start again from get_state."
+        )
     if since_seq is not None and since_seq > last_seq:
         raise Conflict(
             f"since_seq {since_seq} is beyond the latest seq ({last_seq}) of person "
@@ -58,6 +77,7 @@ async def subscribe_state_change(conn, data, request_id):
         )
     existing = conn.subscriptions.get((person_key, entity))
     if existing is not None and existing.person_id == person_id:
+        existing.grant = grant
         if since_seq is not None:
             conn.hub.resend_since(existing, since_seq)
         return None
@@ -68,9 +88,9 @@ async def subscribe_state_change(conn, data, request_id):
             f"Too many subscriptions on this connection (at most "
             f"{settings.STEPSTREAM['WS_MAX_SUBSCRIPTIONS']})."
         )
-    conn.subscriptions[(person_key, entity)] = conn.hub.subscribe(
-        conn, person_id, last_seq, entity, request_id, since_seq
-    )
+    sub = conn.hub.subscribe(conn, person_id, last_seq, entity, request_id, since_seq)
+    sub.grant = grant
+    conn.subscriptions[(person_key, entity)] = sub
     return None
 
 
