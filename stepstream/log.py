@@ -32,7 +32,17 @@ def _timestamp(dt) -> str:
 
 
 def event_data(
-    seq, entity, object_id, identifier, state, previous, flow, flow_id, occurred_at, person_key
+    seq,
+    entity,
+    object_id,
+    identifier,
+    state,
+    previous,
+    flow,
+    flow_id,
+    occurred_at,
+    person_key,
+    cause=None,
 ) -> dict:
     """An event's `data`: the one shape for live events, backlogs and the REST log."""
     return {
@@ -46,6 +56,7 @@ def event_data(
         "flow": flow,
         "flow_id": str(flow_id),
         "occurred_at": _timestamp(occurred_at),
+        "cause": cause or {},  # why it happened (docs/rules.md)
     }
 
 
@@ -61,6 +72,7 @@ def row_event_data(row: StateChange, person_key: str) -> dict:
         row.flow_instance_id,
         row.occurred_at,
         person_key,
+        row.cause,
     )
 
 
@@ -76,6 +88,7 @@ class Recorder:
         self.person = person  # anything with pk, person_key and last_seq
         self.rows: list[tuple] = []
         self.now = timezone.now()
+        self.cause: dict = {}  # set by the engine before each change: why it happens
 
     def change(self, entity, object_id, identifier, previous, state, flow_identifier, flow_id):
         seq = self.person.last_seq + len(self.rows) + 1
@@ -90,6 +103,7 @@ class Recorder:
                 flow_identifier,
                 flow_id,
                 self.now,
+                self.cause,
             )
         )
 
@@ -101,7 +115,7 @@ class Recorder:
         store.append_log(self.person, self.rows)
         key, pid = self.person.person_key, self.person.pk
         records = [
-            Record(pid, row[0], row[1], orjson.dumps(event_data(*row, key)).decode())
+            Record(pid, row[0], row[1], orjson.dumps(event_data(*row[:9], key, row[9])).decode())
             for row in self.rows
         ]
         from stepstream.delivery import notify_committed
