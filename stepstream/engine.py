@@ -154,6 +154,7 @@ class _Session:
         self._context = None
         self._context_roots: frozenset = frozenset()
         self._rules = None
+        self._affected: dict = {}
 
     # --- what changed -------------------------------------------------------
     def changed(self, root: str, key: str | None) -> None:
@@ -203,6 +204,18 @@ class _Session:
             run = self.runs[flow_identifier] = _Run(self, *found)
         return run
 
+    def _ready(self, flow: str, active_steps) -> bool:
+        graph = flows.graph(self.instances()[flow][1])
+        return any(
+            a in active_steps and (cond is None or self.holds(cond))
+            for a, _, _, cond in graph.auto_rules
+        )
+
+    def load(self, flow_identifiers: list[str]) -> None:
+        """Reads several instances in one query (the ones a change may move)."""
+        for flow, found in store.read_instances(self.person.pk, flow_identifiers).items():
+            self.runs[flow] = _Run(self, *found)
+
     def set_data(self, data: dict) -> None:
         self._values["person"] = data
         self._context = None
@@ -237,7 +250,13 @@ class _Session:
         return cond.evaluate(self._context)
 
     def affected(self, deps) -> bool:
-        return self.everything or rules.affected(deps, self.dirty, self.rules)
+        if self.everything:
+            return True
+        key = (deps, sum(len(v) for v in self.dirty.values()))  # dirty only grows
+        found = self._affected.get(key)
+        if found is None:
+            found = self._affected[key] = rules.affected(deps, self.dirty, self.rules)
+        return found
 
     # --- acting -------------------------------------------------------------
     def start(self, flow_identifier: str, flow_id: int, cause: dict) -> _Run:
@@ -282,13 +301,21 @@ class _Session:
                 candidates = sorted(f for f, row in self.instances().items() if row[2] == "active")
             else:
                 candidates = sorted(f for f, r in self.runs.items() if r.instance.state == "active")
+            selected = []
             for flow in candidates:
-                run = self.runs.get(flow)
                 if flow not in self.fresh and not self.everything:
                     graph = flows.graph(self.instances()[flow][1])
                     if not graph.auto_rules or not self.affected(graph.auto_deps):
                         continue
-                run = run or self.run(flow)
+                selected.append(flow)
+            unloaded = [f for f in selected if f not in self.runs]
+            if unloaded:  # read only the instances with an automatic transition ready to run
+                active = store.active_steps(self.person.pk, unloaded)
+                self.load([f for f in unloaded if self._ready(f, active.get(f, ()))])
+            for flow in selected:
+                if flow not in self.runs:
+                    continue
+                run = self.runs[flow]
                 if run.instance.state == "active" and run.graph.auto_rules and run.settle():
                     progressed = True
             if not progressed:
