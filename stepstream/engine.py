@@ -287,7 +287,7 @@ class _Session:
         """
         for _ in range(MAX_AUTOMATIC_ROUNDS):
             progressed = False
-            if self.everything or self.dirty:
+            if self.everything or self.dirty or self.rules.uses_now:
                 for flow, flow_id in self.rules.starters:
                     graph = flows.graph(flow_id)
                     if graph.start_when is None or not self.affected(graph.start_when.deps):
@@ -297,7 +297,7 @@ class _Session:
                     if self.holds(graph.start_when):
                         self.start(flow, flow_id, {"kind": "start_when", **self.trigger})
                         progressed = True
-            if self.everything or self.dirty:
+            if self.everything or self.dirty or self.rules.uses_now:
                 candidates = sorted(f for f, row in self.instances().items() if row[2] == "active")
             else:
                 candidates = sorted(f for f, r in self.runs.items() if r.instance.state == "active")

@@ -23,6 +23,9 @@ class EnvRules:
     version: int
     starters: tuple[tuple[str, int], ...]  # (flow identifier, latest version's id), sorted
     segments: dict  # identifier -> Condition
+    # some start_when, segment or latest version's automatic transition reads `now`:
+    # then every write of a person looks at the rules, even one that changed nothing they read
+    uses_now: bool = False
 
 
 _cache: dict[int, EnvRules] = {}
@@ -68,7 +71,14 @@ def env_rules(environment_id: int, version: int) -> EnvRules:
     found = {
         s.identifier: compiled(s) for s in Segment.objects.filter(environment_id=environment_id)
     }
-    loaded = EnvRules(version, starters, found)
+    from stepstream import flows  # flows imports this module: read graphs lazily
+
+    uses_now = any(("now", None) in c.deps for c in found.values())
+    for _, flow_id, _ in rows:
+        graph = flows.graph(flow_id)
+        uses_now = uses_now or ("now", None) in graph.auto_deps
+        uses_now = uses_now or bool(graph.start_when and ("now", None) in graph.start_when.deps)
+    loaded = EnvRules(version, starters, found, uses_now)
     with _lock:
         _cache[environment_id] = loaded
     return loaded
@@ -79,9 +89,13 @@ def affected(deps, dirty: dict, rules: EnvRules) -> bool:
 
     A segment counts as changed when anything its own condition reads did.
     """
-    if conditions.reads(deps, dirty):
-        return True
+    if conditions.reads(deps, dirty) or ("now", None) in deps:
+        return True  # time moves on between any two writes
     if not any(r == "segments" for r, _ in deps):
         return False
-    changed = {name for name, cond in rules.segments.items() if conditions.reads(cond.deps, dirty)}
+    changed = {
+        name
+        for name, cond in rules.segments.items()
+        if conditions.reads(cond.deps, dirty) or ("now", None) in cond.deps
+    }
     return bool(changed) and conditions.reads(deps, {"segments": changed})
