@@ -62,6 +62,7 @@ def event_data(
     occurred_at,
     person_key,
     epoch_text: str = "",
+    cause=None,
 ) -> dict:
     """An event's `data`: the one shape for live events, backlogs and the REST log."""
     return {
@@ -76,6 +77,7 @@ def event_data(
         "flow_id": str(flow_id),
         "occurred_at": _timestamp(occurred_at),
         "epoch": epoch_text,
+        "cause": cause or {},  # why it happened (docs/rules.md)
     }
 
 
@@ -92,6 +94,7 @@ def row_event_data(row: StateChange, person_key: str) -> dict:
         row.occurred_at,
         person_key,
         epoch(row.person_id),
+        row.cause,
     )
 
 
@@ -107,6 +110,7 @@ class Recorder:
         self.person = person  # anything with pk, person_key and last_seq
         self.rows: list[tuple] = []
         self.now = timezone.now()
+        self.cause: dict = {}  # set by the engine before each change: why it happens
 
     def change(self, entity, object_id, identifier, previous, state, flow_identifier, flow_id):
         seq = self.person.last_seq + len(self.rows) + 1
@@ -121,6 +125,7 @@ class Recorder:
                 flow_identifier,
                 flow_id,
                 self.now,
+                self.cause,
             )
         )
 
@@ -133,7 +138,9 @@ class Recorder:
         key, pid = self.person.person_key, self.person.pk
         life = epoch(pid)
         records = [
-            Record(pid, row[0], row[1], orjson.dumps(event_data(*row, key, life)).decode())
+            Record(
+                pid, row[0], row[1], orjson.dumps(event_data(*row[:9], key, life, row[9])).decode()
+            )
             for row in self.rows
         ]
         from stepstream.delivery import notify_committed

@@ -43,6 +43,9 @@ class Environment(models.Model):
     unsigned_requests = models.BigIntegerField(default=0)
     # browser origins allowed to open a WebSocket with this environment's key; [] = any
     allowed_origins = models.JSONField(default=list, blank=True)
+    # grows with every flow publish and segment change: people settled against an older
+    # value get every condition evaluated at their next write (docs/architecture.md, Rules)
+    rules_version = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -76,6 +79,7 @@ class Person(models.Model):
     data = models.JSONField(default=dict, blank=True)
     last_seq = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    rules_version = models.BigIntegerField(default=0)  # Environment.rules_version last settled
 
     class Meta:
         verbose_name_plural = "people"
@@ -95,6 +99,8 @@ class Flow(models.Model):
     version = models.PositiveIntegerField()
     name = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    start_when = models.TextField(blank=True, default="")  # CEL; "" = never starts by itself
+    uses_segments = models.JSONField(default=list, blank=True)  # named by any of its conditions
 
     class Meta:
         constraints = [
@@ -131,6 +137,7 @@ class Transition(models.Model):
     to_step = models.CharField(max_length=255)
     type = models.CharField(max_length=10, choices=TYPES, default="manual")
     position = models.PositiveIntegerField()
+    condition = models.TextField(blank=True, default="")  # CEL; "" = always true
 
     class Meta:
         ordering = ["flow", "position"]
@@ -187,6 +194,7 @@ class StateChange(models.Model):
     flow_identifier = models.CharField(max_length=255)
     flow_instance_id = models.UUIDField()
     occurred_at = models.DateTimeField()
+    cause = models.JSONField(default=dict, blank=True)  # why it happened (docs/rules.md)
 
     class Meta:
         constraints = [
@@ -196,3 +204,47 @@ class StateChange(models.Model):
 
     def __str__(self):
         return f"#{self.seq} {self.entity} {self.identifier}: {self.previous_state} -> {self.state}"
+
+
+# Rules (docs/rules.md): tracked events, segments; conditions live on Flow and Transition.
+
+
+class TrackedEvent(models.Model):
+    """What a person has done, kept as one aggregate per person and event name."""
+
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="tracked_events")
+    name = models.CharField(max_length=255)
+    count = models.BigIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    last_properties = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["person", "name"], name="tracked_event_unique")
+        ]
+        ordering = ["person", "name"]
+
+    def __str__(self):
+        return f"{self.name} x{self.count}"
+
+
+class Segment(models.Model):
+    """A named condition; `version` grows with each replacement (compiled programs cache by it)."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="segments")
+    identifier = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, blank=True, default="")
+    condition = models.TextField()
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "identifier"], name="segment_unique")
+        ]
+        ordering = ["identifier"]
+
+    def __str__(self):
+        return self.identifier

@@ -59,6 +59,7 @@ def pair(server, request):
         secret = b.post("/identity-verification/secret").json()["identity_secret"]
         assert b.put("/allowed-origins", json={"origins": [B_ORIGIN]}).status_code == 200
         b_keys_listed = b.get("/keys").json()
+        assert b.put("/segments/b-seg", json={"condition": "true"}).status_code == 201
     return a_keys, {
         **b_keys,
         "instance": instance,
@@ -114,6 +115,7 @@ def assert_b_untouched(server, b: dict) -> None:
         described = rest.get("/identity-verification").json()
         assert described["has_identity_secret"] and described["mode"] == "off"
         assert rest.get("/allowed-origins").json() == {"origins": [B_ORIGIN]}
+        assert [s["identifier"] for s in rest.get("/segments").json()] == ["b-seg"]
         assert all(k["revoked_at"] is None for k in rest.get("/keys").json())
         assert len(rest.get("/keys").json()) == 2
 
@@ -189,6 +191,18 @@ def walk_rest(a, b: dict) -> set[str]:
     assert started["seq"] == 2 and started["id"] != b["instance"]["id"]
     assert len(about_a(rf"^people/{K}/events$", "GET", "/people/carol/events").json()) == 2
     about_a(person, "DELETE", "/people/carol", status=204)
+    # rules: B's segment and B's carol's instance are out of sight; track makes A's own carol
+    segment = r"^segments/(?P<identifier>[^/]+)$"
+    naming_b(segment, "GET", "/segments/b-seg")
+    naming_b(segment, "DELETE", "/segments/b-seg")
+    naming_b(r"^segments/(?P<identifier>[^/]+)/people$", "GET", "/segments/b-seg/people")
+    naming_b(rf"^people/{K}/flows/{F}/restart$", "POST", "/people/carol/flows/secret-flow/restart")
+    assert about_a("segments", "GET", "/segments").json() == []
+    about_a(segment, "PUT", "/segments/b-seg", {"condition": "false"}, status=201)
+    tracked = about_a(rf"^people/{K}/track$", "POST", "/people/carol/track", {"event": "e"})
+    assert tracked.json() == {"person_key": "carol", "event": "e", "count": 1, "seq": 0}
+    about_a(person, "DELETE", "/people/carol", status=204)
+    about_a(segment, "DELETE", "/segments/b-seg", status=204)
     return walked
 
 
@@ -210,6 +224,8 @@ def ws_request(action: str, person_key: str) -> dict:
         data["entity"] = "step"
     if action == "transition":
         data.update(flow="secret-flow", transition="next")
+    if action == "restart":
+        data.update(flow="secret-flow")
     return data
 
 
@@ -220,7 +236,7 @@ def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair
     a_keys, b = pair
     walked = {"ping"}
     with WsClient(server.ws_url, a_keys["publishable_key"]) as a:
-        for action in ("subscribe_state_change", "get_state", "transition"):
+        for action in ("subscribe_state_change", "get_state", "transition", "restart"):
             for entity_data in ({}, {"entity": "flow"}, {"since_seq": 0}):
                 data = {**ws_request(action, "carol"), **entity_data}
                 response = a.request(action, data)
@@ -244,6 +260,9 @@ def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair
             "data": {"mine": True},
         }
         walked.add("identify")
+        response = a.request("track", {"person_key": "carol", "event": "e"})
+        assert response["data"] == {"person_key": "carol", "event": "e", "count": 1, "seq": 0}
+        walked.add("track")
         assert a.request("get_state", {"person_key": "carol"})["data"]["flows"] == []
         assert a.subscribe("carol", "step", since_seq=0)["status"] == 200
         assert a.subscribe("carol", "flow")["status"] == 200

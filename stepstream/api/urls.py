@@ -25,6 +25,11 @@ urlpatterns = [
         for action in ("pause", "resume", "exit")
     ),
     path(f"{KEY}/events", views.person_events),
+    path(f"{KEY}/track", views.person_track),
+    path(f"{KEY}/flows/<seg:flow>/restart", views.person_restart),
+    path("segments", views.segment_list),
+    path("segments/<seg:identifier>", views.segment_detail),
+    path("segments/<seg:identifier>/people", views.segment_people),
     path("identity-verification", trust.identity_verification),
     path("identity-verification/secret", trust.identity_secret),
     path("keys", trust.keys),

@@ -105,9 +105,9 @@ async def unsubscribe_state_change(conn, data, request_id):
 def _identify(environment, person_key, data):
     # the connection's environment was read at connect: a schema set since then applies
     environment.refresh_from_db(fields=["person_schema"])
-    person = people.merge(environment, person_key, data)
+    merged = engine.do_identify(environment, person_key, data, via="websocket")
     state = engine.snapshot(environment, person_key)
-    state["data"] = person.data
+    state["data"] = merged
     return state
 
 
@@ -130,7 +130,35 @@ async def get_state(conn, data, request_id):
 async def transition(conn, data, request_id):
     person_key = _person(conn, data, lambda d: _text(d, "flow"), lambda d: _text(d, "transition"))
     flow, name = data["flow"], data["transition"]
-    return await dbthreads.run(engine.do_transition, conn.environment, person_key, flow, name)
+    return await dbthreads.run(
+        engine.do_transition, conn.environment, person_key, flow, name, via="websocket"
+    )
+
+
+def _properties(data: dict) -> None:
+    value = data.get("properties")
+    if value is not None and not isinstance(value, dict):
+        raise Invalid("data.properties must be a JSON object.")
+
+
+def _track(environment, person_key, event, properties):
+    # the connection's environment was read at connect: a schema set since then applies
+    environment.refresh_from_db(fields=["person_schema"])
+    return engine.do_track(environment, person_key, event, properties, via="websocket")
+
+
+async def track(conn, data, request_id):
+    """Records a tracked event for the person; rules it sets off run in the same transaction."""
+    person_key = _person(conn, data, lambda d: _text(d, "event"), _properties)
+    event, properties = data["event"], data.get("properties")
+    return await dbthreads.run(_track, conn.environment, person_key, event, properties)
+
+
+async def restart(conn, data, request_id):
+    person_key = _person(conn, data, lambda d: _text(d, "flow"))
+    return await dbthreads.run(
+        engine.do_restart, conn.environment, person_key, data["flow"], via="websocket"
+    )
 
 
 async def ping(conn, data, request_id):
@@ -143,5 +171,7 @@ ACTIONS = {
     "identify": identify,
     "get_state": get_state,
     "transition": transition,
+    "track": track,
+    "restart": restart,
     "ping": ping,
 }
