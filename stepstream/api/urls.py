@@ -29,4 +29,5 @@ urlpatterns = [
     path("keys", trust.keys),
     re_path(r"^keys/(?P<key_id>[0-9]{1,18})/revoke$", trust.revoke_key),
     path("allowed-origins", trust.allowed_origins),
+    path("events", views.change_feed),
 ]

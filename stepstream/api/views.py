@@ -136,3 +136,12 @@ def person_events(request, key):
     limit = _int_param(request, "limit", 1000, 1, 10000)
     found: Person = people.get(request.auth, person_key(key))
     return Response(log.read_since(found, since, limit))
+
+
+@api_view(["GET"])
+def change_feed(request):
+    """The environment's change feed (stepstream/feed.py): every change once, in commit order."""
+    from stepstream import feed
+
+    limit = _int_param(request, "limit", feed.DEFAULT_LIMIT, 1, feed.MAX_LIMIT)
+    return Response(feed.page(request.auth.pk, request.query_params.get("after"), limit))
