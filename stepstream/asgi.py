@@ -21,6 +21,7 @@ django_app = WSGIMiddleware(
 
 from stepstream.bodylimit import limit_body  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
+from stepstream.webhooks import worker as webhook_worker  # noqa: E402
 from stepstream.ws.endpoint import websocket_app  # noqa: E402
 
 # A "/" inside a person_key arrives as %2F; servers decode it before routing,
@@ -43,11 +44,13 @@ async def lifespan(scope, receive, send):
         if message["type"] == "lifespan.startup":
             try:
                 await runtime.ensure_hub()
+                await webhook_worker.start()
             except Exception as e:  # noqa: BLE001
                 await send({"type": "lifespan.startup.failed", "message": str(e)})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await webhook_worker.stop()
             await runtime.stop_hub()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -26,6 +26,7 @@ from django.conf import settings
 
 from stepstream import dbthreads, log
 from stepstream.log import Record
+from stepstream.metrics import EVENTS_DELIVERED
 from stepstream.ws.frames import Message
 
 logger = logging.getLogger("stepstream.delivery")
@@ -133,6 +134,7 @@ class Hub:
 
     def _dispatch(self, channel: PersonChannel, record: Record) -> None:
         shared: dict[str, Message] = {}
+        sent = 0
         for sub in channel.subs:
             if sub.catching_up or record.seq <= sub.cursor:
                 continue
@@ -143,8 +145,11 @@ class Hub:
                     if message is None:
                         message = shared[sub.prefix] = sub.event(record)
                     sub.conn.push(message)
+                    sent += 1
             else:
                 self._start_catch_up(channel, sub)
+        if sent:
+            EVENTS_DELIVERED.inc(sent)
 
     # -- gaps: read what is missing from the log ------------------------
 
@@ -244,6 +249,7 @@ class Hub:
                 log.read_records, sub.person_id, after, upto, sub.entity, BACKLOG_PAGE
             )
             self.stats["backlog"] += len(records)
+            EVENTS_DELIVERED.inc(len(records))
             for record in records:
                 sub.send(record)
             after = upto if len(records) < BACKLOG_PAGE else records[-1].seq
