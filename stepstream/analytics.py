@@ -100,9 +100,8 @@ def report(environment: Environment, identifier: str, version: int | None = None
             "reached": states.get("active", 0) + states.get("completed", 0),
             "active": states.get("active", 0),
             "completed": completed,
-            "median_seconds_to_complete": round(
-                median, 3
-            ),  # julianday() on SQLite is exact to about 10 µs if median is not None else None,
+            # milliseconds: julianday() on SQLite is exact to about 10 µs
+            "median_seconds_to_complete": round(median, 3) if median is not None else None,
         }
     return {
         "flow": flow.identifier,
