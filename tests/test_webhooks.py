@@ -362,3 +362,24 @@ def test_a_webhook_failing_past_the_window_is_disabled_and_enable_resumes_where_
         finally:
             rest.delete(f"/webhooks/{hook['id']}")
             receiver.close()
+
+
+def test_admin_registers_a_webhook_and_shows_its_secret_once(admin_client, env, settings):
+    from stepstream.models import Webhook
+
+    refused = admin_client.post(
+        "/admin/stepstream/webhook/add/",
+        {"environment": env.pk, "url": "http://127.0.0.1:9/x", "state": "enabled"},
+    )
+    assert refused.status_code == 200 and b"loopback, private or link-local" in refused.content
+    assert not Webhook.objects.exists()
+    settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": True}
+    made = admin_client.post(
+        "/admin/stepstream/webhook/add/",
+        {"environment": env.pk, "url": "http://127.0.0.1:9/x", "state": "enabled"},
+        follow=True,
+    )
+    hook = Webhook.objects.get()
+    assert hook.secret.startswith("whsec_") and hook.secret.encode() in made.content
+    page = admin_client.get(f"/admin/stepstream/webhook/{hook.pk}/change/")
+    assert page.status_code == 200 and hook.secret.encode() not in page.content
