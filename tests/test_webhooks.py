@@ -383,3 +383,27 @@ def test_admin_registers_a_webhook_and_shows_its_secret_once(admin_client, env, 
     assert hook.secret.startswith("whsec_") and hook.secret.encode() in made.content
     page = admin_client.get(f"/admin/stepstream/webhook/{hook.pk}/change/")
     assert page.status_code == 200 and hook.secret.encode() not in page.content
+
+
+def test_two_server_processes_send_each_event_once(hook_server):
+    """Both processes run a deliverer; the lease lets exactly one of them send the webhook."""
+    receiver = Receiver()
+    a, b = hook_server(), hook_server()
+    keys = setup_tenant(a)
+    people = [f"t{i}" for i in range(4)]
+    with a.rest(keys["secret_key"]) as rest_a, b.rest(keys["secret_key"]) as rest_b:
+        hook = register(rest_a, receiver.url)
+        try:
+            for i, key in enumerate(people):
+                start_person(rest_a if i % 2 else rest_b, key)
+            for _ in range(5):
+                for i, key in enumerate(people):
+                    flip(rest_b if i % 2 else rest_a, key)
+            want = expected_events(rest_a, people)
+            assert receiver.wait_for(lambda: first_receipts_set(receiver) >= want)
+            time.sleep(1.0)  # a second sender would show up as duplicates by now
+            ids = [r["headers"]["webhook-id"] for r in receiver.requests]
+            assert len(ids) == len(set(ids)) == len(want)
+        finally:
+            rest_a.delete(f"/webhooks/{hook['id']}")
+            receiver.close()
