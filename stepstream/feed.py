@@ -5,14 +5,14 @@ A position is `(xid, id)`: the log row's writing transaction id and its row id.
 * PostgreSQL assigns row ids when a row is inserted, not when its transaction
   commits, so with several writers a reader following ids would skip a row
   whose transaction commits after a higher id was already read. Each log row
-  carries the id of the transaction that wrote it (`xid`, a column default,
-  `pg_current_xact_id()`), and a page reads only rows whose `xid` is below the
-  horizon `pg_snapshot_xmin(pg_current_snapshot())`, taken in a statement
-  before the page's own: every transaction below it has finished, so no row
-  can ever appear below it again. Rows are read in `(xid, id)` order, so
-  a transaction's rows stay together, in the order they were written, and
-  each person's rows (serialized by the person's row lock, so their
-  transactions never overlap) come in `seq` order.
+  carries a key `xid`: its writing transaction's id (`pg_current_xact_id()`),
+  raised to the person's previous key if that is higher (store.append_log),
+  so a key is never below its writer's id and never goes down for a person.
+  A page reads only rows whose key is below the horizon
+  `pg_snapshot_xmin(pg_current_snapshot())`, taken in a statement before the
+  page's own: every transaction below it has finished, so no row can ever
+  appear below it again. Rows are read in `(xid, id)` order, so each person's
+  rows come in `seq` order.
 * SQLite has one writer at a time and ids are assigned under its write lock,
   so id order is commit order: `xid` is 0 there and the position is the id.
 
