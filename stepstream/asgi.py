@@ -49,6 +49,7 @@ from stepstream.bodylimit import limit_body  # noqa: E402
 from stepstream.convertors import NotUtf8, routing_path  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
 from stepstream.http.errors import send_error  # noqa: E402
+from stepstream.webhooks import worker as webhook_worker  # noqa: E402
 from stepstream.ws.endpoint import websocket_app  # noqa: E402
 
 
@@ -69,11 +70,13 @@ async def lifespan(scope, receive, send):
         if message["type"] == "lifespan.startup":
             try:
                 await runtime.ensure_hub()
+                await webhook_worker.start()
             except Exception as e:  # noqa: BLE001
                 await send({"type": "lifespan.startup.failed", "message": str(e)})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await webhook_worker.stop()
             await runtime.stop_hub()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -143,10 +143,16 @@ class Recorder:
             )
             for row in self.rows
         ]
-        from stepstream.delivery import notify_committed
-
-        transaction.on_commit(lambda: notify_committed(records))
+        transaction.on_commit(lambda: _committed(records))
         return self.person.last_seq
+
+
+def _committed(records: list[Record]) -> None:
+    from stepstream.delivery import notify_committed
+    from stepstream.metrics import STATE_CHANGES
+
+    STATE_CHANGES.inc(len(records))
+    notify_committed(records)
 
 
 def read_since(person: Person, since_seq: int, limit: int = 1000) -> list[dict]:

@@ -23,6 +23,17 @@ class Installation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
 
+class TransactionId(models.Func):
+    """The current top-level transaction id on PostgreSQL; 0 elsewhere (one writer at a time)."""
+
+    output_field = models.BigIntegerField()
+
+    def as_sql(self, compiler, connection, **extra):
+        if connection.vendor == "postgresql":
+            return "(pg_current_xact_id()::text::bigint)", []
+        return "0", []
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -195,11 +206,16 @@ class StateChange(models.Model):
     flow_instance_id = models.UUIDField()
     occurred_at = models.DateTimeField()
     cause = models.JSONField(default=dict, blank=True)  # why it happened (docs/rules.md)
+    # The writing transaction's id on PostgreSQL (0 on SQLite), set by the
+    # database itself: the change feed's commit-order key (stepstream/feed.py).
+    xid = models.BigIntegerField(db_default=TransactionId(), editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["person", "seq"], name="seq_unique_per_person")
         ]
+        # flow analytics read a version's changes by instance (stepstream/analytics.py)
+        indexes = [models.Index(fields=["flow_instance_id"], name="statechange_instance")]
         ordering = ["person", "seq"]
 
     def __str__(self):
@@ -248,3 +264,49 @@ class Segment(models.Model):
 
     def __str__(self):
         return self.identifier
+
+
+class Webhook(models.Model):
+    """An endpoint that receives every state change of its environment (stepstream/webhooks/).
+
+    `position_xid`/`position_id` is the change-feed position up to which every
+    change has been acknowledged: durable, so a killed server loses nothing.
+    The lease says which server process delivers it now.
+    """
+
+    STATES = [("enabled", "enabled"), ("disabled", "disabled")]
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=500, blank=True, default="")
+    # the signing secret ("whsec_..."); kept in clear because every delivery is signed with it
+    secret = models.CharField(max_length=100)
+    state = models.CharField(max_length=10, choices=STATES, default="enabled")
+    failing_since = models.DateTimeField(null=True, blank=True)
+    position_xid = models.BigIntegerField(default=0)
+    position_id = models.BigIntegerField(default=0)
+    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"webhook #{self.pk} {self.url}"
+
+
+class WebhookAttempt(models.Model):
+    """One delivery attempt; only the latest few per webhook are kept."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="attempts")
+    message_id = models.CharField(max_length=100)
+    person_key = models.CharField(max_length=255)
+    seq = models.BigIntegerField()
+    attempt = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, null=True, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["webhook", "-id"], name="attempt_latest")]
+
+    def __str__(self):
+        return f"{self.message_id} attempt {self.attempt}"

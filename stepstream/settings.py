@@ -27,6 +27,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "stepstream.metrics.RequestDurationMiddleware",
     "stepstream.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -139,4 +140,18 @@ STEPSTREAM = {
     "HTTP_MAX_PENDING_BYTES": config.int_setting(
         "STEPSTREAM_HTTP_MAX_PENDING_BYTES", 64 * 1024 * 1024
     ),
+    # outbound (docs/webhooks.md): webhooks and metrics
+    "WEBHOOK_ALLOW_PRIVATE": config.bool_setting("STEPSTREAM_WEBHOOK_ALLOW_PRIVATE", False),
+    "WEBHOOK_RETRY_HOURS": config.float_setting("STEPSTREAM_WEBHOOK_RETRY_HOURS", 24.0),
+    "WEBHOOK_RETRY_BASE_SECONDS": config.float_setting(
+        "STEPSTREAM_WEBHOOK_RETRY_BASE_SECONDS", 2.0
+    ),
+    "WEBHOOK_RETRY_MAX_SECONDS": config.float_setting(
+        "STEPSTREAM_WEBHOOK_RETRY_MAX_SECONDS", 600.0
+    ),
+    "WEBHOOK_TIMEOUT_SECONDS": config.float_setting("STEPSTREAM_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+    "WEBHOOK_CONCURRENCY": config.int_setting("STEPSTREAM_WEBHOOK_CONCURRENCY", 16),
+    "WEBHOOK_POLL_INTERVAL": config.float_setting("STEPSTREAM_WEBHOOK_POLL_INTERVAL", 0.1),
+    "WEBHOOK_LEASE_SECONDS": config.float_setting("STEPSTREAM_WEBHOOK_LEASE_SECONDS", 6.0),
+    "METRICS_TOKEN": config.os.environ.get("STEPSTREAM_METRICS_TOKEN", ""),
 }

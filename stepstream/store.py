@@ -386,31 +386,44 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
     """Inserts log rows (already numbered) and moves the person's last_seq past them.
 
     Each row: (seq, entity, object_id, identifier, state, previous_state,
-    flow_identifier, flow_instance_id, occurred_at, cause).
+    flow_identifier, flow_instance_id, occurred_at, cause). On PostgreSQL each row
+    also gets its change-feed key `xid` (stepstream/feed.py): this
+    transaction's id, raised to the person's previous key if that is higher,
+    so a person's keys never go down even if this transaction got its id
+    before an earlier writer of the same person did.
     """
     adapt = connection.ops.adapt_datetimefield_value
     cause = _cause_field.get_db_prep_value
+    columns = (
+        "person_id, seq, entity, object_id, identifier, state, previous_state, "
+        "flow_identifier, flow_instance_id, occurred_at, cause"
+    )
+    values = [
+        [
+            person.pk,
+            seq,
+            entity,
+            db_uuid(oid),
+            ident,
+            state,
+            prev,
+            flow,
+            db_uuid(fid),
+            adapt(at),
+            cause(why, connection),
+        ]
+        for seq, entity, oid, ident, state, prev, flow, fid, at, why in rows
+    ]
     with connection.cursor() as c:
-        _insert(
-            c,
-            L,
-            "person_id, seq, entity, object_id, identifier, state, previous_state, "
-            "flow_identifier, flow_instance_id, occurred_at, cause",
-            [
-                [
-                    person.pk,
-                    seq,
-                    entity,
-                    db_uuid(oid),
-                    ident,
-                    state,
-                    prev,
-                    flow,
-                    db_uuid(fid),
-                    adapt(at),
-                    cause(why, connection),
-                ]
-                for seq, entity, oid, ident, state, prev, flow, fid, at, why in rows
-            ],
-        )
+        if connection.vendor == "postgresql":
+            c.execute(
+                f"UPDATE {P} SET last_seq = %s WHERE id = %s RETURNING GREATEST("
+                f"pg_current_xact_id()::text::bigint, (SELECT l.xid FROM {L} l "
+                "WHERE l.person_id = %s AND l.seq = %s))",
+                [person.last_seq, person.pk, person.pk, rows[0][0] - 1],
+            )
+            key = c.fetchone()[0]
+            _insert(c, L, columns + ", xid", [v + [key] for v in values])
+            return
+        _insert(c, L, columns, values)
         c.execute(f"UPDATE {P} SET last_seq = %s WHERE id = %s", [person.last_seq, person.pk])

@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from stepstream import views
+from stepstream import metrics, views
 
 urlpatterns = [
     path("api/v1/", include("stepstream.api.urls")),
     path("admin/", admin.site.urls),
     path("demo", views.demo),
+    path("metrics", metrics.view),
 ]
 
 # every error body is JSON, unknown routes included (stepstream.views)

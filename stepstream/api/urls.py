@@ -35,4 +35,10 @@ urlpatterns = [
     path("keys", trust.keys),
     re_path(r"^keys/(?P<key_id>[0-9]{1,18})/revoke$", trust.revoke_key),
     path("allowed-origins", trust.allowed_origins),
+    path("events", views.change_feed),
+    path("webhooks", views.webhook_list),
+    re_path(r"^webhooks/(?P<hook_id>[0-9]{1,18})$", views.webhook_detail),
+    re_path(r"^webhooks/(?P<hook_id>[0-9]{1,18})/enable$", views.webhook_enable),
+    re_path(r"^webhooks/(?P<hook_id>[0-9]{1,18})/deliveries$", views.webhook_deliveries),
+    path("flows/<seg:identifier>/analytics", views.flow_analytics),
 ]

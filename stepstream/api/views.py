@@ -186,3 +186,56 @@ def segment_people(request, identifier):
     limit = _int_param(request, "limit", 100, 1, 1000)
     after = request.query_params.get("after") or None
     return Response(segments.people_page(request.auth, identifier, limit, after))
+
+
+@api_view(["GET"])
+def change_feed(request):
+    """The environment's change feed (stepstream/feed.py): every change once, in commit order."""
+    from stepstream import feed
+
+    limit = _int_param(request, "limit", feed.DEFAULT_LIMIT, 1, feed.MAX_LIMIT)
+    return Response(feed.page(request.auth.pk, request.query_params.get("after"), limit))
+
+
+@api_view(["GET", "POST"])
+def webhook_list(request):
+    from stepstream import webhooks
+
+    if request.method == "POST":
+        return Response(webhooks.create(request.auth, request.data), status=201)
+    return Response(webhooks.listing(request.auth))
+
+
+@api_view(["GET", "DELETE"])
+def webhook_detail(request, hook_id):
+    from stepstream import webhooks
+
+    if request.method == "DELETE":
+        webhooks.delete(request.auth, hook_id)
+        return Response(status=204)
+    return Response(webhooks.describe(webhooks.get(request.auth, hook_id)))
+
+
+@api_view(["POST"])
+def webhook_enable(request, hook_id):
+    from stepstream import webhooks
+
+    return Response(webhooks.enable(request.auth, hook_id))
+
+
+@api_view(["GET"])
+def webhook_deliveries(request, hook_id):
+    from stepstream import webhooks
+
+    limit = _int_param(request, "limit", 100, 1, webhooks.MAX_DELIVERIES_LIMIT)
+    return Response(webhooks.deliveries(request.auth, hook_id, limit))
+
+
+@api_view(["GET"])
+def flow_analytics(request, identifier):
+    from stepstream import analytics
+
+    version = None
+    if request.query_params.get("version"):
+        version = _int_param(request, "version", 1, 1, 2**31 - 1)
+    return Response(analytics.report(request.auth, identifier, version))

@@ -26,6 +26,7 @@ from django.conf import settings
 
 from stepstream import dbthreads, log
 from stepstream.log import Record
+from stepstream.metrics import EVENTS_DELIVERED
 from stepstream.ws.frames import Message
 
 logger = logging.getLogger("stepstream.delivery")
@@ -160,6 +161,7 @@ class Hub:
 
     def _dispatch(self, channel: PersonChannel, record: Record) -> None:
         shared: dict[str, Message] = {}
+        sent = 0
         # a copy: a push may close a slow socket (4408), which leaves this channel
         for sub in tuple(channel.subs):
             if sub.ended or sub.catching_up or record.seq <= sub.cursor:
@@ -171,8 +173,11 @@ class Hub:
                     if message is None:
                         message = shared[sub.prefix] = sub.event(record)
                     sub.conn.push(message)
+                    sent += 1
             else:
                 self._start_catch_up(channel, sub)
+        if sent:
+            EVENTS_DELIVERED.inc(sent)
 
     # -- gaps: read what is missing from the log ------------------------
 
@@ -274,6 +279,7 @@ class Hub:
             if sub.ended or sub.conn.closed:
                 return  # unsubscribed while the page was read: nothing more of it is sent
             self.stats["backlog"] += len(records)
+            EVENTS_DELIVERED.inc(len(records))
             for record in records:
                 sub.send(record)
             after = upto if len(records) < BACKLOG_PAGE else records[-1].seq
