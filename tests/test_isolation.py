@@ -37,6 +37,16 @@ B_ORIGIN = "https://b-only.example"
 NO_KEY_ROUTES = {"health", "ready", "openapi.json"}  # answer without a key, about no tenant
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """This module's own server: B's webhook points at a closed loopback port."""
+    from stepstream.testing.servers import Server
+
+    srv = Server(tmp_path_factory.mktemp("isolation"), STEPSTREAM_WEBHOOK_ALLOW_PRIVATE="1").start()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def pair(server, request):
     """(A's keys, B's keys and objects) for the two kinds of neighbour."""
@@ -56,7 +66,10 @@ def pair(server, request):
         assert b.put("/allowed-origins", json={"origins": [B_ORIGIN]}).status_code == 200
         b_keys_listed = b.get("/keys").json()
         assert b.put("/segments/b-seg", json={"condition": "true"}).status_code == 201
+        hook = b.post("/webhooks", json={"url": "http://127.0.0.1:9/b-only-hook"})
+        assert hook.status_code == 201, hook.text
     return a_keys, {
+        "webhook": hook.json(),
         **b_keys,
         "instance": instance,
         "identity_secret": secret,
@@ -75,6 +88,8 @@ def b_markers(b: dict) -> list[str]:
         b["instance"]["id"],
         *[s["id"] for s in b["instance"]["steps"]],
         b["identity_secret"],
+        b["webhook"]["secret"],
+        "b-only-hook",
         b["secret_key"],
         b["publishable_key"],
         *b["hints"],
@@ -154,6 +169,11 @@ def walk_rest(a, b: dict) -> set[str]:
     naming_b("GET", "/people/carol/events")
     naming_b("GET", "/people/carol/events?since_seq=0&limit=10")
     naming_b("GET", "/flows/secret-flow")
+    naming_b("GET", "/flows/secret-flow/analytics")
+    hook = f"/webhooks/{b['webhook']['id']}"
+    for method, path in (("GET", hook), ("POST", f"{hook}/enable"), ("GET", f"{hook}/deliveries")):
+        naming_b(method, path)
+    naming_b("DELETE", hook)
     for key_id in b["key_ids"]:
         naming_b("POST", f"/keys/{key_id}/revoke")
 
@@ -198,6 +218,14 @@ def walk_rest(a, b: dict) -> set[str]:
     assert tracked.json() == {"person_key": "carol", "event": "e", "count": 1, "seq": 0}
     about_a("DELETE", "/people/carol", status=204)
     about_a("DELETE", "/segments/b-seg", status=204)
+    # outbound: A's feed, webhooks and analytics hold nothing of B's
+    feed = about_a("GET", "/events").json()
+    assert {e["person_key"] for e in feed["events"]} <= {"carol"}
+    assert about_a("GET", "/webhooks").json() == []
+    made = about_a("POST", "/webhooks", {"url": "http://127.0.0.1:9/a-hook"}, status=201)
+    about_a("DELETE", f"/webhooks/{made.json()['id']}", status=204)
+    # A's carol, who started secret-flow, was deleted: not counted
+    assert about_a("GET", "/flows/secret-flow/analytics").json()["instances"]["total"] == 0
     return walked
 
 
