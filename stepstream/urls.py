@@ -7,4 +7,5 @@ urlpatterns = [
     path("api/v1/", include("stepstream.api.urls")),
     path("admin/", admin.site.urls),
     path("demo", views.demo),
+    path("dashboard/", include("stepstream.dashboard.urls")),
 ]
