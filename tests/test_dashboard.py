@@ -9,6 +9,7 @@ does not grow with the number of people.
 
 import json
 import re
+import time
 from datetime import timedelta
 from html import unescape
 
@@ -296,7 +297,7 @@ def test_person_page_shows_flows_and_timeline(browser, env, demo_flow):
     assert seqs == list(range(seqs[0], 0, -1)) and seqs[0] == 6  # newest first, all of them
     assert 'data-flow="onboarding"' in html
     assert re.search(r'data-step-instance="[^"]+" data-state="active"', html)
-    assert "&#x27;plan&#x27;: &#x27;pro&#x27;" in html
+    assert "&quot;plan&quot;: &quot;pro&quot;" in html
     config = json.loads(re.search(r'id="live-config"[^>]*>(.*?)</script>', html).group(1))
     assert config == {
         "watch": "person",
@@ -428,3 +429,153 @@ def test_layout_of_a_large_flow_is_quick_and_complete():
     drawn = layout.layout(steps, transitions)
     assert len(drawn.nodes) == count and drawn.layers == count
     assert len(drawn.edges) == len(transitions)
+
+
+# -- the live socket, on a real server ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_server_with_staff(tmp_path_factory):
+    from tests.servers import Server
+
+    server = Server(tmp_path_factory.mktemp("dashboard-live")).start()
+    made = server.command(
+        "manage",
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        "ada",
+        "--email",
+        "ada@example.com",
+        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+    )
+    assert made.returncode == 0, made.stderr
+    keys = server.init_project("live")["environments"][0]
+    with server.rest(keys["secret_key"]) as rest:
+        assert rest.post("/flows", json=LINEAR_FLOW).status_code == 201
+    out = server.shell(
+        "from stepstream import tenants\n"
+        f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
+    )
+    env_id = int(out.strip().splitlines()[-1])
+    yield server, keys, env_id
+    server.stop()
+
+
+def sign_in(server) -> str:
+    """Signs in with the form, as a browser does; the session cookie's value."""
+    import httpx
+
+    with httpx.Client(base_url=server.url) as http:
+        form = http.get("/dashboard/login/").text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+        done = http.post(
+            "/dashboard/login/",
+            data={"username": "ada", "password": PASSWORD, "csrfmiddlewaretoken": token},
+        )
+        assert done.status_code == 302, done.text
+        return http.cookies["sessionid"]
+
+
+def open_live(server, session: str | None, origin: str | None = None):
+    from websockets.sync.client import connect
+
+    headers = {}
+    if session:
+        headers["Cookie"] = f"sessionid={session}"
+    return connect(
+        f"{server.ws_url}/dashboard/live",
+        additional_headers=headers,
+        origin=origin or server.url,
+        open_timeout=5,
+    )
+
+
+def receive(socket, timeout=5.0) -> dict:
+    return json.loads(socket.recv(timeout=timeout))
+
+
+def closed_with(socket) -> int:
+    from websockets.exceptions import ConnectionClosed
+
+    with pytest.raises(ConnectionClosed) as closed:
+        socket.recv(timeout=10)
+    return closed.value.rcvd.code
+
+
+def test_live_socket_refuses_without_a_staff_session_or_from_another_site(
+    live_server_with_staff,
+):
+    server, _, _ = live_server_with_staff
+    with open_live(server, None) as socket:
+        assert closed_with(socket) == 4401
+    with open_live(server, "not-a-session") as socket:
+        assert closed_with(socket) == 4401
+    session = sign_in(server)
+    with open_live(server, session, origin="http://evil.example") as socket:
+        assert closed_with(socket) == 4403
+
+
+def test_live_socket_sends_counts_on_watch_and_after_each_change(live_server_with_staff):
+    server, keys, env_id = live_server_with_staff
+    session = sign_in(server)
+    with server.rest(keys["secret_key"]) as rest, open_live(server, session) as socket:
+        for key in ("c-1", "c-2"):
+            rest.put(f"/people/{key}", json={"data": {}})
+            rest.post(f"/people/{key}/flows", json={"flow": "onboarding"})
+        socket.send(
+            json.dumps(
+                {"action": "watch_flow", "environment": env_id, "flow": "onboarding", "version": 1}
+            )
+        )
+        first = receive(socket)
+        assert first["event"] == "counts" and first["flow"] == "onboarding"
+        welcome = first["active"]["welcome"]
+        assert welcome >= 2
+        began = time.monotonic()
+        transition = "/people/c-1/flows/onboarding/transitions"
+        assert rest.post(transition, json={"transition": "next"}).status_code == 200
+        while True:
+            counts = receive(socket)["active"]
+            if counts.get("welcome") == welcome - 1:
+                break
+        assert time.monotonic() - began < 1.5
+        assert counts["profile"] >= 1
+
+        # bad requests get a sentence, not a closed socket
+        socket.send("not json")
+        assert receive(socket)["event"] == "error"
+        socket.send(json.dumps({"action": "watch_flow", "environment": env_id, "flow": "nope"}))
+        assert "No flow" in receive(socket)["errors"][0]
+
+
+def test_live_socket_sends_a_persons_backlog_then_live_changes_once_each(live_server_with_staff):
+    server, keys, env_id = live_server_with_staff
+    session = sign_in(server)
+    with server.rest(keys["secret_key"]) as rest, open_live(server, session) as socket:
+        rest.put("/people/t-1", json={"data": {}})
+        rest.post("/people/t-1/flows", json={"flow": "onboarding"})  # seq 1, 2
+        request = {"action": "watch_person", "environment": env_id, "person_key": "t-1"}
+        socket.send(json.dumps({**request, "since_seq": 0}))
+        assert receive(socket)["event"] == "watching"
+        seqs = {receive(socket)["data"]["seq"] for _ in range(2)}
+        assert seqs == {1, 2}
+        began = time.monotonic()
+        rest.post("/people/t-1/flows/onboarding/transitions", json={"transition": "next"})
+        live = [receive(socket) for _ in range(2)]  # welcome completed, profile active
+        assert time.monotonic() - began < 1.0
+        assert sorted(e["data"]["seq"] for e in live) == [3, 4]
+        assert {e["event"] for e in live} == {"state_change"}
+        socket.send(json.dumps({**request, "since_seq": 99}))
+        assert receive(socket)["event"] == "restarted"  # beyond the log: the page reloads
+
+
+def test_live_socket_closes_when_the_session_ends(live_server_with_staff):
+    server, _, _ = live_server_with_staff
+    session = sign_in(server)
+    with open_live(server, session) as socket:
+        server.shell(
+            "from django.contrib.sessions.models import Session\n"
+            f"Session.objects.filter(session_key={session!r}).delete()\n"
+        )
+        assert closed_with(socket) == 4401

@@ -19,7 +19,7 @@ is static SVG built by a template, and nothing runs in the browser.
 
 from dataclasses import dataclass, field
 
-NODE_W = 190
+NODE_W = 210
 NODE_H = 64
 LAYER_GAP = 90  # horizontal space between layers, for edges and their labels
 ROW_GAP = 28

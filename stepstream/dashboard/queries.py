@@ -377,8 +377,15 @@ def webhooks(env: Environment, deliveries: int = 5) -> list[dict]:
 
 
 def keys(env: Environment) -> list[ApiKey]:
-    """The environment's keys: only hints and dates, never a key."""
-    return list(env.keys.order_by("revoked_at", "kind", "-pk"))
+    """The environment's keys: only hints and dates, never a key.
+
+    `last_secret` marks the only live secret key, which cannot be revoked.
+    """
+    rows = list(env.keys.order_by("revoked_at", "kind", "-pk"))
+    live_secret = [r for r in rows if r.kind == "secret" and r.revoked_at is None]
+    for row in rows:
+        row.last_secret = len(live_secret) == 1 and row is live_secret[0]
+    return rows
 
 
 def log_position() -> int:

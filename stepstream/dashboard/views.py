@@ -8,6 +8,7 @@ publishable key only (the secret key is made with the command line).
 """
 
 import functools
+import json
 
 from django.contrib import messages
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -190,6 +191,7 @@ def flow(request, env_id: int, identifier: str):
     nodes = [
         {
             "node": node,
+            "sub": _subtitle(node),
             "active": per_step[node.identifier]["active"],
             "reached": per_step[node.identifier]["reached"],
             "label": (node.name or node.identifier)[:26],
@@ -220,6 +222,13 @@ def flow(request, env_id: int, identifier: str):
         transitions=transitions,
         live=live,
     )
+
+
+def _subtitle(node) -> str:
+    """The second line of a drawn step: its role and identifier, cut to fit beside the count."""
+    role = "start · " if node.start else "final · " if node.final else ""
+    text = role + node.identifier
+    return text if len(text) <= 20 else text[:19] + "…"
 
 
 @staff_page
@@ -259,6 +268,7 @@ def person(request, env_id: int, person_key: str):
         instances=queries.person_flows(p),
         timeline=timeline,
         tracked=queries.tracked_events(p),
+        data=json.dumps(p.data, indent=2, ensure_ascii=False) if p.data else "",
         truncated=len(timeline) >= queries.TIMELINE_LIMIT,
         live=live,
     )
