@@ -7,6 +7,7 @@ confirmation, no key ever in a page, and a flow page whose cost in queries
 does not grow with the number of people.
 """
 
+import contextlib
 import json
 import re
 import time
@@ -22,6 +23,7 @@ from django.test.utils import CaptureQueriesContext
 from stepstream import engine, flows, people
 from stepstream.dashboard import layout, queries
 from stepstream.demo import DEMO_FLOW
+from stepstream.errors import Conflict
 from stepstream.models import ApiKey, StateChange
 from tests.helpers import LINEAR_FLOW, LOOP_FLOW
 
@@ -206,7 +208,7 @@ def test_the_funnel_counts_reached_completed_and_median_time(env):
             occurred_at=done.occurred_at + timedelta(seconds=seconds)
         )
     assert flow["version"] == 1
-    answer = queries.flow_analytics(env.flows.get(identifier="onboarding"))
+    answer = queries.flow_analytics(env.flows.get(identifier="onboarding"), exact_medians=True)
     steps = {s["identifier"]: s for s in answer["steps"]}
     assert answer["instances"] == {
         "active": 3,
@@ -235,11 +237,68 @@ def test_median_of_an_even_number_of_durations_and_of_loops(env):
         StateChange.objects.filter(pk=row.pk).update(
             occurred_at=row.occurred_at + timedelta(seconds=extra)
         )
-    analytics = queries.flow_analytics(env.flows.get(identifier="loop"))
+    analytics = queries.flow_analytics(env.flows.get(identifier="loop"), exact_medians=True)
     steps = {s["identifier"]: s for s in analytics["steps"]}
     assert steps["begin"]["median_seconds_to_complete"] == pytest.approx(20, abs=0.05)
     assert steps["a"]["reached"] == 2 and steps["a"]["active"] == 2
     assert steps["b"]["reached"] == 1 and steps["b"]["completed"] == 1
+
+
+def test_counters_kept_by_triggers_match_the_instances_whatever_happens(env, demo_flow):
+    """Starts, transitions, pauses, exits, deletions and a new version: the counts the
+    dashboard reads (kept by triggers) equal a GROUP BY over the instances themselves."""
+    import random
+
+    from django.db.models import Count
+
+    from stepstream.models import Flow, FlowInstance, StepInstance
+
+    rng = random.Random(5)
+    moves = ["start", "task-created", "invited", "due-date-set"]
+    for i in range(40):
+        start(env, f"p-{i}")
+        for move in moves[: rng.randrange(5)]:
+            engine.do_transition(env, f"p-{i}", "onboarding", move)
+        for action, every in (("pause", 7), ("exit", 9)):
+            if i % every == 3:
+                with contextlib.suppress(Conflict):  # a completed flow cannot
+                    engine.do_flow_action(env, f"p-{i}", "onboarding", action)
+    for i in range(0, 40, 6):
+        people.delete(env, f"p-{i}")
+    flows.publish(env, {**DEMO_FLOW, "name": "v2"})
+    start(env, "late")
+
+    for flow in Flow.objects.filter(environment=env):
+        expected: dict[str, dict[str, int]] = {}
+        steps = (
+            StepInstance.objects.filter(instance__flow=flow)
+            .values_list("identifier", "state")
+            .annotate(n=Count("id"))
+        )
+        for identifier, state, n in steps:
+            expected.setdefault(identifier, {})[state] = n
+        own = FlowInstance.objects.filter(flow=flow).values_list("state").annotate(n=Count("id"))
+        for state, n in own:
+            expected.setdefault("", {})[state] = n
+        got = {
+            identifier: {state: n for state, n in by_state.items() if n}
+            for identifier, by_state in queries.state_counts([flow.pk])[flow.pk].items()
+        }
+        assert {k: v for k, v in got.items() if v} == expected, flow.version
+
+
+def test_estimated_medians_are_close_to_the_exact_ones(env):
+    flows.publish(env, LINEAR_FLOW)
+    for i, pause in enumerate((0.02, 0.08, 0.3)):
+        start(env, f"p-{i}")
+        time.sleep(pause)
+        engine.do_transition(env, f"p-{i}", "onboarding", "next")
+    flow = env.flows.get(identifier="onboarding")
+    exact = queries.median_seconds(flow.pk)
+    estimate = queries.estimated_medians(flow.pk)
+    assert exact["welcome"] >= 0.08
+    assert estimate["welcome"] == pytest.approx(exact["welcome"], rel=0.1)
+    assert set(estimate) == set(exact) == {"welcome"}
 
 
 def test_flow_page_queries_do_not_grow_with_people(browser, env, demo_flow, django_db_setup):

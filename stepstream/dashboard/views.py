@@ -139,6 +139,11 @@ def _duration(seconds):
     return f"{seconds / 86400:.1f} d"
 
 
+def _estimate(seconds) -> str:
+    """Medians on the page come from a histogram (counters.py): within about 9 %."""
+    return "—" if seconds is None else "≈ " + _duration(seconds)
+
+
 FUNNEL_ROW = 34
 FUNNEL_LABEL = 200
 FUNNEL_BAR = 520
@@ -158,7 +163,7 @@ def _funnel(analytics: dict, names: dict) -> dict:
                 "reached_w": round(FUNNEL_BAR * reached / top, 1),
                 "completed_w": round(FUNNEL_BAR * completed / top, 1),
                 "rate": f"{100 * completed / reached:.0f}%" if reached else "—",
-                "median": _duration(step["median_seconds_to_complete"]),
+                "median": _estimate(step["median_seconds_to_complete"]),
             }
         )
     return {
@@ -237,6 +242,9 @@ def people(request, env_id: int):
     q = request.GET.get("q", "").strip()[:255]
     paginator = Paginator(queries.people(env, q), queries.PEOPLE_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
+    counts = queries.flow_counts(p.pk for p in page.object_list)
+    for p in page.object_list:
+        p.n_flows, p.n_active = counts.get(p.pk, (0, 0))
     return _page(request, "people.html", env, "people", page=page, q=q, numbers=page_numbers(page))
 
 
