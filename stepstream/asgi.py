@@ -84,6 +84,18 @@ async def lifespan(scope, receive, send):
 
 _apps = {"http": limit_body(http_app), "websocket": websocket_app, "lifespan": lifespan}
 
+from stepstream.dashboard.live import dashboard_socket  # noqa: E402
+
+
+def _websocket(scope, receive, send):
+    """/dashboard/live (staff session) beside /ws (publishable key); no extra frame per socket."""
+    if scope.get("path") == "/dashboard/live":
+        return dashboard_socket(scope, receive, send)
+    return websocket_app(scope, receive, send)
+
+
+_apps["websocket"] = _websocket
+
 
 def application(scope, receive, send):
     """Dispatches on the scope type by returning the app's coroutine, not awaiting it.

@@ -72,6 +72,10 @@ Demo project ready (development environment).
   secret key:      {sk}
   demo person:     {DEMO_PERSON}   flow: onboarding
   demo page:       {base_url}/demo   <- open this in a browser
+  dashboard:       {base_url}/dashboard/   (for staff users; make one once with
+                   stepstream manage createsuperuser
+                   or, unattended: DJANGO_SUPERUSER_PASSWORD=... stepstream manage \\
+                     createsuperuser --noinput --username admin --email admin@example.com)
 
 Try:
   curl -s -H 'Authorization: Bearer {sk}' {people_url}/flows

@@ -310,3 +310,52 @@ class WebhookAttempt(models.Model):
 
     def __str__(self):
         return f"{self.message_id} attempt {self.attempt}"
+
+
+class StepCount(models.Model):
+    """How many step (or flow) instances of a flow version are in each state, kept by triggers.
+
+    Database triggers (migration 0006_dashboard, `stepstream/dashboard/counters.py`)
+    update these rows in the same transaction as every insert, state update or
+    delete of a step or flow instance, whatever code runs it, so the
+    dashboard reads a flow's counts from a few rows instead of aggregating
+    every instance. `identifier` is the step's, or "" for the flow's own
+    instances. Rows are spread over `shard`s (the person's id modulo 16) so
+    concurrent writers of one flow do not queue on one row; readers sum them.
+    """
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, db_constraint=False, related_name="+")
+    identifier = models.CharField(max_length=255)
+    shard = models.SmallIntegerField()
+    n_inactive = models.BigIntegerField(default=0)
+    n_active = models.BigIntegerField(default=0)
+    n_completed = models.BigIntegerField(default=0)
+    n_exited = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flow", "identifier", "shard"], name="step_count_unique"
+            )
+        ]
+
+
+class StepDuration(models.Model):
+    """A histogram of the times from a step becoming active to its completion, kept by a trigger.
+
+    Buckets are quarter-octaves of milliseconds (bucket k holds durations up to
+    2^(k/4) ms), so a median read from it is within about 9 % of the exact one.
+    """
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, db_constraint=False, related_name="+")
+    identifier = models.CharField(max_length=255)
+    bucket = models.SmallIntegerField()
+    shard = models.SmallIntegerField()
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flow", "identifier", "bucket", "shard"], name="step_duration_unique"
+            )
+        ]

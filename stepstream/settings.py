@@ -52,6 +52,14 @@ TEMPLATES = [
     }
 ]
 
+# The dashboard (/dashboard/) signs staff in with Django's sessions; its cookie is
+# never readable by scripts nor sent on cross-site requests.
+LOGIN_URL = "/dashboard/login/"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 60 * 60 * 12
+
 DATABASES = {"default": config.database_settings()}
 
 REST_FRAMEWORK = {

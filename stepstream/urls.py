@@ -8,6 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("demo", views.demo),
     path("metrics", metrics.view),
+    path("dashboard/", include("stepstream.dashboard.urls")),
 ]
 
 # every error body is JSON, unknown routes included (stepstream.views)

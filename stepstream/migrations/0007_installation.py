@@ -2,7 +2,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("stepstream", "0005_outbound")]
+    dependencies = [("stepstream", "0006_dashboard")]
 
     operations = [
         migrations.CreateModel(
