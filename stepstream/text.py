@@ -1,9 +1,9 @@
 """Input text rules shared by REST and WebSocket: the one strict JSON reader and its walk.
 
-Every JSON body (the DRF parser, stepstream.api.parsers) and every WebSocket
-message (stepstream.ws.protocol) is read by `loads` here, and every value a
-caller hands the engine from elsewhere (admin, command line) can be checked by
-`check`. One walk refuses, with a 400 naming the field:
+Every JSON body (the DRF parser, stepstream.api.parsers) is read by `loads`
+here and every WebSocket message (stepstream.ws.protocol) by `read_message`;
+a value a caller hands the engine from elsewhere (admin, demo, command line)
+is checked by `check`. One walk refuses, with a 400 naming the field:
 
 * nesting deeper than MAX_DEPTH (64) levels, counted from the top of the body
   or message (its top-level object is level 1);
@@ -19,7 +19,10 @@ caller hands the engine from elsewhere (admin, command line) can be checked by
 
 Numbers are read from their JSON text, not through a float, so
 `123456789012345678901` is refused rather than rounded, and `verbatim` can
-give a request_id back exactly as it was written.
+give a request_id back exactly as it was written. Most texts take a fast path
+(orjson, then a walk over numbers and containers only); whatever it is not
+sure of goes to the strict slow path, which decides the same way
+(tests/test_fuzz.py proves it) and names the field.
 """
 
 import json
