@@ -520,3 +520,41 @@ def test_byte_fuzz_leaves_the_server_serving_within_its_memory_bound(target, res
     assert grown < MEMORY_BOUND_MIB, f"resident memory grew {grown:.1f} MiB"
     assert rest_client.get("/health").status_code == 200
     assert_watcher_still_served(target, watcher)
+
+
+# -- the reader's two paths agree ------------------------------------------------------
+
+
+def _outcome(read, raw):
+    from stepstream.errors import Invalid
+
+    try:
+        value = read(raw)
+    except Invalid as e:
+        return "invalid", e.messages
+    return "value", json.dumps(value, sort_keys=True, allow_nan=True)  # 1 and 1.0 differ here
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    raw=st.one_of(
+        hostile_values,
+        benign_values,
+        ws_messages().map(lambda case: case[0]),
+        st.text(max_size=60),
+    )
+)
+def test_the_fast_path_reads_every_text_as_the_strict_slow_path_does(raw):
+    """orjson plus a walk over numbers (the fast path) never decides otherwise than the
+    strict reader that names every problem; only its speed differs."""
+    from stepstream import text
+
+    slow = _outcome(lambda r: text.check(text.parse(r)), raw)
+    assert _outcome(text.loads, raw) == slow
+    if slow[0] == "value" and raw.lstrip().startswith("{"):
+        fast_message = _outcome(lambda r: text.read_message(r)[0], raw)
+        slow_message = _outcome(
+            lambda r: text.check({k: v for k, v in text.parse(r).items() if k != "request_id"}),
+            raw,
+        )
+        assert fast_message == slow_message

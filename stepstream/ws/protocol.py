@@ -50,12 +50,13 @@ async def handle(conn, text: str) -> str:
             len(text.encode()) > settings.STEPSTREAM["WS_MAX_MESSAGE_BYTES"]
         ):
             raise TooLarge(f"Message is over {settings.STEPSTREAM['WS_MAX_MESSAGE_BYTES']} bytes.")
-        message = strict_json.parse(text, "The message")
+        try:  # the request_id comes back exactly as sent (its numbers in their very digits)
+            message, request_id = strict_json.read_message(text)
+        except Invalid as error:
+            request_id = getattr(error, "request_id", None)
+            raise
         if not isinstance(message, dict):
             raise Invalid("Message must be a JSON object with action, request_id and data.")
-        # given back exactly as sent (its numbers as their very text), then the rest checked
-        request_id = strict_json.verbatim(message.pop("request_id", None), "request_id")
-        message = strict_json.check(message, "The message")
         if not conn.allow_request():
             raise RateLimited("Too many requests on this connection; slow down.")
         action = message.get("action")
