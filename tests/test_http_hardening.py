@@ -340,6 +340,31 @@ def test_waiting_connections_are_capped_oldest_dropped_first(tmp_path):
         srv.stop()
 
 
+def test_unfinished_request_bytes_are_capped_oldest_dropped_first(tmp_path):
+    """With STEPSTREAM_HTTP_MAX_PENDING_BYTES=1 MiB, six bodies of 300 KiB each left
+    unfinished: the oldest are dropped once the total passes 1 MiB, the newest wait on."""
+    srv = Server(tmp_path / "bytes", STEPSTREAM_HTTP_MAX_PENDING_BYTES=MiB).start()
+    sockets = []
+    try:
+        for i in range(6):
+            s = dial(srv)
+            s.sendall(
+                b"PUT /api/v1/people/p%d HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: 1000000\r\n\r\n" % i + b" " * 300_000
+            )
+            sockets.append(s)
+            time.sleep(0.2)
+        assert read_answer(sockets[0]) == b""  # dropped
+        sockets[-1].settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sockets[-1].recv(1)  # still being waited on
+        assert health_ok(srv)
+    finally:
+        for s in sockets:
+            s.close()
+        srv.stop()
+
+
 # --- memory -----------------------------------------------------------------------------------
 
 
