@@ -260,6 +260,33 @@ def test_slow_bodies_do_not_hold_rest_threads(server, tenant):
             s.close()
 
 
+def test_responses_left_unread_do_not_hold_rest_threads(strict):
+    """Three clients (the server has two REST threads) pipeline 30 requests for a 540 KB
+    file each and never read: each is dropped after the request timeout (2 s here), its
+    REST thread freed, and /health answers. (uvicorn told only the newest pipelined
+    request that its client had gone; the running one's thread then waited for good.)"""
+    srv, _ = strict
+    request = b"GET /static/rest_framework/css/bootstrap.min.css.map HTTP/1.1\r\nHost: x\r\n\r\n"
+    readers = []
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(request * 30)
+            readers.append(s)
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert health_ok(srv, timeout=10)
+        assert time.monotonic() - started < 6
+    finally:
+        for s in readers:
+            s.close()
+    time.sleep(0.5)
+    for _ in range(3):  # every thread is free again once the readers left
+        assert health_ok(srv, timeout=5)
+
+
 # --- item 3: many silent connections ----------------------------------------------------------
 
 
