@@ -428,6 +428,93 @@ def test_header_flood_memory_stays_bounded(tmp_path):
         srv.stop()
 
 
+# --- any bytes in a request head ---------------------------------------------------------------
+
+TOKEN = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-!#$%&'*+.^_`|~",
+    min_size=1,
+    max_size=12,
+)
+PATHS = st.one_of(
+    st.binary(max_size=80).map(
+        lambda b: b"/" + b.replace(b" ", b"%20").replace(b"\r", b"").replace(b"\n", b"")
+    ),
+    st.lists(
+        st.sampled_from(
+            [
+                "api",
+                "v1",
+                "people",
+                "flows",
+                "static",
+                "..",
+                "%2e",
+                "%2F",
+                "%25",
+                "%FF",
+                "%00",
+                "%0A",
+                "x",
+                "events",
+                "admin",
+                "demo",
+            ]
+        ),
+        max_size=6,
+    ).map(lambda parts: ("/" + "/".join(parts)).encode()),
+)
+HEADERS = st.lists(
+    st.tuples(
+        st.one_of(TOKEN.map(str.encode), st.binary(min_size=1, max_size=10)), st.binary(max_size=60)
+    ),
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.one_of(
+        st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"]), TOKEN
+    ),
+    path=PATHS,
+    headers=HEADERS,
+    body=st.binary(max_size=200),
+)
+def test_any_request_head_gets_one_well_formed_answer_never_a_500(
+    strict, method, path, headers, body
+):
+    """A request of arbitrary method, path bytes and header bytes: an HTTP answer, never a
+    500; an error answer is JSON."""
+    srv, keys = strict
+    lines = [method.encode() + b" " + path + b" HTTP/1.1", b"Host: x", b"Connection: close"]
+    lines += [
+        name + b": " + value.replace(b"\r", b"").replace(b"\n", b"") for name, value in headers
+    ]
+    lines.append(b"Content-Length: %d" % len(body))
+    s = dial(srv)
+    try:
+        s.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        answer = read_answer(s)
+    finally:
+        s.close()
+    assert answer, "closed without an answer"
+    status = status_of(answer)
+    assert status is not None and status != 500, answer[:300]
+    assert answer.count(b"HTTP/1.1 ") >= 1
+    if status >= 400 and method != "HEAD":
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        if b"transfer-encoding: chunked" not in head.lower():
+            json_error(answer)
+
+
+def test_the_server_is_whole_after_the_byte_storm(strict):
+    srv, _ = strict
+    assert health_ok(srv)
+    assert "Traceback" not in srv.log(), srv.log()[-3000:]
+
+
 # --- item 10: identifiers in URL paths --------------------------------------------------------
 
 
