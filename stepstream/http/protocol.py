@@ -136,6 +136,7 @@ class StepstreamHttpProtocol(HttpToolsProtocol):
         self._pending_bytes = 0
         self._phase = "waiting"  # the parser's: waiting, head (line and headers), body
         self._head_bytes = 0
+        self._running = None  # the cycle whose application runs; self.cycle is the newest
 
     # -- waiting: a deadline and a place among the pending connections
 
@@ -153,22 +154,31 @@ class StepstreamHttpProtocol(HttpToolsProtocol):
     def _answer_and_close(self, status: int, code: str, sentence: str) -> None:
         """Answers, unless a response is under way (then only closes)."""
         self._settle()
-        cycle = self.cycle
-        if cycle is not None and cycle.response_started and not cycle.response_complete:
-            self._drop()
-            return
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True  # the application sees http.disconnect, sends nothing
-            cycle.message_event.set()
+        for cycle in (self._running, self.cycle):
+            if cycle is not None and cycle.response_started and not cycle.response_complete:
+                self._drop()
+                return
+        self._disconnect_cycles()  # the application sees http.disconnect, sends nothing
         self.transport.write(_response(status, code, sentence))
         self.transport.close()
 
     def _drop(self) -> None:
         self._settle()
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True  # the application sees http.disconnect
-            self.cycle.message_event.set()
+        self._disconnect_cycles()
         self.transport.abort()
+
+    def _disconnect_cycles(self) -> None:
+        """Tells every unfinished cycle the client is gone, the running one included.
+
+        uvicorn tells only the newest (`self.cycle`); with pipelined requests the
+        running one kept writing to the closed transport, uvloop raised, a2wsgi's
+        sender task died with it, and the REST thread feeding that sender waited
+        forever: a client that pipelined requests and left held a thread for good.
+        """
+        for cycle in (self._running, self.cycle):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True  # its sends return at once; receive: http.disconnect
+                cycle.message_event.set()
 
     def _timed_out(self) -> None:
         self._deadline = None
@@ -185,6 +195,7 @@ class StepstreamHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc) -> None:
         self._settle()
+        self._disconnect_cycles()
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
@@ -219,6 +230,10 @@ class StepstreamHttpProtocol(HttpToolsProtocol):
                 "headers_too_large",
                 f"The request line and headers are larger than the limit of {limit} bytes.",
             )
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
