@@ -6,7 +6,9 @@ from stepstream import metrics, views
 urlpatterns = [
     path("api/v1/", include("stepstream.api.urls")),
     path("admin/", admin.site.urls),
+    path("", views.home),
     path("demo", views.demo),
+    path("demo/reset", views.demo_reset),
     path("metrics", metrics.view),
     path("dashboard/", include("stepstream.dashboard.urls")),
 ]

@@ -67,6 +67,22 @@ def methods(*allowed: str):
     return decorate
 
 
+@methods("GET", "HEAD")
+def home(request):
+    """`GET /`: where a newcomer lands, linking what this server serves."""
+    from stepstream import __version__
+
+    context = {"version": __version__, "demo": _demo_keys() is not None}
+    return render(request, "stepstream/home.html", context)
+
+
+def _demo_keys() -> dict | None:
+    path = config.data_dir() / "demo.json"
+    if not os.environ.get("STEPSTREAM_DEMO") or not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
 @csrf_exempt  # it serves reads only: a POST is a 405, not a CSRF failure
 @methods("GET", "HEAD")
 def demo(request):
@@ -80,3 +96,19 @@ def demo(request):
     keys = json.loads(path.read_text())
     context = {"config": {"key": keys["publishable_key"], "personKey": DEMO_PERSON}}
     return render(request, "stepstream/demo.html", context)
+
+
+@csrf_exempt  # same-origin only, checked below: the demo page has no session to bind a token to
+@methods("POST")
+def demo_reset(request):
+    """`POST /demo/reset`: the demo page's "Start over" button."""
+    if _demo_keys() is None:
+        return error_response(
+            404, "not_found", "No demo here: start the server with `stepstream serve --demo`."
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.get_host()}":
+        return error_response(403, "forbidden", "Only the demo page itself may reset the demo.")
+    from stepstream import demo
+
+    return JsonResponse({"reset": demo.reset()})

@@ -101,6 +101,20 @@ def cmd_init_project(args) -> int:
     return 0
 
 
+def cmd_reset_demo(args) -> int:
+    problem = setup()
+    if problem:
+        return fail(problem)
+    from stepstream import demo
+    from stepstream.errors import StepstreamError
+
+    try:
+        print(f"stepstream: {demo.reset()}", file=sys.stderr)
+    except StepstreamError as e:
+        return fail(" ".join(e.messages))
+    return 0
+
+
 def cmd_manage(args) -> int:
     problem = setup()
     if problem:
@@ -166,6 +180,14 @@ def parser() -> argparse.ArgumentParser:
     )
     init.add_argument("name", help="the project's name")
     init.set_defaults(func=cmd_init_project)
+    reset_demo = sub.add_parser(
+        "reset-demo",
+        help="start the demo over (its person's flows and log are deleted)",
+        description="Deletes the demo person made by `serve --demo`, with their flows and "
+        "log, and makes them again with the onboarding flow started. A running server's "
+        "demo page has a Start over button that does the same.",
+    )
+    reset_demo.set_defaults(func=cmd_reset_demo)
     manage = sub.add_parser(
         "manage",
         help="run a Django management command (e.g. createsuperuser)",
