@@ -644,6 +644,14 @@ def test_a_method_a_route_does_not_serve_is_405_with_allow(server, tenant, metho
     assert response.json()["errors"]
 
 
+def test_a_csrf_failure_answers_json(server):
+    response = httpx.post(
+        server.url + "/admin/login/", data={"username": "a", "password": "b"}, timeout=5
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "forbidden"
+
+
 def test_the_500_handler_answers_json():
     from django.urls import get_resolver
 
