@@ -11,8 +11,6 @@ from django.core.exceptions import SuspiciousFileOperation  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import Http404  # noqa: E402
 
-from stepstream.views import error_response  # noqa: E402
-
 
 class StaticFiles(StaticFilesHandler):
     """Django's static files, for anyone: any origin may load them (the SDK is imported
@@ -21,6 +19,8 @@ class StaticFiles(StaticFilesHandler):
     methods other than GET and HEAD are 405."""
 
     def serve(self, request):
+        from stepstream.views import error_response  # once Django is set up
+
         if request.method not in ("GET", "HEAD"):
             return error_response(
                 405,

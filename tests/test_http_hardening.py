@@ -602,6 +602,30 @@ def test_control_characters_never_reach_a_log_line(server):
     assert "\x1b" not in server.log()
 
 
+def test_both_log_formats_keep_every_record_on_one_line():
+    import logging
+    import sys
+
+    import orjson
+
+    from stepstream.observability import JsonFormatter, PlainFormatter
+
+    hostile = "".join(chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029])
+    record = logging.LogRecord("t", logging.INFO, "f", 1, "GET %s", (f"/x{hostile}y",), None)
+    for formatter in (PlainFormatter("%(levelname)s %(message)s"), JsonFormatter()):
+        line = formatter.format(record)
+        assert len(line.splitlines()) == 1, line
+        assert not [c for c in line if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0], repr(line)
+        assert "\u2028" not in line and "\u2029" not in line
+    assert orjson.loads(JsonFormatter().format(record))["message"] == f"GET /x{hostile}y"
+    try:
+        raise ValueError("a\nforged line")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    lines = PlainFormatter("%(levelname)s %(message)s").format(record).splitlines()
+    assert all(line.startswith("  ") for line in lines[1:]), lines  # the traceback, indented
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -642,6 +666,14 @@ def test_a_method_a_route_does_not_serve_is_405_with_allow(server, tenant, metho
     assert response.status_code == 405, response.text
     assert allowed <= {m.strip() for m in response.headers["allow"].split(",")}
     assert response.json()["errors"]
+
+
+def test_a_csrf_failure_answers_json(server):
+    response = httpx.post(
+        server.url + "/admin/login/", data={"username": "a", "password": "b"}, timeout=5
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "forbidden"
 
 
 def test_the_500_handler_answers_json():
