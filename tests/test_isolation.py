@@ -242,6 +242,7 @@ def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair
             "seq": 0,
             "flows": [],
             "data": {"mine": True},
+            "epoch": response["data"]["epoch"],  # the epoch of A's carol, not of B's
         }
         walked.add("identify")
         assert a.request("get_state", {"person_key": "carol"})["data"]["flows"] == []

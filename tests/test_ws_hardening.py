@@ -85,13 +85,14 @@ def _flood(
     for s in socks:
         s.setblocking(False)
     sent = dict.fromkeys(socks, 0)
+    closed: set = set()
     peak = rss(pid)
     deadline = time.monotonic() + seconds
     stuck_since = sampled = None
     while time.monotonic() < deadline:
         progress = False
         for s in socks:
-            if sent[s] >= budget:
+            if sent[s] >= budget or s in closed:
                 continue
             try:
                 sent[s] += s.send(chunk)
@@ -99,10 +100,10 @@ def _flood(
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:
-                sent[s] = budget  # closed by the server
+                closed.add(s)  # closed (or dropped) by the server
         if sampled is None or time.monotonic() - sampled > 0.1:
             peak, sampled = max(peak, rss(pid)), time.monotonic()
-        if all(n >= budget for n in sent.values()):
+        if all(sent[s] >= budget or s in closed for s in socks):
             break
         if progress:
             stuck_since = None
