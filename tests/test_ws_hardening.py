@@ -435,3 +435,28 @@ def test_a_refused_key_is_told_after_the_handshake_with_a_reason(hard, hard_keys
         assert rest.post(f"/keys/{spare['id']}/revoke").status_code == 200
     code, reason = refused(f"{hard.ws_url}/ws?key={spare['key']}")
     assert code == 4403 and "revoked" in reason
+
+
+def test_subscriptions_to_a_deleted_person_end_with_404(hard, hard_keys):
+    pk, sk = hard_keys["publishable_key"], hard_keys["secret_key"]
+    person = f"gone-{uuid.uuid4().hex[:8]}"
+    with hard.rest(sk) as rest, WsClient(hard.ws_url, pk) as ws:
+        assert rest.put(f"/people/{person}", json={"data": {}}).status_code == 201
+        for entity, rid in (("step", "s"), ("flow", "f")):
+            data = {"person_key": person, "entity": entity}
+            assert ws.request("subscribe_state_change", data, request_id=rid)["status"] == 200
+        began = time.monotonic()
+        assert rest.delete(f"/people/{person}").status_code == 204
+        ended = [_ended(ws, timeout=5), _ended(ws, timeout=5)]
+        assert None not in ended, "a subscription to a deleted person stayed silent"
+        assert time.monotonic() - began < 5
+        assert {(e["request_id"], e["data"]["entity"], e["data"]["status"]) for e in ended} == {
+            ("s", "step", 404),
+            ("f", "flow", 404),
+        }
+        assert "deleted" in ended[0]["data"]["errors"][0]
+        # a person created again with the key is followed by subscribing again
+        assert rest.put(f"/people/{person}", json={"data": {}}).status_code == 201
+        assert ws.subscribe(person, "flow")["status"] == 200
+        assert rest.post(f"/people/{person}/flows", json={"flow": "onboarding"}).is_success
+        assert [e["data"]["seq"] for e in ws.wait_events(1)] == [1]

@@ -189,6 +189,14 @@ class Connection:
         self.hub.unsubscribe(sub)
         self.push(sub.end_message(person_key, status, list(errors)))
 
+    def end(self, sub, status: int, errors) -> None:
+        """Ends `sub` (one of this connection's subscriptions), whatever its key."""
+        for (person_key, entity), found in list(self.subscriptions.items()):
+            if found is sub:
+                self.end_subscription(person_key, entity, status, errors)
+                return
+        self.hub.unsubscribe(sub)
+
     def detach(self) -> None:
         for sub in self.subscriptions.values():
             self.hub.unsubscribe(sub)
