@@ -85,6 +85,7 @@ def _flood(
     for s in socks:
         s.setblocking(False)
     sent = dict.fromkeys(socks, 0)
+    rest = {s: memoryview(chunk) for s in socks}
     closed: set = set()
     peak = rss(pid)
     deadline = time.monotonic() + seconds
@@ -95,7 +96,9 @@ def _flood(
             if sent[s] >= budget or s in closed:
                 continue
             try:
-                sent[s] += s.send(chunk)
+                n = s.send(rest[s])  # whole frames only: a partial send resumes where it stopped
+                rest[s] = rest[s][n:] or memoryview(chunk)
+                sent[s] += n
                 progress = True
             except (BlockingIOError, InterruptedError):
                 pass
