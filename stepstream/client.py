@@ -516,18 +516,24 @@ class Client:
         return self._request("subscribe_state_change", data)
 
     def _subscription_ended(self, ws: ClientConnection, message: dict[str, Any]) -> None:
-        """The server ended a subscription (its person token lapsed): renew it, or stop."""
+        """The server ended a subscription: the person was deleted (404), so start over
+        from a fresh snapshot; or its person token lapsed (401), so renew it, or stop."""
         data = message.get("data") or {}
         errors = data.get("errors") or ["the subscription ended"]
-        error = StepstreamError(
-            " ".join(errors), status=data.get("status", 401), code="unauthenticated", errors=errors
-        )
-        if not callable(self._token_source):
-            raise _Fatal(error)
-        entity = data.get("entity")
-        if entity not in ENTITIES:
-            return
-        task = asyncio.get_running_loop().create_task(self._renew(ws, entity))
+        status = data.get("status", 401)
+        if status == 404:
+            self._snapshotted = False
+            task = asyncio.get_running_loop().create_task(ws.close())
+        else:
+            error = StepstreamError(
+                " ".join(errors), status=status, code="unauthenticated", errors=errors
+            )
+            if not callable(self._token_source):
+                raise _Fatal(error)
+            entity = data.get("entity")
+            if entity not in ENTITIES:
+                return
+            task = asyncio.get_running_loop().create_task(self._renew(ws, entity))
         self._renewing.add(task)
         task.add_done_callback(self._renewing.discard)
 

@@ -134,3 +134,30 @@ async def test_a_restarted_log_is_reloaded_not_resumed(server, tenant, rest):
         await client.wait_for(lambda c: c.flow("onboarding").state == "completed", 10)
     finally:
         await client.close()
+
+
+async def test_a_deleted_person_is_noticed(server, tenant, rest):
+    watched, identified = (f"deleted-{n}-{uuid.uuid4().hex[:8]}" for n in range(2))
+    for person in (watched, identified):
+        assert rest.put(f"/people/{person}", json={"data": {}}).status_code == 201
+    pk = tenant["dev"]["publishable_key"]
+    watching = Client(server.url, pk, watched, identify=False)
+    identifying = Client(server.url, pk, identified, min_backoff=0.05)
+    await watching.start(timeout=10)
+    await identifying.start(timeout=10)
+    try:
+        old_epoch = identifying.epoch
+        for person in (watched, identified):
+            assert rest.delete(f"/people/{person}").status_code == 204
+        # a client that only watches stops, saying the person is gone
+        with pytest.raises(StepstreamError) as gone:
+            await watching.wait_for(lambda c: False, 10)
+        assert gone.value.status == 404 and watching.status == "closed"
+        # one that identifies starts over with the person it creates again
+        await identifying.wait_for(lambda c: c.epoch != old_epoch and c.status == "live", 10)
+        assert rest.post(f"/people/{identified}/flows", json={"flow": "onboarding"}).is_success
+        await identifying.wait_for(lambda c: c.flow("onboarding") is not None, 10)
+        assert client_states(identifying) == rest_states(rest, identified)
+    finally:
+        await watching.close()
+        await identifying.close()

@@ -85,24 +85,28 @@ def _flood(
     for s in socks:
         s.setblocking(False)
     sent = dict.fromkeys(socks, 0)
+    rest = {s: memoryview(chunk) for s in socks}
+    closed: set = set()
     peak = rss(pid)
     deadline = time.monotonic() + seconds
     stuck_since = sampled = None
     while time.monotonic() < deadline:
         progress = False
         for s in socks:
-            if sent[s] >= budget:
+            if sent[s] >= budget or s in closed:
                 continue
             try:
-                sent[s] += s.send(chunk)
+                n = s.send(rest[s])  # whole frames only: a partial send resumes where it stopped
+                rest[s] = rest[s][n:] or memoryview(chunk)
+                sent[s] += n
                 progress = True
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:
-                sent[s] = budget  # closed by the server
+                closed.add(s)  # closed (or dropped) by the server
         if sampled is None or time.monotonic() - sampled > 0.1:
             peak, sampled = max(peak, rss(pid)), time.monotonic()
-        if all(n >= budget for n in sent.values()):
+        if all(sent[s] >= budget or s in closed for s in socks):
             break
         if progress:
             stuck_since = None
@@ -434,3 +438,28 @@ def test_a_refused_key_is_told_after_the_handshake_with_a_reason(hard, hard_keys
         assert rest.post(f"/keys/{spare['id']}/revoke").status_code == 200
     code, reason = refused(f"{hard.ws_url}/ws?key={spare['key']}")
     assert code == 4403 and "revoked" in reason
+
+
+def test_subscriptions_to_a_deleted_person_end_with_404(hard, hard_keys):
+    pk, sk = hard_keys["publishable_key"], hard_keys["secret_key"]
+    person = f"gone-{uuid.uuid4().hex[:8]}"
+    with hard.rest(sk) as rest, WsClient(hard.ws_url, pk) as ws:
+        assert rest.put(f"/people/{person}", json={"data": {}}).status_code == 201
+        for entity, rid in (("step", "s"), ("flow", "f")):
+            data = {"person_key": person, "entity": entity}
+            assert ws.request("subscribe_state_change", data, request_id=rid)["status"] == 200
+        began = time.monotonic()
+        assert rest.delete(f"/people/{person}").status_code == 204
+        ended = [_ended(ws, timeout=5), _ended(ws, timeout=5)]
+        assert None not in ended, "a subscription to a deleted person stayed silent"
+        assert time.monotonic() - began < 5
+        assert {(e["request_id"], e["data"]["entity"], e["data"]["status"]) for e in ended} == {
+            ("s", "step", 404),
+            ("f", "flow", 404),
+        }
+        assert "deleted" in ended[0]["data"]["errors"][0]
+        # a person created again with the key is followed by subscribing again
+        assert rest.put(f"/people/{person}", json={"data": {}}).status_code == 201
+        assert ws.subscribe(person, "flow")["status"] == 200
+        assert rest.post(f"/people/{person}/flows", json={"flow": "onboarding"}).is_success
+        assert [e["data"]["seq"] for e in ws.wait_events(1)] == [1]

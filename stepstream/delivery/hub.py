@@ -32,6 +32,10 @@ from stepstream.ws.frames import Message
 logger = logging.getLogger("stepstream.delivery")
 
 _EVENT = '{"event":"state_change","request_id":'
+DELETED = (
+    "This person was deleted, and their log with them. Read their state again "
+    "(get_state or identify) and subscribe again to follow a person created with this key."
+)
 BACKLOG_PAGE = 500
 FILL_PAGE = 1000
 
@@ -235,13 +239,31 @@ class Hub:
             try:
                 ids = list(self.channels)
                 for start in range(0, len(ids), 500):
-                    latest = await dbthreads.run(_last_seqs, ids[start : start + 500])
+                    chunk = ids[start : start + 500]
+                    latest = await dbthreads.run(_last_seqs, chunk)
                     for person_id, last_seq in latest:
                         channel = self.channels.get(person_id)
                         if channel is not None and last_seq > channel.head:
                             self._schedule_fill(channel, last_seq)
+                    alive = {person_id for person_id, _ in latest}
+                    for person_id in chunk:
+                        if person_id not in alive:  # ids are never reused: deleted
+                            self._person_deleted(person_id)
             except Exception:
                 logger.warning("reconciling with the log failed; retrying", exc_info=True)
+
+    def _person_deleted(self, person_id: int) -> None:
+        """Ends the subscriptions to a deleted person: their log ended, and never goes on.
+
+        Without this they would wait in silence for ever, even once a person
+        with the same key is created again (a new log, a new epoch).
+        """
+        channel = self.channels.get(person_id)
+        if channel is None:
+            return
+        for sub in tuple(channel.subs):
+            sub.conn.end(sub, 404, [DELETED])
+        self.channels.pop(person_id, None)
 
     # -- subscriptions ---------------------------------------------------
 

@@ -449,8 +449,16 @@ export class StepstreamClient {
     return this._request("subscribe_state_change", data);
   }
 
-  /** The server ended a subscription (its person token lapsed): renew it with a fresh token. */
+  /**
+   * The server ended a subscription: the person was deleted (404), so start over from a
+   * fresh snapshot; or its person token lapsed (401), so renew it with a fresh token.
+   */
   async _subscriptionEnded(data) {
+    if (data?.status === 404) {
+      this._snapshotted = false;
+      if (this._ws) this._drop(this._ws);
+      return;
+    }
     const errors = data?.errors?.length ? data.errors : ["the subscription ended"];
     const error = new StepstreamError(errors.join(" "), {
       status: data?.status ?? 401,

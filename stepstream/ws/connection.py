@@ -119,8 +119,9 @@ class Connection:
 
     async def room(self) -> None:
         """Waits until the outbox is at most half full: backlogs are sent at the client's pace."""
+        # the outbox only: its writer wakes this as it drains (the transport has no such signal)
         while (
-            len(self._outbox) > self._limit // 2 or self._held() > self._max_bytes // 2
+            len(self._outbox) > self._limit // 2 or self._bytes > self._max_bytes // 2
         ) and not self.closed:
             if self._room is None:
                 self._room = asyncio.Event()
@@ -187,6 +188,14 @@ class Connection:
             return
         self.hub.unsubscribe(sub)
         self.push(sub.end_message(person_key, status, list(errors)))
+
+    def end(self, sub, status: int, errors) -> None:
+        """Ends `sub` (one of this connection's subscriptions), whatever its key."""
+        for (person_key, entity), found in list(self.subscriptions.items()):
+            if found is sub:
+                self.end_subscription(person_key, entity, status, errors)
+                return
+        self.hub.unsubscribe(sub)
 
     def detach(self) -> None:
         for sub in self.subscriptions.values():

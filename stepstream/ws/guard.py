@@ -105,5 +105,7 @@ async def _watch() -> None:
             raise
         except Exception:
             logger.warning("could not re-check keys and verification settings", exc_info=True)
-        finally:
+        try:
             end_lapsed()
+        except Exception:
+            logger.warning("could not end lapsed subscriptions", exc_info=True)

@@ -85,6 +85,11 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _stalled(self) -> None:
         self._stall = None
+        if self.close_sent or self.transport.is_closing():
+            # closing already (uvicorn's keepalive timeout, say), but a transport
+            # closes only once its buffer is sent, which this client never allows
+            self.transport.abort()
+            return
         self.close_now(CLOSE_TOO_SLOW, SLOW_REASON, grace=2.0)
 
     # -- closing without waiting for the client ----------------------------
