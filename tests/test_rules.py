@@ -525,3 +525,27 @@ def test_a_condition_reading_now_is_looked_at_on_any_later_write(api):
     time.sleep(1.2)
     track(api, "t", "anything")  # reads nothing the condition names, but time has passed
     assert person_flows(api, "t")["onboarding"]["state"] == "active"
+
+
+def test_admin_shows_tracked_events_and_segments_and_restarts(admin_client, api, env):
+    from stepstream.models import FlowInstance, Person
+
+    api.put(url("segments", "pros"), {"condition": 'person.plan == "pro"', "name": "Paying"},
+            format="json")  # fmt: skip
+    publish(api, LINEAR_FLOW)
+    track(api, "adm", "opened_report", properties={"report": "weekly"})
+    api.post(url("people", "adm", "flows"), {"flow": "onboarding"}, format="json")
+    person = Person.objects.get(environment=env, person_key="adm")
+    page = admin_client.get(f"/admin/stepstream/person/{person.pk}/change/").content.decode()
+    assert "opened_report" in page and "weekly" in page
+    page = admin_client.get("/admin/stepstream/segment/").content.decode()
+    assert "pros" in page and "Paying" in page
+    instance = FlowInstance.objects.get(person=person)
+    response = admin_client.post(
+        "/admin/stepstream/flowinstance/",
+        {"action": "restart_flows", "_selected_action": [str(instance.pk)]},
+    )
+    assert response.status_code == 302
+    rows = log(api, "adm")
+    assert rows[-1]["cause"] == {"kind": "call", "via": "admin", "action": "restart"}
+    assert FlowInstance.objects.get(person=person).pk != instance.pk
