@@ -63,11 +63,11 @@ HABITS_FLOW = {
         },
     ],
 }
-# ... and a branch chosen by the person's plan, started when the plan is first known.
+# ... and a branch chosen by the person's plan, started when the app says a plan was chosen.
 PLAN_TIP_FLOW = {
     "identifier": "plan-tip",
     "name": "A tip for your plan",
-    "start_when": "has(person.plan)",
+    "start_when": "has(events.chose_plan)",
     "steps": [
         {"identifier": "tip", "name": "Pick a tip"},
         {"identifier": "pro-tip", "name": "Pro: automate recurring tasks"},
@@ -86,7 +86,7 @@ PLAN_TIP_FLOW = {
             "from": "tip",
             "to": "free-tip",
             "type": "automatic",
-            "condition": 'person.plan != "pro"',
+            "condition": '!has(person.plan) || person.plan != "pro"',
         },
     ],
 }
