@@ -12,7 +12,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from stepstream.errors import NotFound
 from stepstream.models import (
@@ -124,30 +124,22 @@ def _lock_person(environment_id: int, person_key: str) -> PersonRow | None:
 def lock_or_create_person(environment_id: int, person_key: str, data, check=None):
     """(the person locked, True when created now with `data`); `check(data)` runs before creating.
 
-    INSERT … ON CONFLICT DO NOTHING waits for a concurrent creator and then
-    finds its row, so two first writes for one key both succeed, one creating.
+    Created through the ORM (rare, and every field's default applies) in a
+    savepoint: a concurrent creator makes it fail with IntegrityError after
+    that creator commits, and the row is then found and locked.
     """
     row = _lock_person(environment_id, person_key)
     if row is not None:
         return row, False
     if check is not None:
         check(data)
-    now = connection.ops.adapt_datetimefield_value(_now())
-    with connection.cursor() as c:
-        c.execute(
-            f"INSERT INTO {P} (environment_id, person_key, data, last_seq, created_at, "
-            "rules_version) VALUES (%s, %s, %s, 0, %s, 0) "
-            "ON CONFLICT (environment_id, person_key) DO NOTHING",
-            [environment_id, person_key, _data_field.get_db_prep_value(data, connection), now],
-        )
-        created = c.rowcount == 1
+    created = True
+    try:
+        with transaction.atomic():
+            Person.objects.create(environment_id=environment_id, person_key=person_key, data=data)
+    except IntegrityError:
+        created = False
     return lock_person(environment_id, person_key), created
-
-
-def _now():
-    from django.utils import timezone
-
-    return timezone.now()
 
 
 def person_data(person_id: int) -> dict:

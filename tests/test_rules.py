@@ -549,3 +549,29 @@ def test_admin_shows_tracked_events_and_segments_and_restarts(admin_client, api,
     rows = log(api, "adm")
     assert rows[-1]["cause"] == {"kind": "call", "via": "admin", "action": "restart"}
     assert FlowInstance.objects.get(person=person).pk != instance.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_tracks_create_one_person_and_start_once(transactional_db):
+    """Threads tracking for a person who does not exist yet: one creates, all count, one start."""
+    from django.db import connection
+
+    from stepstream.models import TrackedEvent
+    from stepstream.tenants import create_project, environment_for_key
+    from tests.test_concurrency import run_threads
+
+    env = environment_for_key(create_project("race")["environments"][0]["secret_key"], "secret")
+    flows.publish(env, {**LINEAR_FLOW, "start_when": "has(events.hit)"})
+    answers = []
+
+    def work(i):
+        try:
+            answers.append(engine.do_track(env, "racer", "hit"))
+        finally:
+            connection.close()
+
+    assert run_threads(work, 8) == []
+    assert sorted(a["count"] for a in answers) == list(range(1, 9))
+    assert TrackedEvent.objects.get(person__person_key="racer").count == 8
+    snapshot = engine.snapshot(env, "racer")
+    assert [f["flow"] for f in snapshot["flows"]] == ["onboarding"] and snapshot["seq"] == 2
