@@ -67,7 +67,7 @@ class TrackedEventInline(admin.TabularInline):
 class PersonAdmin(admin.ModelAdmin):
     list_display = ["person_key", "environment", "last_seq", "created_at"]
     search_fields = ["person_key"]
-    readonly_fields = ["last_seq", "rules_version"]
+    readonly_fields = ["last_seq"]
     inlines = [TrackedEventInline]
 
 
