@@ -27,6 +27,7 @@ from stepstream.store import InstanceRow, PersonRow, StepRow
 from stepstream.text import reject_nul
 
 MAX_AUTOMATIC_ROUNDS = 10_000
+MAX_EVENT_NAMES = 1000  # distinct tracked event names per person (each is read by conditions)
 VIA = ("rest", "websocket", "admin")
 
 
@@ -549,6 +550,11 @@ def do_track(
         )
         session = _Session(environment, person, via, {"event": event}, created)
         count = store.bump_event(person.pk, event, session.recorder.now, properties)
+        if count == 1 and store.tracked_event_names(person.pk) > MAX_EVENT_NAMES:
+            raise Invalid(  # rolls the whole write back
+                f"Person '{person_key}' has tracked {MAX_EVENT_NAMES} different event names, "
+                "the most one person may have; track a known name."
+            )
         session.changed("events", event)
         session.settle()
         seq = session.save()

@@ -575,3 +575,27 @@ def test_concurrent_first_tracks_create_one_person_and_start_once(transactional_
     assert TrackedEvent.objects.get(person__person_key="racer").count == 8
     snapshot = engine.snapshot(env, "racer")
     assert [f["flow"] for f in snapshot["flows"]] == ["onboarding"] and snapshot["seq"] == 2
+
+
+def test_distinct_event_names_per_person_are_bounded(api, env, monkeypatch):
+    monkeypatch.setattr(engine, "MAX_EVENT_NAMES", 3)
+    for name in ("a", "b", "c"):
+        track(api, "many", name)
+    response = api.post(url("people", "many", "track"), {"event": "d"}, format="json")
+    assert any("3 different event names" in e for e in errors(response, 400))
+    assert track(api, "many", "a")["count"] == 2  # known names still count
+    from stepstream.models import TrackedEvent
+
+    assert sorted(TrackedEvent.objects.values_list("name", flat=True)) == ["a", "b", "c"]
+
+
+def test_segments_per_environment_are_bounded(api, monkeypatch):
+    from stepstream import segments
+
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 2)
+    for name in ("one", "two"):
+        assert (
+            api.put(url("segments", name), {"condition": "true"}, format="json").status_code == 201
+        )
+    assert errors(api.put(url("segments", "three"), {"condition": "true"}, format="json"), 400)
+    assert api.put(url("segments", "two"), {"condition": "false"}, format="json").status_code == 200
