@@ -208,29 +208,6 @@ def active_steps(person_id: int, flow_identifiers: list[str]) -> dict[str, set[s
     return found
 
 
-def read_instances(person_id: int, flow_identifiers: list[str]) -> dict:
-    """flow identifier -> (InstanceRow, steps) for several instances, in one query."""
-    if not flow_identifiers:
-        return {}
-    marks = ", ".join(["%s"] * len(flow_identifiers))
-    with connection.cursor() as c:
-        c.execute(
-            f"SELECT i.id, i.flow_id, i.state, s.id, s.identifier, s.name, s.position, s.state, "
-            f"i.flow_identifier FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
-            f"WHERE i.person_id = %s AND i.flow_identifier IN ({marks}) "
-            "ORDER BY i.flow_identifier, s.position",
-            [person_id, *flow_identifiers],
-        )
-        rows = c.fetchall()
-    found: dict = {}
-    for r in rows:
-        if r[8] not in found:
-            found[r[8]] = (InstanceRow(py_uuid(r[0]), r[1], r[8], r[2]), [])
-        if r[3] is not None:
-            found[r[8]][1].append(StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7]))
-    return found
-
-
 def delete_instance(instance_id: uuid.UUID) -> None:
     """Restart replaces an instance: its rows go, its log rows stay."""
     with connection.cursor() as c:

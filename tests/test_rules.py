@@ -599,3 +599,33 @@ def test_segments_per_environment_are_bounded(api, monkeypatch):
         )
     assert errors(api.put(url("segments", "three"), {"condition": "true"}, format="json"), 400)
     assert api.put(url("segments", "two"), {"condition": "false"}, format="json").status_code == 200
+
+
+def test_rules_run_in_the_documented_order_within_a_round(api):
+    """A completes by an automatic transition; B (later in order) waits on A in the same
+    round; C starts by start_when on A in the next round: B's changes come before C's."""
+
+    def two_steps(identifier, condition=None, start_when=None):
+        transition = {"identifier": "go", "from": "x", "to": "y", "type": "automatic"}
+        if condition:
+            transition["condition"] = condition
+        flow = {
+            "identifier": identifier,
+            "steps": [{"identifier": "x"}, {"identifier": "y"}],
+            "transitions": [transition],
+        }
+        return flow | ({"start_when": start_when} if start_when else {})
+
+    done = 'has(flows.a) && flows.a == "completed"'
+    publish(api, two_steps("a", condition="has(events.e)", start_when="true"))
+    publish(api, two_steps("b", condition=done, start_when="true"))
+    publish(api, two_steps("c", start_when=done))
+    put(api, "o", {}, 201)
+    assert {f: i["state"] for f, i in person_flows(api, "o").items()} == {
+        "a": "active",
+        "b": "active",
+    }
+    before = log(api, "o")[-1]["seq"]
+    track(api, "o", "e")
+    flows_in_order = list(dict.fromkeys(r["flow"] for r in log(api, "o") if r["seq"] > before))
+    assert flows_in_order == ["a", "b", "c"]
