@@ -78,7 +78,9 @@ def _pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
 
 
-def inprocess(calls: int) -> dict:
+def inprocess(calls: int, with_rules: bool = True) -> dict:
+    """track/identify timings; without rules: the same calls in an environment with no flows
+    (what the SQLite write itself costs, commit and checkpoints included)."""
     os.environ.setdefault("STEPSTREAM_DATA_DIR", tempfile.mkdtemp(prefix="bench-rules-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
     import django
@@ -92,7 +94,7 @@ def inprocess(calls: int) -> dict:
 
     keys = create_project("bench-rules")["environments"][0]
     env = environment_for_key(keys["secret_key"], "secret")
-    for f in rule_flows(True):
+    for f in rule_flows(True) if with_rules else ():
         flows.publish(env, f)
     rng = random.Random(1)
     engine.do_identify(env, "p", {"plan": "free", "score": 0})
@@ -118,7 +120,8 @@ def inprocess(calls: int) -> dict:
             # CPU time of this thread: the cost without other processes' turns on the cores
             "cpu_p99_ms": round(_pct(cpu, 0.99), 3),
         }
-    results["segment_scan"] = segment_scan(env)
+    if with_rules:
+        results["segment_scan"] = segment_scan(env)
     snapshot = engine.snapshot(env, "p")
     results["person"] = {
         "instances": len(snapshot["flows"]),
@@ -263,7 +266,10 @@ def main() -> None:
     p.add_argument("--callers", type=int, default=4)
     p.add_argument("--skip-ws", action="store_true")
     args = p.parse_args()
-    report = {"inprocess_sqlite": inprocess(args.calls)}
+    report = {
+        "inprocess_sqlite": inprocess(args.calls),
+        "inprocess_sqlite_no_rules": inprocess(args.calls, with_rules=False),
+    }
     print(json.dumps(report), file=sys.stderr, flush=True)
     if not args.skip_ws:
         rates = {"with_conditions": [], "without_conditions": []}
