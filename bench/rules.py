@@ -78,7 +78,9 @@ def _pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
 
 
-def inprocess(calls: int) -> dict:
+def inprocess(calls: int, with_rules: bool = True) -> dict:
+    """track/identify timings; without rules: the same calls in an environment with no flows
+    (what the SQLite write itself costs, commit and checkpoints included)."""
     os.environ.setdefault("STEPSTREAM_DATA_DIR", tempfile.mkdtemp(prefix="bench-rules-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
     import django
@@ -92,7 +94,7 @@ def inprocess(calls: int) -> dict:
 
     keys = create_project("bench-rules")["environments"][0]
     env = environment_for_key(keys["secret_key"], "secret")
-    for f in rule_flows(True):
+    for f in rule_flows(True) if with_rules else ():
         flows.publish(env, f)
     rng = random.Random(1)
     engine.do_identify(env, "p", {"plan": "free", "score": 0})
@@ -118,12 +120,51 @@ def inprocess(calls: int) -> dict:
             # CPU time of this thread: the cost without other processes' turns on the cores
             "cpu_p99_ms": round(_pct(cpu, 0.99), 3),
         }
+    if with_rules:
+        results["segment_scan"] = segment_scan(env)
     snapshot = engine.snapshot(env, "p")
     results["person"] = {
         "instances": len(snapshot["flows"]),
         "seq": snapshot["seq"],
     }
     return results
+
+
+def segment_scan(env, people: int = 20000) -> dict:
+    """People per second that GET /segments/{id}/people scans, with and without events."""
+    from stepstream import segments
+    from stepstream.models import Person, TrackedEvent
+
+    Person.objects.bulk_create(
+        [Person(environment=env, person_key=f"s{i}", data={"n": i}) for i in range(people)],
+        batch_size=2000,
+    )
+    from django.utils import timezone
+
+    now = timezone.now()
+    ids = Person.objects.filter(environment=env, person_key__startswith="s").values_list(
+        "pk", flat=True
+    )
+    TrackedEvent.objects.bulk_create(
+        [TrackedEvent(person_id=pk, name="x", count=1, first_at=now, last_at=now) for pk in ids],
+        batch_size=2000,
+    )
+    out = {}
+    for name, condition in (
+        ("data", "has(person.n) && person.n % 3 == 0"),
+        ("data_and_events", "has(person.n) && person.n % 3 == 0 && has(events.x)"),
+    ):
+        segments.put(env, name, {"condition": condition})
+        started, found, after = time.perf_counter(), 0, None
+        while True:
+            page = segments.people_page(env, name, 1000, after)
+            found += len(page["people"])
+            after = page["next"]
+            if after is None:
+                break
+        seconds = time.perf_counter() - started
+        out[name] = {"members": found, "people_per_s": round((people + 1) / seconds)}
+    return out
 
 
 def _serve(data_dir: str, port: int) -> subprocess.Popen:
@@ -145,7 +186,12 @@ def _cli(data_dir: str, *args) -> str:
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env.pop("DATABASE_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "stepstream", *args], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "stepstream", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     ).stdout
 
 
@@ -220,7 +266,11 @@ def main() -> None:
     p.add_argument("--callers", type=int, default=4)
     p.add_argument("--skip-ws", action="store_true")
     args = p.parse_args()
-    report = {"inprocess_sqlite": inprocess(args.calls)}
+    report = {
+        "inprocess_sqlite": inprocess(args.calls),
+        "inprocess_sqlite_no_rules": inprocess(args.calls, with_rules=False),
+    }
+    print(json.dumps(report), file=sys.stderr, flush=True)
     if not args.skip_ws:
         rates = {"with_conditions": [], "without_conditions": []}
         for _ in range(2):

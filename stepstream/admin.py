@@ -13,9 +13,11 @@ from stepstream.models import (
     FlowInstance,
     Person,
     Project,
+    Segment,
     StateChange,
     Step,
     StepInstance,
+    TrackedEvent,
     Transition,
     Webhook,
     WebhookAttempt,
@@ -51,11 +53,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return False  # keys are made by the command line or the API, shown once
 
 
+class TrackedEventInline(admin.TabularInline):
+    """What the person has done (docs/rules.md): one aggregate per event name."""
+
+    model = TrackedEvent
+    fields = ["name", "count", "first_at", "last_at", "last_properties"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Person)
 class PersonAdmin(admin.ModelAdmin):
     list_display = ["person_key", "environment", "last_seq", "created_at"]
     search_fields = ["person_key"]
     readonly_fields = ["last_seq"]
+    inlines = [TrackedEventInline]
 
 
 class StepInline(admin.TabularInline):
@@ -107,7 +123,37 @@ class FlowInstanceAdmin(admin.ModelAdmin):
     list_filter = ["state"]
     readonly_fields = ["person", "flow", "flow_identifier", "state"]
     inlines = [StepInstanceInline]
-    actions = [_engine_action("pause"), _engine_action("resume"), _engine_action("exit")]
+    actions = [
+        _engine_action("pause"),
+        _engine_action("resume"),
+        _engine_action("exit"),
+        "restart_flows",
+    ]
+
+    @admin.action(description="Restart the selected flow instances (latest version)")
+    def restart_flows(self, request, queryset):
+        for instance in queryset.select_related("person__environment"):
+            person = instance.person
+            try:
+                engine.do_restart(person.environment, person.person_key, instance.flow_identifier)
+            except StepstreamError as e:
+                self.message_user(request, str(e), messages.WARNING)
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    """Read-only: a segment changes through PUT /segments, which compiles its condition
+    and makes people's next write see it (docs/rules.md)."""
+
+    list_display = ["identifier", "name", "environment", "condition", "version", "updated_at"]
+    search_fields = ["identifier", "name"]
+    readonly_fields = ["environment", "identifier", "name", "condition", "version"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(StateChange)
@@ -120,6 +166,7 @@ class StateChangeAdmin(admin.ModelAdmin):
         "previous_state",
         "state",
         "occurred_at",
+        "cause",
     ]
     list_filter = ["entity"]
 

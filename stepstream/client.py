@@ -87,6 +87,8 @@ class StateChange(TypedDict):
     flow_id: str
     occurred_at: str
     epoch: str
+    #: why it happened: {"kind": "call" | "automatic" | "start_when", ...} (docs/rules.md)
+    cause: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,6 +360,28 @@ class Client:
         """
         await self._until_live()
         instance = await self._request("transition", {"flow": flow, "transition": transition})
+        self._apply_instance(instance, instance["seq"])
+        return self.flows.get(instance["flow"]) or FlowState.from_instance(
+            instance, instance["seq"]
+        )
+
+    async def track(self, event: str, properties: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Records that the person did ``event``; rules it sets off run on the server.
+
+        Returns ``{"person_key", "event", "count", "seq"}``. The changes it caused
+        (flows started, automatic transitions) arrive as events, each with a
+        ``cause`` naming the event.
+        """
+        await self._until_live()
+        data: dict[str, Any] = {"event": event}
+        if properties is not None:
+            data["properties"] = properties
+        return await self._request("track", data)
+
+    async def restart(self, flow: str) -> FlowState:
+        """Replaces the person's instance of ``flow`` with a new one of its latest version."""
+        await self._until_live()
+        instance = await self._request("restart", {"flow": flow})
         self._apply_instance(instance, instance["seq"])
         return self.flows.get(instance["flow"]) or FlowState.from_instance(
             instance, instance["seq"]

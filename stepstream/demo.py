@@ -31,13 +31,84 @@ DEMO_FLOW = {
 }
 DEMO_PERSON = "demo-user"
 
+# Rules at work (docs/rules.md): flows the server starts and moves by itself.
+# A checklist whose items complete when the app tracks the matching events...
+HABITS_FLOW = {
+    "identifier": "habits",
+    "name": "Good habits",
+    "start_when": "has(events.searched) || has(events.commented)",
+    "steps": [
+        {"identifier": "begin", "name": "Good habits"},
+        {"identifier": "search", "name": "Search your tasks"},
+        {"identifier": "comment", "name": "Comment on a task"},
+        {"identifier": "search-done", "name": "Searched"},
+        {"identifier": "comment-done", "name": "Commented"},
+    ],
+    "transitions": [
+        {"identifier": "open", "from": "begin", "to": "search", "type": "automatic"},
+        {"identifier": "open", "from": "begin", "to": "comment", "type": "automatic"},
+        {
+            "identifier": "searched",
+            "from": "search",
+            "to": "search-done",
+            "type": "automatic",
+            "condition": "has(events.searched)",
+        },
+        {
+            "identifier": "commented",
+            "from": "comment",
+            "to": "comment-done",
+            "type": "automatic",
+            "condition": "has(events.commented)",
+        },
+    ],
+}
+# ... and a branch chosen by the person's plan, started when the app says a plan was chosen.
+PLAN_TIP_FLOW = {
+    "identifier": "plan-tip",
+    "name": "A tip for your plan",
+    "start_when": "has(events.chose_plan)",
+    "steps": [
+        {"identifier": "tip", "name": "Pick a tip"},
+        {"identifier": "pro-tip", "name": "Pro: automate recurring tasks"},
+        {"identifier": "free-tip", "name": "Free: upgrade for recurring tasks"},
+    ],
+    "transitions": [
+        {
+            "identifier": "by-plan",
+            "from": "tip",
+            "to": "pro-tip",
+            "type": "automatic",
+            "condition": 'person.plan == "pro"',
+        },
+        {
+            "identifier": "by-plan",
+            "from": "tip",
+            "to": "free-tip",
+            "type": "automatic",
+            "condition": '!has(person.plan) || person.plan != "pro"',
+        },
+    ],
+}
+RULE_FLOWS = (HABITS_FLOW, PLAN_TIP_FLOW)
+
+
+def _publish_rule_flows(env) -> None:
+    """Publishes the rule flows a demo made before them lacks (once)."""
+    for flow in RULE_FLOWS:
+        try:
+            flows.latest(env, flow["identifier"])
+        except NotFound:
+            flows.publish(env, flow)
+
 
 def _create() -> dict:
     keys = tenants.create_project("Stepstream demo")
     dev = keys["environments"][0]
     env = tenants.environment_for_key(dev["secret_key"], "secret")
     flows.publish(env, DEMO_FLOW)
-    people.put(env, DEMO_PERSON, {"name": "Demo User"})
+    _publish_rule_flows(env)
+    engine.do_put_person(env, DEMO_PERSON, {"name": "Demo User"})
     engine.do_start_flow(env, DEMO_PERSON, "onboarding")
     return dev
 
@@ -47,7 +118,7 @@ def _ensure_person(env: Environment) -> None:
     try:
         people.get(env, DEMO_PERSON)
     except NotFound:
-        people.put(env, DEMO_PERSON, {"name": "Demo User"})
+        engine.do_put_person(env, DEMO_PERSON, {"name": "Demo User"})
     with contextlib.suppress(Conflict):  # started already: keep its progress
         engine.do_start_flow(env, DEMO_PERSON, "onboarding")
 
@@ -88,7 +159,9 @@ def ensure_demo(base_url: str) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(keys, f)
-    _ensure_person(tenants.environment_for_key(keys["secret_key"], "secret"))
+    env: Environment = tenants.environment_for_key(keys["secret_key"], "secret")
+    _publish_rule_flows(env)
+    _ensure_person(env)
     sk, pk = keys["secret_key"], keys["publishable_key"]
     people_url = f"{base_url}/api/v1/people/{DEMO_PERSON}"
     return f"""
@@ -107,4 +180,6 @@ Try:
   curl -s -X POST -H 'Authorization: Bearer {sk}' -H 'Content-Type: application/json' \\
        -d '{{"transition": "start"}}' {people_url}/flows/onboarding/transitions
   curl -s -H 'Authorization: Bearer {sk}' '{people_url}/events?since_seq=0'
+  curl -s -X POST -H 'Authorization: Bearer {sk}' -H 'Content-Type: application/json' \
+       -d '{{"event": "searched"}}' {people_url}/track     <- a rule starts "habits"
 """

@@ -26,6 +26,7 @@ from stepstream.models import Environment, FlowInstance, Person
 from stepstream.store import InstanceRow, PersonRow, StepRow
 
 MAX_AUTOMATIC_ROUNDS = 10_000
+MAX_EVENT_NAMES = 1000  # distinct tracked event names per person (each is read by conditions)
 VIA = ("rest", "websocket", "admin")
 
 
@@ -210,11 +211,6 @@ class _Session:
             for a, _, _, cond in graph.auto_rules
         )
 
-    def load(self, flow_identifiers: list[str]) -> None:
-        """Reads several instances in one query (the ones a change may move)."""
-        for flow, found in store.read_instances(self.person.pk, flow_identifiers).items():
-            self.runs[flow] = _Run(self, *found)
-
     def set_data(self, data: dict) -> None:
         self._values["person"] = data
         self._context = None
@@ -300,21 +296,24 @@ class _Session:
                 candidates = sorted(f for f, row in self.instances().items() if row[2] == "active")
             else:
                 candidates = sorted(f for f, r in self.runs.items() if r.instance.state == "active")
-            selected = []
+            # Each instance is looked at in turn, against the person as the instances
+            # before it left them (so a later one sees an earlier one complete).
+            active_steps = None
             for flow in candidates:
                 if flow not in self.fresh and not self.everything:
                     graph = flows.graph(self.instances()[flow][1])
                     if not graph.auto_rules or not self.affected(graph.auto_deps):
                         continue
-                selected.append(flow)
-            unloaded = [f for f in selected if f not in self.runs]
-            if unloaded:  # read only the instances with an automatic transition ready to run
-                active = store.active_steps(self.person.pk, unloaded)
-                self.load([f for f in unloaded if self._ready(f, active.get(f, ()))])
-            for flow in selected:
-                if flow not in self.runs:
-                    continue
-                run = self.runs[flow]
+                run = self.runs.get(flow)
+                if run is None:
+                    # read in full only an instance with an automatic transition ready to
+                    # run; the active steps of those not read cannot change meanwhile
+                    if active_steps is None:
+                        unread = [f for f in candidates if f not in self.runs]
+                        active_steps = store.active_steps(self.person.pk, unread)
+                    if not self._ready(flow, active_steps.get(flow, ())):
+                        continue
+                    run = self.run(flow)
                 if run.instance.state == "active" and run.graph.auto_rules and run.settle():
                     progressed = True
             if not progressed:
@@ -545,6 +544,11 @@ def do_track(
         )
         session = _Session(environment, person, via, {"event": event}, created)
         count = store.bump_event(person.pk, event, session.recorder.now, properties)
+        if count == 1 and store.tracked_event_names(person.pk) > MAX_EVENT_NAMES:
+            raise Invalid(  # rolls the whole write back
+                f"Person '{person_key}' has tracked {MAX_EVENT_NAMES} different event names, "
+                "the most one person may have; track a known name."
+            )
         session.changed("events", event)
         session.settle()
         seq = session.save()

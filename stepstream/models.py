@@ -56,7 +56,7 @@ class Environment(models.Model):
     allowed_origins = models.JSONField(default=list, blank=True)
     # grows with every flow publish and segment change: people settled against an older
     # value get every condition evaluated at their next write (docs/architecture.md, Rules)
-    rules_version = models.BigIntegerField(default=0)
+    rules_version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         constraints = [
@@ -90,7 +90,8 @@ class Person(models.Model):
     data = models.JSONField(default=dict, blank=True)
     last_seq = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
-    rules_version = models.BigIntegerField(default=0)  # Environment.rules_version last settled
+    # the Environment.rules_version this person's conditions were last all evaluated under
+    rules_version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         verbose_name_plural = "people"

@@ -19,6 +19,7 @@ from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, Flow, FlowInstance, Person, Segment, TrackedEvent
 from stepstream.text import reject_nul
 
+MAX_SEGMENTS = 200  # each write that reads `segments` evaluates them all
 SCAN_BUDGET = 5000  # people evaluated per page request at most (bounds its time)
 SEGMENT_ROOTS = rules.SEGMENT_ROOTS
 compiled = rules.compiled
@@ -63,6 +64,8 @@ def put(environment: Environment, identifier, body) -> tuple[dict, bool]:
             .first()
         )
         created = segment is None
+        if created and Segment.objects.filter(environment=environment).count() >= MAX_SEGMENTS:
+            raise Invalid(f"An environment may have at most {MAX_SEGMENTS} segments.")
         if created:
             segment = Segment.objects.create(
                 environment=environment, identifier=identifier, name=name, condition=condition

@@ -12,7 +12,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from stepstream.errors import NotFound
 from stepstream.models import (
@@ -124,30 +124,22 @@ def _lock_person(environment_id: int, person_key: str) -> PersonRow | None:
 def lock_or_create_person(environment_id: int, person_key: str, data, check=None):
     """(the person locked, True when created now with `data`); `check(data)` runs before creating.
 
-    INSERT … ON CONFLICT DO NOTHING waits for a concurrent creator and then
-    finds its row, so two first writes for one key both succeed, one creating.
+    Created through the ORM (rare, and every field's default applies) in a
+    savepoint: a concurrent creator makes it fail with IntegrityError after
+    that creator commits, and the row is then found and locked.
     """
     row = _lock_person(environment_id, person_key)
     if row is not None:
         return row, False
     if check is not None:
         check(data)
-    now = connection.ops.adapt_datetimefield_value(_now())
-    with connection.cursor() as c:
-        c.execute(
-            f"INSERT INTO {P} (environment_id, person_key, data, last_seq, created_at, "
-            "rules_version) VALUES (%s, %s, %s, 0, %s, 0) "
-            "ON CONFLICT (environment_id, person_key) DO NOTHING",
-            [environment_id, person_key, _data_field.get_db_prep_value(data, connection), now],
-        )
-        created = c.rowcount == 1
+    created = True
+    try:
+        with transaction.atomic():
+            Person.objects.create(environment_id=environment_id, person_key=person_key, data=data)
+    except IntegrityError:
+        created = False
     return lock_person(environment_id, person_key), created
-
-
-def _now():
-    from django.utils import timezone
-
-    return timezone.now()
 
 
 def person_data(person_id: int) -> dict:
@@ -216,29 +208,6 @@ def active_steps(person_id: int, flow_identifiers: list[str]) -> dict[str, set[s
     return found
 
 
-def read_instances(person_id: int, flow_identifiers: list[str]) -> dict:
-    """flow identifier -> (InstanceRow, steps) for several instances, in one query."""
-    if not flow_identifiers:
-        return {}
-    marks = ", ".join(["%s"] * len(flow_identifiers))
-    with connection.cursor() as c:
-        c.execute(
-            f"SELECT i.id, i.flow_id, i.state, s.id, s.identifier, s.name, s.position, s.state, "
-            f"i.flow_identifier FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
-            f"WHERE i.person_id = %s AND i.flow_identifier IN ({marks}) "
-            "ORDER BY i.flow_identifier, s.position",
-            [person_id, *flow_identifiers],
-        )
-        rows = c.fetchall()
-    found: dict = {}
-    for r in rows:
-        if r[8] not in found:
-            found[r[8]] = (InstanceRow(py_uuid(r[0]), r[1], r[8], r[2]), [])
-        if r[3] is not None:
-            found[r[8]][1].append(StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7]))
-    return found
-
-
 def delete_instance(instance_id: uuid.UUID) -> None:
     """Restart replaces an instance: its rows go, its log rows stay."""
     with connection.cursor() as c:
@@ -267,6 +236,12 @@ def _datetime_from_db(value):
 
         value = value.replace(tzinfo=UTC)
     return value
+
+
+def tracked_event_names(person_id: int) -> int:
+    with connection.cursor() as c:
+        c.execute(f"SELECT COUNT(*) FROM {T} WHERE person_id = %s", [person_id])
+        return c.fetchone()[0]
 
 
 def bump_event(person_id: int, name: str, at, properties: dict) -> int:

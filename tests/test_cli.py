@@ -302,7 +302,12 @@ def test_serve_demo_prints_working_keys_and_reuses_them(tmp_path, env):
         steps = {s["identifier"]: s["state"] for s in instance["steps"]}
         assert steps["welcome"] == "completed"
         flows = httpx.get(f"{server.base}/api/v1/flows", headers=bearer(secret), timeout=5)
-        assert [f["version"] for f in flows.json()] == [1]  # the demo was created once
+        # the demo was created once: its flows (onboarding and the rules demo's) at version 1
+        assert [(f["identifier"], f["version"]) for f in flows.json()] == [
+            ("habits", 1),
+            ("onboarding", 1),
+            ("plan-tip", 1),
+        ]
 
 
 def test_serve_demo_serves_the_demo_page(tmp_path, env):

@@ -525,3 +525,107 @@ def test_a_condition_reading_now_is_looked_at_on_any_later_write(api):
     time.sleep(1.2)
     track(api, "t", "anything")  # reads nothing the condition names, but time has passed
     assert person_flows(api, "t")["onboarding"]["state"] == "active"
+
+
+def test_admin_shows_tracked_events_and_segments_and_restarts(admin_client, api, env):
+    from stepstream.models import FlowInstance, Person
+
+    api.put(url("segments", "pros"), {"condition": 'person.plan == "pro"', "name": "Paying"},
+            format="json")  # fmt: skip
+    publish(api, LINEAR_FLOW)
+    track(api, "adm", "opened_report", properties={"report": "weekly"})
+    api.post(url("people", "adm", "flows"), {"flow": "onboarding"}, format="json")
+    person = Person.objects.get(environment=env, person_key="adm")
+    page = admin_client.get(f"/admin/stepstream/person/{person.pk}/change/").content.decode()
+    assert "opened_report" in page and "weekly" in page
+    page = admin_client.get("/admin/stepstream/segment/").content.decode()
+    assert "pros" in page and "Paying" in page
+    instance = FlowInstance.objects.get(person=person)
+    response = admin_client.post(
+        "/admin/stepstream/flowinstance/",
+        {"action": "restart_flows", "_selected_action": [str(instance.pk)]},
+    )
+    assert response.status_code == 302
+    rows = log(api, "adm")
+    assert rows[-1]["cause"] == {"kind": "call", "via": "admin", "action": "restart"}
+    assert FlowInstance.objects.get(person=person).pk != instance.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_tracks_create_one_person_and_start_once(transactional_db):
+    """Threads tracking for a person who does not exist yet: one creates, all count, one start."""
+    from django.db import connection
+
+    from stepstream.models import TrackedEvent
+    from stepstream.tenants import create_project, environment_for_key
+    from tests.test_concurrency import run_threads
+
+    env = environment_for_key(create_project("race")["environments"][0]["secret_key"], "secret")
+    flows.publish(env, {**LINEAR_FLOW, "start_when": "has(events.hit)"})
+    answers = []
+
+    def work(i):
+        try:
+            answers.append(engine.do_track(env, "racer", "hit"))
+        finally:
+            connection.close()
+
+    assert run_threads(work, 8) == []
+    assert sorted(a["count"] for a in answers) == list(range(1, 9))
+    assert TrackedEvent.objects.get(person__person_key="racer").count == 8
+    snapshot = engine.snapshot(env, "racer")
+    assert [f["flow"] for f in snapshot["flows"]] == ["onboarding"] and snapshot["seq"] == 2
+
+
+def test_distinct_event_names_per_person_are_bounded(api, env, monkeypatch):
+    monkeypatch.setattr(engine, "MAX_EVENT_NAMES", 3)
+    for name in ("a", "b", "c"):
+        track(api, "many", name)
+    response = api.post(url("people", "many", "track"), {"event": "d"}, format="json")
+    assert any("3 different event names" in e for e in errors(response, 400))
+    assert track(api, "many", "a")["count"] == 2  # known names still count
+    from stepstream.models import TrackedEvent
+
+    assert sorted(TrackedEvent.objects.values_list("name", flat=True)) == ["a", "b", "c"]
+
+
+def test_segments_per_environment_are_bounded(api, monkeypatch):
+    from stepstream import segments
+
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 2)
+    for name in ("one", "two"):
+        assert (
+            api.put(url("segments", name), {"condition": "true"}, format="json").status_code == 201
+        )
+    assert errors(api.put(url("segments", "three"), {"condition": "true"}, format="json"), 400)
+    assert api.put(url("segments", "two"), {"condition": "false"}, format="json").status_code == 200
+
+
+def test_rules_run_in_the_documented_order_within_a_round(api):
+    """A completes by an automatic transition; B (later in order) waits on A in the same
+    round; C starts by start_when on A in the next round: B's changes come before C's."""
+
+    def two_steps(identifier, condition=None, start_when=None):
+        transition = {"identifier": "go", "from": "x", "to": "y", "type": "automatic"}
+        if condition:
+            transition["condition"] = condition
+        flow = {
+            "identifier": identifier,
+            "steps": [{"identifier": "x"}, {"identifier": "y"}],
+            "transitions": [transition],
+        }
+        return flow | ({"start_when": start_when} if start_when else {})
+
+    done = 'has(flows.a) && flows.a == "completed"'
+    publish(api, two_steps("a", condition="has(events.e)", start_when="true"))
+    publish(api, two_steps("b", condition=done, start_when="true"))
+    publish(api, two_steps("c", start_when=done))
+    put(api, "o", {}, 201)
+    assert {f: i["state"] for f, i in person_flows(api, "o").items()} == {
+        "a": "active",
+        "b": "active",
+    }
+    before = log(api, "o")[-1]["seq"]
+    track(api, "o", "e")
+    flows_in_order = list(dict.fromkeys(r["flow"] for r in log(api, "o") if r["seq"] > before))
+    assert flows_in_order == ["a", "b", "c"]

@@ -103,26 +103,30 @@ class Model:
     def __init__(self, definitions, segment):
         self.flows = {}
         for d in definitions:
-            steps = [s["identifier"] for s in d["steps"]]
-            ts = [
-                (t["identifier"], t["from"], t["to"], t["type"], t.get("condition"))
-                for t in d["transitions"]
-            ]
-            incoming = {t[2] for t in ts}
-            outgoing = {t[1] for t in ts}
-            self.flows[d["identifier"]] = {
-                "steps": steps,
-                "transitions": ts,
-                "start": [s for s in steps if s not in incoming],
-                "final": {s for s in steps if s not in outgoing},
-                "start_when": d.get("start_when"),
-            }
+            self.publish(d)
         self.segment = segment
         self.data: dict = {}
         self.events: dict = {}
         self.instances: dict = {}  # flow -> {"state", "steps": {step: state}}
+        self.graphs: dict = {}  # flow -> the graph of the version its instance runs
         self.log: list = []
         self.cause = ""
+
+    def publish(self, d):
+        steps = [s["identifier"] for s in d["steps"]]
+        ts = [
+            (t["identifier"], t["from"], t["to"], t["type"], t.get("condition"))
+            for t in d["transitions"]
+        ]
+        incoming = {t[2] for t in ts}
+        outgoing = {t[1] for t in ts}
+        self.flows[d["identifier"]] = {
+            "steps": steps,
+            "transitions": ts,
+            "start": [s for s in steps if s not in incoming],
+            "final": {s for s in steps if s not in outgoing},
+            "start_when": d.get("start_when"),
+        }
 
     def holds(self, text) -> bool:
         variables = {
@@ -152,7 +156,7 @@ class Model:
         if self.instances[flow]["steps"][step] == "active":
             return
         self.set_step(flow, step, "active")
-        if step in self.flows[flow]["final"]:
+        if step in self.graphs[flow]["final"]:
             self.set_step(flow, step, "completed")
 
     def take(self, flow, edges):
@@ -177,7 +181,7 @@ class Model:
         while True:
             ready = [
                 (a, b, "automatic")
-                for _, a, b, kind, cond in self.flows[flow]["transitions"]
+                for _, a, b, kind, cond in self.graphs[flow]["transitions"]
                 if kind == "automatic"
                 and steps[a] == "active"
                 and (cond is None or self.holds(cond))
@@ -192,7 +196,7 @@ class Model:
         return changed
 
     def start(self, flow, cause):
-        g = self.flows[flow]
+        g = self.graphs[flow] = self.flows[flow]
         self.instances[flow] = {"state": "inactive", "steps": dict.fromkeys(g["steps"], "inactive")}
         self.cause = cause
         self.set_flow(flow, "active")
@@ -216,6 +220,12 @@ class Model:
 
     def apply(self, op) -> int:
         kind = op[0]
+        if kind == "publish":  # not a write of the person: rules see it at their next write
+            self.publish(op[1])
+            return 200
+        if kind == "segment":
+            self.segment = op[1]
+            return 200
         if kind == "track":
             e = self.events.setdefault(op[1], {"count": 0})
             e["count"] += 1
@@ -236,7 +246,7 @@ class Model:
             steps = self.instances[flow]["steps"]
             edges = [
                 (a, b, "call")
-                for t, a, b, _, cond in self.flows[flow]["transitions"]
+                for t, a, b, _, cond in self.graphs[flow]["transitions"]
                 if t == name and steps[a] == "active" and (cond is None or self.holds(cond))
             ]
             if not edges:
@@ -272,7 +282,11 @@ class Model:
 def run_engine(env, op) -> int:
     kind = op[0]
     try:
-        if kind == "track":
+        if kind == "publish":
+            flows.publish(env, op[1])
+        elif kind == "segment":
+            segments.put(env, "s0", {"condition": op[1]})
+        elif kind == "track":
             engine.do_track(env, "p", op[1])
         elif kind == "put":
             engine.do_put_person(env, "p", op[1])
@@ -303,8 +317,17 @@ def run_engine(env, op) -> int:
     ),
     segment=conditions(with_segments=False),
     ops=st.lists(writes, max_size=14),
+    republished=st.lists(
+        st.tuples(st.integers(0, 14), st.sampled_from(FLOWS).flatmap(flow_definition)),
+        max_size=2,
+    ),
+    resegmented=st.lists(
+        st.tuples(st.integers(0, 14), conditions(with_segments=False)), max_size=1
+    ),
 )
-def test_engine_agrees_with_the_reference_model(definitions, segment, ops):
+def test_engine_agrees_with_the_reference_model(
+    definitions, segment, ops, republished, resegmented
+):
     from stepstream.tenants import create_project, environment_for_key
 
     project = create_project("model")
@@ -315,6 +338,11 @@ def test_engine_agrees_with_the_reference_model(definitions, segment, ops):
     model = Model(definitions, segment)
     engine.do_put_person(env, "p", {})
     model.settle()
+    ops = list(ops)  # new versions and segment changes land between the person's writes
+    for at, definition in republished:
+        ops.insert(min(at, len(ops)), ("publish", definition))
+    for at, condition in resegmented:
+        ops.insert(min(at, len(ops)), ("segment", condition))
     for op in ops:
         if op[0] in ("start", "transition", "restart", "pause", "resume", "exit") and (
             op[1] not in model.flows

@@ -32,7 +32,9 @@
  *   replaces the object (and its `steps` array), so `===` tells whether it changed.
  * @typedef {{entity: "flow"|"step", id: string, identifier: string, state: string,
  *   previous_state: string, seq: number, person_key: string, flow: string, flow_id: string,
- *   occurred_at: string, epoch: string}} StateChange
+ *   occurred_at: string, epoch: string,
+ *   cause: {kind: "call"|"automatic"|"start_when", via?: string,
+ *   action?: string, transition?: string, event?: string, data?: boolean}}} StateChange
  * @typedef {"connecting"|"live"|"reconnecting"|"closed"} Status
  * @typedef {string | (() => string | Promise<string>)} TokenSource
  *   A person token (JWT), or a function fetching a fresh one; a function is
@@ -319,6 +321,32 @@ export class StepstreamClient {
   async transition(flow, transition) {
     await this.whenLive();
     const instance = await this._request("transition", { flow, transition });
+    this._applyInstance(instance, instance.seq);
+    return this.flows.get(instance.flow) ?? instance;
+  }
+
+  /**
+   * Records that the person did `event` (e.g. "invited_teammate"). Rules it sets off
+   * (flows starting, automatic transitions) run on the server and arrive as events
+   * whose `cause` names the event (docs/rules.md).
+   * @param {string} event
+   * @param {object} [properties]
+   * @returns {Promise<{person_key: string, event: string, count: number, seq: number}>}
+   */
+  async track(event, properties) {
+    await this.whenLive();
+    return this._request("track", properties === undefined ? { event } : { event, properties });
+  }
+
+  /**
+   * Replaces the person's instance of `flow` with a new one of its latest version
+   * (the old one exits first unless it had finished). Rejects with 404 when there is none.
+   * @param {string} flow
+   * @returns {Promise<FlowState>}
+   */
+  async restart(flow) {
+    await this.whenLive();
+    const instance = await this._request("restart", { flow });
     this._applyInstance(instance, instance.seq);
     return this.flows.get(instance.flow) ?? instance;
   }
