@@ -28,6 +28,8 @@ class Record:
 
 
 def _timestamp(dt) -> str:
+    if isinstance(dt, str):  # already formatted by the database (stepstream/feed.py)
+        return dt
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -216,7 +216,10 @@ def test_every_change_is_delivered_signed_and_in_order_per_person(hook_server):
                 for key in people:
                     flip(rest, key)
             want = expected_events(rest, people)
-            assert receiver.wait_for(lambda: len(first_receipts_set(receiver)) >= len(want))
+            assert receiver.wait_for(lambda: len(first_receipts_set(receiver)) >= len(want), 60), (
+                len(want),
+                sorted(first_receipts_set(receiver)),
+            )
             assert first_receipts_set(receiver) == want
             for key, seqs in first_receipts(receiver).items():
                 assert seqs == sorted(seqs), key
@@ -344,7 +347,7 @@ def test_a_webhook_failing_past_the_window_is_disabled_and_enable_resumes_where_
             def state():
                 return rest.get(f"/webhooks/{hook['id']}").json()
 
-            assert receiver.wait_for(lambda: state()["state"] == "disabled", timeout=30)
+            assert receiver.wait_for(lambda: state()["state"] == "disabled", timeout=60)
             assert state()["failing_since"] is not None
             assert receiver.acknowledged() == []
             tries = len(receiver.requests)
@@ -356,7 +359,7 @@ def test_a_webhook_failing_past_the_window_is_disabled_and_enable_resumes_where_
             enabled = rest.post(f"/webhooks/{hook['id']}/enable")
             assert enabled.status_code == 200 and enabled.json()["state"] == "enabled"
             want = expected_events(rest, ["d"])
-            assert receiver.wait_for(lambda: first_receipts_set(receiver) >= want, timeout=30)
+            assert receiver.wait_for(lambda: first_receipts_set(receiver) >= want, timeout=60)
             assert first_receipts(receiver)["d"] == sorted(s for _, s in want)
             assert rest.get(f"/webhooks/{hook['id']}").json()["failing_since"] is None
         finally:
