@@ -235,7 +235,7 @@ def test_every_change_is_delivered_signed_and_in_order_per_person(hook_server):
                 return rest.get(f"/webhooks/{hook['id']}/deliveries", params={"limit": 5}).json()
 
             # the attempt log is written with the position, once a batch is acknowledged
-            assert receiver.wait_for(lambda: len(deliveries()) == 5, timeout=10)
+            assert receiver.wait_for(lambda: len(deliveries()) == 5, timeout=30)
             deliveries = deliveries()
             newest = deliveries[0]
             assert newest["webhook_id"] == hook["id"] and newest["status_code"] == 200
