@@ -513,7 +513,7 @@ def webhooks(args) -> dict:
     try:
         # 1. throughput: a backlog of events replayed to a new webhook ("after": "")
         env, keys = _tenant(FUNNEL)
-        backlog = _fill(env, "funnel", args.backlog // 5, events_per_person=4)
+        backlog = _fill(env, "funnel", args.backlog // 10, events_per_person=4)  # 10 each
         proc, url = _start_receiver(backlog, timeout=300)
         with httpx.Client(
             base_url=server.url + "/api/v1",

@@ -46,6 +46,8 @@ from stepstream.webhooks import signing
 from stepstream.webhooks.addresses import GuardedTransport
 
 logger = logging.getLogger("stepstream.webhooks")
+# httpx logs every request at INFO, URL included (a webhook URL may carry a token)
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 BATCH = 500
 KEEP_ATTEMPTS = 1000  # per webhook: the log of recent attempts
