@@ -500,6 +500,13 @@ def _start_receiver(expect: int, timeout: float):
     return proc, f"http://127.0.0.1:{port}/hook"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (a figure the machine's load does not skew)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def webhooks(args) -> dict:
     import httpx
     from django.db import connection
@@ -515,6 +522,26 @@ def webhooks(args) -> dict:
         env, keys = _tenant(FUNNEL)
         backlog = _fill(env, "funnel", args.backlog // 10, events_per_person=4)  # 10 each
         proc, url = _start_receiver(backlog, timeout=300)
+        cpu_before = _cpu_seconds(server.process.pid)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(server.process.pid),
+                    "--format",
+                    "raw",
+                    "--output",
+                    args.profile,
+                    "--nonblocking",
+                    "--duration",
+                    "20",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         with httpx.Client(
             base_url=server.url + "/api/v1",
             headers={"Authorization": f"Bearer {keys['secret_key']}"},
@@ -525,7 +552,12 @@ def webhooks(args) -> dict:
         summary.pop("latency_ms_p50"), summary.pop("latency_ms_p99"), summary.pop("latency_ms_max")
         summary["deliveries_per_s"] = round(summary["distinct"] / summary["first_to_last_s"])
         summary["lost"] = backlog - summary["distinct"]
+        cpu = _cpu_seconds(server.process.pid) - cpu_before
+        summary["server_cpu_ms_per_delivery"] = round(cpu * 1000 / summary["distinct"], 3)
+        summary["deliveries_per_server_cpu_s"] = round(summary["distinct"] / cpu)
         result["backlog"] = summary
+        if spy is not None:
+            spy.wait()
 
         # 2. latency: changes made live at a steady rate, commit to receipt
         env, keys = _tenant(LOOP_FLOW)
@@ -593,6 +625,7 @@ def main() -> None:
     h.add_argument("--rate", type=float, default=500.0, help="flips/s (2 events each)")
     h.add_argument("--seconds", type=float, default=10.0)
     h.add_argument("--concurrency", type=int, default=16)
+    h.add_argument("--profile", help="py-spy raw profile of the server during the backlog")
     r = sub.add_parser("receiver")
     r.add_argument("--port", type=int, required=True)
     r.add_argument("--expect", type=int, required=True)

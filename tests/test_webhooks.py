@@ -6,10 +6,8 @@ receiver (tests/receiver.py) with short retry timings.
 
 import asyncio
 import json
-import socket
 import time
 
-import httpcore
 import pytest
 
 from tests.helpers import LOOP_FLOW
@@ -114,31 +112,62 @@ def test_private_and_bad_urls_are_refused(api, url, says):
 
 def test_connect_time_check_refuses_a_name_that_resolves_to_a_private_address(settings):
     """Even a webhook accepted earlier cannot reach a private address: checked at connect."""
-    from stepstream.webhooks.addresses import GuardedBackend
+    from stepstream.webhooks.addresses import GuardedResolver, literal_refused
 
     settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": False}
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        with pytest.raises(httpcore.ConnectError, match="non-public"):
-            asyncio.run(GuardedBackend().connect_tcp("localhost", port, timeout=2))
+
+    async def resolve():
+        resolver = GuardedResolver()
+        try:
+            return await resolver.resolve("localhost", 80)
+        finally:
+            await resolver.close()
+
+    with pytest.raises(OSError, match="non-public"):
+        asyncio.run(resolve())
+    assert literal_refused("http://127.0.0.1:9/x") and literal_refused("http://[::1]/")
+    assert not literal_refused("http://93.184.215.14/") and not literal_refused("http://x.test/")
 
 
-def test_connect_time_check_connects_when_allowed(settings):
-    from stepstream.webhooks.addresses import GuardedBackend
+def test_connect_time_check_resolves_when_allowed(settings):
+    from stepstream.webhooks.addresses import GuardedResolver, literal_refused
 
     settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": True}
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
 
-        async def connect():
-            stream = await GuardedBackend().connect_tcp("localhost", port, timeout=2)
-            await stream.aclose()
+    async def resolve():
+        resolver = GuardedResolver()
+        try:
+            return await resolver.resolve("localhost", 80)
+        finally:
+            await resolver.close()
 
-        asyncio.run(connect())
+    assert any(r["host"] in ("127.0.0.1", "::1") for r in asyncio.run(resolve()))
+    assert not literal_refused("http://127.0.0.1:9/x")
+
+
+def test_a_server_refuses_to_send_to_a_private_address_at_connect_time(hook_server):
+    """Registered while allowed, then the server runs without the allowance: nothing is sent."""
+    receiver = Receiver()
+    server = hook_server()
+    keys = setup_tenant(server)
+    with server.rest(keys["secret_key"]) as rest:
+        hook = register(rest, receiver.url.replace("127.0.0.1", "localhost"))
+    server.stop()
+    strict = hook_server(STEPSTREAM_WEBHOOK_ALLOW_PRIVATE="0")
+    with strict.rest(keys["secret_key"]) as rest:
+        try:
+            start_person(rest, "s")
+
+            def errors():
+                found = rest.get(f"/webhooks/{hook['id']}/deliveries").json()
+                return [d["error"] for d in found]
+
+            assert receiver.wait_for(lambda: len(errors()) >= 2, timeout=30)
+            assert all("non-public" in e for e in errors()), errors()
+            assert receiver.requests == []
+        finally:
+            rest.delete(f"/webhooks/{hook['id']}")
+            receiver.close()
 
 
 # -- delivery through real servers -------------------------------------------
