@@ -34,6 +34,7 @@ A_FLOW = {
 B_DATA = {"ssn": "B-SECRET-123"}
 B_SCHEMA = {"type": "object", "properties": {"b_only_field": {"type": "string"}}}
 B_ORIGIN = "https://b-only.example"
+B_HOOK_URL = "https://b-only-hook.example/receive"
 NO_KEY_ROUTES = {"health", "ready", "openapi.json"}  # answer without a key, about no tenant
 
 
@@ -59,7 +60,19 @@ def pair(server, request):
         secret = b.post("/identity-verification/secret").json()["identity_secret"]
         assert b.put("/allowed-origins", json={"origins": [B_ORIGIN]}).status_code == 200
         b_keys_listed = b.get("/keys").json()
+    # B's webhook, made disabled in the database so that nothing is ever sent to its URL
+    hook_id = (
+        server.shell(
+            "from stepstream.models import Webhook; from stepstream.tenants import "
+            "environment_for_key as e; print(Webhook.objects.create(environment="
+            f"e('{b_keys['secret_key']}', 'secret'), url='{B_HOOK_URL}', secret='whsec_AAAA', "
+            "state='disabled').pk)"
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     return a_keys, {
+        "webhook_id": int(hook_id),
         **b_keys,
         "instance": instance,
         "identity_secret": secret,
@@ -75,6 +88,7 @@ def b_markers(b: dict) -> list[str]:
         "b_only_field",
         "b-step-one",
         B_ORIGIN,
+        B_HOOK_URL,
         b["instance"]["id"],
         *[s["id"] for s in b["instance"]["steps"]],
         b["identity_secret"],
@@ -116,6 +130,10 @@ def assert_b_untouched(server, b: dict) -> None:
         assert rest.get("/allowed-origins").json() == {"origins": [B_ORIGIN]}
         assert all(k["revoked_at"] is None for k in rest.get("/keys").json())
         assert len(rest.get("/keys").json()) == 2
+        hooks = rest.get("/webhooks").json()
+        assert [(h["id"], h["url"], h["state"]) for h in hooks] == [
+            (b["webhook_id"], B_HOOK_URL, "disabled")
+        ]
 
 
 # Every authenticated route, and what A's secret key does with it against B's objects.
@@ -156,6 +174,13 @@ def walk_rest(a, b: dict) -> set[str]:
     naming_b(r"^flows/(?P<identifier>[^/]+)$", "GET", "/flows/secret-flow")
     for key_id in b["key_ids"]:
         naming_b(r"^keys/(?P<key_id>[0-9]{1,18})/revoke$", "POST", f"/keys/{key_id}/revoke")
+    hook = rf"/webhooks/{b['webhook_id']}"
+    naming_b(r"^webhooks/(?P<hook_id>[0-9]{1,18})$", "GET", hook)
+    naming_b(r"^webhooks/(?P<hook_id>[0-9]{1,18})$", "DELETE", hook)
+    naming_b(r"^webhooks/(?P<hook_id>[0-9]{1,18})/enable$", "POST", f"{hook}/enable")
+    naming_b(r"^webhooks/(?P<hook_id>[0-9]{1,18})/deliveries$", "GET", f"{hook}/deliveries")
+    analytics = r"^flows/(?P<identifier>[^/]+)/analytics$"
+    naming_b(analytics, "GET", "/flows/secret-flow/analytics")
 
     # calls that name nothing of B's: A's own, with none of B's in them
     assert about_a("schema/person", "GET", "/schema/person").json() == {}
@@ -170,9 +195,14 @@ def walk_rest(a, b: dict) -> set[str]:
         "unsigned_requests": 0,
         "has_identity_secret": False,
     }
+    assert about_a("webhooks", "GET", "/webhooks").json() == []
+    assert about_a("events", "GET", "/events").json()["events"] == []
     # writes land in A only
     about_a("schema/person", "PUT", "/schema/person", {"type": "object"})
     assert about_a("flows", "POST", "/flows", A_FLOW, status=201).json()["version"] == 1
+    mine = about_a(analytics, "GET", "/flows/secret-flow/analytics").json()
+    assert [s["identifier"] for s in mine["steps"]] == ["a-one", "a-two"]
+    assert mine["instances"]["total"] == 0
     about_a("keys", "POST", "/keys", {"kind": "publishable"}, status=201)
     about_a("allowed-origins", "PUT", "/allowed-origins", {"origins": ["https://a.example"]})
     about_a("allowed-origins", "PUT", "/allowed-origins", {"origins": []})
@@ -188,6 +218,7 @@ def walk_rest(a, b: dict) -> set[str]:
     ).json()
     assert started["seq"] == 2 and started["id"] != b["instance"]["id"]
     assert len(about_a(rf"^people/{K}/events$", "GET", "/people/carol/events").json()) == 2
+    about_a("events", "GET", "/events?limit=10")  # A's own changes, none of B's
     about_a(person, "DELETE", "/people/carol", status=204)
     return walked
 
