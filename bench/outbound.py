@@ -561,7 +561,7 @@ def webhooks(args) -> dict:
 
         # 2. latency: changes made live at a steady rate, commit to receipt
         env, keys = _tenant(LOOP_FLOW)
-        persons = [f"l{i}" for i in range(64)]
+        persons = [f"l{i}" for i in range(args.people)]
         for key in persons:
             people.put(env, key, {})
             engine.do_start_flow(env, key, "loop")
@@ -582,7 +582,8 @@ def webhooks(args) -> dict:
             interval = writers / args.rate
             next_at = time.monotonic()
             for n in range(per):
-                engine.do_transition(env, persons[i + writers * (n % 16)], "loop", "flip")
+                key = persons[(i + writers * n) % len(persons)]
+                engine.do_transition(env, key, "loop", "flip")
                 next_at += interval
                 pause = next_at - time.monotonic()
                 if pause > 0:
@@ -625,6 +626,7 @@ def main() -> None:
     h.add_argument("--rate", type=float, default=500.0, help="flips/s (2 events each)")
     h.add_argument("--seconds", type=float, default=10.0)
     h.add_argument("--concurrency", type=int, default=16)
+    h.add_argument("--people", type=int, default=1000, help="people changing in the live part")
     h.add_argument("--profile", help="py-spy raw profile of the server during the backlog")
     r = sub.add_parser("receiver")
     r.add_argument("--port", type=int, required=True)
