@@ -47,6 +47,8 @@ def epoch(person_id: int) -> str:
 
 
 def _timestamp(dt) -> str:
+    if isinstance(dt, str):  # already formatted by the database (stepstream/feed.py)
+        return dt
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

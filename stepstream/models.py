@@ -215,8 +215,6 @@ class StateChange(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["person", "seq"], name="seq_unique_per_person")
         ]
-        # flow analytics read a version's changes by instance (stepstream/analytics.py)
-        indexes = [models.Index(fields=["flow_instance_id"], name="statechange_instance")]
         ordering = ["person", "seq"]
 
     def __str__(self):

@@ -77,7 +77,7 @@ class Receiver:
         with self.lock:
             return [r for r in self.requests if 200 <= r["status"] < 300]
 
-    def wait_for(self, predicate, timeout=30.0):
+    def wait_for(self, predicate, timeout=60.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():

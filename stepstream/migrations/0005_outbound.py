@@ -73,10 +73,6 @@ class Migration(migrations.Migration):
             ],
             database_operations=[migrations.RunPython(add_xid, drop_xid)],
         ),
-        migrations.AddIndex(
-            model_name='statechange',
-            index=models.Index(fields=['flow_instance_id'], name='statechange_instance'),
-        ),
         migrations.AddField(
             model_name='webhook',
             name='environment',

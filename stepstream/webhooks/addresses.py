@@ -2,20 +2,20 @@
 
 At registration the URL's host is resolved and refused if any address is
 loopback, private, link-local or otherwise not global. At every connection
-the host is resolved again by `GuardedBackend`, the HTTP client's network
-layer, which checks each address and then connects to the checked address
-itself, so a DNS answer that changed since registration (DNS rebinding)
-cannot reach an internal service. STEPSTREAM_WEBHOOK_ALLOW_PRIVATE=1 lifts
+the host is resolved again by `GuardedResolver`, the HTTP client's resolver,
+which checks each address; the client connects to the checked addresses,
+so a DNS answer that changed since registration (DNS rebinding) cannot
+reach an internal service. STEPSTREAM_WEBHOOK_ALLOW_PRIVATE=1 lifts
 both checks, for development and tests.
 """
 
-import asyncio
+import errno
 import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
 from django.conf import settings
 
 from stepstream.errors import Invalid
@@ -62,47 +62,39 @@ def check_url(url) -> str:
     return url
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks every address, then connects to a checked address (no second lookup)."""
+class GuardedResolver(AbstractResolver):
+    """The HTTP client's resolver: refuses a host when any of its addresses is not public.
+
+    aiohttp connects to the addresses its resolver returns, so the address
+    checked is the address used (no second lookup for a rebinding DNS server
+    to answer differently). A URL with a literal IP address skips resolvers:
+    `literal_refused` checks those.
+    """
 
     def __init__(self):
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = ThreadedResolver()
 
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        found = await self._inner.resolve(host, port, family)
         if not allow_private():
-            loop = asyncio.get_running_loop()
-            try:
-                found = await asyncio.wait_for(
-                    loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
+            bad = sorted({r["host"] for r in found if blocked(r["host"])})
+            if bad or not found:
+                raise OSError(  # (errno, text): aiohttp keeps only these two
+                    errno.EPERM,
+                    f"{host} resolves to a non-public address ({', '.join(bad)}); "
+                    "refused at connect time",
                 )
-            except (OSError, TimeoutError) as e:
-                raise httpcore.ConnectError(f"cannot resolve {host}: {e}") from None
-            addresses = [info[4][0] for info in found]
-            if not addresses or any(blocked(a) for a in addresses):
-                raise httpcore.ConnectError(
-                    f"{host} resolves to a non-public address; refused at connect time"
-                )
-            host = addresses[0]
-        return await self._inner.connect_tcp(
-            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-        )
+        return found
 
-    async def connect_unix_socket(self, *args, **kwargs):
-        raise httpcore.ConnectError("webhooks do not use Unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        await self._inner.close()
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with its connection pool on `GuardedBackend`."""
-
-    def __init__(self, max_connections: int):
-        super().__init__(trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-            network_backend=GuardedBackend(),
-        )
+def literal_refused(url: str) -> bool:
+    """True when the URL's host is an IP address that webhooks may not reach."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: the resolver checks it
+    return not allow_private() and blocked(host)
