@@ -124,10 +124,13 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         page.evaluate("window.notReloaded = true")
         welcome, invite = active(page, "welcome"), active(page, "invite")
         assert welcome >= 1
+        done = "[data-row-step=welcome] [data-cell=completed]"
+        completed = int(page.inner_text(done))
         url = "/people/demo-user/flows/onboarding/transitions"
         assert rest.post(url, json={"transition": "start"}).status_code == 200
         wait_active(page, "welcome", welcome - 1)
         wait_active(page, "invite", invite + 1)
+        page.wait_for_selector(f"{done}:text-is('{completed + 1}')")  # the funnel follows
         assert rest.post(url, json={"transition": "invited"}).status_code == 200
         wait_active(page, "invite", invite)
         page.wait_for_timeout(700)  # the highlight of a changed count fades

@@ -162,7 +162,7 @@ def _funnel(analytics: dict, names: dict) -> dict:
                 "y": i * FUNNEL_ROW,
                 "reached_w": round(FUNNEL_BAR * reached / top, 1),
                 "completed_w": round(FUNNEL_BAR * completed / top, 1),
-                "rate": f"{100 * completed / reached:.0f}%" if reached else "—",
+                "rate": f"{int(100 * completed / reached + 0.5)}%" if reached else "—",
                 "median": _estimate(step["median_seconds_to_complete"]),
             }
         )
