@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import time
+import uuid
 from datetime import timedelta
 from html import unescape
 
@@ -493,6 +494,9 @@ def test_layout_of_a_large_flow_is_quick_and_complete():
 # -- the live socket, on a real server ---------------------------------------------
 
 
+LIVE_USER = f"ada-{uuid.uuid4().hex[:8]}"  # servers on PostgreSQL share one database
+
+
 @pytest.fixture(scope="module")
 def live_server_with_staff(tmp_path_factory):
     from tests.servers import Server
@@ -503,7 +507,7 @@ def live_server_with_staff(tmp_path_factory):
         "createsuperuser",
         "--noinput",
         "--username",
-        "ada",
+        LIVE_USER,
         "--email",
         "ada@example.com",
         DJANGO_SUPERUSER_PASSWORD=PASSWORD,
@@ -530,7 +534,7 @@ def sign_in(server) -> str:
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
         done = http.post(
             "/dashboard/login/",
-            data={"username": "ada", "password": PASSWORD, "csrfmiddlewaretoken": token},
+            data={"username": LIVE_USER, "password": PASSWORD, "csrfmiddlewaretoken": token},
         )
         assert done.status_code == 302, done.text
         return http.cookies["sessionid"]
