@@ -277,7 +277,8 @@ def test_counters_kept_by_triggers_match_the_instances_whatever_happens(env, dem
             .annotate(n=Count("id"))
         )
         for identifier, state, n in steps:
-            expected.setdefault(identifier, {})[state] = n
+            if state != "inactive":  # steps count only active and completed
+                expected.setdefault(identifier, {})[state] = n
         own = FlowInstance.objects.filter(flow=flow).values_list("state").annotate(n=Count("id"))
         for state, n in own:
             expected.setdefault("", {})[state] = n
