@@ -92,20 +92,26 @@ def _orphan_steps(postgres: bool) -> str:
 
 
 def _duration_insert(postgres: bool) -> str:
+    """One histogram upsert per step completion; the previous change of that step instance
+    (its activation) is read once, through the (person, seq) index."""
     previous = (
         f"(SELECT p.occurred_at FROM {L} p WHERE p.person_id = NEW.person_id "
         f"AND p.object_id = NEW.object_id AND p.seq < NEW.seq ORDER BY p.seq DESC LIMIT 1)"
     )
     if postgres:
-        ms = f"EXTRACT(EPOCH FROM (NEW.occurred_at - {previous})) * 1000.0"
-    else:
-        ms = f"(julianday(NEW.occurred_at) - julianday({previous})) * 86400000.0"
-    bucket = f"(SELECT MIN(b.bucket) FROM {B} b WHERE b.upper_ms >= {ms})"
+        ms = "EXTRACT(EPOCH FROM (NEW.occurred_at - x.prev)) * 1000.0"
+        # bucket k holds durations up to 2^(k/4) ms: k = ceil(4 log2 ms), as the table says
+        bucket = f"LEAST({BUCKETS - 1}, CEIL(4 * LN(GREATEST({ms}, 1.0)) / LN(2))::int)"
+    else:  # SQLite may be built without math functions: the boundaries are a table
+        ms = "(julianday(NEW.occurred_at) - julianday(x.prev)) * 86400000.0"
+        bucket = (
+            f"COALESCE((SELECT MIN(b.bucket) FROM {B} b WHERE b.upper_ms >= {ms}), {BUCKETS - 1})"
+        )
     return (
         f"INSERT INTO {D} (flow_id, identifier, bucket, shard, n) "
-        f"SELECT i.flow_id, NEW.identifier, COALESCE({bucket}, {BUCKETS - 1}), "
-        f"NEW.person_id % {SHARDS}, 1 FROM {I} i "
-        f"WHERE i.id = NEW.flow_instance_id AND {previous} IS NOT NULL "
+        f"SELECT i.flow_id, NEW.identifier, {bucket}, NEW.person_id % {SHARDS}, 1 "
+        f"FROM {I} i, (SELECT {previous} AS prev) x "
+        f"WHERE i.id = NEW.flow_instance_id AND x.prev IS NOT NULL "
         f"ON CONFLICT (flow_id, identifier, bucket, shard) DO UPDATE SET n = {D}.n + 1;"
     )
 
