@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 DOCS = ROOT / "docs"
 PASSWORD = "a staff password for the browser test"
-USER = f"ada-{uuid.uuid4().hex[:8]}"  # servers on PostgreSQL share one database
+# servers on PostgreSQL share one database: a user of its own there
+USER = f"ada-{uuid.uuid4().hex[:8]}" if os.environ.get("DATABASE_URL") else "ada"
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
