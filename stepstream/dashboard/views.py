@@ -1,6 +1,6 @@
 """The dashboard's pages: server-rendered, for signed-in staff users only.
 
-Every read goes through `queries` (SQL aggregates, a constant number of
+Every read goes through `queries` (counters and aggregates, a constant number of
 queries per page); the only writes are key rotation and revocation, through
 `stepstream.tenants`, each behind a confirmation page and a CSRF-checked POST.
 No secret key is ever put in a page: a rotation from here makes a new
