@@ -318,9 +318,10 @@ class StepCount(models.Model):
     update these rows in the same transaction as every insert, state update or
     delete of a step or flow instance, whatever code runs it, so the
     dashboard reads a flow's counts from a few rows instead of aggregating
-    every instance. `identifier` is the step's, or "" for the flow's own
-    instances. Rows are spread over `shard`s (the person's id modulo 16) so
-    concurrent writers of one flow do not queue on one row; readers sum them.
+    every instance. `identifier` is the step's (only `n_active` and
+    `n_completed` are kept for steps), or "" for the flow's own instances.
+    Rows are spread over `shard`s (the person's id modulo 16) so concurrent
+    writers of one flow do not queue on one row; readers sum them.
     """
 
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, db_constraint=False, related_name="+")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import time
+import uuid
 from datetime import timedelta
 from html import unescape
 
@@ -276,7 +277,8 @@ def test_counters_kept_by_triggers_match_the_instances_whatever_happens(env, dem
             .annotate(n=Count("id"))
         )
         for identifier, state, n in steps:
-            expected.setdefault(identifier, {})[state] = n
+            if state != "inactive":  # steps count only active and completed
+                expected.setdefault(identifier, {})[state] = n
         own = FlowInstance.objects.filter(flow=flow).values_list("state").annotate(n=Count("id"))
         for state, n in own:
             expected.setdefault("", {})[state] = n
@@ -493,6 +495,9 @@ def test_layout_of_a_large_flow_is_quick_and_complete():
 # -- the live socket, on a real server ---------------------------------------------
 
 
+LIVE_USER = f"ada-{uuid.uuid4().hex[:8]}"  # servers on PostgreSQL share one database
+
+
 @pytest.fixture(scope="module")
 def live_server_with_staff(tmp_path_factory):
     from stepstream.testing.servers import Server
@@ -503,7 +508,7 @@ def live_server_with_staff(tmp_path_factory):
         "createsuperuser",
         "--noinput",
         "--username",
-        "ada",
+        LIVE_USER,
         "--email",
         "ada@example.com",
         DJANGO_SUPERUSER_PASSWORD=PASSWORD,
@@ -530,7 +535,7 @@ def sign_in(server) -> str:
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
         done = http.post(
             "/dashboard/login/",
-            data={"username": "ada", "password": PASSWORD, "csrfmiddlewaretoken": token},
+            data={"username": LIVE_USER, "password": PASSWORD, "csrfmiddlewaretoken": token},
         )
         assert done.status_code == 302, done.text
         return http.cookies["sessionid"]
@@ -589,7 +594,8 @@ def test_live_socket_sends_counts_on_watch_and_after_each_change(live_server_wit
         )
         first = receive(socket)
         assert first["event"] == "counts" and first["flow"] == "onboarding"
-        welcome = first["active"]["welcome"]
+        welcome = first["active"].get("welcome", 0)
+        assert welcome >= 2, first
         assert welcome >= 2
         began = time.monotonic()
         transition = "/people/c-1/flows/onboarding/transitions"

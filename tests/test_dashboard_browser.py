@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 DOCS = ROOT / "docs"
 PASSWORD = "a staff password for the browser test"
+# servers on PostgreSQL share one database: a user of its own there
+USER = f"ada-{uuid.uuid4().hex[:8]}" if os.environ.get("DATABASE_URL") else "ada"
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -88,7 +91,7 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
             "createsuperuser",
             "--noinput",
             "--username",
-            "ada",
+            USER,
             "--email",
             "ada@example.com",
             DJANGO_SUPERUSER_PASSWORD=PASSWORD,
@@ -97,11 +100,16 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         keys = json.loads((tmp_path / "data" / "demo.json").read_text())
         rest = server.rest(keys["secret_key"])
         populate(rest)
+        out = server.shell(
+            "from stepstream import tenants\n"
+            f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
+        )
+        env = int(out.strip().splitlines()[-1])  # 1 on SQLite; any id on a shared PostgreSQL
 
         # 1. refused without a session; a wrong password is refused; the right one lets in
-        page.goto(f"{server.url}/dashboard/1/flows/")
+        page.goto(f"{server.url}/dashboard/{env}/flows/")
         assert "/dashboard/login/" in page.url
-        page.fill("input[name=username]", "ada")
+        page.fill("input[name=username]", USER)
         page.fill("input[name=password]", "not the password")
         page.click("button[type=submit]")
         page.wait_for_selector("#login-error")
@@ -110,13 +118,13 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         shot(page, "dashboard-login", docs=True)
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
-        page.wait_for_url("**/dashboard/1/flows/")
+        page.wait_for_url(f"**/dashboard/{env}/flows/")
         page.goto(f"{server.url}/dashboard/")
         shot(page, "dashboard-environments", docs=True)
         no_keys_in(page, keys)
 
         # 2. the environment, its flows, the onboarding flow drawn with live counts
-        page.click("[data-environment=development]")
+        page.click(f"[data-environment=development][href='/dashboard/{env}/flows/']")
         page.wait_for_selector("[data-flow=onboarding]")
         shot(page, "dashboard-flows", docs=True)
         page.click("[data-flow=onboarding]")
@@ -124,10 +132,13 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         page.evaluate("window.notReloaded = true")
         welcome, invite = active(page, "welcome"), active(page, "invite")
         assert welcome >= 1
+        done = "[data-row-step=welcome] [data-cell=completed]"
+        completed = int(page.inner_text(done))
         url = "/people/demo-user/flows/onboarding/transitions"
         assert rest.post(url, json={"transition": "start"}).status_code == 200
         wait_active(page, "welcome", welcome - 1)
         wait_active(page, "invite", invite + 1)
+        page.wait_for_selector(f"{done}:text-is('{completed + 1}')")  # the funnel follows
         assert rest.post(url, json={"transition": "invited"}).status_code == 200
         wait_active(page, "invite", invite)
         page.wait_for_timeout(700)  # the highlight of a changed count fades
@@ -192,7 +203,7 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         page.wait_for_selector("nav.sections a[aria-current=page]:text('Keys')")
 
         # keyboard: the steps of the graph can be reached with Tab
-        page.goto(f"{server.url}/dashboard/1/flows/onboarding/")
+        page.goto(f"{server.url}/dashboard/{env}/flows/onboarding/")
         page.focus("[data-step=welcome]")
         page.keyboard.press("Tab")
         focused = page.evaluate("document.activeElement.dataset.step")
@@ -201,7 +212,7 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         # 6. signed out: pages are refused again
         page.click("text=Sign out")
         page.wait_for_url("**/dashboard/login/")
-        page.goto(f"{server.url}/dashboard/1/people/")
+        page.goto(f"{server.url}/dashboard/{env}/people/")
         assert "/dashboard/login/" in page.url
         assert page.errors == []
         rest.close()

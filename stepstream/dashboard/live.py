@@ -8,10 +8,11 @@ only from a page of the same origin (a cross-site page gets 4403).
 Two things can be watched (one JSON message each, answered at once):
 
 * `{"action": "watch_flow", "environment": ID, "flow": IDENTIFIER, "version": N}`:
-  the socket gets `{"event": "counts", "flow", "version", "active": {step: n}}`
+  the socket gets `{"event": "counts", "flow", "active": {step: n}, "steps":
+  {step: {"reached", "completed"}}, "instances": {state: n, "total"}}`
   at once and whenever the counts change. Counts are absolute, recomputed
-  with one SQL aggregate (`queries.active_counts`) when the log shows a
-  change to that flow, so a reconnect simply gets the right numbers again:
+  from the trigger-kept counters (`queries.state_counts`, a few rows) when
+  the log shows a change to that flow, so a reconnect simply gets the right numbers again:
   there is no client-side arithmetic to drift. The log is followed by id
   (as the hub's log path does) for the environments watched, plus a full
   recount every few seconds that catches rows committed out of id order on
@@ -211,6 +212,20 @@ class DashboardSocket:
         self.reply(event="watching", person_key=person_key, seq=last_seq)
 
 
+def _counts(flow_pk: int) -> dict:
+    """What a flow page shows live: active per step, the funnel's numbers, instances by state."""
+    by_step = queries.state_counts([flow_pk])[flow_pk]
+    own = by_step.pop("", {})
+    return {
+        "active": {step: c["active"] for step, c in by_step.items() if c["active"]},
+        "steps": {
+            step: {"reached": c["active"] + c["completed"], "completed": c["completed"]}
+            for step, c in by_step.items()
+        },
+        "instances": {**own, "total": sum(own.values())},
+    }
+
+
 def _flow_pk(env_id: int, identifier: str, version: int | None) -> int | None:
     from stepstream.models import Flow
 
@@ -259,7 +274,7 @@ class FlowCounts:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._follow())
         # a fresh count for the newcomer: changes from here on mark the watch dirty
-        counts = await dbthreads.run(queries.active_counts, flow_pk)
+        counts = await dbthreads.run(_counts, flow_pk)
         conn.push(self._message(watch, counts))
         watch.dirty = True  # a recount racing this one may have pushed older numbers
 
@@ -276,7 +291,7 @@ class FlowCounts:
                 "event": "counts",
                 "flow": watch.identifier,
                 "flow_id": watch.flow_pk,
-                "active": counts,
+                **counts,
             }
         ).decode()
 
@@ -316,7 +331,7 @@ class FlowCounts:
             if not watch.dirty:
                 continue
             watch.dirty = False
-            counts = await dbthreads.run(queries.active_counts, watch.flow_pk)
+            counts = await dbthreads.run(_counts, watch.flow_pk)
             self.stats["recounts"] += 1
             if counts != watch.counts:
                 watch.counts = counts

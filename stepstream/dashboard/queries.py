@@ -1,8 +1,9 @@
 """Every database read the dashboard makes, in one place.
 
-Counts are SQL aggregates (GROUP BY over step and flow instances, window
-functions over the log), never a query per person, so a page costs the same
-number of queries whatever the number of people. `flow_analytics` answers in
+Counts come from the counters database triggers keep (`counters.py`), summed
+over a few rows per step; everything else is an aggregate or a page of rows,
+never a query per person, so a page costs the same number of queries
+whatever the number of people. `flow_analytics` answers in
 the shape of `GET /flows/{identifier}/analytics` (the contract's Analytics
 section) so it can be swapped for that module's function at merge.
 

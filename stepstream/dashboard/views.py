@@ -1,6 +1,6 @@
 """The dashboard's pages: server-rendered, for signed-in staff users only.
 
-Every read goes through `queries` (SQL aggregates, a constant number of
+Every read goes through `queries` (counters and aggregates, a constant number of
 queries per page); the only writes are key rotation and revocation, through
 `stepstream.tenants`, each behind a confirmation page and a CSRF-checked POST.
 No secret key is ever put in a page: a rotation from here makes a new
@@ -162,7 +162,7 @@ def _funnel(analytics: dict, names: dict) -> dict:
                 "y": i * FUNNEL_ROW,
                 "reached_w": round(FUNNEL_BAR * reached / top, 1),
                 "completed_w": round(FUNNEL_BAR * completed / top, 1),
-                "rate": f"{100 * completed / reached:.0f}%" if reached else "—",
+                "rate": f"{int(100 * completed / reached + 0.5)}%" if reached else "—",
                 "median": _estimate(step["median_seconds_to_complete"]),
             }
         )

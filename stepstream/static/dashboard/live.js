@@ -36,6 +36,7 @@ function connect() {
     const event = JSON.parse(message.data);
     if (event.event === "counts") {
       applyCounts(event.active);
+      applyFunnel(event.steps ?? {}, event.instances ?? {});
       setStatus("live");
     } else if (event.event === "watching") {
       setStatus("live");
@@ -74,6 +75,35 @@ function applyCounts(active) {
     if (label) node.setAttribute("aria-label", label.replace(/: \d+ active now/, `: ${n} active now`));
     node.classList.add("bump");
     setTimeout(() => node.classList.remove("bump"), 600);
+  }
+}
+
+function applyFunnel(steps, instances) {
+  for (const [state, n] of Object.entries(instances)) {
+    const kpi = document.querySelector(`[data-kpi="${state}"]`);
+    if (kpi) kpi.textContent = String(n);
+  }
+  const chart = document.querySelector("svg.funnel");
+  if (!chart) return;
+  const width = Number(chart.dataset.barWidth);
+  const top = Math.max(1, ...Object.values(steps).map((s) => s.reached));
+  for (const row of chart.querySelectorAll("[data-funnel-step]")) {
+    const step = steps[row.dataset.funnelStep] ?? { reached: 0, completed: 0 };
+    const rate = step.reached ? `${Math.round((100 * step.completed) / step.reached)}%` : "—";
+    row.querySelector('[data-bar="reached"]').setAttribute("width", ((width * step.reached) / top).toFixed(1));
+    row.querySelector('[data-bar="completed"]').setAttribute("width", ((width * step.completed) / top).toFixed(1));
+    row.querySelector("[data-numbers]").textContent = `${step.completed} / ${step.reached} · ${rate} · ${row.dataset.median}`;
+    const cells = document.querySelector(`[data-row-step="${row.dataset.funnelStep}"]`);
+    if (cells) {
+      cells.querySelector('[data-cell="reached"]').textContent = String(step.reached);
+      cells.querySelector('[data-cell="completed"]').textContent = String(step.completed);
+      cells.querySelector('[data-cell="rate"]').textContent = rate;
+    }
+  }
+  for (const node of document.querySelectorAll("[data-row-step]")) {
+    const cell = node.querySelector('[data-cell="active"]');
+    const graphNode = document.querySelector(`[data-step="${node.dataset.rowStep}"]`);
+    if (cell && graphNode) cell.textContent = graphNode.dataset.active;
   }
 }
 
