@@ -8,3 +8,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("demo", views.demo),
 ]
+
+handler404 = "stepstream.api.errors.not_found"  # JSON, as every error (CONTRACT.md)

@@ -7,9 +7,9 @@ skipped, saying so, when those are unset.
 import os
 
 import pytest
-from rest_framework.test import APIClient
 
 from tests.helpers import LINEAR_FLOW, LOOP_FLOW
+from tests.openapi import APIClient  # validates every answer against the OpenAPI document
 
 
 def pytest_report_header(config):

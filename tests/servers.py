@@ -111,8 +111,11 @@ class Server:
         return done.stdout
 
     def rest(self, secret_key: str) -> httpx.Client:
+        from tests.openapi import check_httpx_response
+
         return httpx.Client(
             base_url=self.url + "/api/v1",
             headers={"Authorization": f"Bearer {secret_key}"},
             timeout=10,
+            event_hooks={"response": [check_httpx_response]},  # every answer vs the document
         )

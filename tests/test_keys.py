@@ -6,11 +6,11 @@ import time
 import uuid
 
 import pytest
-from rest_framework.test import APIClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import LINEAR_FLOW
+from tests.openapi import APIClient
 from tests.servers import Server
 from tests.trust import eventually
 from tests.wsclient import WsClient
