@@ -8,6 +8,7 @@ It is read and encoded once per process.
 """
 
 import json
+import re
 from functools import cache
 from importlib.resources import files
 
@@ -15,6 +16,8 @@ import orjson
 import yaml
 from django.http import HttpResponse
 from django.shortcuts import render
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -40,7 +43,21 @@ def openapi_json(request):
 
 
 def _pretty(value) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    """JSON, indented and escaped, each schema $ref a link to the schema on the page."""
+    text = escape(json.dumps(value, indent=2, ensure_ascii=False))
+    return mark_safe(  # noqa: S308 - escaped above; only our own anchors are added
+        _SCHEMA_REF.sub(r'<a href="#schema-\1">&quot;#/components/schemas/\1&quot;</a>', text)
+    )
+
+
+def _prose(text: str) -> str:
+    """A description: lines of a paragraph joined, escaped, `code` spans kept as code."""
+    text = re.sub(r"(?<!\n)\n(?!\n)", " ", text.strip())
+    return mark_safe(_CODE.sub(r"<code>\1</code>", escape(text)))  # noqa: S308 - escaped
+
+
+_SCHEMA_REF = re.compile(r"&quot;#/components/schemas/([A-Za-z0-9_]+)&quot;")
+_CODE = re.compile(r"`([^`]+)`")
 
 
 def _ref_name(ref: str) -> str:
@@ -98,14 +115,14 @@ def _operations_by_tag() -> list[dict]:
                 "method": method.upper(),
                 "path": path,
                 "summary": op.get("summary", ""),
-                "description": op.get("description", ""),
+                "description": _prose(op.get("description", "")),
                 "auth": _auth(security),
                 "parameters": [
                     {
                         "name": p["name"],
                         "in": p["in"],
                         "required": p.get("required", False),
-                        "description": p.get("description", ""),
+                        "description": _prose(p.get("description", "")),
                         "schema": _pretty(p.get("schema", {})),
                     }
                     for p in params
@@ -114,7 +131,7 @@ def _operations_by_tag() -> list[dict]:
                 "responses": [
                     {
                         "status": status,
-                        "description": _resolve(doc, r).get("description", ""),
+                        "description": _prose(_resolve(doc, r).get("description", "")),
                         "media": _media(doc, _resolve(doc, r).get("content")),
                     }
                     for status, r in op["responses"].items()
@@ -133,7 +150,7 @@ def reference_page(request):
     """A readable reference rendered on the server: no script, no outside asset."""
     doc = document()
     context = {
-        "info": doc["info"],
+        "info": {**doc["info"], "description": _prose(doc["info"]["description"])},
         "tags": _operations_by_tag(),
         "schemas": [
             {"name": name, "schema": _pretty(schema)}
