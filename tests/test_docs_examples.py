@@ -93,3 +93,104 @@ def test_readme_rest_examples_run_against_a_live_server(server):
     assert flow["version"] == 1 and person == {"person_key": "user-1", "data": {}}
     assert instance["state"] == "active"
     assert [s["state"] for s in instance["steps"]] == ["active", "inactive", "inactive"]
+
+
+# -- the Python examples of docs/clients.md and docs/protocol.md, against the demo --
+
+DOCS = README.parent / "docs"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from tests.servers import Server
+
+    srv = Server(tmp_path_factory.mktemp("demo"), args=("--demo",)).start()
+    keys = json.loads((Path(srv.data_dir) / "demo.json").read_text())
+    yield srv, keys
+    srv.stop()
+
+
+class Example:
+    """A documented Python example run in its own process, its output read line by line."""
+
+    def __init__(self, code: str):
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-u", "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for_line(self, predicate, timeout=15.0) -> str:
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            if predicate(line):
+                return line
+        self.stop()
+        pytest.fail(f"no such line; printed {self.seen}; stderr:\n{self.stderr}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # only this example's own process
+            self.process.wait(timeout=10)
+        self.stderr = self.process.stderr.read()
+
+
+def _fill(code: str, server, keys) -> str:
+    code = code.replace("pk_…", keys["publishable_key"])
+    code = code.replace("http://127.0.0.1:8000", server.url)
+    return code.replace("ws://127.0.0.1:8000", server.ws_url)
+
+
+def test_the_python_client_example_runs_against_the_demo(demo):
+    server, keys = demo
+    code = code_block((DOCS / "clients.md").read_text(), "Python", "python")
+    example = Example(_fill(code, server, keys))
+    example.wait_for_line(lambda line: line.startswith("active ["))  # the demo's flow
+    example.wait_for_line(lambda line: line == "completed")  # welcome, after "start"
+    # "whoever changes it": the rest of the demo flow, from the product's backend
+    with server.rest(keys["secret_key"]) as rest:
+        for transition in ("task-created", "invited", "due-date-set"):
+            path = "/people/demo-user/flows/onboarding/transitions"
+            assert rest.post(path, json={"transition": transition}).status_code == 200
+        # then the example follows every change: start another flow to see one
+        tour = {"identifier": "tour", "steps": [{"identifier": "tour-start"}]}
+        assert rest.post("/flows", json=tour).status_code == 201
+        assert rest.post("/people/demo-user/flows", json={"flow": "tour"}).status_code == 201
+    example.wait_for_line(lambda line: line.endswith("flow tour active"))
+    example.stop()
+    assert "Traceback" not in example.stderr, example.stderr
+
+
+def test_the_protocol_python_example_runs_against_the_demo(demo):
+    server, keys = demo
+    code = code_block((DOCS / "protocol.md").read_text(), "An example session", "python")
+    example = Example(_fill(code, server, keys))
+    response = json.loads(example.wait_for_line(lambda line: '"request_id":1' in line))
+    assert response["status"] == 200 and response["errors"] == []
+    event = json.loads(example.wait_for_line(lambda line: "state_change" in line))
+    assert event["data"]["person_key"] == "demo-user" and event["data"]["seq"] >= 1
+    example.stop()
+    assert "Traceback" not in example.stderr, example.stderr
