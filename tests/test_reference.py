@@ -131,3 +131,25 @@ def test_the_reference_page_shows_every_operation_with_no_outside_asset(client):
     assert "<script" not in page
     assert not re.search(r'(src|href)="(https?:)?//', page), "the page must work offline"
     assert "Bearer" in page and "Error" in page
+
+
+def test_the_validator_refuses_what_the_document_does_not_say():
+    from tests.openapi import ResponseMismatch, validate_response
+
+    person = b'{"person_key": "a/b", "data": {}}'
+    validate_response("GET", "/api/v1/people/a%2Fb", 200, person, "application/json")
+    validate_response("DELETE", "/api/v1/people/a", 204, b"", "")
+    wrong = [
+        ("POST", "/api/v1/flows", 200, b"{}"),  # a publish answers 201
+        ("GET", "/api/v1/people/a", 200, b'{"person_key": "a"}'),  # data missing
+        ("GET", "/api/v1/people/a", 200, b'{"person_key": "a", "data": {}, "x": 1}'),
+        ("GET", "/api/v1/people/a", 418, b"{}"),
+        ("PATCH", "/api/v1/people/a", 200, person),  # undocumented method: 405
+        ("GET", "/api/v1/no-such-route", 200, b"{}"),
+        ("GET", "/api/v1/people/a", 404, b'{"errors": []}'),  # an error needs a sentence and a code
+    ]
+    for method, path, status, body in wrong:
+        with pytest.raises(ResponseMismatch):
+            validate_response(method, path, status, body, "application/json")
+    with pytest.raises(ResponseMismatch):
+        validate_response("GET", "/api/v1/people/a", 200, person, "text/html")
