@@ -15,16 +15,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, ".")
-
-from bench.targets import BENCH_SERVER_ENV  # noqa: E402
-from stepstream.client import Client  # noqa: E402
-from tests.helpers import LOOP_FLOW, occurred_at  # noqa: E402
-from tests.servers import Server  # noqa: E402
+from bench.targets import BENCH_SERVER_ENV
+from stepstream.client import Client
+from stepstream.testing.flows import LOOP_FLOW, occurred_at
+from stepstream.testing.servers import Server
 
 
 async def follow(server: Server, key: str, changes: int) -> list[float]:

@@ -15,17 +15,14 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 
 import httpx
 import websockets
 
-sys.path.insert(0, ".")
-
-from tests.helpers import LOOP_FLOW, occurred_at  # noqa: E402
-from tests.servers import Server  # noqa: E402
+from stepstream.testing.flows import LOOP_FLOW, occurred_at
+from stepstream.testing.servers import Server
 
 
 async def subscriber(url: str, latencies: list, ready: asyncio.Event, counter: list, total: int):

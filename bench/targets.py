@@ -1,6 +1,6 @@
 """The servers under test, each in a process of its own, and what the bench reads from them.
 
-* `Stepstream`: a real `stepstream serve` (tests.servers.Server) on a fresh
+* `Stepstream`: a real `stepstream serve` (stepstream.testing.servers.Server) on a fresh
   data directory: embedded SQLite, or PostgreSQL when given a URL. Its
   project, flows and people are made in-process (bench.inproc) before it
   starts, which is much faster than through REST.
@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from stepstream.testing.servers import Server, free_port, server_env
 
-from tests.servers import Server, free_port, server_env  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # The bench measures delivery, not the per-connection request limiter: a publisher
 # connection sends thousands of requests a second. Everything else is the default.

@@ -1,6 +1,7 @@
 """Admin pages. States are read-only here: they change only through the engine,
 which the instance actions below call, so admin changes reach subscribers too."""
 
+from django import forms
 from django.contrib import admin, messages
 
 from stepstream import engine
@@ -16,6 +17,8 @@ from stepstream.models import (
     Step,
     StepInstance,
     Transition,
+    Webhook,
+    WebhookAttempt,
 )
 
 
@@ -120,8 +123,77 @@ class StateChangeAdmin(admin.ModelAdmin):
     ]
     list_filter = ["entity"]
 
+    # the log is append-only: a deleted row would be a gap in the seq promise
+    # (deleting the person is the way to drop their log, and restarts it)
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class WebhookForm(forms.ModelForm):
+    url = forms.CharField(max_length=2000)  # checked by check_url (http/https, public address)
+
+    class Meta:
+        model = Webhook
+        fields = ["environment", "url", "description", "state"]
+
+    def clean_url(self):
+        from stepstream.webhooks.addresses import check_url
+
+        try:
+            return check_url(self.cleaned_data.get("url"))
+        except StepstreamError as e:
+            raise forms.ValidationError(str(e)) from None
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = ["at", "message_id", "person_key", "seq", "attempt", "status_code", "error"]
+    readonly_fields = fields
+    ordering = ["-id"]
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        ids = super().get_queryset(request).order_by("-id").values_list("id", flat=True)[:50]
+        return super().get_queryset(request).filter(id__in=list(ids))
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    """Registration as over REST: the secret is made here and shown once, after saving."""
+
+    form = WebhookForm
+    list_display = ["url", "environment", "state", "failing_since", "created_at"]
+    list_filter = ["state"]
+    readonly_fields = ["failing_since", "created_at"]
+    inlines = [WebhookAttemptInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["environment", *self.readonly_fields] if obj else self.readonly_fields
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj else []  # no attempts before it exists
+
+    def save_model(self, request, obj, form, change):
+        from stepstream.webhooks import current_position
+        from stepstream.webhooks.signing import new_secret
+
+        if not change:
+            obj.secret = new_secret()
+            obj.position_xid, obj.position_id = current_position()
+        elif "state" in form.changed_data and obj.state == "enabled":
+            obj.failing_since = None  # as POST /webhooks/{id}/enable
+        super().save_model(request, obj, form, change)
+        if not change:
+            self.message_user(
+                request,
+                f"Signing secret (shown once): {obj.secret}",
+                messages.SUCCESS,
+            )

@@ -1,14 +1,40 @@
 """The ASGI application: Django for HTTP, the raw endpoint for /ws, the hub on lifespan."""
 
 import os
-from urllib.parse import unquote
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
 
 from a2wsgi import WSGIMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import StaticFilesHandler  # noqa: E402
+from django.core.exceptions import SuspiciousFileOperation  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.http import Http404  # noqa: E402
+
+from stepstream.views import error_response  # noqa: E402
+
+
+class StaticFiles(StaticFilesHandler):
+    """Django's static files, for anyone: any origin may load them (the SDK is imported
+    as a JS module from customers' pages), a path that climbs out of the static
+    directories is a 404 (Django raised SuspiciousFileOperation: a 500), and
+    methods other than GET and HEAD are 405."""
+
+    def serve(self, request):
+        if request.method not in ("GET", "HEAD"):
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"The method {request.method} is not allowed here; use GET, HEAD.",
+                Allow="GET, HEAD",
+            )
+        try:
+            response = super().serve(request)
+        except SuspiciousFileOperation:
+            raise Http404("outside the static directories") from None
+        response["Access-Control-Allow-Origin"] = "*"
+        return response
+
 
 # Django's views are synchronous. Its ASGI handler runs every one of them on a
 # single thread (asgiref's thread-sensitive executor), so one request waiting
@@ -16,24 +42,25 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 # or 16 callers. Served as WSGI from a pool of threads, requests run side by
 # side, each thread keeping its database connection (docs/performance.md).
 django_app = WSGIMiddleware(
-    StaticFilesHandler(get_wsgi_application()), workers=settings.STEPSTREAM["HTTP_THREADS"]
+    StaticFiles(get_wsgi_application()), workers=settings.STEPSTREAM["HTTP_THREADS"]
 )
 
 from stepstream.bodylimit import limit_body  # noqa: E402
+from stepstream.convertors import NotUtf8, routing_path  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
+from stepstream.http.errors import send_error  # noqa: E402
+from stepstream.webhooks import worker as webhook_worker  # noqa: E402
 from stepstream.ws.endpoint import websocket_app  # noqa: E402
-
-# A "/" inside a person_key arrives as %2F; servers decode it before routing,
-# so it is swapped for a character no path segment uses and swapped back in
-# the view (stepstream.api.views.person_key).
-SLASH_STAND_IN = "\uffff"
 
 
 async def http_app(scope, receive, send):
+    """Routes on the raw path with `%2F` and `%25` kept (stepstream.convertors)."""
     raw = scope.get("raw_path")
-    if raw and b"%2f" in raw.lower():
-        text = raw.decode("latin-1").replace("%2F", "%EF%BF%BF").replace("%2f", "%EF%BF%BF")
-        scope = dict(scope, path=unquote(text))
+    if raw and b"%" in raw:
+        try:
+            scope = dict(scope, path=routing_path(raw))
+        except NotUtf8 as e:
+            return await send_error(send, 400, "invalid", str(e))
     await django_app(scope, receive, send)
 
 
@@ -43,17 +70,31 @@ async def lifespan(scope, receive, send):
         if message["type"] == "lifespan.startup":
             try:
                 await runtime.ensure_hub()
+                await webhook_worker.start()
             except Exception as e:  # noqa: BLE001
                 await send({"type": "lifespan.startup.failed", "message": str(e)})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await webhook_worker.stop()
             await runtime.stop_hub()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
 _apps = {"http": limit_body(http_app), "websocket": websocket_app, "lifespan": lifespan}
+
+from stepstream.dashboard.live import dashboard_socket  # noqa: E402
+
+
+def _websocket(scope, receive, send):
+    """/dashboard/live (staff session) beside /ws (publishable key); no extra frame per socket."""
+    if scope.get("path") == "/dashboard/live":
+        return dashboard_socket(scope, receive, send)
+    return websocket_app(scope, receive, send)
+
+
+_apps["websocket"] = _websocket
 
 
 def application(scope, receive, send):

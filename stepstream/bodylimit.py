@@ -1,69 +1,64 @@
-"""The REST request body limit, applied before Django reads a byte of the body.
+"""Reads each REST request body whole on the event loop, bounded, before Django sees it.
+
+Django runs on a pool of threads (stepstream.asgi). Had a thread read the
+body, a client that declares a Content-Length and never sends the body would
+hold that thread (and its database connection) for as long as it liked;
+enough of them stalled all REST, /health included. So the body is read here,
+on the event loop, where a waiting client costs a few hundred bytes, and the
+request reaches the thread pool only once the body is complete. The time a
+body may take is bounded by the connection protocol (stepstream.http.protocol,
+`STEPSTREAM_HTTP_REQUEST_TIMEOUT`), which drops the connection; this reader
+then sees the disconnect and never calls Django.
 
 A body over `STEPSTREAM_MAX_BODY_BYTES` (Django's DATA_UPLOAD_MAX_MEMORY_SIZE)
-gets 413 with the API's JSON error body. A declared Content-Length over the
+gets 413 with the API's JSON error body: a declared Content-Length over the
 limit is refused without reading the body; a body without one (chunked) is
 read only up to the limit.
 """
 
-import orjson
 from django.conf import settings
 
-
-def _too_large_body(limit: int) -> bytes:
-    return orjson.dumps(
-        {
-            "errors": [f"The request body is larger than the limit of {limit} bytes."],
-            "code": "too_large",
-        }
-    )
+from stepstream.http.errors import send_error
 
 
 async def _refuse(send, limit: int) -> None:
-    body = _too_large_body(limit)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
+    await send_error(
+        send, 413, "too_large", f"The request body is larger than the limit of {limit} bytes."
     )
-    await send({"type": "http.response.body", "body": body})
 
 
 def limit_body(app):
     async def limited(scope, receive, send):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if scope["type"] != "http" or limit is None:
+        if scope["type"] != "http":
             return await app(scope, receive, send)
-        declared = None
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         for name, value in scope.get("headers") or []:
             if name == b"content-length":
-                declared = value
+                if limit is not None and value.isdigit() and int(value) > limit:
+                    return await _refuse(send, limit)
                 break
-        if declared is not None:
-            if declared.isdigit() and int(declared) > limit:
-                return await _refuse(send, limit)
-            return await app(scope, receive, send)
-        # no declared length (chunked): read up to the limit, then hand the body on
-        buffered, size = [], 0
+        chunks, size = [], 0
         while True:
             message = await receive()
-            buffered.append(message)
             if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > limit:
+                return  # the client went away (or was dropped for being too slow)
+            body = message.get("body", b"")
+            size += len(body)
+            if limit is not None and size > limit:
                 return await _refuse(send, limit)
+            if body:
+                chunks.append(body)
             if not message.get("more_body"):
                 break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        del chunks
 
         async def replay():
-            return buffered.pop(0) if buffered else await receive()
+            nonlocal whole
+            if whole is not None:
+                message, whole = whole, None
+                return message
+            return await receive()
 
         return await app(scope, replay, send)
 

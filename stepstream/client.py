@@ -64,8 +64,12 @@ Status = Literal["connecting", "live", "reconnecting", "closed"]
 Entity = Literal["flow", "step"]
 TokenSource = str | Callable[[], str | Awaitable[str]]
 
-#: Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
-FATAL_CLOSE_CODES = {4401: "the key was refused", 4403: "the key was revoked"}
+#: Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"):
+#: code -> (StepstreamError.code, status, what to tell the application).
+FATAL_CLOSE_CODES = {
+    4401: ("invalid_key", 401, "invalid key"),
+    4403: ("revoked", 403, "the key was revoked or this origin is refused"),
+}
 ENTITIES: tuple[Entity, Entity] = ("flow", "step")
 
 
@@ -82,6 +86,7 @@ class StateChange(TypedDict):
     flow: str
     flow_id: str
     occurred_at: str
+    epoch: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +137,8 @@ class StepstreamError(Exception):
 
     ``code`` is machine-readable: the server's (``not_found``, ``conflict``,
     ``unauthenticated``, ...) or the client's own (``disconnected``,
-    ``timeout``, ``closed``).
+    ``timeout``, ``closed``; ``invalid_key`` for close code 4401 and
+    ``revoked`` for 4403, after which the client stops for good).
     """
 
     def __init__(self, message: str, *, status: int = 0, code: str = "", errors=None):
@@ -184,6 +190,10 @@ class Client:
         person_key: the person, as your product names them.
         person_token: for identity verification: a JWT, or a function (sync or
             async) returning a fresh one; sent as ``data.person_token`` on every action.
+            A function is called again whenever the server ends a subscription
+            because its token lapsed (``subscription_ended``): the client
+            resubscribes with the fresh token and misses nothing. With a fixed
+            string, the client stops with the server's reason instead.
         identify: take the first snapshot with ``identify`` (creates the person if
             unknown, merging ``data``), or, when false, with ``get_state`` (an unknown
             person is an error: the client closes with a 404).
@@ -223,6 +233,8 @@ class Client:
         self.flows: dict[str, FlowState] = {}
         #: Resume points: the last ``seq`` received on each subscription.
         self.seq: dict[str, int] = {"flow": 0, "step": 0}
+        #: The life of the person's log the resume points belong to (``get_state``'s ``epoch``).
+        self.epoch: str | None = None
         self.status: Status = "connecting"
         #: Why the client closed by itself (a refused key, an unknown person...).
         self.error: StepstreamError | None = None
@@ -244,6 +256,7 @@ class Client:
         self._snapshotted = False
         self._ever_live = False
         self._ids = itertools.count(1)
+        self._renewing: set[asyncio.Task] = set()
         self._pending: dict[int, asyncio.Future] = {}
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task | None = None
@@ -433,11 +446,18 @@ class Client:
             self._fail_pending(StepstreamError("connection closed", code="disconnected"))
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2)
+            for task in list(self._renewing):
+                task.cancel()
             code = ws.close_code
             if code in FATAL_CLOSE_CODES and not self._closing:
+                kind, status, what = FATAL_CLOSE_CODES[code]
+                reason = ws.close_reason or ""
                 raise _Fatal(
                     StepstreamError(
-                        f"{FATAL_CLOSE_CODES[code]} (close code {code})", code="unauthenticated"
+                        f"{what} (close code {code}){': ' + reason if reason else ''}",
+                        status=status,
+                        code=kind,
+                        errors=[reason] if reason else None,
                     )
                 )
 
@@ -445,26 +465,16 @@ class Client:
         await self._load_token()
         try:
             if not self._snapshotted:
-                if self._identify:
-                    state = await self._request("identify", {"data": self._data})
-                    self.person_data = state["data"]
-                else:
-                    state = await self._request("get_state", {})
-                self._apply_snapshot(state, replace=True)
-                start = self._replay_from
-                resume = start if start is not None and 0 <= start < state["seq"] else state["seq"]
-                self.seq = {"flow": resume, "step": resume}
-                self._snapshotted = True
-            answers = await asyncio.gather(
-                *(
-                    self._request("subscribe_state_change", {"entity": e, "since_seq": self.seq[e]})
-                    for e in ENTITIES
-                ),
-                return_exceptions=True,
-            )
-            for answer in answers:
-                if isinstance(answer, BaseException):
-                    raise answer
+                await self._snapshot()
+            try:
+                await self._subscribe_both()
+            except StepstreamError as e:
+                if e.status != 409:
+                    raise
+                # the person's log restarted (deleted and created again): reload the
+                # state and follow the new log, rather than resume in the old one
+                await self._snapshot()
+                await self._subscribe_both()
         except StepstreamError as e:
             if e.status == 400 or (e.status == 404 and not self._snapshotted):
                 raise _Fatal(e) from None  # e.g. data breaking the schema: retrying cannot help
@@ -475,6 +485,66 @@ class Client:
                     raise _Fatal(e) from None
                 self._token = None  # fetch a fresh token on the next attempt
             raise
+
+    async def _snapshot(self) -> None:
+        """The person's state now (``identify`` or ``get_state``); resume points move to it."""
+        if self._identify:
+            state = await self._request("identify", {"data": self._data})
+            self.person_data = state["data"]
+        else:
+            state = await self._request("get_state", {})
+        restarted = self.epoch is not None and state.get("epoch") != self.epoch
+        self._apply_snapshot(state, replace=True)
+        self.epoch = state.get("epoch")
+        start = self._replay_from if not restarted else None
+        resume = start if start is not None and 0 <= start < state["seq"] else state["seq"]
+        self.seq = {"flow": resume, "step": resume}
+        self._snapshotted = True
+
+    async def _subscribe_both(self) -> None:
+        answers = await asyncio.gather(
+            *(self._subscribe_one(entity) for entity in ENTITIES), return_exceptions=True
+        )
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+
+    def _subscribe_one(self, entity: Entity) -> Awaitable[Any]:
+        data: dict[str, Any] = {"entity": entity, "since_seq": self.seq[entity]}
+        if self.epoch is not None:
+            data["epoch"] = self.epoch
+        return self._request("subscribe_state_change", data)
+
+    def _subscription_ended(self, ws: ClientConnection, message: dict[str, Any]) -> None:
+        """The server ended a subscription (its person token lapsed): renew it, or stop."""
+        data = message.get("data") or {}
+        errors = data.get("errors") or ["the subscription ended"]
+        error = StepstreamError(
+            " ".join(errors), status=data.get("status", 401), code="unauthenticated", errors=errors
+        )
+        if not callable(self._token_source):
+            raise _Fatal(error)
+        entity = data.get("entity")
+        if entity not in ENTITIES:
+            return
+        task = asyncio.get_running_loop().create_task(self._renew(ws, entity))
+        self._renewing.add(task)
+        task.add_done_callback(self._renewing.discard)
+
+    async def _renew(self, ws: ClientConnection, entity: Entity) -> None:
+        """Subscribes again with a fresh token from where this subscription stopped."""
+        try:
+            self._token = None
+            await self._load_token()
+            await self._subscribe_one(entity)
+        except StepstreamError as e:
+            logger.warning("stepstream: could not renew the %s subscription: %s", entity, e)
+            if e.status == 409:
+                self._snapshotted = False
+            await ws.close()  # reconnect: a new session snapshots or subscribes afresh
+        except Exception as e:  # the token function failed
+            logger.warning("stepstream: could not get a fresh person token: %s", e)
+            await ws.close()
 
     async def _load_token(self) -> None:
         source = self._token_source
@@ -499,6 +569,9 @@ class Client:
                     continue
                 if message.get("event") == "state_change":
                     self._apply_event(message["data"])
+                    continue
+                if message.get("event") == "subscription_ended":
+                    self._subscription_ended(ws, message)
                     continue
                 waiter = self._pending.pop(message.get("request_id"), None)
                 if waiter is None or waiter.done():

@@ -5,7 +5,7 @@ import json
 import os
 
 from stepstream import config, engine, flows, people, tenants
-from stepstream.errors import Conflict
+from stepstream.errors import Conflict, NotFound, StepstreamError
 from stepstream.models import Environment
 
 DEMO_FLOW = {
@@ -42,6 +42,33 @@ def _create() -> dict:
     return dev
 
 
+def _ensure_person(env: Environment) -> None:
+    """The demo person with the flow started; made again if someone deleted them."""
+    try:
+        people.get(env, DEMO_PERSON)
+    except NotFound:
+        people.put(env, DEMO_PERSON, {"name": "Demo User"})
+    with contextlib.suppress(Conflict):  # started already: keep its progress
+        engine.do_start_flow(env, DEMO_PERSON, "onboarding")
+
+
+def reset() -> str:
+    """Starts the demo over: the demo person is deleted (flows and log) and made again.
+
+    Their log restarts at 1 with a new epoch, so a page that was open reloads
+    the state instead of resuming (docs/protocol.md).
+    """
+    path = config.data_dir() / "demo.json"
+    keys = json.loads(path.read_text()) if path.exists() else None
+    env = tenants.environment_for_key(keys["secret_key"], "secret") if keys else None
+    if env is None:
+        raise StepstreamError("There is no demo here yet: start `stepstream serve --demo` once.")
+    with contextlib.suppress(NotFound):
+        people.delete(env, DEMO_PERSON)
+    _ensure_person(env)
+    return f"The demo person {DEMO_PERSON!r} starts over."
+
+
 def _browsable(base_url: str) -> str:
     """The base URL a browser on this machine can open (not the wildcard address)."""
     wildcards = {"//0.0.0.0:": "//127.0.0.1:", "//[::]:": "//[::1]:", "//:::": "//[::1]:"}
@@ -61,9 +88,7 @@ def ensure_demo(base_url: str) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(keys, f)
-    env: Environment = tenants.environment_for_key(keys["secret_key"], "secret")
-    with contextlib.suppress(Conflict):  # started already: keep its progress
-        engine.do_start_flow(env, DEMO_PERSON, "onboarding")
+    _ensure_person(tenants.environment_for_key(keys["secret_key"], "secret"))
     sk, pk = keys["secret_key"], keys["publishable_key"]
     people_url = f"{base_url}/api/v1/people/{DEMO_PERSON}"
     return f"""
@@ -72,6 +97,10 @@ Demo project ready (development environment).
   secret key:      {sk}
   demo person:     {DEMO_PERSON}   flow: onboarding
   demo page:       {base_url}/demo   <- open this in a browser
+  dashboard:       {base_url}/dashboard/   (for staff users; make one once with
+                   stepstream manage createsuperuser
+                   or, unattended: DJANGO_SUPERUSER_PASSWORD=... stepstream manage \\
+                     createsuperuser --noinput --username admin --email admin@example.com)
 
 Try:
   curl -s -H 'Authorization: Bearer {sk}' {people_url}/flows

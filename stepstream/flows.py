@@ -7,9 +7,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
+from stepstream import conditions, rules, text
+from stepstream.conditions import Condition
 from stepstream.errors import Invalid, NotFound
-from stepstream.models import Environment, Flow, Step, Transition
-from stepstream.text import reject_nul
+from stepstream.models import Environment, Flow, Segment, Step, Transition
 
 TRANSITION_TYPES = ("manual", "automatic")
 
@@ -27,6 +28,17 @@ class Graph:
     final: frozenset[str]
     by_identifier: dict[str, tuple[tuple[str, str], ...]] = field(hash=False)
     automatic: tuple[tuple[str, str], ...]
+    # rules (docs/rules.md): compiled once per version, like the graph itself
+    start_when: Condition | None = None
+    # every automatic transition: (from, to, identifier, condition or None), published order
+    auto_rules: tuple = ()
+    # transitions by identifier, as calls take them: ((from, to, condition or None), ...)
+    guarded: dict = field(default_factory=dict, hash=False)
+    auto_deps: frozenset = frozenset()  # variables read by automatic transitions' conditions
+
+
+def _condition(text: str, where: str) -> Condition | None:
+    return conditions.compile_condition(text, where) if text else None
 
 
 _graphs: dict[int, Graph] = {}
@@ -37,8 +49,16 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
     outgoing = {t.from_step for t in transitions}
     incoming = {t.to_step for t in transitions}
     by_identifier: dict[str, list[tuple[str, str]]] = {}
-    for t in transitions:
+    guarded: dict[str, list[tuple]] = {}
+    auto_rules, auto_deps = [], set()
+    for i, t in enumerate(transitions):
         by_identifier.setdefault(t.identifier, []).append((t.from_step, t.to_step))
+        cond = _condition(t.condition, f"transitions[{i}].condition")
+        guarded.setdefault(t.identifier, []).append((t.from_step, t.to_step, cond))
+        if t.type == "automatic":
+            auto_rules.append((t.from_step, t.to_step, t.identifier, cond))
+            if cond is not None:
+                auto_deps |= cond.deps
     return Graph(
         flow_id=flow.pk,
         identifier=flow.identifier,
@@ -49,6 +69,10 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
         final=frozenset(s.identifier for s in steps if s.identifier not in outgoing),
         by_identifier={k: tuple(v) for k, v in by_identifier.items()},
         automatic=tuple((t.from_step, t.to_step) for t in transitions if t.type == "automatic"),
+        start_when=_condition(flow.start_when, "start_when"),
+        auto_rules=tuple(auto_rules),
+        guarded={k: tuple(v) for k, v in guarded.items()},
+        auto_deps=frozenset(auto_deps),
     )
 
 
@@ -70,6 +94,27 @@ def _text(value, where: str, problems: list[str], required: bool = True) -> str:
         problems.append(f"{where} must be a non-empty string of at most 255 characters.")
         return ""
     return value
+
+
+def _identifier(value, where: str, problems: list[str]) -> str:
+    """A flow, step or transition identifier: stepstream.text's one rule, and not blank."""
+    try:
+        text.validate_identifier(value, where)
+    except Invalid as e:
+        problems.extend(e.messages)
+        return ""
+    return _text(value, where, problems)
+
+
+def _transition_type(raw: dict, where: str, problems: list[str]) -> str:
+    """'manual' (also when absent or null) or 'automatic'; nothing else is read as either."""
+    ttype = raw.get("type")
+    if ttype is None:
+        return "manual"
+    if not isinstance(ttype, str) or ttype not in TRANSITION_TYPES:
+        problems.append(f"{where} must be 'manual' or 'automatic' (or left out: manual).")
+        return "manual"
+    return ttype
 
 
 def _automatic_cycle(steps: list[str], edges: list[tuple[str, str]]) -> list[str] | None:
@@ -105,9 +150,9 @@ def validate_definition(body) -> dict:
     """Checks a flow definition, naming every problem at once."""
     if not isinstance(body, dict):
         raise Invalid("The request body must be a JSON object describing the flow.")
-    reject_nul(body, "The flow definition")
+    text.check(body, "The flow definition")
     problems: list[str] = []
-    identifier = _text(body.get("identifier"), "identifier", problems)
+    identifier = _identifier(body.get("identifier"), "identifier", problems)
     name = _text(body.get("name"), "name", problems, required=False)
     raw_steps, raw_transitions = body.get("steps"), body.get("transitions", [])
     if not isinstance(raw_steps, list) or not raw_steps:
@@ -128,7 +173,7 @@ def validate_definition(body) -> dict:
         if not isinstance(raw, dict):
             problems.append(f"steps[{i}] must be an object.")
             continue
-        sid = _text(raw.get("identifier"), f"steps[{i}].identifier", problems)
+        sid = _identifier(raw.get("identifier"), f"steps[{i}].identifier", problems)
         sname = _text(raw.get("name"), f"steps[{i}].name", problems, required=False)
         props = raw.get("properties", {})
         if props is None:
@@ -139,23 +184,34 @@ def validate_definition(body) -> dict:
             problems.append(f"Duplicate step identifier '{sid}'.")
         seen.add(sid)
         steps.append({"identifier": sid, "name": sname, "properties": props})
-    transitions = []
+    transitions, used_segments = [], set()
+    start_when = body.get("start_when")
+    if start_when is not None:
+        try:
+            used_segments |= conditions.compile_condition(start_when, "start_when").segments
+        except Invalid as e:
+            problems.extend(e.messages)
     for i, raw in enumerate(raw_transitions):
         if not isinstance(raw, dict):
             problems.append(f"transitions[{i}] must be an object.")
             continue
-        tid = _text(raw.get("identifier"), f"transitions[{i}].identifier", problems)
+        tid = _identifier(raw.get("identifier"), f"transitions[{i}].identifier", problems)
         ends = {}
         for end in ("from", "to"):
-            ends[end] = _text(raw.get(end), f"transitions[{i}].{end}", problems)
+            ends[end] = _identifier(raw.get(end), f"transitions[{i}].{end}", problems)
             if ends[end] and ends[end] not in seen:
                 problems.append(f"transitions[{i}] ('{tid}') names unknown step '{ends[end]}'.")
-        ttype = raw.get("type", "manual") or "manual"
-        if ttype not in TRANSITION_TYPES:
-            problems.append(f"transitions[{i}].type must be 'manual' or 'automatic'.")
-        transitions.append(
-            {"identifier": tid, "from": ends["from"], "to": ends["to"], "type": ttype}
-        )
+        ttype = _transition_type(raw, f"transitions[{i}].type", problems)
+        transition = {"identifier": tid, "from": ends["from"], "to": ends["to"], "type": ttype}
+        condition = raw.get("condition")
+        if condition is not None:
+            try:
+                compiled = conditions.compile_condition(condition, f"transitions[{i}].condition")
+                transition["condition"] = condition
+                used_segments |= compiled.segments
+            except Invalid as e:
+                problems.extend(e.messages)
+        transitions.append(transition)
     # Graph checks use the parts that are well formed, so they are named beside
     # any problem found above rather than hidden by it.
     step_ids = [sid for sid in dict.fromkeys(s["identifier"] for s in steps) if sid]
@@ -170,11 +226,29 @@ def validate_definition(body) -> dict:
             problems.append("Automatic transitions form a cycle: " + " -> ".join(cycle) + ".")
     if problems:
         raise Invalid(*problems)
-    return {"identifier": identifier, "name": name, "steps": steps, "transitions": transitions}
+    return {
+        "identifier": identifier,
+        "name": name,
+        "steps": steps,
+        "transitions": transitions,
+        "start_when": start_when or "",
+        "uses_segments": sorted(used_segments),
+    }
 
 
 def publish(environment: Environment, body) -> dict:
     definition = validate_definition(body)
+    if definition["uses_segments"]:
+        known = set(
+            Segment.objects.filter(
+                environment=environment, identifier__in=definition["uses_segments"]
+            ).values_list("identifier", flat=True)
+        )
+        unknown = [s for s in definition["uses_segments"] if s not in known]
+        if unknown:
+            raise Invalid(
+                *(f"Unknown segment '{s}': create it with PUT /segments." for s in unknown)
+            )
     with transaction.atomic():
         latest = (
             Flow.objects.select_for_update()
@@ -186,6 +260,8 @@ def publish(environment: Environment, body) -> dict:
             identifier=definition["identifier"],
             version=(latest or 0) + 1,
             name=definition["name"],
+            start_when=definition["start_when"],
+            uses_segments=definition["uses_segments"],
         )
         steps = Step.objects.bulk_create(
             Step(
@@ -205,9 +281,11 @@ def publish(environment: Environment, body) -> dict:
                 from_step=t["from"],
                 to_step=t["to"],
                 type=t["type"],
+                condition=t.get("condition", ""),
             )
             for i, t in enumerate(definition["transitions"])
         )
+        rules.bump(environment.pk)
     with _graphs_lock:
         _graphs[flow.pk] = _compile(flow, steps, transitions)
     return describe(flow)
@@ -240,8 +318,16 @@ def latest(environment: Environment, identifier: str) -> Flow:
     return flow
 
 
+def _describe_transition(t: Transition) -> dict:
+    out = {"identifier": t.identifier, "from": t.from_step, "to": t.to_step, "type": t.type}
+    if t.condition:
+        out["condition"] = t.condition
+    return out
+
+
 def describe(flow: Flow) -> dict:
-    return {
+    """The version as published; `condition` and `start_when` appear only where set."""
+    out = {
         "identifier": flow.identifier,
         "version": flow.version,
         "name": flow.name,
@@ -249,11 +335,11 @@ def describe(flow: Flow) -> dict:
             {"identifier": s.identifier, "name": s.name, "properties": s.properties}
             for s in flow.steps.all()
         ],
-        "transitions": [
-            {"identifier": t.identifier, "from": t.from_step, "to": t.to_step, "type": t.type}
-            for t in flow.transitions.all()
-        ],
+        "transitions": [_describe_transition(t) for t in flow.transitions.all()],
     }
+    if flow.start_when:
+        out["start_when"] = flow.start_when
+    return out
 
 
 def list_latest(environment: Environment) -> list[dict]:

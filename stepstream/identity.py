@@ -101,6 +101,14 @@ class Policy:
     secret: str
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a verified person token allows: living until `expires` (Unix seconds) under `secret`."""
+
+    secret: str
+    expires: float
+
+
 _policies: dict[int, Policy] = {}  # environment id -> what this process enforces
 _counts: Counter = Counter()  # (environment id, signed?) -> requests since the last flush
 
@@ -155,8 +163,8 @@ def save_counts(counts: Counter) -> None:
         )
 
 
-def verify_token(token, secret: str, person_key: str) -> None:
-    """Raises Unauthenticated (401) or Forbidden (403) unless `token` is valid for the person."""
+def verify_token(token, secret: str, person_key: str) -> dict:
+    """The token's claims; raises Unauthenticated (401) or Forbidden (403) unless it is valid."""
     if token is None:
         raise Unauthenticated(
             "Identity verification is enforced in this environment: data.person_token is "
@@ -200,27 +208,69 @@ def verify_token(token, secret: str, person_key: str) -> None:
             "data.person_token is malformed or has an invalid claim (sub must be a string, "
             "exp a number)."
         ) from None
+    if isinstance(claims["exp"], bool) or not isinstance(claims["exp"], int | float):
+        # PyJWT reads exp with int(), so "9999999999" (a string) would pass
+        raise Unauthenticated(
+            "data.person_token's exp must be a number (seconds since 1970), not a string."
+        )
     if claims["sub"] != person_key:
         raise Forbidden("data.person_token was issued for another person than data.person_key.")
+    return claims
 
 
-def check(environment: Environment, person_key: str, data: dict) -> None:
-    """Applies the environment's verification mode to one request naming `person_key`."""
+def _grant(secret: str, claims: dict) -> Grant:
+    return Grant(secret, float(claims["exp"]))
+
+
+def check(environment: Environment, person_key: str, data: dict) -> Grant | None:
+    """Applies the environment's verification mode to one request naming `person_key`.
+
+    Returns the Grant of a valid token (whatever the mode, so a subscription
+    made before verification was enforced keeps living by its token), else None.
+    """
     found = policy(environment)
-    if found.mode == "off":
-        return
     token = data.get(TOKEN_FIELD)
+    if found.mode == "off":
+        if token is None or not found.secret:
+            return None
+        try:
+            return _grant(found.secret, verify_token(token, found.secret, person_key))
+        except (Unauthenticated, Forbidden):
+            return None
     if found.mode == "enforce":
         try:
-            verify_token(token, found.secret, person_key)
+            claims = verify_token(token, found.secret, person_key)
         except (Unauthenticated, Forbidden):
             _counts[(environment.pk, False)] += 1
             raise
         _counts[(environment.pk, True)] += 1
-        return
-    signed = True
+        return _grant(found.secret, claims)
     try:
-        verify_token(token, found.secret, person_key)
+        grant = _grant(found.secret, verify_token(token, found.secret, person_key))
     except (Unauthenticated, Forbidden):
-        signed = False
-    _counts[(environment.pk, signed)] += 1
+        grant = None
+    _counts[(environment.pk, grant is not None)] += 1
+    return grant
+
+
+def lapsed(found: Policy, grant: Grant | None, now: float) -> str | None:
+    """Why a subscription made with `grant` may not live on under `found`, or None.
+
+    Only `enforce` ends subscriptions. No leeway on `exp`: a token is
+    expired from its `exp` second on, as PyJWT decides.
+    """
+    if found.mode != "enforce":
+        return None
+    if grant is None:
+        return (
+            "Identity verification is now enforced in this environment: subscribe again "
+            "with a valid data.person_token."
+        )
+    if grant.secret != found.secret:
+        return (
+            "The identity secret changed: this subscription's person token is no longer "
+            "valid; subscribe again with a fresh one."
+        )
+    if now >= grant.expires:
+        return "The person token of this subscription expired; subscribe again with a fresh one."
+    return None

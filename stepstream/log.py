@@ -6,10 +6,14 @@ handed to `stepstream.delivery` already encoded, so fan-out never re-encodes.
 See docs/architecture.md.
 """
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import UTC
+from functools import lru_cache
 
 import orjson
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -27,12 +31,38 @@ class Record:
     data: str  # JSON text of the event's `data` object
 
 
+@lru_cache(maxsize=65536)
+def epoch(person_id: int) -> str:
+    """Names one life of a person's log: it changes when the log restarts at 1.
+
+    A person deleted and created again gets a new row id (ids are never
+    reused: AUTOINCREMENT on SQLite, a sequence on PostgreSQL), so the epoch
+    is derived from it, keyed with the server secret so it reveals nothing
+    (not how many people exist). A client resuming with `since_seq` sends the
+    epoch it knows, and learns that the log restarted instead of silently
+    replaying another history.
+    """
+    secret = settings.SECRET_KEY.encode()
+    return hmac.new(secret, b"epoch:%d" % person_id, hashlib.sha256).hexdigest()[:16]
+
+
 def _timestamp(dt) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_data(
-    seq, entity, object_id, identifier, state, previous, flow, flow_id, occurred_at, person_key
+    seq,
+    entity,
+    object_id,
+    identifier,
+    state,
+    previous,
+    flow,
+    flow_id,
+    occurred_at,
+    person_key,
+    epoch_text: str = "",
+    cause=None,
 ) -> dict:
     """An event's `data`: the one shape for live events, backlogs and the REST log."""
     return {
@@ -46,6 +76,8 @@ def event_data(
         "flow": flow,
         "flow_id": str(flow_id),
         "occurred_at": _timestamp(occurred_at),
+        "epoch": epoch_text,
+        "cause": cause or {},  # why it happened (docs/rules.md)
     }
 
 
@@ -61,6 +93,8 @@ def row_event_data(row: StateChange, person_key: str) -> dict:
         row.flow_instance_id,
         row.occurred_at,
         person_key,
+        epoch(row.person_id),
+        row.cause,
     )
 
 
@@ -76,6 +110,7 @@ class Recorder:
         self.person = person  # anything with pk, person_key and last_seq
         self.rows: list[tuple] = []
         self.now = timezone.now()
+        self.cause: dict = {}  # set by the engine before each change: why it happens
 
     def change(self, entity, object_id, identifier, previous, state, flow_identifier, flow_id):
         seq = self.person.last_seq + len(self.rows) + 1
@@ -90,6 +125,7 @@ class Recorder:
                 flow_identifier,
                 flow_id,
                 self.now,
+                self.cause,
             )
         )
 
@@ -100,14 +136,23 @@ class Recorder:
         self.person.last_seq += len(self.rows)
         store.append_log(self.person, self.rows)
         key, pid = self.person.person_key, self.person.pk
+        life = epoch(pid)
         records = [
-            Record(pid, row[0], row[1], orjson.dumps(event_data(*row, key)).decode())
+            Record(
+                pid, row[0], row[1], orjson.dumps(event_data(*row[:9], key, life, row[9])).decode()
+            )
             for row in self.rows
         ]
-        from stepstream.delivery import notify_committed
-
-        transaction.on_commit(lambda: notify_committed(records))
+        transaction.on_commit(lambda: _committed(records))
         return self.person.last_seq
+
+
+def _committed(records: list[Record]) -> None:
+    from stepstream.delivery import notify_committed
+    from stepstream.metrics import STATE_CHANGES
+
+    STATE_CHANGES.inc(len(records))
+    notify_committed(records)
 
 
 def read_since(person: Person, since_seq: int, limit: int = 1000) -> list[dict]:

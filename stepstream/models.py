@@ -23,6 +23,17 @@ class Installation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
 
+class TransactionId(models.Func):
+    """The current top-level transaction id on PostgreSQL; 0 elsewhere (one writer at a time)."""
+
+    output_field = models.BigIntegerField()
+
+    def as_sql(self, compiler, connection, **extra):
+        if connection.vendor == "postgresql":
+            return "(pg_current_xact_id()::text::bigint)", []
+        return "0", []
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -43,6 +54,9 @@ class Environment(models.Model):
     unsigned_requests = models.BigIntegerField(default=0)
     # browser origins allowed to open a WebSocket with this environment's key; [] = any
     allowed_origins = models.JSONField(default=list, blank=True)
+    # grows with every flow publish and segment change: people settled against an older
+    # value get every condition evaluated at their next write (docs/architecture.md, Rules)
+    rules_version = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -76,6 +90,7 @@ class Person(models.Model):
     data = models.JSONField(default=dict, blank=True)
     last_seq = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    rules_version = models.BigIntegerField(default=0)  # Environment.rules_version last settled
 
     class Meta:
         verbose_name_plural = "people"
@@ -95,6 +110,8 @@ class Flow(models.Model):
     version = models.PositiveIntegerField()
     name = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    start_when = models.TextField(blank=True, default="")  # CEL; "" = never starts by itself
+    uses_segments = models.JSONField(default=list, blank=True)  # named by any of its conditions
 
     class Meta:
         constraints = [
@@ -131,6 +148,7 @@ class Transition(models.Model):
     to_step = models.CharField(max_length=255)
     type = models.CharField(max_length=10, choices=TYPES, default="manual")
     position = models.PositiveIntegerField()
+    condition = models.TextField(blank=True, default="")  # CEL; "" = always true
 
     class Meta:
         ordering = ["flow", "position"]
@@ -187,12 +205,157 @@ class StateChange(models.Model):
     flow_identifier = models.CharField(max_length=255)
     flow_instance_id = models.UUIDField()
     occurred_at = models.DateTimeField()
+    cause = models.JSONField(default=dict, blank=True)  # why it happened (docs/rules.md)
+    # The writing transaction's id on PostgreSQL (0 on SQLite), set by the
+    # database itself: the change feed's commit-order key (stepstream/feed.py).
+    xid = models.BigIntegerField(db_default=TransactionId(), editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["person", "seq"], name="seq_unique_per_person")
         ]
+        # flow analytics read a version's changes by instance (stepstream/analytics.py)
+        indexes = [models.Index(fields=["flow_instance_id"], name="statechange_instance")]
         ordering = ["person", "seq"]
 
     def __str__(self):
         return f"#{self.seq} {self.entity} {self.identifier}: {self.previous_state} -> {self.state}"
+
+
+# Rules (docs/rules.md): tracked events, segments; conditions live on Flow and Transition.
+
+
+class TrackedEvent(models.Model):
+    """What a person has done, kept as one aggregate per person and event name."""
+
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="tracked_events")
+    name = models.CharField(max_length=255)
+    count = models.BigIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    last_properties = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["person", "name"], name="tracked_event_unique")
+        ]
+        ordering = ["person", "name"]
+
+    def __str__(self):
+        return f"{self.name} x{self.count}"
+
+
+class Segment(models.Model):
+    """A named condition; `version` grows with each replacement (compiled programs cache by it)."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="segments")
+    identifier = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, blank=True, default="")
+    condition = models.TextField()
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "identifier"], name="segment_unique")
+        ]
+        ordering = ["identifier"]
+
+    def __str__(self):
+        return self.identifier
+
+
+class Webhook(models.Model):
+    """An endpoint that receives every state change of its environment (stepstream/webhooks/).
+
+    `position_xid`/`position_id` is the change-feed position up to which every
+    change has been acknowledged: durable, so a killed server loses nothing.
+    The lease says which server process delivers it now.
+    """
+
+    STATES = [("enabled", "enabled"), ("disabled", "disabled")]
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=500, blank=True, default="")
+    # the signing secret ("whsec_..."); kept in clear because every delivery is signed with it
+    secret = models.CharField(max_length=100)
+    state = models.CharField(max_length=10, choices=STATES, default="enabled")
+    failing_since = models.DateTimeField(null=True, blank=True)
+    position_xid = models.BigIntegerField(default=0)
+    position_id = models.BigIntegerField(default=0)
+    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"webhook #{self.pk} {self.url}"
+
+
+class WebhookAttempt(models.Model):
+    """One delivery attempt; only the latest few per webhook are kept."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="attempts")
+    message_id = models.CharField(max_length=100)
+    person_key = models.CharField(max_length=255)
+    seq = models.BigIntegerField()
+    attempt = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, null=True, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["webhook", "-id"], name="attempt_latest")]
+
+    def __str__(self):
+        return f"{self.message_id} attempt {self.attempt}"
+
+
+class StepCount(models.Model):
+    """How many step (or flow) instances of a flow version are in each state, kept by triggers.
+
+    Database triggers (migration 0006_dashboard, `stepstream/dashboard/counters.py`)
+    update these rows in the same transaction as every insert, state update or
+    delete of a step or flow instance, whatever code runs it, so the
+    dashboard reads a flow's counts from a few rows instead of aggregating
+    every instance. `identifier` is the step's, or "" for the flow's own
+    instances. Rows are spread over `shard`s (the person's id modulo 16) so
+    concurrent writers of one flow do not queue on one row; readers sum them.
+    """
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, db_constraint=False, related_name="+")
+    identifier = models.CharField(max_length=255)
+    shard = models.SmallIntegerField()
+    n_inactive = models.BigIntegerField(default=0)
+    n_active = models.BigIntegerField(default=0)
+    n_completed = models.BigIntegerField(default=0)
+    n_exited = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flow", "identifier", "shard"], name="step_count_unique"
+            )
+        ]
+
+
+class StepDuration(models.Model):
+    """A histogram of the times from a step becoming active to its completion, kept by a trigger.
+
+    Buckets are quarter-octaves of milliseconds (bucket k holds durations up to
+    2^(k/4) ms), so a median read from it is within about 9 % of the exact one.
+    """
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, db_constraint=False, related_name="+")
+    identifier = models.CharField(max_length=255)
+    bucket = models.SmallIntegerField()
+    shard = models.SmallIntegerField()
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flow", "identifier", "bucket", "shard"], name="step_duration_unique"
+            )
+        ]

@@ -4,6 +4,11 @@ Every HTTP request gets an id (the caller's `X-Request-ID` when it is sane,
 else a new one), echoed in the response and attached to every log line made
 while serving it; WebSocket log lines carry their connection's id. Set
 `STEPSTREAM_LOG_FORMAT=json` for one JSON object per line.
+
+Log lines quote what clients send (paths, header values, reasons), so both
+formatters escape control characters: a request for `/x%0A2026-... INFO ...`
+cannot forge a line of its own, nor colour a terminal. In the plain format a
+record is one line, and the lines of its traceback are indented.
 """
 
 import contextvars
@@ -27,6 +32,47 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# C0, DEL, C1 (NEL among them) and the Unicode line and paragraph separators:
+# everything str.splitlines() or a terminal treats as more than a character
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group(0)
+    if char in _NAMED:
+        return _NAMED[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as a Python-style escape."""
+    return _CONTROL.sub(_escape, text)
+
+
+class PlainFormatter(logging.Formatter):
+    """logging's format, with the message escaped to one line and tracebacks indented."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        blocks = [record.exc_text] if record.exc_text else []
+        if record.stack_info:
+            blocks.append(self.formatStack(record.stack_info))
+        for block in blocks:
+            for part in block.split("\n"):
+                line += "\n  " + escape_controls(part)
+        return line
+
+
+# orjson escapes C0 controls itself; these it leaves as they are
+_JSON_UNESCAPED = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -41,7 +87,9 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = getattr(record, key)
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
-        return orjson.dumps(entry).decode()
+        return _JSON_UNESCAPED.sub(
+            lambda m: f"\\u{ord(m.group(0)):04x}", orjson.dumps(entry).decode()
+        )
 
 
 class RequestIdMiddleware:

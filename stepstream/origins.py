@@ -24,9 +24,14 @@ def normalize(origin) -> str:
     """`scheme://host[:port]`, lower case, without a default port; Invalid otherwise."""
     if not isinstance(origin, str) or not origin or len(origin) > 300:
         raise Invalid("Each origin must be a string like 'https://app.example.com'.")
-    parts = urlsplit(origin.strip())
+    origin = origin.strip(" ")
+    parts = urlsplit(origin)
     problem = None
-    if parts.scheme.lower() not in DEFAULT_PORTS:
+    # urlsplit drops tabs and newlines anywhere (as browsers do in URLs), so
+    # "https://app.exa\tmple.com" would match; an Origin header never has them
+    if any(c.isspace() or not c.isprintable() for c in origin):
+        problem = "it contains whitespace or control characters"
+    elif parts.scheme.lower() not in DEFAULT_PORTS:
         problem = "its scheme must be http or https"
     elif not parts.hostname or parts.username or parts.password:
         problem = "it must name a host (and no user or password)"
@@ -38,9 +43,8 @@ def normalize(origin) -> str:
         except ValueError:
             port, problem = None, "its port is not a number from 0 to 65535"
     if problem:
-        raise Invalid(
-            f"'{origin[:100]}' is not an origin: {problem} (e.g. 'https://app.example.com')."
-        )
+        shown = origin[:100].encode("unicode_escape").decode("ascii")  # no raw control chars
+        raise Invalid(f"'{shown}' is not an origin: {problem} (e.g. 'https://app.example.com').")
     scheme, host = parts.scheme.lower(), parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"

@@ -1,46 +1,131 @@
-"""People: create, replace, merge and delete, with data checked by the environment's schema."""
+"""People: create, replace, merge and delete, with data checked by the environment's schema.
+
+Validation does no input or output: a schema's `$ref` may only point inside
+the schema itself (`#...`), refused otherwise when the schema is saved, and
+the validator's registry refuses to retrieve anything, so no code path (an
+old schema saved before this rule included) fetches a URL or reads a file.
+"""
+
+from urllib.parse import urljoin
 
 from django.db import IntegrityError
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
+from referencing.exceptions import NoSuchResource, Unresolvable
+from referencing.jsonschema import DRAFT202012
 
-from stepstream import store
+from stepstream import store, text
 from stepstream.errors import Invalid
 from stepstream.models import Environment, Person
-from stepstream.text import reject_nul
+
+REFERENCE_KEYWORDS = ("$ref", "$dynamicRef")
+# keywords whose values are data, not subschemas: a "$ref" inside them is no reference
+DATA_KEYWORDS = frozenset({"const", "enum", "examples", "default"})
+
+
+def _retrieve_nothing(uri: str):
+    """The registry's only way to fetch: it never does (no network, no files)."""
+    raise NoSuchResource(ref=uri)
+
+
+REGISTRY = Registry(retrieve=_retrieve_nothing)
+
+
+def _validator(schema: dict) -> Draft202012Validator:
+    return Draft202012Validator(
+        schema, registry=REGISTRY, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def check_person_key(person_key) -> str:
-    if not isinstance(person_key, str) or not person_key or len(person_key) > 255:
-        raise Invalid("person_key must be a non-empty string of at most 255 characters.")
-    reject_nul(person_key, "person_key")
-    return person_key
+    return text.validate_person_key(person_key)
 
 
 def check_data(environment: Environment, data) -> dict:
     if not isinstance(data, dict):
         raise Invalid("data must be a JSON object.")
-    reject_nul(data, "data")
+    text.check(data, "data", path="data")
     schema = environment.person_schema
     if schema:
-        validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        problems = [
-            f"data{e.json_path[1:]}: {e.message}"
-            for e in sorted(validator.iter_errors(data), key=lambda e: list(e.path))
-        ]
+        try:
+            problems = [
+                f"data{e.json_path[1:]}: {e.message}"
+                for e in sorted(_validator(schema).iter_errors(data), key=lambda e: list(e.path))
+            ]
+        except Unresolvable as e:  # a schema saved before references were checked
+            raise Invalid(
+                f"The environment's person schema has a reference that cannot be resolved "
+                f"({str(getattr(e, 'ref', '') or '')[:100]!r}): only references inside the "
+                "schema ('#...') are followed. Replace the schema with PUT /schema/person."
+            ) from None
+        except RecursionError:
+            raise Invalid(
+                "The environment's person schema loops: its references lead back to "
+                "themselves without end. Replace the schema with PUT /schema/person."
+            ) from None
         if problems:
             raise Invalid(*problems)
     return data
 
 
+def _references(schema, path: str, base: str, found: list) -> None:
+    """Every (where, base URI, reference) in a schema, skipping data keywords."""
+    if isinstance(schema, dict):
+        if isinstance(schema.get("$id"), str):
+            base = urljoin(base, schema["$id"])
+        for key, value in schema.items():
+            if key in REFERENCE_KEYWORDS and isinstance(value, str):
+                found.append((f"{path}/{key}", base, value))
+            elif key not in DATA_KEYWORDS:
+                _references(value, f"{path}/{key}", base, found)
+    elif isinstance(schema, list):
+        for i, item in enumerate(schema):
+            _references(item, f"{path}/{i}", base, found)
+
+
+def _check_references(schema: dict) -> None:
+    found: list = []
+    root = schema.get("$id") if isinstance(schema.get("$id"), str) else ""
+    _references(schema, "", root, found)
+    problems = [
+        f"The schema at {where}: '{ref[:100]}' points outside the schema; a reference may "
+        "only point inside it ('#...', e.g. '#/$defs/address'): validation fetches nothing."
+        for where, _, ref in found
+        if not ref.startswith("#")
+    ]
+    if problems:
+        raise Invalid(*problems)
+    registry = REGISTRY.with_resource(root, DRAFT202012.create_resource(schema)).crawl()
+    for where, base, ref in found:
+        try:
+            registry.resolver(base_uri=base).lookup(ref)
+        except Unresolvable:
+            problems.append(f"The schema at {where}: '{ref[:100]}' points to nothing in it.")
+    if problems:
+        raise Invalid(*problems)
+    validator = _validator(schema)
+    try:  # a schema whose references lead back to themselves never ends
+        for probe in ({}, [], "", 0, None):
+            validator.is_valid(probe)
+    except RecursionError:
+        raise Invalid(
+            "The schema loops: its references lead back to themselves without end."
+        ) from None
+
+
 def set_schema(environment: Environment, schema) -> dict:
     if not isinstance(schema, dict):
         raise Invalid("The schema must be a JSON object (a JSON Schema, draft 2020-12).")
-    reject_nul(schema, "The schema")
+    text.check(schema, "The schema")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as e:
-        raise Invalid(f"Invalid JSON Schema: {e.message}") from None
+        where = e.json_path[2:] if len(e.json_path) > 1 else ""
+        raise Invalid(
+            f"Invalid JSON Schema{' at ' + where if where else ''}: {e.message}"
+        ) from None
+    _check_references(schema)
     environment.person_schema = schema
     environment.save(update_fields=["person_schema"])
     return schema

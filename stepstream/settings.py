@@ -12,6 +12,7 @@ TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "/static/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = config.int_setting("STEPSTREAM_MAX_BODY_BYTES", 1024 * 1024)
+CSRF_FAILURE_VIEW = "stepstream.views.csrf_failure"  # JSON, like every error body
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -25,6 +26,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "stepstream.metrics.RequestDurationMiddleware",
     "stepstream.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -49,13 +51,21 @@ TEMPLATES = [
     }
 ]
 
+# The dashboard (/dashboard/) signs staff in with Django's sessions; its cookie is
+# never readable by scripts nor sent on cross-site requests.
+LOGIN_URL = "/dashboard/login/"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 60 * 60 * 12
+
 DATABASES = {"default": config.database_settings()}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["stepstream.api.auth.SecretKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["stepstream.api.auth.HasEnvironment"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["stepstream.api.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "stepstream.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -69,7 +79,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "plain": {
+            "()": "stepstream.observability.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
         "json": {"()": "stepstream.observability.JsonFormatter"},
     },
     "filters": {
@@ -101,6 +114,10 @@ STEPSTREAM = {
         "STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY", 20000
     ),
     "WS_OUTBOX_LIMIT": config.int_setting("STEPSTREAM_WS_OUTBOX_LIMIT", 5000),
+    # what one socket may make the server hold for it (queued answers and events,
+    # unread pongs), in bytes; beyond: closed with 4408 (stepstream/ws/transport.py)
+    "WS_MAX_BUFFER_BYTES": config.int_setting("STEPSTREAM_WS_MAX_BUFFER_BYTES", 16 * 1024 * 1024),
+    "WS_STALL_TIMEOUT": config.float_setting("STEPSTREAM_WS_STALL_TIMEOUT", 30.0),
     # permessage-deflate: about 40 KiB more per socket (its compressor and
     # decompressor) and each event compressed once per socket, not framed once
     # for all; events are a few hundred bytes (docs/performance.md)
@@ -116,4 +133,25 @@ STEPSTREAM = {
     # how often each process re-checks its open connections' keys (revoked: close 4403)
     # and re-reads identity-verification settings; also the delay of the request counters
     "KEY_CHECK_INTERVAL": config.float_setting("STEPSTREAM_KEY_CHECK_INTERVAL", 1.0),
+    # the HTTP connection limits of `stepstream serve` (stepstream.http.protocol)
+    "HTTP_MAX_HEADER_BYTES": config.int_setting("STEPSTREAM_HTTP_MAX_HEADER_BYTES", 64 * 1024),
+    "HTTP_REQUEST_TIMEOUT": config.float_setting("STEPSTREAM_HTTP_REQUEST_TIMEOUT", 30.0),
+    "HTTP_MAX_PENDING": config.int_setting("STEPSTREAM_HTTP_MAX_PENDING", 1000),
+    "HTTP_MAX_PENDING_BYTES": config.int_setting(
+        "STEPSTREAM_HTTP_MAX_PENDING_BYTES", 64 * 1024 * 1024
+    ),
+    # outbound (docs/webhooks.md): webhooks and metrics
+    "WEBHOOK_ALLOW_PRIVATE": config.bool_setting("STEPSTREAM_WEBHOOK_ALLOW_PRIVATE", False),
+    "WEBHOOK_RETRY_HOURS": config.float_setting("STEPSTREAM_WEBHOOK_RETRY_HOURS", 24.0),
+    "WEBHOOK_RETRY_BASE_SECONDS": config.float_setting(
+        "STEPSTREAM_WEBHOOK_RETRY_BASE_SECONDS", 2.0
+    ),
+    "WEBHOOK_RETRY_MAX_SECONDS": config.float_setting(
+        "STEPSTREAM_WEBHOOK_RETRY_MAX_SECONDS", 600.0
+    ),
+    "WEBHOOK_TIMEOUT_SECONDS": config.float_setting("STEPSTREAM_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+    "WEBHOOK_CONCURRENCY": config.int_setting("STEPSTREAM_WEBHOOK_CONCURRENCY", 16),
+    "WEBHOOK_POLL_INTERVAL": config.float_setting("STEPSTREAM_WEBHOOK_POLL_INTERVAL", 0.1),
+    "WEBHOOK_LEASE_SECONDS": config.float_setting("STEPSTREAM_WEBHOOK_LEASE_SECONDS", 6.0),
+    "METRICS_TOKEN": config.os.environ.get("STEPSTREAM_METRICS_TOKEN", ""),
 }

@@ -15,12 +15,23 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from stepstream.errors import NotFound
-from stepstream.models import FlowInstance, Person, StateChange, StepInstance
+from stepstream.models import (
+    Environment,
+    FlowInstance,
+    Person,
+    StateChange,
+    StepInstance,
+    TrackedEvent,
+)
 
 P = Person._meta.db_table
 I = FlowInstance._meta.db_table  # noqa: E741
 S = StepInstance._meta.db_table
 L = StateChange._meta.db_table
+E = Environment._meta.db_table
+T = TrackedEvent._meta.db_table
+_cause_field = StateChange._meta.get_field("cause")
+_data_field = Person._meta.get_field("data")
 _uuid_field = StepInstance._meta.pk
 _INSERT_CHUNK = 500
 
@@ -30,6 +41,8 @@ class PersonRow:
     pk: int
     person_key: str
     last_seq: int
+    rules_version: int = 0  # the environment's rules_version this person was last settled at
+    env_rules_version: int = 0  # the environment's, read under the person's lock
 
 
 @dataclass(slots=True)
@@ -90,16 +103,187 @@ def person_not_found(person_key: str) -> NotFound:
 
 def lock_person(environment_id: int, person_key: str) -> PersonRow:
     """The person, row-locked until the transaction ends (serializes their changes)."""
+    row = _lock_person(environment_id, person_key)
+    if row is None:
+        raise person_not_found(person_key)
+    return row
+
+
+def _lock_person(environment_id: int, person_key: str) -> PersonRow | None:
     with connection.cursor() as c:
         c.execute(
-            f"SELECT p.id, p.last_seq FROM {P} p WHERE p.environment_id = %s "
+            f"SELECT p.id, p.last_seq, p.rules_version, e.rules_version FROM {P} p "
+            f"JOIN {E} e ON e.id = p.environment_id WHERE p.environment_id = %s "
             f"AND p.person_key = %s{_for_update('p')}",
             [environment_id, person_key],
         )
         row = c.fetchone()
-    if row is None:
-        raise person_not_found(person_key)
-    return PersonRow(row[0], person_key, row[1])
+    return None if row is None else PersonRow(row[0], person_key, row[1], row[2], row[3])
+
+
+def lock_or_create_person(environment_id: int, person_key: str, data, check=None):
+    """(the person locked, True when created now with `data`); `check(data)` runs before creating.
+
+    INSERT … ON CONFLICT DO NOTHING waits for a concurrent creator and then
+    finds its row, so two first writes for one key both succeed, one creating.
+    """
+    row = _lock_person(environment_id, person_key)
+    if row is not None:
+        return row, False
+    if check is not None:
+        check(data)
+    now = connection.ops.adapt_datetimefield_value(_now())
+    with connection.cursor() as c:
+        c.execute(
+            f"INSERT INTO {P} (environment_id, person_key, data, last_seq, created_at, "
+            "rules_version) VALUES (%s, %s, %s, 0, %s, 0) "
+            "ON CONFLICT (environment_id, person_key) DO NOTHING",
+            [environment_id, person_key, _data_field.get_db_prep_value(data, connection), now],
+        )
+        created = c.rowcount == 1
+    return lock_person(environment_id, person_key), created
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def person_data(person_id: int) -> dict:
+    with connection.cursor() as c:
+        c.execute(f"SELECT data FROM {P} WHERE id = %s", [person_id])
+        raw = c.fetchone()[0]
+    return _data_field.from_db_value(raw, None, connection) if isinstance(raw, str) else raw
+
+
+def write_person_data(person_id: int, data: dict) -> None:
+    with connection.cursor() as c:
+        c.execute(
+            f"UPDATE {P} SET data = %s WHERE id = %s",
+            [_data_field.get_db_prep_value(data, connection), person_id],
+        )
+
+
+def set_rules_version(person_id: int, version: int) -> None:
+    with connection.cursor() as c:
+        c.execute(f"UPDATE {P} SET rules_version = %s WHERE id = %s", [version, person_id])
+
+
+def instance_states(person_id: int) -> dict[str, tuple]:
+    """flow identifier -> (instance id, flow id, state) for each of the person's instances."""
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT flow_identifier, id, flow_id, state FROM {I} WHERE person_id = %s",
+            [person_id],
+        )
+        return {r[0]: (py_uuid(r[1]), r[2], r[3]) for r in c.fetchall()}
+
+
+def read_instance(person_id: int, flow_identifier: str):
+    """(InstanceRow, steps) of the person's instance of a flow, or None."""
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT i.id, i.flow_id, i.state, s.id, s.identifier, s.name, s.position, s.state "
+            f"FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
+            f"WHERE i.person_id = %s AND i.flow_identifier = %s ORDER BY s.position",
+            [person_id, flow_identifier],
+        )
+        rows = c.fetchall()
+    if not rows:
+        return None
+    first = rows[0]
+    instance = InstanceRow(py_uuid(first[0]), first[1], flow_identifier, first[2])
+    steps = [StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7]) for r in rows if r[3] is not None]
+    return instance, steps
+
+
+def active_steps(person_id: int, flow_identifiers: list[str]) -> dict[str, set[str]]:
+    """flow identifier -> identifiers of its active steps, for active instances (no step rows)."""
+    if not flow_identifiers:
+        return {}
+    marks = ", ".join(["%s"] * len(flow_identifiers))
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT i.flow_identifier, s.identifier FROM {I} i JOIN {S} s ON s.instance_id = i.id "
+            f"WHERE i.person_id = %s AND i.state = 'active' AND s.state = 'active' "
+            f"AND i.flow_identifier IN ({marks})",
+            [person_id, *flow_identifiers],
+        )
+        found: dict[str, set[str]] = {}
+        for flow, step in c.fetchall():
+            found.setdefault(flow, set()).add(step)
+    return found
+
+
+def read_instances(person_id: int, flow_identifiers: list[str]) -> dict:
+    """flow identifier -> (InstanceRow, steps) for several instances, in one query."""
+    if not flow_identifiers:
+        return {}
+    marks = ", ".join(["%s"] * len(flow_identifiers))
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT i.id, i.flow_id, i.state, s.id, s.identifier, s.name, s.position, s.state, "
+            f"i.flow_identifier FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
+            f"WHERE i.person_id = %s AND i.flow_identifier IN ({marks}) "
+            "ORDER BY i.flow_identifier, s.position",
+            [person_id, *flow_identifiers],
+        )
+        rows = c.fetchall()
+    found: dict = {}
+    for r in rows:
+        if r[8] not in found:
+            found[r[8]] = (InstanceRow(py_uuid(r[0]), r[1], r[8], r[2]), [])
+        if r[3] is not None:
+            found[r[8]][1].append(StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7]))
+    return found
+
+
+def delete_instance(instance_id: uuid.UUID) -> None:
+    """Restart replaces an instance: its rows go, its log rows stay."""
+    with connection.cursor() as c:
+        c.execute(f"DELETE FROM {S} WHERE instance_id = %s", [db_uuid(instance_id)])
+        c.execute(f"DELETE FROM {I} WHERE id = %s", [db_uuid(instance_id)])
+
+
+def tracked_events(person_id: int) -> dict[str, dict]:
+    """event name -> {"count", "first_at", "last_at"} (aware datetimes)."""
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT name, count, first_at, last_at FROM {T} WHERE person_id = %s", [person_id]
+        )
+        rows = c.fetchall()
+    conv = _datetime_from_db
+    return {r[0]: {"count": r[1], "first_at": conv(r[2]), "last_at": conv(r[3])} for r in rows}
+
+
+def _datetime_from_db(value):
+    from django.utils.dateparse import parse_datetime
+
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and value.tzinfo is None:
+        from datetime import UTC
+
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def bump_event(person_id: int, name: str, at, properties: dict) -> int:
+    """Counts one more `name` for the person; the new count."""
+    when = connection.ops.adapt_datetimefield_value(at)
+    props = TrackedEvent._meta.get_field("last_properties").get_db_prep_value(
+        properties, connection
+    )
+    with connection.cursor() as c:
+        c.execute(
+            f"INSERT INTO {T} (person_id, name, count, first_at, last_at, last_properties) "
+            "VALUES (%s, %s, 1, %s, %s, %s) ON CONFLICT (person_id, name) DO UPDATE SET "
+            f"count = {T}.count + 1, last_at = excluded.last_at, "
+            "last_properties = excluded.last_properties RETURNING count",
+            [person_id, name, when, when, props],
+        )
+        return c.fetchone()[0]
 
 
 def lock_instance(environment_id: int, person_key: str, flow_identifier: str):
@@ -202,29 +386,44 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
     """Inserts log rows (already numbered) and moves the person's last_seq past them.
 
     Each row: (seq, entity, object_id, identifier, state, previous_state,
-    flow_identifier, flow_instance_id, occurred_at).
+    flow_identifier, flow_instance_id, occurred_at, cause). On PostgreSQL each row
+    also gets its change-feed key `xid` (stepstream/feed.py): this
+    transaction's id, raised to the person's previous key if that is higher,
+    so a person's keys never go down even if this transaction got its id
+    before an earlier writer of the same person did.
     """
     adapt = connection.ops.adapt_datetimefield_value
+    cause = _cause_field.get_db_prep_value
+    columns = (
+        "person_id, seq, entity, object_id, identifier, state, previous_state, "
+        "flow_identifier, flow_instance_id, occurred_at, cause"
+    )
+    values = [
+        [
+            person.pk,
+            seq,
+            entity,
+            db_uuid(oid),
+            ident,
+            state,
+            prev,
+            flow,
+            db_uuid(fid),
+            adapt(at),
+            cause(why, connection),
+        ]
+        for seq, entity, oid, ident, state, prev, flow, fid, at, why in rows
+    ]
     with connection.cursor() as c:
-        _insert(
-            c,
-            L,
-            "person_id, seq, entity, object_id, identifier, state, previous_state, "
-            "flow_identifier, flow_instance_id, occurred_at",
-            [
-                [
-                    person.pk,
-                    seq,
-                    entity,
-                    db_uuid(oid),
-                    ident,
-                    state,
-                    prev,
-                    flow,
-                    db_uuid(fid),
-                    adapt(at),
-                ]
-                for seq, entity, oid, ident, state, prev, flow, fid, at in rows
-            ],
-        )
+        if connection.vendor == "postgresql":
+            c.execute(
+                f"UPDATE {P} SET last_seq = %s WHERE id = %s RETURNING GREATEST("
+                f"pg_current_xact_id()::text::bigint, (SELECT l.xid FROM {L} l "
+                "WHERE l.person_id = %s AND l.seq = %s))",
+                [person.last_seq, person.pk, person.pk, rows[0][0] - 1],
+            )
+            key = c.fetchone()[0]
+            _insert(c, L, columns + ", xid", [v + [key] for v in values])
+            return
+        _insert(c, L, columns, values)
         c.execute(f"UPDATE {P} SET last_seq = %s WHERE id = %s", [person.last_seq, person.pk])

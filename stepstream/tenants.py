@@ -73,16 +73,19 @@ def create_project(name: str) -> dict:
     return {"project": name, "project_id": project.pk, "environments": environments}
 
 
-def key_row(key: str | None, kind: str) -> ApiKey | None:
-    """The live key row (with its environment) of this kind matching `key`, or None."""
+def key_row(key: str | None, kind: str, revoked_too: bool = False) -> ApiKey | None:
+    """The live key row (with its environment) of this kind matching `key`, or None.
+
+    With `revoked_too`, a revoked key's row too (its `revoked_at` set), so the
+    WebSocket can tell a revoked key (4403) from a wrong one (4401).
+    """
     if not key or not isinstance(key, str) or len(key) > 200:
         return None
     wanted = digest(key)
-    row = (
-        ApiKey.objects.select_related("environment")
-        .filter(digest=wanted, kind=kind, revoked_at__isnull=True)
-        .first()
-    )
+    rows = ApiKey.objects.select_related("environment").filter(digest=wanted, kind=kind)
+    if not revoked_too:
+        rows = rows.filter(revoked_at__isnull=True)
+    row = rows.first()
     if row is None or not hmac.compare_digest(row.digest, wanted):
         return None
     return row

@@ -1,12 +1,20 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from stepstream import views
+from stepstream import metrics, views
 
 urlpatterns = [
     path("api/v1/", include("stepstream.api.urls")),
     path("admin/", admin.site.urls),
+    path("", views.home),
     path("demo", views.demo),
+    path("demo/reset", views.demo_reset),
+    path("metrics", metrics.view),
+    path("dashboard/", include("stepstream.dashboard.urls")),
 ]
 
-handler404 = "stepstream.api.errors.not_found"  # JSON, as every error (CONTRACT.md)
+# every error body is JSON, unknown routes included (stepstream.views)
+handler400 = views.bad_request
+handler403 = views.forbidden
+handler404 = views.not_found
+handler500 = views.server_error

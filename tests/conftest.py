@@ -8,8 +8,12 @@ import os
 
 import pytest
 
-from tests.helpers import LINEAR_FLOW, LOOP_FLOW
-from tests.openapi import APIClient  # validates every answer against the OpenAPI document
+from stepstream.testing import servers
+from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
+from tests.openapi import APIClient, check_httpx_response
+
+# every REST answer the suite gets, from either client, is checked against the document
+servers.RESPONSE_HOOKS.append(check_httpx_response)
 
 
 def pytest_report_header(config):
@@ -64,7 +68,7 @@ def linear_flow(env):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    from tests.servers import Server
+    from stepstream.testing.servers import Server
 
     srv = Server(tmp_path_factory.mktemp("server")).start()
     yield srv

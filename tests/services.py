@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.servers import free_port
+from stepstream.testing.servers import free_port
 
 
 def _pg_bin(name: str) -> str | None:

@@ -7,7 +7,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.helpers import LINEAR_FLOW, states
+from stepstream.testing.flows import LINEAR_FLOW, states
 from tests.openapi import APIClient
 
 BASE = "/api/v1"

@@ -18,7 +18,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.servers import Server
+from stepstream.testing.servers import Server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -282,6 +282,40 @@ def test_sdk_follows_a_flow_started_later_and_applies_its_own_transitions(tmp_pa
             "refused": 401,
             "dueDate": "completed",
         }
+
+        # a token that lapses: the server ends the subscriptions, the SDK renews them
+        # with a fresh token from the app's callback and misses nothing
+        short = jwt.encode(
+            {"sub": "sdk-user", "exp": int(time.time()) + 2}, secret, algorithm="HS256"
+        )
+        page.evaluate(
+            """async ({key, tokens}) => {
+                 const stepstream = (await import("/static/stepstream.js")).default;
+                 window.asked = 0;
+                 window.renewing = stepstream.connect({url: location.origin, key,
+                   personKey: "sdk-user", personToken: () => tokens[window.asked++] ?? tokens[1]});
+                 await window.renewing.ready;
+               }""",
+            {"key": keys["publishable_key"], "tokens": [short, token]},
+        )
+        time.sleep(4)  # the first token expired: the subscriptions ended and were renewed
+        assert rest.post("/people/sdk-user/flows/onboarding/exit").status_code == 200
+        page.wait_for_function("() => window.renewing.flow('onboarding').state === 'exited'")
+        assert page.evaluate("() => [window.renewing.status, window.asked >= 2]") == ["live", True]
+
+        # a wrong key: the SDK says so (close 4401 with the server's reason) and stops
+        invalid = page.evaluate(
+            """async () => {
+                 const stepstream = (await import("/static/stepstream.js")).default;
+                 const client = stepstream.connect({url: location.origin, key: "pk_wrong",
+                   personKey: "sdk-user", minBackoffMs: 50});
+                 const e = await client.ready.then(() => null, (e) => e);
+                 return {code: e.code, status: e.status, message: e.message, state: client.status};
+               }"""
+        )
+        assert invalid["code"] == "invalid_key" and invalid["status"] == 401
+        assert invalid["state"] == "closed"
+        assert "invalid key" in invalid["message"] and "publishable key" in invalid["message"]
         assert page.errors == []
         rest.close()
     finally:

@@ -312,6 +312,52 @@ def test_serve_demo_serves_the_demo_page(tmp_path, env):
         assert "text/html" in response.headers.get("content-type", "")
 
 
+def test_the_root_is_a_landing_page_linking_demo_dashboard_and_api(tmp_path, env):
+    with serving(tmp_path, env, "--demo") as server:
+        response = httpx.get(f"{server.base}/", timeout=5)
+        assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+        links = dict(re.findall(r'<a href="([^"]+)" data-link="([^"]+)"', response.text))
+        assert set(links.values()) >= {"demo", "dashboard", "openapi", "sdk", "health"}
+        for href in links:
+            assert httpx.get(f"{server.base}{href}", timeout=5).status_code in (200, 302), href
+
+
+def test_demo_starts_over_from_its_button_and_its_command(tmp_path, env):
+    def demo_flows(server, secret):
+        url = f"{server.base}/api/v1/people/demo-user"
+        return httpx.get(f"{url}/flows", headers=bearer(secret), timeout=5)
+
+    with serving(tmp_path, env, "--demo", name="first") as server:
+        secret, _ = demo_keys(server.stderr)
+        url = f"{server.base}/api/v1/people/demo-user/flows/onboarding/transitions"
+        moved = httpx.post(url, json={"transition": "start"}, headers=bearer(secret), timeout=5)
+        assert moved.status_code == 200
+        # another site may not reset it; the page itself may
+        other = {"Origin": "https://elsewhere.example"}
+        assert httpx.post(f"{server.base}/demo/reset", headers=other, timeout=5).status_code == 403
+        same = {"Origin": server.base}
+        reset = httpx.post(f"{server.base}/demo/reset", headers=same, timeout=5)
+        assert reset.status_code == 200, reset.text
+        (instance,) = demo_flows(server, secret).json()
+        assert instance["seq"] == 2  # a new log: the flow and its start step
+        assert {s["identifier"]: s["state"] for s in instance["steps"]}["welcome"] == "active"
+        # deleting the demo person no longer breaks the next start
+        deleted = httpx.delete(
+            f"{server.base}/api/v1/people/demo-user", headers=bearer(secret), timeout=5
+        )
+        assert deleted.status_code == 204
+    with serving(tmp_path, env, "--demo", name="second") as server:
+        (instance,) = demo_flows(server, secret).json()
+        assert instance["state"] == "active"
+    done = run(["reset-demo"], env, tmp_path)
+    assert done.returncode == 0 and "starts over" in done.stderr, done.stderr
+
+
+def test_reset_demo_without_a_demo_says_so(tmp_path, env):
+    done = run(["reset-demo"], env, tmp_path)
+    assert done.returncode == 2 and "no demo here yet" in done.stderr, done.stderr
+
+
 def test_init_project_keys_work_on_a_running_server(tmp_path, env):
     with serving(tmp_path, env) as server:
         result = run(["init-project", "Late"], env, tmp_path)

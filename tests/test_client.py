@@ -12,9 +12,9 @@ import time
 import pytest
 
 from stepstream.client import Client, StepstreamError, connect
+from stepstream.testing.flows import states
+from stepstream.testing.servers import Server
 from tests.conftest import LOOP_FLOW
-from tests.helpers import states
-from tests.servers import Server
 
 
 def rest_states(rest, person_key: str) -> dict:
@@ -94,7 +94,7 @@ async def test_a_wrong_key_fails_at_once_and_clearly(server, tenant):
         async with connect(server.url, "pk_not-a-key", "someone"):
             pass
     assert time.monotonic() - began < 10
-    assert failed.value.code == "unauthenticated"
+    assert failed.value.code == "invalid_key"
     assert "key" in str(failed.value)
     # the secret key is not for the WebSocket either
     with pytest.raises(StepstreamError):

@@ -102,7 +102,7 @@ DOCS = README.parent / "docs"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from tests.servers import Server
+    from stepstream.testing.servers import Server
 
     srv = Server(tmp_path_factory.mktemp("demo"), args=("--demo",)).start()
     keys = json.loads((Path(srv.data_dir) / "demo.json").read_text())

@@ -5,7 +5,7 @@ import pytest
 from stepstream import engine, flows, people
 from stepstream.errors import Conflict, NotFound
 from stepstream.models import FlowInstance, Person, StateChange
-from tests.helpers import LINEAR_FLOW, log_rows, states
+from stepstream.testing.flows import LINEAR_FLOW, log_rows, states
 
 
 def person(env, key="alice"):
@@ -723,7 +723,8 @@ def test_people_and_flows_of_another_environment_are_not_found(env, other_env, l
 
 def test_snapshot_of_a_person_without_flows(env):
     person(env)
-    assert engine.snapshot(env, "alice") == {"person_key": "alice", "seq": 0, "flows": []}
+    snap = engine.snapshot(env, "alice")
+    assert snap == {"person_key": "alice", "seq": 0, "flows": [], "epoch": snap["epoch"]}
 
 
 def test_snapshot_lists_instances_with_the_latest_seq(env, linear_flow):

@@ -5,7 +5,7 @@ import pytest
 from stepstream import flows
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Flow
-from tests.helpers import LINEAR_FLOW
+from stepstream.testing.flows import LINEAR_FLOW
 
 
 def definition(steps, transitions, identifier="f"):

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import LINEAR_FLOW, states
+from stepstream.testing.flows import LINEAR_FLOW, states
 from tests.openapi import APIClient
 from tests.trust import (
     eventually,

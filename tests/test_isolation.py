@@ -14,8 +14,8 @@ import uuid
 import pytest
 
 from stepstream.api import urls as api_urls
+from stepstream.testing.flows import LINEAR_FLOW
 from stepstream.ws.actions import ACTIONS
-from tests.helpers import LINEAR_FLOW
 from tests.trust import mint
 from tests.wsclient import WsClient
 
@@ -37,8 +37,14 @@ B_ORIGIN = "https://b-only.example"
 NO_KEY_ROUTES = {"health", "ready", "openapi.json", "docs"}  # answer without a key, about no tenant
 
 
-K = api_urls.KEY
-F = r"(?P<flow>[^/]+)"
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """This module's own server: B's webhook points at a closed loopback port."""
+    from stepstream.testing.servers import Server
+
+    srv = Server(tmp_path_factory.mktemp("isolation"), STEPSTREAM_WEBHOOK_ALLOW_PRIVATE="1").start()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture
@@ -59,7 +65,11 @@ def pair(server, request):
         secret = b.post("/identity-verification/secret").json()["identity_secret"]
         assert b.put("/allowed-origins", json={"origins": [B_ORIGIN]}).status_code == 200
         b_keys_listed = b.get("/keys").json()
+        assert b.put("/segments/b-seg", json={"condition": "true"}).status_code == 201
+        hook = b.post("/webhooks", json={"url": "http://127.0.0.1:9/b-only-hook"})
+        assert hook.status_code == 201, hook.text
     return a_keys, {
+        "webhook": hook.json(),
         **b_keys,
         "instance": instance,
         "identity_secret": secret,
@@ -78,6 +88,8 @@ def b_markers(b: dict) -> list[str]:
         b["instance"]["id"],
         *[s["id"] for s in b["instance"]["steps"]],
         b["identity_secret"],
+        b["webhook"]["secret"],
+        "b-only-hook",
         b["secret_key"],
         b["publishable_key"],
         *b["hints"],
@@ -114,6 +126,7 @@ def assert_b_untouched(server, b: dict) -> None:
         described = rest.get("/identity-verification").json()
         assert described["has_identity_secret"] and described["mode"] == "off"
         assert rest.get("/allowed-origins").json() == {"origins": [B_ORIGIN]}
+        assert [s["identifier"] for s in rest.get("/segments").json()] == ["b-seg"]
         assert all(k["revoked_at"] is None for k in rest.get("/keys").json())
         assert len(rest.get("/keys").json()) == 2
 
@@ -123,47 +136,54 @@ def assert_b_untouched(server, b: dict) -> None:
 def walk_rest(a, b: dict) -> set[str]:
     walked = set()
 
-    def naming_b(pattern, method, path, body=None):
-        walked.add(pattern)
+    def route(path: str) -> str:
+        """The route pattern a path resolves to, as urlpatterns spell it."""
+        bare = path.split("?")[0].lstrip("/")
+        return next(str(p.pattern) for p in api_urls.urlpatterns if p.resolve(bare))
+
+    def naming_b(method, path, body=None):
+        walked.add(route(path))
         assert_404(a.request(method, path, json=body), b)
 
-    def about_a(pattern, method, path, body=None, status=200):
-        walked.add(pattern)
+    def about_a(method, path, body=None, status=200):
+        walked.add(route(path))
         response = a.request(method, path, json=body)
         assert response.status_code == status, (method, path, response.text)
         assert_no_b(response.text, b)
         return response
 
-    person = rf"^people/{K}$"
-    naming_b(person, "GET", "/people/carol")
-    naming_b(person, "DELETE", "/people/carol")
-    naming_b(rf"^people/{K}/flows$", "GET", "/people/carol/flows")
-    naming_b(rf"^people/{K}/flows$", "POST", "/people/carol/flows", {"flow": "secret-flow"})
+    naming_b("GET", "/people/carol")
+    naming_b("DELETE", "/people/carol")
+    naming_b("GET", "/people/carol/flows")
+    naming_b("POST", "/people/carol/flows", {"flow": "secret-flow"})
     naming_b(
-        rf"^people/{K}/flows/{F}/transitions$",
         "POST",
         "/people/carol/flows/secret-flow/transitions",
         {"transition": "next"},
     )
     for action in ("pause", "resume", "exit"):
         naming_b(
-            rf"^people/{K}/flows/{F}/(?P<action>pause|resume|exit)$",
             "POST",
             f"/people/carol/flows/secret-flow/{action}",
         )
-    naming_b(rf"^people/{K}/events$", "GET", "/people/carol/events")
-    naming_b(rf"^people/{K}/events$", "GET", "/people/carol/events?since_seq=0&limit=10")
-    naming_b(r"^flows/(?P<identifier>[^/]+)$", "GET", "/flows/secret-flow")
+    naming_b("GET", "/people/carol/events")
+    naming_b("GET", "/people/carol/events?since_seq=0&limit=10")
+    naming_b("GET", "/flows/secret-flow")
+    naming_b("GET", "/flows/secret-flow/analytics")
+    hook = f"/webhooks/{b['webhook']['id']}"
+    for method, path in (("GET", hook), ("POST", f"{hook}/enable"), ("GET", f"{hook}/deliveries")):
+        naming_b(method, path)
+    naming_b("DELETE", hook)
     for key_id in b["key_ids"]:
-        naming_b(r"^keys/(?P<key_id>[0-9]{1,18})/revoke$", "POST", f"/keys/{key_id}/revoke")
+        naming_b("POST", f"/keys/{key_id}/revoke")
 
     # calls that name nothing of B's: A's own, with none of B's in them
-    assert about_a("schema/person", "GET", "/schema/person").json() == {}
-    assert about_a("flows", "GET", "/flows").json() == []
-    listed = about_a("keys", "GET", "/keys").json()
+    assert about_a("GET", "/schema/person").json() == {}
+    assert about_a("GET", "/flows").json() == []
+    listed = about_a("GET", "/keys").json()
     assert not {k["id"] for k in listed} & set(b["key_ids"])
-    assert about_a("allowed-origins", "GET", "/allowed-origins").json() == {"origins": []}
-    described = about_a("identity-verification", "GET", "/identity-verification").json()
+    assert about_a("GET", "/allowed-origins").json() == {"origins": []}
+    described = about_a("GET", "/identity-verification").json()
     assert described == {
         "mode": "off",
         "signed_requests": 0,
@@ -171,24 +191,41 @@ def walk_rest(a, b: dict) -> set[str]:
         "has_identity_secret": False,
     }
     # writes land in A only
-    about_a("schema/person", "PUT", "/schema/person", {"type": "object"})
-    assert about_a("flows", "POST", "/flows", A_FLOW, status=201).json()["version"] == 1
-    about_a("keys", "POST", "/keys", {"kind": "publishable"}, status=201)
-    about_a("allowed-origins", "PUT", "/allowed-origins", {"origins": ["https://a.example"]})
-    about_a("allowed-origins", "PUT", "/allowed-origins", {"origins": []})
-    about_a("identity-verification/secret", "POST", "/identity-verification/secret", status=201)
-    about_a("identity-verification", "PUT", "/identity-verification", {"mode": "rollout"})
-    about_a("identity-verification", "PUT", "/identity-verification", {"mode": "off"})
+    about_a("PUT", "/schema/person", {"type": "object"})
+    assert about_a("POST", "/flows", A_FLOW, status=201).json()["version"] == 1
+    about_a("POST", "/keys", {"kind": "publishable"}, status=201)
+    about_a("PUT", "/allowed-origins", {"origins": ["https://a.example"]})
+    about_a("PUT", "/allowed-origins", {"origins": []})
+    about_a("POST", "/identity-verification/secret", status=201)
+    about_a("PUT", "/identity-verification", {"mode": "rollout"})
+    about_a("PUT", "/identity-verification", {"mode": "off"})
     # A's own "carol" is a new person of A's, who has nothing of B's
-    made = about_a(person, "PUT", "/people/carol", {"data": {"mine": True}}, status=201)
+    made = about_a("PUT", "/people/carol", {"data": {"mine": True}}, status=201)
     assert made.json() == {"person_key": "carol", "data": {"mine": True}}
-    assert about_a(person, "GET", "/people/carol").json()["data"] == {"mine": True}
-    started = about_a(
-        rf"^people/{K}/flows$", "POST", "/people/carol/flows", {"flow": "secret-flow"}, status=201
-    ).json()
+    assert about_a("GET", "/people/carol").json()["data"] == {"mine": True}
+    started = about_a("POST", "/people/carol/flows", {"flow": "secret-flow"}, status=201).json()
     assert started["seq"] == 2 and started["id"] != b["instance"]["id"]
-    assert len(about_a(rf"^people/{K}/events$", "GET", "/people/carol/events").json()) == 2
-    about_a(person, "DELETE", "/people/carol", status=204)
+    assert len(about_a("GET", "/people/carol/events").json()) == 2
+    about_a("DELETE", "/people/carol", status=204)
+    # rules: B's segment and B's carol's instance are out of sight; track makes A's own carol
+    naming_b("GET", "/segments/b-seg")
+    naming_b("DELETE", "/segments/b-seg")
+    naming_b("GET", "/segments/b-seg/people")
+    naming_b("POST", "/people/carol/flows/secret-flow/restart")
+    assert about_a("GET", "/segments").json() == []
+    about_a("PUT", "/segments/b-seg", {"condition": "false"}, status=201)
+    tracked = about_a("POST", "/people/carol/track", {"event": "e"})
+    assert tracked.json() == {"person_key": "carol", "event": "e", "count": 1, "seq": 0}
+    about_a("DELETE", "/people/carol", status=204)
+    about_a("DELETE", "/segments/b-seg", status=204)
+    # outbound: A's feed, webhooks and analytics hold nothing of B's
+    feed = about_a("GET", "/events").json()
+    assert {e["person_key"] for e in feed["events"]} <= {"carol"}
+    assert about_a("GET", "/webhooks").json() == []
+    made = about_a("POST", "/webhooks", {"url": "http://127.0.0.1:9/a-hook"}, status=201)
+    about_a("DELETE", f"/webhooks/{made.json()['id']}", status=204)
+    # A's carol, who started secret-flow, was deleted: not counted
+    assert about_a("GET", "/flows/secret-flow/analytics").json()["instances"]["total"] == 0
     return walked
 
 
@@ -210,6 +247,8 @@ def ws_request(action: str, person_key: str) -> dict:
         data["entity"] = "step"
     if action == "transition":
         data.update(flow="secret-flow", transition="next")
+    if action == "restart":
+        data.update(flow="secret-flow")
     return data
 
 
@@ -220,7 +259,7 @@ def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair
     a_keys, b = pair
     walked = {"ping"}
     with WsClient(server.ws_url, a_keys["publishable_key"]) as a:
-        for action in ("subscribe_state_change", "get_state", "transition"):
+        for action in ("subscribe_state_change", "get_state", "transition", "restart"):
             for entity_data in ({}, {"entity": "flow"}, {"since_seq": 0}):
                 data = {**ws_request(action, "carol"), **entity_data}
                 response = a.request(action, data)
@@ -242,8 +281,12 @@ def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair
             "seq": 0,
             "flows": [],
             "data": {"mine": True},
+            "epoch": response["data"]["epoch"],  # the epoch of A's carol, not of B's
         }
         walked.add("identify")
+        response = a.request("track", {"person_key": "carol", "event": "e"})
+        assert response["data"] == {"person_key": "carol", "event": "e", "count": 1, "seq": 0}
+        walked.add("track")
         assert a.request("get_state", {"person_key": "carol"})["data"]["flows"] == []
         assert a.subscribe("carol", "step", since_seq=0)["status"] == 200
         assert a.subscribe("carol", "flow")["status"] == 200

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from stepstream.testing.servers import Server
 from tests.conftest import LOOP_FLOW
-from tests.servers import Server
 from tests.services import PrivatePostgres, PrivateRedis
 from tests.wsclient import WsClient
 

@@ -118,7 +118,7 @@ def test_resubscribing_with_an_earlier_since_seq_sends_only_what_was_not_sent(ws
 
 @pytest.fixture
 def slow_server(tmp_path):
-    from tests.servers import Server
+    from stepstream.testing.servers import Server
 
     srv = Server(tmp_path / "slow", STEPSTREAM_WS_OUTBOX_LIMIT=1000).start()
     yield srv
@@ -183,8 +183,8 @@ def test_compression_is_declined_unless_switched_on(connect):
 
 def test_compressed_and_plain_sockets_receive_the_same_events(tmp_path):
     """With compression on, a plain socket gets the shared frame, a compressed one its own."""
-    from tests.helpers import LINEAR_FLOW
-    from tests.servers import Server
+    from stepstream.testing.flows import LINEAR_FLOW
+    from stepstream.testing.servers import Server
 
     srv = Server(tmp_path / "deflate", STEPSTREAM_WS_COMPRESSION="true").start()
     try:

@@ -109,3 +109,88 @@ def test_every_engine_action_sends_events_that_agree_with_state(verify, ws, rest
         "branching": "completed",
         "loop": "exited",
     }
+
+
+# Rules: track sets off starts and automatic transitions; restart replaces an instance.
+# A client keeps one instance per flow: an event with a new flow_id for a flow replaces it.
+CHECKLIST = {
+    "identifier": "checklist",
+    "start_when": "has(events.signed_up)",
+    "steps": [{"identifier": "start"}, {"identifier": "invited"}, {"identifier": "end"}],
+    "transitions": [
+        {
+            "identifier": "invite",
+            "from": "start",
+            "to": "invited",
+            "type": "automatic",
+            "condition": "has(events.invited)",
+        },
+        {"identifier": "finish", "from": "invited", "to": "end"},
+    ],
+}
+
+
+def _by_flow(snapshot: dict) -> dict:
+    return {
+        i["flow"]: (i["id"], {("flow", i["id"]): i["state"]} | _states({"flows": [i]}))
+        for i in snapshot["flows"]
+    }
+
+
+def _apply_replacing(by_flow: dict, events: list[dict]) -> dict:
+    by_flow = {flow: (iid, dict(states)) for flow, (iid, states) in by_flow.items()}
+    for event in events:
+        data = event["data"]
+        assert data["cause"]["kind"] in ("call", "automatic", "start_when"), data
+        iid, states = by_flow.get(data["flow"], (None, {}))
+        if iid != data["flow_id"]:
+            iid, states = data["flow_id"], {}
+            by_flow[data["flow"]] = (iid, states)
+        key = (data["entity"], data["id"])
+        assert states.get(key, "inactive") == data["previous_state"], data
+        states[key] = data["state"]
+    return by_flow
+
+
+def test_track_and_restart_send_events_that_agree_with_state(ws, rest, person_key):
+    rest.post("/flows", json=CHECKLIST)
+    ws.subscribe(person_key, "flow")
+    ws.subscribe(person_key, "step")
+
+    def verify(act) -> list[dict]:
+        before = ws.request("get_state", {"person_key": person_key})["data"]
+        ws.events.clear()
+        act()
+        after = ws.request("get_state", {"person_key": person_key})["data"]
+        events = ws.wait_seq(after["seq"]) if after["seq"] > before["seq"] else []
+        ws.quiet(0.1)
+        assert [e["data"]["seq"] for e in events] == list(
+            range(before["seq"] + 1, after["seq"] + 1)
+        )
+        applied = _apply_replacing(_by_flow(before), events)
+        fresh = _by_flow(after)
+        assert set(applied) == set(fresh)
+        for flow, (iid, states) in fresh.items():
+            assert applied[flow][0] == iid
+            assert {k: applied[flow][1].get(k, "inactive") for k in states} == states
+        return events
+
+    def ws_call(action, **data):
+        def act():
+            response = ws.request(action, {"person_key": person_key, **data})
+            assert response["status"] == 200, response
+
+        return act
+
+    def rest_post(path, **body):
+        return lambda: rest.post(f"/people/{person_key}" + path, json=body).raise_for_status()
+
+    verify(ws_call("track", event="visited"))  # nothing starts
+    started = verify(ws_call("track", event="signed_up"))
+    assert started[0]["data"]["cause"] == {"kind": "start_when", "event": "signed_up"}
+    verify(rest_post("/track", event="invited"))  # the automatic transition runs
+    verify(ws_call("restart", flow="checklist"))  # exited, then a new instance runs on
+    verify(rest_post("/flows/checklist/transitions", transition="finish"))
+    verify(rest_post("/flows/checklist/restart"))  # completed: no exit, a new instance
+    final = ws.request("get_state", {"person_key": person_key})["data"]
+    assert [(f["flow"], f["state"]) for f in final["flows"]] == [("checklist", "active")]

@@ -13,13 +13,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect as ws_connect
 
+from stepstream.testing.flows import LINEAR_FLOW, states
+from stepstream.testing.servers import Server
 from tests.conftest import LOOP_FLOW
-from tests.helpers import LINEAR_FLOW, states
-from tests.servers import Server
-from tests.wsclient import WsClient
+from tests.wsclient import WsClient, refused
 
 ACTIONS = (
     "subscribe_state_change",
@@ -114,7 +112,9 @@ def roomy(request, tmp_path_factory):
 @pytest.mark.parametrize(
     "which", ["missing", "empty", "wrong", "dev secret key", "prod secret key", "truncated"]
 )
-def test_a_missing_wrong_or_secret_key_is_refused_at_the_handshake(server, tenant, which):
+def test_a_missing_wrong_or_secret_key_is_closed_with_4401_after_the_handshake(
+    server, tenant, which
+):
     publishable = tenant["dev"]["publishable_key"]
     query = {
         "missing": "",
@@ -124,13 +124,9 @@ def test_a_missing_wrong_or_secret_key_is_refused_at_the_handshake(server, tenan
         "prod secret key": "?key=" + tenant["prod"]["secret_key"],
         "truncated": "?key=" + publishable[:-1],
     }[which]
-    with (
-        pytest.raises(InvalidStatus) as refused,
-        ws_connect(f"{server.ws_url}/ws{query}", open_timeout=10) as socket,
-    ):
-        socket.send(dumps({"action": "ping", "request_id": 1}))
-        pytest.fail(f"served: {socket.recv(timeout=2)}")
-    assert refused.value.response.status_code == 403
+    code, reason = refused(f"{server.ws_url}/ws{query}")
+    assert code == 4401
+    assert "wrong key" in reason
 
 
 def test_the_publishable_key_of_either_environment_is_accepted(connect, tenant):
@@ -573,7 +569,9 @@ def assert_instance_shape(instance: dict) -> None:
 def test_get_state_gives_the_person_their_instances_and_seq(ws, rest, person_key):
     empty = ws.request("get_state", {"person_key": person_key})
     assert empty["status"] == 200, empty
-    assert empty["data"] == {"person_key": person_key, "seq": 0, "flows": []}
+    epoch = empty["data"]["epoch"]
+    assert isinstance(epoch, str) and epoch
+    assert empty["data"] == {"person_key": person_key, "seq": 0, "flows": [], "epoch": epoch}
 
     rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
     rest.post(f"/people/{person_key}/flows", json={"flow": "loop"})
@@ -581,7 +579,8 @@ def test_get_state_gives_the_person_their_instances_and_seq(ws, rest, person_key
     response = ws.request("get_state", {"person_key": person_key})
     assert response["status"] == 200, response
     data = response["data"]
-    assert data.keys() == {"person_key", "seq", "flows"}
+    assert data.keys() == {"person_key", "seq", "flows", "epoch"}
+    assert data["epoch"] == epoch  # the same life of the log
     events = rest.get(f"/people/{person_key}/events").json()
     assert data["person_key"] == person_key
     assert data["seq"] == events[-1]["seq"] == len(events)
@@ -622,6 +621,7 @@ def test_identify_creates_an_unknown_person(ws, rest):
         "seq": 0,
         "flows": [],
         "data": {"plan": "free", "n": 1},
+        "epoch": response["data"]["epoch"],
     }
     found = rest.get(f"/people/{key}")
     assert found.status_code == 200
@@ -657,14 +657,16 @@ def test_identify_merges_top_level_keys_into_an_existing_person(ws, rest, person
     assert ws.request("identify", {"person_key": person_key, "data": {}})["data"]["data"] == merged
 
 
-def test_identify_answers_for_a_person_whose_data_holds_huge_numbers(ws, person_key):
-    """PostgreSQL gives a stored 1e300 back as a 301-digit integer; it must still be sent."""
-    data = {"big": 1e300, "tiny": 5e-324, "wide": 2**63 - 1}
+def test_identify_answers_for_a_person_whose_data_holds_the_largest_stored_numbers(ws, person_key):
+    """Numbers at the stored bounds come back equal; beyond them is a 400 naming the field."""
+    data = {"big": 9.999999999999998e15, "tiny": 5e-324, "wide": 2**63 - 1, "low": -(2**63)}
     first = ws.request("identify", {"person_key": person_key, "data": data})
     assert first["status"] == 200, first
     again = ws.request("identify", {"person_key": person_key})
     assert again["status"] == 200, again
     assert again["data"]["data"] == data  # equal as numbers, whatever their JSON spelling
+    beyond = ws.request("identify", {"person_key": person_key, "data": {"big": 1e300}})
+    assert beyond["status"] == 400 and "data.data.big" in beyond["errors"][0], beyond
 
 
 PERSON_SCHEMA = {

@@ -99,3 +99,17 @@ class WsClient:
         return [
             e["data"]["seq"] for e in self.events if entity is None or e["data"]["entity"] == entity
         ]
+
+
+def refused(url: str, timeout: float = 10, **kw) -> tuple[int | None, str]:
+    """Opens a socket the server must refuse: (close code, reason), having been served nothing.
+
+    The server accepts the handshake, then closes at once with a code and a
+    reason sentence (browsers cannot read an HTTP status, only these).
+    """
+    with connect(url, open_timeout=timeout, max_size=None, **kw) as socket:
+        try:
+            served = socket.recv(timeout=timeout)
+        except ConnectionClosed as e:
+            return (e.rcvd.code, e.rcvd.reason) if e.rcvd else (None, "")
+        raise AssertionError(f"the socket was served: {served!r}")

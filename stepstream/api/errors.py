@@ -3,7 +3,6 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DataError, InterfaceError, OperationalError
-from django.http import JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
@@ -55,11 +54,3 @@ def exception_handler(exc, context):
             headers=headers,
         )
     return None
-
-
-def not_found(request, exception=None):
-    """Django's handler404: an unknown route answers the API's error body, not HTML."""
-    return JsonResponse(
-        {"errors": [f"Nothing is served at {request.path[:200]}."], "code": "not_found"},
-        status=404,
-    )

@@ -1,8 +1,9 @@
 from django.urls import path, re_path
 
+import stepstream.convertors  # noqa: F401 - registers <seg:...>: one identifier per segment
 from stepstream.api import reference, trust, views
 
-KEY = r"(?P<key>[^/]+)"
+KEY = "people/<seg:key>"
 
 urlpatterns = [
     path("health", views.health),
@@ -11,18 +12,29 @@ urlpatterns = [
     path("docs", reference.reference_page, name="api-docs"),
     path("schema/person", views.person_schema),
     path("flows", views.flow_list),
-    re_path(r"^flows/(?P<identifier>[^/]+)$", views.flow_detail),
-    re_path(rf"^people/{KEY}$", views.person),
-    re_path(rf"^people/{KEY}/flows$", views.person_flows),
-    re_path(rf"^people/{KEY}/flows/(?P<flow>[^/]+)/transitions$", views.person_transition),
-    re_path(
-        rf"^people/{KEY}/flows/(?P<flow>[^/]+)/(?P<action>pause|resume|exit)$",
-        views.person_flow_action,
+    path("flows/<seg:identifier>", views.flow_detail),
+    path(KEY, views.person),
+    path(f"{KEY}/flows", views.person_flows),
+    path(f"{KEY}/flows/<seg:flow>/transitions", views.person_transition),
+    *(
+        path(f"{KEY}/flows/<seg:flow>/{action}", views.person_flow_action, {"action": action})
+        for action in ("pause", "resume", "exit")
     ),
-    re_path(rf"^people/{KEY}/events$", views.person_events),
+    path(f"{KEY}/events", views.person_events),
+    path(f"{KEY}/track", views.person_track),
+    path(f"{KEY}/flows/<seg:flow>/restart", views.person_restart),
+    path("segments", views.segment_list),
+    path("segments/<seg:identifier>", views.segment_detail),
+    path("segments/<seg:identifier>/people", views.segment_people),
     path("identity-verification", trust.identity_verification),
     path("identity-verification/secret", trust.identity_secret),
     path("keys", trust.keys),
     re_path(r"^keys/(?P<key_id>[0-9]{1,18})/revoke$", trust.revoke_key),
     path("allowed-origins", trust.allowed_origins),
+    path("events", views.change_feed),
+    path("webhooks", views.webhook_list),
+    re_path(r"^webhooks/(?P<hook_id>[0-9]{1,18})$", views.webhook_detail),
+    re_path(r"^webhooks/(?P<hook_id>[0-9]{1,18})/enable$", views.webhook_enable),
+    re_path(r"^webhooks/(?P<hook_id>[0-9]{1,18})/deliveries$", views.webhook_deliveries),
+    path("flows/<seg:identifier>/analytics", views.flow_analytics),
 ]

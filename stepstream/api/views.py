@@ -7,16 +7,14 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from stepstream import engine, flows, log, people
+from stepstream import engine, flows, log, people, segments
 from stepstream.errors import Invalid
 from stepstream.models import Person
 from stepstream.text import reject_nul
 
 
-def person_key(raw: str) -> str:
-    from stepstream.asgi import SLASH_STAND_IN
-
-    key = raw.replace(SLASH_STAND_IN, "/")
+def person_key(key: str) -> str:
+    """The route's `<seg:key>`, already decoded by stepstream.convertors."""
     reject_nul(key, "person_key")
     return key
 
@@ -85,8 +83,8 @@ def person(request, key):
     if request.method == "PUT":
         body = _body(request)
         data = body.get("data", {})
-        found, created = people.put(env, key, data)
-        return Response(people.describe(found), status=201 if created else 200)
+        described, created = engine.do_put_person(env, key, data, via="rest")
+        return Response(described, status=201 if created else 200)
     if request.method == "DELETE":
         people.delete(env, key)
         return Response(status=204)
@@ -110,19 +108,21 @@ def person_flows(request, key):
     env, key = request.auth, person_key(key)
     if request.method == "POST":
         flow = _field(_body(request), "flow")
-        return Response(engine.do_start_flow(env, key, flow), status=201)
+        return Response(engine.do_start_flow(env, key, flow, via="rest"), status=201)
     return Response(engine.snapshot(env, key)["flows"])
 
 
 @api_view(["POST"])
 def person_transition(request, key, flow):
     transition = _field(_body(request), "transition")
-    return Response(engine.do_transition(request.auth, person_key(key), flow, transition))
+    return Response(
+        engine.do_transition(request.auth, person_key(key), flow, transition, via="rest")
+    )
 
 
 @api_view(["POST"])
 def person_flow_action(request, key, flow, action):
-    return Response(engine.do_flow_action(request.auth, person_key(key), flow, action))
+    return Response(engine.do_flow_action(request.auth, person_key(key), flow, action, via="rest"))
 
 
 def _int_param(request, name: str, default: int, low: int, high: int) -> int:
@@ -144,3 +144,98 @@ def person_events(request, key):
     limit = _int_param(request, "limit", 1000, 1, 10000)
     found: Person = people.get(request.auth, person_key(key))
     return Response(log.read_since(found, since, limit))
+
+
+# --- rules (docs/rules.md) ----------------------------------------------------
+
+
+@api_view(["POST"])
+def person_track(request, key):
+    body = _body(request)
+    return Response(
+        engine.do_track(
+            request.auth, person_key(key), body.get("event"), body.get("properties"), via="rest"
+        )
+    )
+
+
+@api_view(["POST"])
+def person_restart(request, key, flow):
+    return Response(engine.do_restart(request.auth, person_key(key), flow, via="rest"))
+
+
+@api_view(["GET"])
+def segment_list(request):
+    return Response(segments.list_all(request.auth))
+
+
+@api_view(["GET", "PUT", "DELETE"])
+def segment_detail(request, identifier):
+    env = request.auth
+    if request.method == "PUT":
+        described, created = segments.put(env, identifier, request.data)
+        return Response(described, status=201 if created else 200)
+    if request.method == "DELETE":
+        segments.delete(env, identifier)
+        return Response(status=204)
+    return Response(segments.describe(segments.get(env, identifier)))
+
+
+@api_view(["GET"])
+def segment_people(request, identifier):
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    after = request.query_params.get("after") or None
+    return Response(segments.people_page(request.auth, identifier, limit, after))
+
+
+@api_view(["GET"])
+def change_feed(request):
+    """The environment's change feed (stepstream/feed.py): every change once, in commit order."""
+    from stepstream import feed
+
+    limit = _int_param(request, "limit", feed.DEFAULT_LIMIT, 1, feed.MAX_LIMIT)
+    return Response(feed.page(request.auth.pk, request.query_params.get("after"), limit))
+
+
+@api_view(["GET", "POST"])
+def webhook_list(request):
+    from stepstream import webhooks
+
+    if request.method == "POST":
+        return Response(webhooks.create(request.auth, request.data), status=201)
+    return Response(webhooks.listing(request.auth))
+
+
+@api_view(["GET", "DELETE"])
+def webhook_detail(request, hook_id):
+    from stepstream import webhooks
+
+    if request.method == "DELETE":
+        webhooks.delete(request.auth, hook_id)
+        return Response(status=204)
+    return Response(webhooks.describe(webhooks.get(request.auth, hook_id)))
+
+
+@api_view(["POST"])
+def webhook_enable(request, hook_id):
+    from stepstream import webhooks
+
+    return Response(webhooks.enable(request.auth, hook_id))
+
+
+@api_view(["GET"])
+def webhook_deliveries(request, hook_id):
+    from stepstream import webhooks
+
+    limit = _int_param(request, "limit", 100, 1, webhooks.MAX_DELIVERIES_LIMIT)
+    return Response(webhooks.deliveries(request.auth, hook_id, limit))
+
+
+@api_view(["GET"])
+def flow_analytics(request, identifier):
+    from stepstream import analytics
+
+    version = None
+    if request.query_params.get("version"):
+        version = _int_param(request, "version", 1, 1, 2**31 - 1)
+    return Response(analytics.report(request.auth, identifier, version))

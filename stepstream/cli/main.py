@@ -42,8 +42,16 @@ def cmd_serve(args) -> int:
     from django.conf import settings
 
     from stepstream.asgi import application
+    from stepstream.http import protocol
 
     limits = settings.STEPSTREAM
+    # header size, request time and pending-connection limits (docs/security.md)
+    protocol.configure(
+        header_bytes=limits["HTTP_MAX_HEADER_BYTES"],
+        request_timeout=limits["HTTP_REQUEST_TIMEOUT"],
+        max_pending=limits["HTTP_MAX_PENDING"],
+        max_pending_bytes=limits["HTTP_MAX_PENDING_BYTES"],
+    )
     # a log line, so that STEPSTREAM_LOG_FORMAT=json makes it JSON like every other
     logging.getLogger("stepstream").info(
         "serving %s (API %s/api/v1, WebSocket ws://%s:%s/ws) on %s",
@@ -60,8 +68,10 @@ def cmd_serve(args) -> int:
             port=args.port,
             lifespan="on",
             interface="asgi3",
+            http=protocol.StepstreamHttpProtocol,
             log_config=None,
             access_log=False,
+            ws="stepstream.ws.transport:BoundedWebSocketProtocol",  # memory bounded per socket
             ws_max_size=16 * 1024 * 1024,
             ws_per_message_deflate=limits["WS_COMPRESSION"],
             ws_ping_interval=limits["WS_PING_INTERVAL"],
@@ -88,6 +98,20 @@ def cmd_init_project(args) -> int:
         file=sys.stderr,
     )
     print(json.dumps(created), flush=True)
+    return 0
+
+
+def cmd_reset_demo(args) -> int:
+    problem = setup()
+    if problem:
+        return fail(problem)
+    from stepstream import demo
+    from stepstream.errors import StepstreamError
+
+    try:
+        print(f"stepstream: {demo.reset()}", file=sys.stderr)
+    except StepstreamError as e:
+        return fail(" ".join(e.messages))
     return 0
 
 
@@ -156,6 +180,14 @@ def parser() -> argparse.ArgumentParser:
     )
     init.add_argument("name", help="the project's name")
     init.set_defaults(func=cmd_init_project)
+    reset_demo = sub.add_parser(
+        "reset-demo",
+        help="start the demo over (its person's flows and log are deleted)",
+        description="Deletes the demo person made by `serve --demo`, with their flows and "
+        "log, and makes them again with the onboarding flow started. A running server's "
+        "demo page has a Start over button that does the same.",
+    )
+    reset_demo.set_defaults(func=cmd_reset_demo)
     manage = sub.add_parser(
         "manage",
         help="run a Django management command (e.g. createsuperuser)",

@@ -26,26 +26,54 @@ from django.conf import settings
 
 from stepstream import dbthreads, log
 from stepstream.log import Record
+from stepstream.metrics import EVENTS_DELIVERED
 from stepstream.ws.frames import Message
 
 logger = logging.getLogger("stepstream.delivery")
 
+_EVENT = '{"event":"state_change","request_id":'
 BACKLOG_PAGE = 500
 FILL_PAGE = 1000
 
 
 class Subscription:
-    __slots__ = ("conn", "person_id", "entity", "prefix", "cursor", "floor", "catching_up")
+    __slots__ = (
+        "conn",
+        "person_id",
+        "entity",
+        "prefix",
+        "cursor",
+        "floor",
+        "catching_up",
+        "ended",
+        "grant",
+    )
 
     def __init__(self, conn, person_id: int, entity: str, request_id, cursor: int):
         self.conn = conn
         self.person_id = person_id
         self.entity = entity
         rid = orjson.dumps(request_id).decode()
-        self.prefix = '{"event":"state_change","request_id":' + rid + ',"data":'
+        self.prefix = _EVENT + rid + ',"data":'
         self.cursor = cursor
         self.floor = cursor
         self.catching_up = False
+        # set once it is unsubscribed or ended: a backlog page read meanwhile is dropped
+        self.ended = False
+        # the person token it lives by (stepstream.identity.Grant), or None
+        self.grant = None
+
+    def end_message(self, person_key: str, status: int, errors: list[str]) -> Message:
+        """`subscription_ended`, with the request_id of the request that made it."""
+        rid = self.prefix[len(_EVENT) : -len(',"data":')]
+        data = {"person_key": person_key, "entity": self.entity, "status": status, "errors": errors}
+        return Message(
+            '{"event":"subscription_ended","request_id":'
+            + rid
+            + ',"data":'
+            + orjson.dumps(data).decode()
+            + "}"
+        )
 
     def event(self, record: Record) -> Message:
         return Message(self.prefix + record.data + "}")
@@ -133,8 +161,10 @@ class Hub:
 
     def _dispatch(self, channel: PersonChannel, record: Record) -> None:
         shared: dict[str, Message] = {}
-        for sub in channel.subs:
-            if sub.catching_up or record.seq <= sub.cursor:
+        sent = 0
+        # a copy: a push may close a slow socket (4408), which leaves this channel
+        for sub in tuple(channel.subs):
+            if sub.ended or sub.catching_up or record.seq <= sub.cursor:
                 continue
             if record.seq == sub.cursor + 1:
                 sub.cursor = record.seq
@@ -143,8 +173,11 @@ class Hub:
                     if message is None:
                         message = shared[sub.prefix] = sub.event(record)
                     sub.conn.push(message)
+                    sent += 1
             else:
                 self._start_catch_up(channel, sub)
+        if sent:
+            EVENTS_DELIVERED.inc(sent)
 
     # -- gaps: read what is missing from the log ------------------------
 
@@ -239,11 +272,14 @@ class Hub:
         With `advance`, the cursor follows each page, so a retry after a failed
         read never sends a record twice.
         """
-        while after < upto and not sub.conn.closed:
+        while after < upto and not sub.conn.closed and not sub.ended:
             records = await dbthreads.run(
                 log.read_records, sub.person_id, after, upto, sub.entity, BACKLOG_PAGE
             )
+            if sub.ended or sub.conn.closed:
+                return  # unsubscribed while the page was read: nothing more of it is sent
             self.stats["backlog"] += len(records)
+            EVENTS_DELIVERED.inc(len(records))
             for record in records:
                 sub.send(record)
             after = upto if len(records) < BACKLOG_PAGE else records[-1].seq
@@ -252,6 +288,7 @@ class Hub:
             await sub.conn.room()
 
     def unsubscribe(self, sub: Subscription) -> None:
+        sub.ended = True
         channel = self.channels.get(sub.person_id)
         if channel is None:
             return

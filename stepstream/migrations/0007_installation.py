@@ -2,7 +2,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("stepstream", "0002_trust")]
+    dependencies = [("stepstream", "0006_dashboard")]
 
     operations = [
         migrations.CreateModel(

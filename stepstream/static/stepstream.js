@@ -15,7 +15,12 @@
 // remembers the `seq` of the last change applied to it, so a late or repeated
 // event never moves a state backwards. After a disconnect the client
 // reconnects with jittered exponential backoff and resubscribes from its
-// resume points.
+// resume points, sending the `epoch` of the log they belong to: when the
+// person's log restarted (deleted and created again) the server answers 409
+// and the client reloads the state instead. A subscription the server ends
+// because its person token lapsed (`subscription_ended`) is renewed with a
+// fresh token from `personToken` (a function); a refused key (close 4401) or
+// a revoked one (4403) stops the client with `error` set, without retrying.
 
 /**
  * @typedef {"inactive"|"active"|"completed"} StepStateName
@@ -27,11 +32,12 @@
  *   replaces the object (and its `steps` array), so `===` tells whether it changed.
  * @typedef {{entity: "flow"|"step", id: string, identifier: string, state: string,
  *   previous_state: string, seq: number, person_key: string, flow: string, flow_id: string,
- *   occurred_at: string}} StateChange
+ *   occurred_at: string, epoch: string}} StateChange
  * @typedef {"connecting"|"live"|"reconnecting"|"closed"} Status
  * @typedef {string | (() => string | Promise<string>)} TokenSource
  *   A person token (JWT), or a function fetching a fresh one; a function is
- *   called on every (re)connect and after a 401.
+ *   called on every (re)connect, after a 401, and when the server ends a
+ *   subscription because its token lapsed (`subscription_ended`).
  * @typedef {object} ConnectOptions
  * @property {string} key the environment's publishable key (pk_...)
  * @property {string} personKey the person, as your product names them
@@ -49,8 +55,11 @@
  * @property {typeof WebSocket} [WebSocket] a WebSocket implementation (default: the global one)
  */
 
-/** Close codes after which reconnecting cannot help. */
-const FATAL_CLOSE_CODES = new Set([4401, 4403]);
+/** Close codes after which reconnecting cannot help: code -> [error code, status, what]. */
+const FATAL_CLOSE_CODES = new Map([
+  [4401, ["invalid_key", 401, "invalid key"]],
+  [4403, ["revoked", 403, "the key was revoked or this origin is refused"]],
+]);
 
 /** An error answered by the server (`status`, `errors`, `code`), or a connection problem. */
 export class StepstreamError extends Error {
@@ -63,7 +72,8 @@ export class StepstreamError extends Error {
     this.name = "StepstreamError";
     /** @type {number} HTTP-like status; 0 for a connection problem */
     this.status = details.status ?? 0;
-    /** @type {string} machine-readable: not_found, conflict, unauthenticated, disconnected, ... */
+    /** @type {string} machine-readable: not_found, conflict, unauthenticated, disconnected,
+     * invalid_key (close 4401), revoked (close 4403), ... */
     this.code = details.code ?? "";
     /** @type {string[]} */
     this.errors = details.errors ?? [message];
@@ -194,6 +204,8 @@ export class StepstreamClient {
     this.flows = new Map();
     /** Resume points: the last `seq` received on each subscription. */
     this.seq = { flow: 0, step: 0 };
+    /** @type {string|null} the life of the person's log the resume points belong to */
+    this.epoch = null;
     /** @type {Status} */
     this.status = "connecting";
     /** @type {StepstreamError|null} why the client closed, when it closed by itself */
@@ -383,7 +395,7 @@ export class StepstreamClient {
       this._receive(parsed);
     };
     ws.onclose = (event) => {
-      if (ws === this._ws) this._disconnected(event.code);
+      if (ws === this._ws) this._disconnected(event.code, event.reason);
     };
     ws.onerror = () => {}; // onclose follows and handles it
   }
@@ -391,33 +403,74 @@ export class StepstreamClient {
   /** Snapshot (first time, or when the log restarted), then both subscriptions. */
   async _start(ws) {
     await this._loadToken();
-    if (!this._snapshotted) {
-      const state = await this._request("identify", { data: this.options.data ?? {} });
-      this.personData = state.data;
-      this._applySnapshot(state, true);
-      const from = this.options.replayFrom;
-      const resume = Number.isInteger(from) && from >= 0 && from < state.seq ? from : state.seq;
-      this.seq = { flow: resume, step: resume };
-      this._snapshotted = true;
-    }
-    const subscriptions = ["flow", "step"].map((entity) =>
-      this._request("subscribe_state_change", { entity, since_seq: this.seq[entity] }),
-    );
-    const results = await Promise.allSettled(subscriptions);
-    const failed = results.find((r) => r.status === "rejected");
-    if (failed) {
-      const error = failed.reason;
-      if (error.status === 409 || error.status === 404) {
-        // the person's log restarted (deleted and created again): start over
-        this._snapshotted = false;
-      }
-      throw error;
+    if (!this._snapshotted) await this._snapshot();
+    try {
+      await this._subscribeBoth();
+    } catch (error) {
+      if (error.status !== 409) throw error;
+      // the person's log restarted (deleted and created again): reload the state
+      // and follow the new log instead of resuming in the old one
+      await this._snapshot();
+      await this._subscribeBoth();
     }
     if (ws !== this._ws) return;
     this._attempt = 0;
     this._setStatus("live");
     this._heartbeat(ws);
     if (this._unplaced.length) this._refreshSoon(); // a refresh lost with the previous socket
+  }
+
+  /** The person's state now; the resume points move to it. */
+  async _snapshot() {
+    const state = await this._request("identify", { data: this.options.data ?? {} });
+    this.personData = state.data;
+    const restarted = this.epoch !== null && state.epoch !== this.epoch;
+    this._applySnapshot(state, true);
+    this.epoch = state.epoch ?? null;
+    const from = restarted ? undefined : this.options.replayFrom;
+    const resume = Number.isInteger(from) && from >= 0 && from < state.seq ? from : state.seq;
+    this.seq = { flow: resume, step: resume };
+    this._snapshotted = true;
+  }
+
+  async _subscribeBoth() {
+    const results = await Promise.allSettled(["flow", "step"].map((e) => this._subscribeOne(e)));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      const error = failed.reason;
+      if (error.status === 404) this._snapshotted = false; // deleted: start over
+      throw error;
+    }
+  }
+
+  _subscribeOne(entity) {
+    const data = { entity, since_seq: this.seq[entity] };
+    if (this.epoch !== null) data.epoch = this.epoch;
+    return this._request("subscribe_state_change", data);
+  }
+
+  /** The server ended a subscription (its person token lapsed): renew it with a fresh token. */
+  async _subscriptionEnded(data) {
+    const errors = data?.errors?.length ? data.errors : ["the subscription ended"];
+    const error = new StepstreamError(errors.join(" "), {
+      status: data?.status ?? 401,
+      code: "unauthenticated",
+      errors,
+    });
+    if (typeof this.options.personToken !== "function") {
+      this._fatal(error); // a fixed token cannot be renewed: say why and stop
+      return;
+    }
+    const ws = this._ws;
+    try {
+      this._token = undefined;
+      await this._loadToken();
+      await this._subscribeOne(data.entity);
+    } catch (e) {
+      console.warn("stepstream: could not renew the subscription:", e.message);
+      if (e.status === 409) this._snapshotted = false;
+      if (ws && ws === this._ws) this._drop(ws);
+    }
   }
 
   _startFailed(ws, error) {
@@ -483,13 +536,17 @@ export class StepstreamClient {
     this._open();
   }
 
-  _disconnected(code) {
+  _disconnected(code, reason = "") {
     this._ws = null;
     this._failPending(new StepstreamError("connection closed", { code: "disconnected" }));
     if (this._closed) return;
-    if (FATAL_CLOSE_CODES.has(code)) {
-      const why = code === 4401 ? "the key was refused" : "the key was revoked";
-      this._fatal(new StepstreamError(`${why} (close code ${code})`, { code: "unauthenticated" }));
+    const fatal = FATAL_CLOSE_CODES.get(code);
+    if (fatal) {
+      const [kind, status, what] = fatal;
+      const message = `${what} (close code ${code})${reason ? `: ${reason}` : ""}`;
+      this._fatal(
+        new StepstreamError(message, { code: kind, status, errors: reason ? [reason] : undefined }),
+      );
       return;
     }
     this._setStatus(this._snapshotted ? "reconnecting" : "connecting");
@@ -565,6 +622,10 @@ export class StepstreamClient {
   _receive(message) {
     if (message.event === "state_change") {
       this._applyEvent(message.data);
+      return;
+    }
+    if (message.event === "subscription_ended") {
+      this._subscriptionEnded(message.data);
       return;
     }
     const waiter = this._pending.get(message.request_id);

@@ -1,18 +1,14 @@
 """The WebSocket actions: each checks its fields, then calls the engine or the hub."""
 
-from stepstream import dbthreads, engine, identity, people
+from stepstream import dbthreads, engine, identity, log, people
 from stepstream.errors import Conflict, Invalid, RateLimited
-from stepstream.text import reject_nul
+from stepstream.text import validate_identifier, validate_person_key
 
 ENTITIES = ("flow", "step")
 
 
 def _text(data: dict, field: str) -> str:
-    value = data.get(field)
-    if not isinstance(value, str) or not value or len(value) > 255:
-        raise Invalid(f"data.{field} must be a non-empty string of at most 255 characters.")
-    reject_nul(value, f"data.{field}")
-    return value
+    return validate_identifier(data.get(field), f"data.{field}")
 
 
 def _entity(data: dict) -> str:
@@ -22,13 +18,18 @@ def _entity(data: dict) -> str:
     return entity
 
 
-def _person(conn, data: dict, *checked) -> str:
-    """The request's person_key, once its other fields are checked and identity verified."""
-    person_key = _text(data, "person_key")
+def _verified(conn, data: dict, *checked) -> tuple[str, identity.Grant | None]:
+    """The request's person_key and its token's grant, once its fields are checked."""
+    person_key = validate_person_key(data.get("person_key"), "data.person_key")
     for check in checked:
         check(data)
-    identity.check(conn.environment, person_key, data)  # 401 / 403 when verification refuses
-    return person_key
+    # 401 / 403 when verification refuses
+    return person_key, identity.check(conn.environment, person_key, data)
+
+
+def _person(conn, data: dict, *checked) -> str:
+    """The request's person_key, once its other fields are checked and identity verified."""
+    return _verified(conn, data, *checked)[0]
 
 
 def _since_seq(data: dict) -> int | None:
@@ -40,6 +41,13 @@ def _since_seq(data: dict) -> int | None:
     return value
 
 
+def _epoch(data: dict) -> str | None:
+    value = data.get("epoch")
+    if value is not None and (not isinstance(value, str) or len(value) > 100):
+        raise Invalid("data.epoch must be a string: the epoch of an event or of get_state.")
+    return value
+
+
 def _person_position(environment, person_key):
     person = people.get(environment, person_key)
     return person.pk, person.last_seq
@@ -48,12 +56,19 @@ def _person_position(environment, person_key):
 async def subscribe_state_change(conn, data, request_id):
     from django.conf import settings
 
-    person_key = _person(conn, data, _entity, _since_seq)
-    entity, since_seq = data["entity"], data.get("since_seq")
+    person_key, grant = _verified(conn, data, _entity, _since_seq, _epoch)
+    entity, since_seq, epoch = data["entity"], data.get("since_seq"), data.get("epoch")
     existing = conn.subscriptions.get((person_key, entity))
     if existing is not None and since_seq is None:
+        existing.grant = grant  # a fresh token extends the subscription's life
         return None
     person_id, last_seq = await dbthreads.run(_person_position, conn.environment, person_key)
+    if since_seq is not None and epoch is not None and epoch != log.epoch(person_id):
+        raise Conflict(
+            f"epoch '{epoch[:100]}' is not the current epoch of person '{person_key}': their "
+            "log restarted (they were deleted and created again), so since_seq does not apply. "
+            "Start again from get_state."
+        )
     if since_seq is not None and since_seq > last_seq:
         raise Conflict(
             f"since_seq {since_seq} is beyond the latest seq ({last_seq}) of person "
@@ -62,6 +77,7 @@ async def subscribe_state_change(conn, data, request_id):
         )
     existing = conn.subscriptions.get((person_key, entity))
     if existing is not None and existing.person_id == person_id:
+        existing.grant = grant
         if since_seq is not None:
             conn.hub.resend_since(existing, since_seq)
         return None
@@ -72,9 +88,9 @@ async def subscribe_state_change(conn, data, request_id):
             f"Too many subscriptions on this connection (at most "
             f"{settings.STEPSTREAM['WS_MAX_SUBSCRIPTIONS']})."
         )
-    conn.subscriptions[(person_key, entity)] = conn.hub.subscribe(
-        conn, person_id, last_seq, entity, request_id, since_seq
-    )
+    sub = conn.hub.subscribe(conn, person_id, last_seq, entity, request_id, since_seq)
+    sub.grant = grant
+    conn.subscriptions[(person_key, entity)] = sub
     return None
 
 
@@ -89,9 +105,9 @@ async def unsubscribe_state_change(conn, data, request_id):
 def _identify(environment, person_key, data):
     # the connection's environment was read at connect: a schema set since then applies
     environment.refresh_from_db(fields=["person_schema"])
-    person = people.merge(environment, person_key, data)
+    merged = engine.do_identify(environment, person_key, data, via="websocket")
     state = engine.snapshot(environment, person_key)
-    state["data"] = person.data
+    state["data"] = merged
     return state
 
 
@@ -114,7 +130,35 @@ async def get_state(conn, data, request_id):
 async def transition(conn, data, request_id):
     person_key = _person(conn, data, lambda d: _text(d, "flow"), lambda d: _text(d, "transition"))
     flow, name = data["flow"], data["transition"]
-    return await dbthreads.run(engine.do_transition, conn.environment, person_key, flow, name)
+    return await dbthreads.run(
+        engine.do_transition, conn.environment, person_key, flow, name, via="websocket"
+    )
+
+
+def _properties(data: dict) -> None:
+    value = data.get("properties")
+    if value is not None and not isinstance(value, dict):
+        raise Invalid("data.properties must be a JSON object.")
+
+
+def _track(environment, person_key, event, properties):
+    # the connection's environment was read at connect: a schema set since then applies
+    environment.refresh_from_db(fields=["person_schema"])
+    return engine.do_track(environment, person_key, event, properties, via="websocket")
+
+
+async def track(conn, data, request_id):
+    """Records a tracked event for the person; rules it sets off run in the same transaction."""
+    person_key = _person(conn, data, lambda d: _text(d, "event"), _properties)
+    event, properties = data["event"], data.get("properties")
+    return await dbthreads.run(_track, conn.environment, person_key, event, properties)
+
+
+async def restart(conn, data, request_id):
+    person_key = _person(conn, data, lambda d: _text(d, "flow"))
+    return await dbthreads.run(
+        engine.do_restart, conn.environment, person_key, data["flow"], via="websocket"
+    )
 
 
 async def ping(conn, data, request_id):
@@ -127,5 +171,7 @@ ACTIONS = {
     "identify": identify,
     "get_state": get_state,
     "transition": transition,
+    "track": track,
+    "restart": restart,
     "ping": ping,
 }

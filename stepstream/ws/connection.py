@@ -1,8 +1,11 @@
 """One client socket: a bounded outbox, drained by a writer task only when needed.
 
 Nothing waits on a slow client: `push` never blocks. A client whose outbox
-overflows is closed with 4408 and resumes from the log with `since_seq`, so a
-slow reader loses nothing and slows no one else.
+overflows (`STEPSTREAM_WS_OUTBOX_LIMIT` messages, or, with what its
+transport still buffers, `STEPSTREAM_WS_MAX_BUFFER_BYTES` bytes) is closed
+with 4408 and resumes from the log with `since_seq`, so a slow reader loses
+nothing, slows no one else, and costs a bounded number of bytes whatever it
+asks for (stepstream/ws/transport.py bounds the rest: pongs, stalled reads).
 
 Under uvicorn's sans-I/O WebSocket protocol a message goes straight to the
 socket's transport while the transport accepts writes and nothing is queued:
@@ -15,6 +18,7 @@ An idle socket therefore has no writer task at all.
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import deque
 
@@ -25,6 +29,7 @@ from stepstream.ws.frames import Message, direct_writer
 logger = logging.getLogger("stepstream.ws")
 
 CLOSE_TOO_SLOW = 4408
+SLOW_REASON = "Too slow: the client fell too far behind; resume with since_seq."
 _EMPTY = ()  # the outbox of every socket with nothing queued: no deque per idle socket
 
 
@@ -39,6 +44,8 @@ class Connection:
         "closed",
         "close_code",
         "_outbox",
+        "_bytes",
+        "_max_bytes",
         "_writer",
         "_room",
         "_limit",
@@ -59,6 +66,8 @@ class Connection:
         self.closed = False
         self.close_code: int | None = None
         self._outbox: deque[Message] | tuple = _EMPTY
+        self._bytes = 0  # what the outbox holds (its strings' memory)
+        self._max_bytes = settings.STEPSTREAM["WS_MAX_BUFFER_BYTES"]
         self._writer: asyncio.Task | None = None
         self._room: asyncio.Event | None = None
         self._limit = settings.STEPSTREAM["WS_OUTBOX_LIMIT"]
@@ -85,19 +94,34 @@ class Connection:
             message = Message(message)
         if not self._outbox and self._direct is not None and self._direct.write(message):
             return
+        size = sys.getsizeof(message.text)
         if self._outbox is _EMPTY:
             self._outbox = deque()
-        elif len(self._outbox) >= self._limit:
-            logger.info("closing a connection that fell %d messages behind", self._limit)
-            self.close(CLOSE_TOO_SLOW)
+        if len(self._outbox) >= self._limit or self._held() + size > self._max_bytes:
+            logger.info(
+                "closing a connection that fell behind: %d messages, %d bytes queued",
+                len(self._outbox),
+                self._held(),
+            )
+            self.close(CLOSE_TOO_SLOW, SLOW_REASON)
             return
+        self._bytes += size
         self._outbox.append(message)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
+    def _held(self) -> int:
+        """Bytes held for this client: its outbox and what its transport still buffers."""
+        held = self._bytes
+        if self._direct is not None:
+            held += self._direct.buffered()
+        return held
+
     async def room(self) -> None:
         """Waits until the outbox is at most half full: backlogs are sent at the client's pace."""
-        while len(self._outbox) > self._limit // 2 and not self.closed:
+        while (
+            len(self._outbox) > self._limit // 2 or self._held() > self._max_bytes // 2
+        ) and not self.closed:
             if self._room is None:
                 self._room = asyncio.Event()
             self._room.clear()
@@ -109,7 +133,7 @@ class Connection:
         try:
             while outbox and not self.closed:
                 await send({"type": "websocket.send", "text": outbox[0].text})
-                outbox.popleft()
+                self._bytes -= sys.getsizeof(outbox.popleft().text)
                 if self._room is not None and len(outbox) <= half:
                     self._room.set()
         except asyncio.CancelledError:
@@ -121,29 +145,48 @@ class Connection:
                 self._writer = None
                 if not outbox and self._outbox is outbox:
                     self._outbox = _EMPTY
+                    self._bytes = 0
             if self._room is not None:
                 self._room.set()
 
-    def close(self, code: int) -> None:
-        """Closes with `code` after nothing more (the outbox is dropped)."""
+    def close(self, code: int, reason: str = "") -> None:
+        """Closes with `code` after nothing more (the outbox is dropped).
+
+        Under uvicorn with our protocol the close frame is written at once, even
+        to a client that does not read (ASGI `send` would wait for it forever).
+        """
         if self.closed:
             return
         self.closed = True
         self.close_code = code
         self._outbox = _EMPTY
+        self._bytes = 0
         self.detach()
         if self._room is not None:
             self._room.set()
         writer = self._writer
         if writer is not None:
             writer.cancel()
-        self._writer = asyncio.get_running_loop().create_task(self._send_close(writer, code))
+        if self._direct is not None and self._direct.close_now(code, reason):
+            self._writer = writer
+            return
+        self._writer = asyncio.get_running_loop().create_task(
+            self._send_close(writer, code, reason)
+        )
 
-    async def _send_close(self, writer: asyncio.Task | None, code: int) -> None:
+    async def _send_close(self, writer: asyncio.Task | None, code: int, reason: str) -> None:
         if writer is not None:
             await asyncio.gather(writer, return_exceptions=True)
         with contextlib.suppress(Exception):  # the client may be gone already
-            await self._send({"type": "websocket.close", "code": code})
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def end_subscription(self, person_key: str, entity: str, status: int, errors) -> None:
+        """Ends one subscription and tells the client why (`subscription_ended`)."""
+        sub = self.subscriptions.pop((person_key, entity), None)
+        if sub is None:
+            return
+        self.hub.unsubscribe(sub)
+        self.push(sub.end_message(person_key, status, list(errors)))
 
     def detach(self) -> None:
         for sub in self.subscriptions.values():

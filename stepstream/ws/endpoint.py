@@ -25,7 +25,11 @@ from stepstream.ws.frames import forget_handshake
 logger = logging.getLogger("stepstream.ws")
 
 CLOSE_BAD_KEY = 4401
+CLOSE_REFUSED = guard.CLOSE_KEY_REVOKED  # a revoked key, or an Origin the allow-list refuses
 CLOSE_TRY_LATER = 1013
+# close reasons: at most 123 bytes (RFC 6455), plain sentences a browser can show
+BAD_KEY_REASON = "Missing or wrong key: connect with the environment's publishable key."
+ORIGIN_REASON = "This page's origin is not on the environment's allowed origins for this key."
 
 open_per_environment: Counter = Counter()
 
@@ -81,20 +85,25 @@ async def _admit(scope, receive, send):
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     key = (query.get("key") or [None])[0]
     try:
-        key_row = await dbthreads.run(tenants.key_row, key, "publishable")
+        key_row = await dbthreads.run(tenants.key_row, key, "publishable", True)
     except Exception:
         logger.warning("key lookup failed; refusing the connection for now")
-        await _close_after_accept(send, CLOSE_TRY_LATER)
+        await _close_after_accept(send, CLOSE_TRY_LATER, "The server cannot check keys now.")
         return None
     if key_row is None:
-        await send({"type": "websocket.close", "code": CLOSE_BAD_KEY})
+        await _close_after_accept(send, CLOSE_BAD_KEY, BAD_KEY_REASON)
+        return None
+    if key_row.revoked_at is not None:
+        await _close_after_accept(send, CLOSE_REFUSED, guard.REVOKED_REASON)
         return None
     environment = _shared(key_row.environment)
     if not origins.allowed(environment, scope):
-        await origins.refuse(scope, send)  # HTTP 403
+        await _close_after_accept(send, CLOSE_REFUSED, ORIGIN_REASON)
         return None
     if open_per_environment[environment.pk] >= settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_KEY"]:
-        await _close_after_accept(send, CLOSE_TRY_LATER)
+        await _close_after_accept(
+            send, CLOSE_TRY_LATER, "Too many connections with this key; try again later."
+        )
         return None
     request_id.set("ws-" + uuid.uuid4().hex[:12])  # names this connection in log lines
     return environment, key_row.pk
@@ -118,7 +127,10 @@ def _shared(fresh: Environment) -> Environment:
     return shared
 
 
-async def _close_after_accept(send, code: int) -> None:
-    """A close code the client can see (a close before accept is only an HTTP 403)."""
+async def _close_after_accept(send, code: int, reason: str = "") -> None:
+    """A close code and reason a browser can read (a close before accept is only an HTTP 403).
+
+    Nothing else is sent before it: the socket serves nothing.
+    """
     await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": code})
+    await send({"type": "websocket.close", "code": code, "reason": reason})

@@ -66,6 +66,18 @@ class DirectWriter:
             p.transport.write(message.frame)
         return True
 
+    def buffered(self) -> int:
+        """Bytes the transport holds, written but not yet taken by the client."""
+        return self._protocol.transport.get_write_buffer_size()
+
+    def close_now(self, code: int, reason: str) -> bool:
+        """Closes without waiting for the client to read, where the protocol can; else False."""
+        close_now = getattr(self._protocol, "close_now", None)
+        if close_now is None:
+            return False
+        close_now(code, reason)
+        return True
+
 
 def _sansio_protocol(send):
     """uvicorn's sans-I/O protocol object behind an ASGI `send`, or None under anything else."""

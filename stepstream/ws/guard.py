@@ -10,11 +10,16 @@ process, in one database round trip of three small queries:
   have open connections (`stepstream.identity`), so a switch to `enforce` or a
   new identity secret applies to open connections within the interval;
 * adds the signed/unsigned request counts gathered since the last round to
-  the environments' counters.
+  the environments' counters;
+* ends (`subscription_ended`, status 401) every subscription whose person
+  token lapsed: expired, signed with a secret since replaced, or missing now
+  that verification is enforced. That check reads nothing and runs even when
+  the database does not answer, so it holds the 5 s promise by itself.
 """
 
 import asyncio
 import logging
+import time
 
 from django.conf import settings
 
@@ -24,6 +29,7 @@ from stepstream.models import ApiKey
 logger = logging.getLogger("stepstream.ws")
 
 CLOSE_KEY_REVOKED = 4403
+REVOKED_REASON = "This publishable key was revoked: use the environment's new key."
 
 _connections: set = set()
 _task: asyncio.Task | None = None
@@ -70,7 +76,23 @@ async def check_once() -> None:
         if closing:
             logger.info("closing %d connection(s) whose key was revoked", len(closing))
         for conn in closing:
-            conn.close(CLOSE_KEY_REVOKED)
+            conn.close(CLOSE_KEY_REVOKED, REVOKED_REASON)
+
+
+def end_lapsed(now: float | None = None) -> int:
+    """Ends the subscriptions whose token no longer lets them live; how many it ended."""
+    now = time.time() if now is None else now
+    ended = 0
+    for conn in list(_connections):
+        found = identity.policy(conn.environment)
+        if found.mode != "enforce" or conn.closed:
+            continue
+        for (person_key, entity), sub in list(conn.subscriptions.items()):
+            reason = identity.lapsed(found, sub.grant, now)
+            if reason is not None:
+                conn.end_subscription(person_key, entity, 401, [reason])
+                ended += 1
+    return ended
 
 
 async def _watch() -> None:
@@ -83,3 +105,5 @@ async def _watch() -> None:
             raise
         except Exception:
             logger.warning("could not re-check keys and verification settings", exc_info=True)
+        finally:
+            end_lapsed()

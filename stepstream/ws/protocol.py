@@ -11,6 +11,7 @@ import orjson
 from django.conf import settings
 from django.db import DataError
 
+from stepstream import text as strict_json
 from stepstream.errors import Invalid, RateLimited, StepstreamError, TooLarge
 from stepstream.ws.actions import ACTIONS
 
@@ -28,9 +29,13 @@ def render(request_id, status: int, errors=(), action=None, data=None, code=None
     try:
         return orjson.dumps(response).decode()
     except orjson.JSONEncodeError:
-        # an integer beyond 64 bits: PostgreSQL hands a stored 1e300 back as
-        # one, and orjson refuses those; the standard library writes them
-        return json.dumps(response, ensure_ascii=False, separators=(",", ":"))
+        # an integer beyond 64 bits in data stored before such numbers were
+        # refused (PostgreSQL hands a stored 1e300 back as one): orjson refuses
+        # those, the standard library writes them; the request_id may be an
+        # orjson.Fragment (its text as sent), so only data goes that way
+        written = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        response["data"] = orjson.Fragment(written.encode())
+        return orjson.dumps(response).decode()
 
 
 def render_error(request_id, error: StepstreamError, action=None) -> str:
@@ -45,13 +50,13 @@ async def handle(conn, text: str) -> str:
             len(text.encode()) > settings.STEPSTREAM["WS_MAX_MESSAGE_BYTES"]
         ):
             raise TooLarge(f"Message is over {settings.STEPSTREAM['WS_MAX_MESSAGE_BYTES']} bytes.")
-        try:
-            message = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            raise Invalid("Message is not valid JSON.") from None
+        try:  # the request_id comes back exactly as sent (its numbers in their very digits)
+            message, request_id = strict_json.read_message(text)
+        except Invalid as error:
+            request_id = getattr(error, "request_id", None)
+            raise
         if not isinstance(message, dict):
             raise Invalid("Message must be a JSON object with action, request_id and data.")
-        request_id = message.get("request_id")
         if not conn.allow_request():
             raise RateLimited("Too many requests on this connection; slow down.")
         action = message.get("action")

@@ -1,0 +1,174 @@
+"""CEL conditions: compiled once when saved, evaluated against one person.
+
+The implementation is `common-expression-language` (Rust-backed bindings),
+chosen by measurement over `cel-python` (docs/rules.md, bench/cel_compare.py).
+User text is only ever handed to `cel.compile`; nothing else evaluates it.
+
+Each compiled condition also knows which variables it reads (`deps`): pairs
+`(root, key)` such as `("events", "signup")` or `("person", None)` when it
+reads a root as a whole (`size(person)`, `"x" in events`, `events[name]`).
+The engine uses them to re-evaluate only what a write can change
+(docs/architecture.md, "Rules").
+"""
+
+import re
+from dataclasses import dataclass
+
+import cel
+
+from stepstream.errors import Invalid
+
+ROOTS = ("person", "events", "flows", "segments", "now")
+MAX_LENGTH = 4096
+_MACROS = {"all", "exists", "exists_one", "map", "filter"}
+_BUILTIN_NAMES = {
+    "true",
+    "false",
+    "null",
+    "in",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bool",
+    "bytes",
+    "list",
+    "map",
+    "type",
+    "null_type",
+    "timestamp",
+    "duration",
+}
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+|//[^\n]*)
+  | (?P<string>[rRbB]{0,2}(?:\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''
+                           |"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'))
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<number>\d[\w.]*)
+  | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    return [(m.lastgroup, m.group()) for m in _TOKEN.finditer(text) if m.lastgroup != "space"]
+
+
+def _literal_key(token: str) -> str | None:
+    """The value of a plain string literal, or None when it has prefixes or escapes."""
+    if len(token) >= 2 and token[0] in "\"'" and token[-1] == token[0] and "\\" not in token:
+        if token.startswith(('"""', "'''")):
+            return None
+        return token[1:-1]
+    return None
+
+
+def analyse(text: str) -> tuple[frozenset, set[str]]:
+    """(deps, macro-bound names) read from the expression's tokens.
+
+    Conservative: anything it cannot pin to one key reads the whole root,
+    which only makes the engine evaluate more often, never less.
+    """
+    toks = _tokens(text)
+    deps: set[tuple[str, str | None]] = set()
+    bound: set[str] = set()
+    for i, (kind, value) in enumerate(toks):
+        if kind != "ident":
+            continue
+        prev = toks[i - 1][1] if i > 0 else ""
+        nxt = toks[i + 1][1] if i + 1 < len(toks) else ""
+        if prev == "." and value in _MACROS and nxt == "(":
+            if i + 3 < len(toks) and toks[i + 2][0] == "ident" and toks[i + 3][1] == ",":
+                bound.add(toks[i + 2][1])
+            continue
+        if prev == "." or value not in ROOTS or nxt == "(":
+            continue
+        if value == "now":
+            deps.add(("now", None))
+            continue
+        after = toks[i + 2] if i + 2 < len(toks) else ("", "")
+        after2 = toks[i + 3][1] if i + 3 < len(toks) else ""
+        if prev == "in" and i >= 2 and toks[i - 2][0] == "string" and nxt != ".":
+            deps.add((value, _literal_key(toks[i - 2][1])))
+        elif nxt == "." and after[0] == "ident" and after2 != "(":
+            deps.add((value, after[1]))
+        elif nxt == "[" and after[0] == "string" and after2 == "]":
+            key = _literal_key(after[1])
+            deps.add((value, key))
+        else:
+            deps.add((value, None))
+    return frozenset(deps), bound
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    text: str
+    program: object
+    deps: frozenset  # of (root, key or None)
+    roots: frozenset  # of root names read
+
+    @property
+    def segments(self) -> set[str]:
+        """Segments named literally (`segments.x`, `segments["x"]`)."""
+        return {k for r, k in self.deps if r == "segments" and k is not None}
+
+    def evaluate(self, context) -> bool:
+        """True only for a bool true; any evaluation error counts as false."""
+        try:
+            return self.program.execute(context) is True
+        except Exception:
+            return False
+
+
+def _first_line(message: str) -> str:
+    line = str(message).split("\n")[0]
+    return line.replace("Failed to parse expression", "syntax error in").strip()
+
+
+def compile_condition(text, where: str, roots=ROOTS) -> Condition:
+    """Compiles user text or raises a 400 naming `where` (e.g. `transitions[2].condition`)."""
+    if not isinstance(text, str) or not text.strip():
+        raise Invalid(f"{where}: a condition must be a non-empty string of CEL.")
+    if len(text) > MAX_LENGTH:
+        raise Invalid(f"{where}: a condition may be at most {MAX_LENGTH} characters.")
+    if "\x00" in text:
+        raise Invalid(f"{where} must not contain NUL (\\u0000) characters.")
+    try:
+        program = cel.compile(text)
+    except Exception as e:  # the bindings raise ValueError; never let one become a 500
+        raise Invalid(f"{where}: {_first_line(e)}") from None
+    deps, bound = analyse(text)
+    try:
+        variables = set(program.variables())
+    except Exception:
+        variables = set()
+    unknown = sorted(v for v in variables - bound if v not in roots and v not in _BUILTIN_NAMES)
+    if unknown:
+        allowed = ", ".join(roots)
+        raise Invalid(
+            f"{where}: unknown variable {', '.join(repr(v) for v in unknown)} "
+            f"(the variables are {allowed})."
+        )
+    used_roots = frozenset(v for v in variables if v in roots) | {r for r, _ in deps}
+    return Condition(text, program, deps, frozenset(used_roots))
+
+
+def reads(dep_set, dirty: dict) -> bool:
+    """Whether a condition reading `dep_set` may see a change listed in `dirty`.
+
+    `dirty` maps a root to the set of keys changed (None in it: the whole root).
+    """
+    for root, key in dep_set:
+        keys = dirty.get(root)
+        if keys is None:
+            continue
+        if key is None or None in keys or key in keys:
+            return True
+    return False
+
+
+def context(variables: dict):
+    return cel.Context(variables)

@@ -1,0 +1,23 @@
+"""Routes under /dashboard/ (namespace "dashboard")."""
+
+from django.urls import path
+
+from stepstream.dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("", views.home, name="home"),
+    path("<int:env_id>/", views.environment_home, name="environment"),
+    path("<int:env_id>/flows/", views.flows, name="flows"),
+    path("<int:env_id>/flows/<path:identifier>/", views.flow, name="flow"),
+    path("<int:env_id>/people/", views.people, name="people"),
+    path("<int:env_id>/people/<path:person_key>/", views.person, name="person"),
+    path("<int:env_id>/segments/", views.segments, name="segments"),
+    path("<int:env_id>/webhooks/", views.webhooks, name="webhooks"),
+    path("<int:env_id>/keys/", views.keys, name="keys"),
+    path("<int:env_id>/keys/rotate/", views.rotate_key, name="rotate_key"),
+    path("<int:env_id>/keys/<int:key_id>/revoke/", views.revoke_key, name="revoke_key"),
+]

@@ -1,0 +1,374 @@
+"""The dashboard's pages: server-rendered, for signed-in staff users only.
+
+Every read goes through `queries` (SQL aggregates, a constant number of
+queries per page); the only writes are key rotation and revocation, through
+`stepstream.tenants`, each behind a confirmation page and a CSRF-checked POST.
+No secret key is ever put in a page: a rotation from here makes a new
+publishable key only (the secret key is made with the command line).
+"""
+
+import functools
+import json
+
+from django.contrib import messages
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import views as auth_views
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_deny
+from django.views.decorators.http import require_http_methods
+
+from stepstream import tenants
+from stepstream.dashboard import layout as graph_layout
+from stepstream.dashboard import queries
+from stepstream.errors import StepstreamError
+
+SLASH_STAND_IN = "\uffff"  # as stepstream.asgi swaps an encoded "/" in a path (%2F)
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+
+
+class NotHere(Exception):
+    """A page's object does not exist: a 404 rendered as a dashboard page."""
+
+    def __init__(self, what: str, env=None):
+        super().__init__(what)
+        self.what = what
+        self.env = env
+
+
+class StaffLoginForm(AdminAuthenticationForm):
+    """Django's admin sign-in form: a correct password of a non-staff user is refused too."""
+
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "invalid_login": "That username and password do not match a staff account.",
+    }
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "stepstream/dashboard/login.html"
+    authentication_form = StaffLoginForm
+    redirect_authenticated_user = False
+
+    def get_default_redirect_url(self):
+        return reverse("dashboard:home")
+
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        response["Content-Security-Policy"] = CSP
+        response["X-Frame-Options"] = "DENY"
+        return response
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = "dashboard:login"
+
+
+def staff_page(view):
+    """Signed-in staff only (others go to the sign-in page), never cached, never framed."""
+
+    @functools.wraps(view)
+    @never_cache
+    @xframe_options_deny
+    def wrapper(request, *args, **kwargs):
+        user = request.user
+        if not (user.is_authenticated and user.is_active and user.is_staff):
+            login = reverse("dashboard:login")
+            return redirect(f"{login}?next={request.path}")
+        try:
+            response = view(request, *args, **kwargs)
+        except NotHere as e:
+            context = {"what": e.what, "env": e.env, "section": ""}
+            response = render(request, "stepstream/dashboard/not_found.html", context, status=404)
+        response["Content-Security-Policy"] = CSP
+        response["Referrer-Policy"] = "same-origin"
+        return response
+
+    return wrapper
+
+
+def _environment(env_id: int):
+    env = queries.environment(env_id)
+    if env is None:
+        raise NotHere("There is no such environment.")
+    return env
+
+
+def _page(request, template: str, env, section: str, **context):
+    context.update(env=env, section=section)
+    return render(request, f"stepstream/dashboard/{template}", context)
+
+
+@staff_page
+def home(request):
+    return render(
+        request,
+        "stepstream/dashboard/environments.html",
+        {"projects": queries.environments(), "section": "environments"},
+    )
+
+
+@staff_page
+def environment_home(request, env_id: int):
+    _environment(env_id)
+    return redirect("dashboard:flows", env_id=env_id)
+
+
+@staff_page
+def flows(request, env_id: int):
+    env = _environment(env_id)
+    return _page(request, "flows.html", env, "flows", flows=queries.flows(env))
+
+
+def _duration(seconds):
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _estimate(seconds) -> str:
+    """Medians on the page come from a histogram (counters.py): within about 9 %."""
+    return "—" if seconds is None else "≈ " + _duration(seconds)
+
+
+FUNNEL_ROW = 34
+FUNNEL_LABEL = 200
+FUNNEL_BAR = 520
+
+
+def _funnel(analytics: dict, names: dict) -> dict:
+    """Bar geometry for the funnel chart (SVG drawn by the template)."""
+    top = max([s["reached"] for s in analytics["steps"]] + [1])
+    rows = []
+    for i, step in enumerate(analytics["steps"]):
+        reached, completed = step["reached"], step["completed"]
+        rows.append(
+            {
+                **step,
+                "name": names.get(step["identifier"]) or step["identifier"],
+                "y": i * FUNNEL_ROW,
+                "reached_w": round(FUNNEL_BAR * reached / top, 1),
+                "completed_w": round(FUNNEL_BAR * completed / top, 1),
+                "rate": f"{100 * completed / reached:.0f}%" if reached else "—",
+                "median": _estimate(step["median_seconds_to_complete"]),
+            }
+        )
+    return {
+        "rows": rows,
+        "height": max(len(rows), 1) * FUNNEL_ROW,
+        "label_w": FUNNEL_LABEL,
+        "bar_w": FUNNEL_BAR,
+        "numbers_x": FUNNEL_LABEL + FUNNEL_BAR + 12,
+        "width": FUNNEL_LABEL + FUNNEL_BAR + 230,
+        "top": top,
+    }
+
+
+@staff_page
+def flow(request, env_id: int, identifier: str):
+    env = _environment(env_id)
+    version = request.GET.get("version")
+    version = int(version) if version and version.isdigit() else None
+    flow, versions = queries.flow_version(env, identifier, version)
+    if flow is None:
+        raise NotHere(f"No flow '{identifier}' in {env.identifier}.", env)
+    steps = list(flow.steps.all())
+    transitions = list(flow.transitions.all())
+    drawn = graph_layout.layout(
+        [(s.identifier, s.name) for s in steps],
+        [(t.identifier, t.from_step, t.to_step, t.type) for t in transitions],
+    )
+    analytics = queries.flow_analytics(flow)
+    per_step = {s["identifier"]: s for s in analytics["steps"]}
+    nodes = [
+        {
+            "node": node,
+            "sub": _subtitle(node),
+            "active": per_step[node.identifier]["active"],
+            "reached": per_step[node.identifier]["reached"],
+            "label": (node.name or node.identifier)[:26],
+            "cx": node.x + graph_layout.NODE_W / 2,
+        }
+        for node in drawn.nodes
+    ]
+    live = {
+        "watch": "flow",
+        "environment": env.pk,
+        "flow": flow.identifier,
+        "version": flow.version,
+    }
+    return _page(
+        request,
+        "flow.html",
+        env,
+        "flows",
+        flow=flow,
+        versions=versions,
+        latest=versions[-1],
+        drawing=drawn,
+        nodes=nodes,
+        node_w=graph_layout.NODE_W,
+        node_h=graph_layout.NODE_H,
+        analytics=analytics,
+        funnel=_funnel(analytics, {s.identifier: s.name for s in steps}),
+        transitions=transitions,
+        live=live,
+    )
+
+
+def _subtitle(node) -> str:
+    """The second line of a drawn step: its role and identifier, cut to fit beside the count."""
+    role = "start · " if node.start else "final · " if node.final else ""
+    text = role + node.identifier
+    return text if len(text) <= 20 else text[:19] + "…"
+
+
+@staff_page
+def people(request, env_id: int):
+    env = _environment(env_id)
+    q = request.GET.get("q", "").strip()[:255]
+    paginator = Paginator(queries.people(env, q), queries.PEOPLE_PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
+    counts = queries.flow_counts(p.pk for p in page.object_list)
+    for p in page.object_list:
+        p.n_flows, p.n_active = counts.get(p.pk, (0, 0))
+    return _page(request, "people.html", env, "people", page=page, q=q, numbers=page_numbers(page))
+
+
+def _person_key(raw: str) -> str:
+    return raw.replace(SLASH_STAND_IN, "/")
+
+
+@staff_page
+def person(request, env_id: int, person_key: str):
+    env = _environment(env_id)
+    p = queries.person(env, _person_key(person_key))
+    if p is None:
+        raise NotHere("No person with that key in this environment.", env)
+    timeline = queries.timeline(p)
+    for event in timeline:
+        event["cause_text"] = cause_text(event.get("cause"))
+    live = {
+        "watch": "person",
+        "environment": env.pk,
+        "person_key": p.person_key,
+        "since_seq": timeline[0]["seq"] if timeline else 0,
+    }
+    return _page(
+        request,
+        "person.html",
+        env,
+        "people",
+        person=p,
+        instances=queries.person_flows(p),
+        timeline=timeline,
+        tracked=queries.tracked_events(p),
+        data=json.dumps(p.data, indent=2, ensure_ascii=False) if p.data else "",
+        truncated=len(timeline) >= queries.TIMELINE_LIMIT,
+        live=live,
+    )
+
+
+@staff_page
+def segments(request, env_id: int):
+    env = _environment(env_id)
+    rows = queries.segments(env)
+    biggest = max([r["size"] or 0 for r in rows] + [1])
+    for row in rows:
+        row["bar"] = round(100 * (row["size"] or 0) / biggest)
+    return _page(request, "segments.html", env, "segments", segments=rows)
+
+
+@staff_page
+def webhooks(request, env_id: int):
+    env = _environment(env_id)
+    return _page(request, "webhooks.html", env, "webhooks", webhooks=queries.webhooks(env))
+
+
+@staff_page
+def keys(request, env_id: int):
+    env = _environment(env_id)
+    return _page(request, "keys.html", env, "keys", keys=queries.keys(env))
+
+
+@staff_page
+@require_http_methods(["GET", "POST"])
+def rotate_key(request, env_id: int):
+    """GET: the confirmation; POST: a new publishable key, shown once on this page."""
+    env = _environment(env_id)
+    if request.method == "GET":
+        return _page(request, "key_confirm.html", env, "keys", action="rotate")
+    answer = tenants.rotate(env, ["publishable"])
+    return _page(
+        request,
+        "key_rotated.html",
+        env,
+        "keys",
+        new_key=answer["publishable_key"],
+        old_ids=answer["old_key_ids"],
+    )
+
+
+@staff_page
+@require_http_methods(["GET", "POST"])
+def revoke_key(request, env_id: int, key_id: int):
+    env = _environment(env_id)
+    row = env.keys.filter(pk=key_id).first()
+    if row is None:
+        raise NotHere("No such key in this environment.", env)
+    if request.method == "GET":
+        return _page(request, "key_confirm.html", env, "keys", action="revoke", key=row)
+    try:
+        tenants.revoke_key(env, key_id)
+    except StepstreamError as e:
+        messages.error(request, " ".join(e.messages))
+    else:
+        messages.success(request, f"Key {row.hint}… is revoked; clients using it are refused.")
+    return redirect("dashboard:keys", env_id=env.pk)
+
+
+def cause_text(cause) -> str:
+    """Why a change happened, in words (the same wording as live.js's causeText)."""
+    if not isinstance(cause, dict):
+        return ""
+    kind = cause.get("kind")
+    if kind == "call":
+        text = f"called via {cause['via']}" if cause.get("via") else "called"
+    elif kind == "automatic":
+        transition = cause.get("transition")
+        text = f"automatic transition {transition}" if transition else "automatic transition"
+    elif kind == "start_when":
+        text = "started by its start condition"
+    else:
+        text = str(kind or "")
+    if cause.get("event"):
+        text += f", after event {cause['event']}"
+    if cause.get("data"):
+        text += ", after a data change"
+    return text
+
+
+def page_numbers(page) -> list:
+    """Page links around the current one, with gaps (None) for the rest."""
+    last = page.paginator.num_pages
+    wanted = {1, last, *range(max(1, page.number - 2), min(last, page.number + 2) + 1)}
+    numbers, previous = [], 0
+    for n in sorted(wanted):
+        if n - previous > 1:
+            numbers.append(None)
+        numbers.append(n)
+        previous = n
+    return numbers

@@ -1,0 +1,124 @@
+"""The environment change feed: every committed state change exactly once, in commit order.
+
+A position is `(xid, id)`: the log row's writing transaction id and its row id.
+
+* PostgreSQL assigns row ids when a row is inserted, not when its transaction
+  commits, so with several writers a reader following ids would skip a row
+  whose transaction commits after a higher id was already read. Each log row
+  carries a key `xid`: its writing transaction's id (`pg_current_xact_id()`),
+  raised to the person's previous key if that is higher (store.append_log),
+  so a key is never below its writer's id and never goes down for a person.
+  A page reads only rows whose key is below the horizon
+  `pg_snapshot_xmin(pg_current_snapshot())`, taken in a statement before the
+  page's own: every transaction below it has finished, so no row can ever
+  appear below it again. Rows are read in `(xid, id)` order, so each person's
+  rows come in `seq` order.
+* SQLite has one writer at a time and ids are assigned under its write lock,
+  so id order is commit order: `xid` is 0 there and the position is the id.
+
+The cursor is opaque: the environment's id and the position, with a short
+keyed digest so a mangled or foreign cursor is a clear 400 (docs/architecture.md).
+"""
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection
+
+from stepstream import log
+from stepstream.errors import Invalid
+from stepstream.models import StateChange
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+L = StateChange._meta.db_table
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One change as the feed gives it: its position and its event data."""
+
+    xid: int
+    id: int
+    person_id: int
+    data: dict
+
+
+def _digest(text: str) -> str:
+    key = ("stepstream-feed-cursor:" + settings.SECRET_KEY).encode()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def encode_cursor(environment_id: int, xid: int, row_id: int) -> str:
+    text = f"{environment_id}.{xid}.{row_id}"
+    raw = f"{text}.{_digest(text)}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(environment_id: int, cursor: str | None) -> tuple[int, int]:
+    """The position a cursor names; 400 when it is malformed or another environment's."""
+    if cursor is None or cursor == "":
+        return 0, 0
+    bad = Invalid("The cursor 'after' is malformed: pass a 'next' value this feed gave.")
+    if len(cursor) > 200:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        env, xid, row_id, digest = raw.split(".")
+        text = f"{env}.{xid}.{row_id}"
+        if not hmac.compare_digest(digest, _digest(text)):
+            raise ValueError
+        env, xid, row_id = int(env), int(xid), int(row_id)
+    except (ValueError, UnicodeDecodeError):
+        raise bad from None
+    if env != environment_id:
+        raise Invalid("The cursor 'after' belongs to another environment.")
+    return xid, row_id
+
+
+def horizon() -> int | None:
+    """The xid below which every transaction has finished (PostgreSQL); None on SQLite.
+
+    A statement of its own, before the page's read: the page's statement then
+    takes a later snapshot, which sees every commit below this horizon.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as c:
+        c.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        return c.fetchone()[0]
+
+
+def read(environment_id: int, xid: int, row_id: int, limit: int) -> list[Item]:
+    """Up to `limit` changes after position (xid, row_id), in commit order."""
+    below = horizon()
+    query = StateChange.objects.filter(person__environment_id=environment_id).select_related(
+        "person"
+    )
+    if below is None:
+        query = query.filter(id__gt=row_id).order_by("id")
+    else:
+        query = (
+            query.filter(xid__lt=below)
+            .extra(where=[f'("{L}"."xid", "{L}"."id") > (%s, %s)'], params=[xid, row_id])
+            .order_by("xid", "id")
+        )
+    return [
+        Item(row.xid, row.id, row.person_id, log.row_event_data(row, row.person.person_key))
+        for row in query[:limit]
+    ]
+
+
+def page(environment_id: int, after: str | None, limit: int = DEFAULT_LIMIT) -> dict:
+    """One page of the feed: {"events": [event data...], "next": cursor}."""
+    xid, row_id = decode_cursor(environment_id, after)
+    items = read(environment_id, xid, row_id, limit)
+    if items:
+        xid, row_id = items[-1].xid, items[-1].id
+    return {
+        "events": [item.data for item in items],
+        "next": encode_cursor(environment_id, xid, row_id),
+    }

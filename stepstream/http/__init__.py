@@ -1,0 +1,1 @@
+"""The HTTP layer below Django: the connection protocol, request bodies, error bodies."""

@@ -1,0 +1,273 @@
+"""uvicorn's httptools protocol with the limits it lacks: header size, request time, pending count.
+
+uvicorn (0.54, with httptools) buffers a request line and headers of any
+size (a 200 MiB header block was held whole), waits forever for a new
+connection's first byte or a half-sent request, and accepts connections
+until the process runs out of file descriptors. This subclass adds, per
+server process:
+
+- **Header bytes** (`STEPSTREAM_HTTP_MAX_HEADER_BYTES`, 64 KiB): a request
+  whose request line and headers are not complete within that many bytes is
+  answered 414 (the request line alone is that long) or 431 and closed. It is
+  counted on the bytes read, before httptools accumulates them, so the
+  WebSocket upgrade request is bound too; a buffer may overshoot by one read
+  (at most 256 KiB).
+- **Request time** (`STEPSTREAM_HTTP_REQUEST_TIMEOUT`, 30 s): from the moment
+  the server waits for a request (the connection opened, or the previous
+  response was sent) until the request, headers and body, is fully read. A
+  request not done by then is dropped, however slowly it trickles: 408 when
+  its headers were not complete, else the connection is closed and the
+  application sees a disconnect (stepstream.bodylimit reads the body on the
+  event loop, so no REST thread ever waits for it). Time spent serving a
+  request does not count; a client that stops reading a response for that
+  long is dropped too.
+- **Pending connections** (`STEPSTREAM_HTTP_MAX_PENDING`, 1000, and at most
+  half the process's open-file limit) and **pending bytes**
+  (`STEPSTREAM_HTTP_MAX_PENDING_BYTES`, 64 MiB): connections the server is
+  waiting on (idle before a request, or with a request partly read), and the
+  bytes read of their unfinished requests. Beyond either, the connection
+  that has been waiting longest is dropped. Silent or trickling connections
+  thus cannot use up file descriptors or memory, and a new client (a health
+  check) always gets in, at the cost of the oldest waiter.
+
+The subclass hooks the protocol's documented callbacks; uvicorn is pinned
+(pyproject.toml) because they are not a public API.
+"""
+
+import asyncio
+import logging
+import resource
+import time
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from stepstream.http.errors import error_body
+
+logger = logging.getLogger("stepstream.http")
+
+# descriptors kept back for the database, log files, Redis and the listener
+_RESERVED_FDS = 64
+
+
+class Limits:
+    header_bytes = 64 * 1024
+    request_timeout = 30.0
+    max_pending = 1000
+    max_pending_bytes = 64 * 1024 * 1024
+
+
+class _Pending:
+    """The connections this process is waiting on, oldest first, and their unread bytes."""
+
+    def __init__(self):
+        self.connections: dict[StepstreamHttpProtocol, None] = {}
+        self.bytes = 0
+        self.evicted, self.logged_at = 0, float("-inf")
+
+    def add(self, protocol) -> None:
+        self.connections[protocol] = None
+        while len(self.connections) > Limits.max_pending:
+            self.evict("too many connections waiting")
+
+    def remove(self, protocol) -> None:
+        self.connections.pop(protocol, None)
+        self.bytes -= protocol._pending_bytes
+        protocol._pending_bytes = 0
+
+    def count(self, protocol, size: int) -> None:
+        protocol._pending_bytes += size
+        self.bytes += size
+        while self.bytes > Limits.max_pending_bytes and self.connections:
+            self.evict("too many bytes of unfinished requests")
+
+    def evict(self, why: str) -> None:
+        next(iter(self.connections))._drop()
+        self.evicted += 1
+        now = time.monotonic()
+        if now - self.logged_at >= 10:  # one line per 10 s, however hard the flood
+            logger.warning("dropped %d waiting HTTP connections: %s", self.evicted, why)
+            self.evicted, self.logged_at = 0, now
+
+
+pending = _Pending()
+
+
+def configure(header_bytes: int, request_timeout: float, max_pending: int, max_pending_bytes: int):
+    """Sets the limits; returns the pending-connection cap after the open-file limit.
+
+    Also raises the process's soft open-file limit to its hard limit, as most
+    servers do, so sockets are not refused at the default 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    Limits.header_bytes = header_bytes
+    Limits.request_timeout = request_timeout
+    Limits.max_pending = max(8, min(max_pending, (soft - _RESERVED_FDS) // 2))
+    Limits.max_pending_bytes = max_pending_bytes
+    return Limits.max_pending
+
+
+def _response(status: int, code: str, sentence: str) -> bytes:
+    body = error_body(sentence, code)
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class StepstreamHttpProtocol(HttpToolsProtocol):
+    """The limits above on uvicorn's HTTP/1.1 protocol (passed as `http=` to uvicorn)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None
+        self._pending_bytes = 0
+        self._phase = "waiting"  # the parser's: waiting, head (line and headers), body
+        self._head_bytes = 0
+        self._running = None  # the cycle whose application runs; self.cycle is the newest
+
+    # -- waiting: a deadline and a place among the pending connections
+
+    def _wait(self) -> None:
+        if self._deadline is None and not self.transport.is_closing():
+            self._deadline = self.loop.call_later(Limits.request_timeout, self._timed_out)
+            pending.add(self)
+
+    def _settle(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        pending.remove(self)
+
+    def _answer_and_close(self, status: int, code: str, sentence: str) -> None:
+        """Answers, unless a response is under way (then only closes)."""
+        self._settle()
+        for cycle in (self._running, self.cycle):
+            if cycle is not None and cycle.response_started and not cycle.response_complete:
+                self._drop()
+                return
+        self._disconnect_cycles()  # the application sees http.disconnect, sends nothing
+        self.transport.write(_response(status, code, sentence))
+        self.transport.close()
+
+    def _drop(self) -> None:
+        self._settle()
+        self._disconnect_cycles()
+        self.transport.abort()
+
+    def _disconnect_cycles(self) -> None:
+        """Tells every unfinished cycle the client is gone, the running one included.
+
+        uvicorn tells only the newest (`self.cycle`); with pipelined requests the
+        running one kept writing to the closed transport, uvloop raised, a2wsgi's
+        sender task died with it, and the REST thread feeding that sender waited
+        forever: a client that pipelined requests and left held a thread for good.
+        """
+        for cycle in (self._running, self.cycle):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True  # its sends return at once; receive: http.disconnect
+                cycle.message_event.set()
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        limit = Limits.request_timeout
+        self._answer_and_close(
+            408, "timeout", f"The request was not complete within {limit:g} seconds."
+        )
+
+    # -- uvicorn's protocol callbacks
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._wait()
+
+    def connection_lost(self, exc) -> None:
+        self._settle()
+        self._disconnect_cycles()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:
+            pending.count(self, len(data))
+            if self.transport.is_closing():
+                return
+        counting = self._phase != "body"
+        if counting:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            counting
+            and self._phase != "body"
+            and self._head_bytes > Limits.header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._too_large()
+
+    def _too_large(self) -> None:
+        limit = Limits.header_bytes
+        if self._phase == "head" and not self.headers and len(self.url) + 16 >= self._head_bytes:
+            self._answer_and_close(
+                414, "uri_too_long", f"The request line is longer than the limit of {limit} bytes."
+            )
+        else:
+            self._answer_and_close(
+                431,
+                "headers_too_large",
+                f"The request line and headers are larger than the limit of {limit} bytes.",
+            )
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = "head"
+
+    def on_headers_complete(self) -> None:
+        self._phase = "body"
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._phase, self._head_bytes = "waiting", 0
+        self._settle()  # the request is whole: the application's turn, not the client's
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._wait()  # for the next request (uvicorn's keep-alive timeout is shorter)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._settle()  # a WebSocket now; its own limits apply (stepstream.ws)
+        super().handle_websocket_upgrade()
+
+    def send_400_response(self, msg: str) -> None:
+        self._settle()
+        self.transport.write(_response(400, "invalid", f"{msg.rstrip('.')}: malformed HTTP."))
+        self.transport.close()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self.loop.call_later(Limits.request_timeout, self._drop)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None

@@ -1,0 +1,101 @@
+"""An environment's rules as the engine reads them: start_when flows and segments.
+
+Loaded once per `Environment.rules_version` (which every flow publish and
+segment change bumps) and shared by every write of that environment; the
+compiled conditions themselves are cached by flow version (`flows.graph`)
+and by segment version (`segments.compiled`).
+"""
+
+from dataclasses import dataclass
+from threading import Lock
+
+from django.db import connection
+from django.db.models import F
+
+from stepstream import conditions
+from stepstream.models import Environment, Flow, Segment
+
+SEGMENT_ROOTS = ("person", "events", "flows", "now")
+
+
+@dataclass(frozen=True)
+class EnvRules:
+    version: int
+    starters: tuple[tuple[str, int], ...]  # (flow identifier, latest version's id), sorted
+    segments: dict  # identifier -> Condition
+    # some start_when, segment or latest version's automatic transition reads `now`:
+    # then every write of a person looks at the rules, even one that changed nothing they read
+    uses_now: bool = False
+
+
+_cache: dict[int, EnvRules] = {}
+_compiled: dict[tuple, conditions.Condition] = {}
+_lock = Lock()
+
+
+def compiled(segment: Segment) -> conditions.Condition:
+    """A segment's compiled condition, cached by (segment, version, text).
+
+    The text is part of the key because ids of rolled-back rows can be reused.
+    """
+    key = (segment.pk, segment.version, segment.condition)
+    found = _compiled.get(key)
+    if found is None:
+        found = conditions.compile_condition(segment.condition, "condition", SEGMENT_ROOTS)
+        with _lock:
+            _compiled[key] = found
+    return found
+
+
+def bump(environment_id: int) -> None:
+    """People settled before this get every condition evaluated at their next write."""
+    Environment.objects.filter(pk=environment_id).update(rules_version=F("rules_version") + 1)
+    with _lock:
+        _cache.pop(environment_id, None)
+
+
+def env_rules(environment_id: int, version: int) -> EnvRules:
+    cached = _cache.get(environment_id)
+    if cached is not None and cached.version == version:
+        return cached
+    f = Flow._meta.db_table
+    with connection.cursor() as c:
+        c.execute(
+            f"SELECT f.identifier, f.id, f.start_when FROM {f} f WHERE f.environment_id = %s "
+            f"AND f.version = (SELECT MAX(g.version) FROM {f} g "
+            "WHERE g.environment_id = f.environment_id AND g.identifier = f.identifier)",
+            [environment_id],
+        )
+        rows = c.fetchall()
+    starters = tuple(sorted((r[0], r[1]) for r in rows if r[2]))
+    found = {
+        s.identifier: compiled(s) for s in Segment.objects.filter(environment_id=environment_id)
+    }
+    from stepstream import flows  # flows imports this module: read graphs lazily
+
+    uses_now = any(("now", None) in c.deps for c in found.values())
+    for _, flow_id, _ in rows:
+        graph = flows.graph(flow_id)
+        uses_now = uses_now or ("now", None) in graph.auto_deps
+        uses_now = uses_now or bool(graph.start_when and ("now", None) in graph.start_when.deps)
+    loaded = EnvRules(version, starters, found, uses_now)
+    with _lock:
+        _cache[environment_id] = loaded
+    return loaded
+
+
+def affected(deps, dirty: dict, rules: EnvRules) -> bool:
+    """Whether a condition reading `deps` may have changed value given `dirty` changes.
+
+    A segment counts as changed when anything its own condition reads did.
+    """
+    if conditions.reads(deps, dirty) or ("now", None) in deps:
+        return True  # time moves on between any two writes
+    if not any(r == "segments" for r, _ in deps):
+        return False
+    changed = {
+        name
+        for name, cond in rules.segments.items()
+        if conditions.reads(cond.deps, dirty) or ("now", None) in cond.deps
+    }
+    return bool(changed) and conditions.reads(deps, {"segments": changed})

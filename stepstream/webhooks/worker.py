@@ -1,0 +1,333 @@
+"""Webhook delivery inside `stepstream serve`: one `Deliverer` per process, one task per webhook.
+
+* Who sends: a lease on the webhook row (`lease_owner`, `lease_until`),
+  taken and renewed by one UPDATE every second. A lease, not an advisory lock:
+  PostgreSQL's session advisory locks belong to a connection, and this
+  server's connections come from a pool and are shared by its database
+  threads, so the lock would outlive or escape the worker; a lease is a row
+  that works the same on SQLite, expires by itself when its process dies
+  (STEPSTREAM_WEBHOOK_LEASE_SECONDS), and fences the position: a worker
+  saves its position only while it still holds the lease.
+* What to send: the change feed (stepstream/feed.py) from the webhook's
+  durable position, a batch at a time. A batch is split into one lane per
+  person; lanes run side by side (at most STEPSTREAM_WEBHOOK_CONCURRENCY
+  requests at once) and each sends its person's events one after the other,
+  each only after the previous one was acknowledged (2xx). When the whole
+  batch is acknowledged the position moves past it, in the database. A
+  server killed at any moment resends at most one batch: at least once.
+* Failures: retried with exponential backoff and full jitter
+  (STEPSTREAM_WEBHOOK_RETRY_BASE_SECONDS doubling up to ..._MAX_SECONDS);
+  `failing_since` is kept on the row, and once it is older than
+  STEPSTREAM_WEBHOOK_RETRY_HOURS the webhook is disabled, its position still
+  before the event that failed, so `enable` resumes exactly there.
+"""
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+
+import httpx
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from stepstream import dbthreads, feed
+from stepstream.metrics import WEBHOOK_DELIVERIES
+from stepstream.models import Webhook, WebhookAttempt
+from stepstream.webhooks import signing
+from stepstream.webhooks.addresses import GuardedTransport
+
+logger = logging.getLogger("stepstream.webhooks")
+
+BATCH = 500
+KEEP_ATTEMPTS = 1000  # per webhook: the log of recent attempts
+MAX_RESPONSE_BYTES = 64 * 1024  # read (and ignored) from an answer, so the connection is reused
+SCAN_INTERVAL = 1.0
+
+
+def _conf(name: str):
+    return settings.STEPSTREAM[name]
+
+
+# -- database jobs (run on the database threads) ----------------------------
+
+
+def claim(owner: str) -> list[dict]:
+    """Takes or renews the leases of enabled webhooks that no live process holds."""
+    now = timezone.now()
+    until = now + timedelta(seconds=_conf("WEBHOOK_LEASE_SECONDS"))
+    free = Q(lease_owner=owner) | Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    Webhook.objects.filter(free, state="enabled").update(lease_owner=owner, lease_until=until)
+    return list(
+        Webhook.objects.filter(state="enabled", lease_owner=owner, lease_until=until).values(
+            "id", "environment_id", "url", "secret", "position_xid", "position_id"
+        )
+    )
+
+
+def release(owner: str) -> None:
+    Webhook.objects.filter(lease_owner=owner).update(lease_until=None)
+
+
+def _save_attempts(hook_id: int, attempts: list[WebhookAttempt], prune: bool) -> None:
+    if attempts:
+        WebhookAttempt.objects.bulk_create(attempts)
+    if prune:
+        cutoff = (
+            WebhookAttempt.objects.filter(webhook_id=hook_id)
+            .order_by("-id")
+            .values_list("id", flat=True)[KEEP_ATTEMPTS : KEEP_ATTEMPTS + 1]
+        )
+        if cutoff:
+            WebhookAttempt.objects.filter(webhook_id=hook_id, id__lte=cutoff[0]).delete()
+
+
+def save_position(hook_id, owner, xid, row_id, attempts, prune, recovered) -> bool:
+    """Moves the position past an acknowledged batch, if this process still holds the lease."""
+    with transaction.atomic():
+        changes = {"position_xid": xid, "position_id": row_id}
+        if recovered:
+            changes["failing_since"] = None
+        moved = Webhook.objects.filter(
+            pk=hook_id, lease_owner=owner, state="enabled", lease_until__gt=timezone.now()
+        ).update(**changes)
+        _save_attempts(hook_id, attempts, prune)
+    return bool(moved)
+
+
+def note_failure(hook_id, attempts) -> bool:
+    """Records a failure; True when the retry window is over and the webhook is now disabled."""
+    now = timezone.now()
+    window = timedelta(hours=_conf("WEBHOOK_RETRY_HOURS"))
+    with transaction.atomic():
+        _save_attempts(hook_id, attempts, False)
+        Webhook.objects.filter(pk=hook_id, failing_since__isnull=True).update(failing_since=now)
+        disabled = Webhook.objects.filter(
+            pk=hook_id, state="enabled", failing_since__lt=now - window
+        ).update(state="disabled", lease_until=None)
+    if disabled:
+        logger.warning("webhook %s disabled: failing for longer than the retry window", hook_id)
+    return bool(disabled)
+
+
+def still_enabled(hook_id, owner) -> bool:
+    return Webhook.objects.filter(pk=hook_id, state="enabled", lease_owner=owner).exists()
+
+
+# -- one webhook ------------------------------------------------------------
+
+
+class Stop(Exception):
+    """The webhook was disabled, deleted or handed to another process."""
+
+
+class HookWorker:
+    def __init__(self, row: dict, owner: str):
+        self.id = row["id"]
+        self.environment_id = row["environment_id"]
+        self.url = row["url"]
+        self.secret = row["secret"]
+        self.xid, self.row_id = row["position_xid"], row["position_id"]
+        self.owner = owner
+        self.attempts: list[WebhookAttempt] = []
+        self.failing = False
+        self.recovered = False
+        self.saves = 0
+        self.limit = asyncio.Semaphore(_conf("WEBHOOK_CONCURRENCY"))
+        timeout = _conf("WEBHOOK_TIMEOUT_SECONDS")
+        self.client = httpx.AsyncClient(
+            transport=GuardedTransport(_conf("WEBHOOK_CONCURRENCY")),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    items = await dbthreads.run(
+                        feed.read, self.environment_id, self.xid, self.row_id, BATCH
+                    )
+                except Exception:
+                    logger.warning("webhook %s: reading the feed failed; retrying", self.id)
+                    await asyncio.sleep(1.0)
+                    continue
+                if not items:
+                    await asyncio.sleep(_conf("WEBHOOK_POLL_INTERVAL"))
+                    continue
+                await self._deliver_batch(items)
+                await self._save(items[-1])
+        except Stop:
+            return
+        finally:
+            await self.client.aclose()
+
+    async def _save(self, last: feed.Item) -> None:
+        attempts, self.attempts = self.attempts, []
+        self.saves += 1
+        recovered, self.recovered = self.recovered, False
+        for tries in range(1000):
+            try:
+                moved = await dbthreads.run(
+                    save_position,
+                    self.id,
+                    self.owner,
+                    last.xid,
+                    last.id,
+                    attempts,
+                    self.saves % 20 == 0,
+                    recovered,
+                )
+                break
+            except Exception:
+                logger.warning("webhook %s: saving the position failed (try %d)", self.id, tries)
+                await asyncio.sleep(1.0)
+        else:
+            raise Stop
+        if not moved:
+            raise Stop
+        self.xid, self.row_id = last.xid, last.id
+
+    async def _deliver_batch(self, items: list[feed.Item]) -> None:
+        lanes: dict[int, list[feed.Item]] = defaultdict(list)
+        for item in items:
+            lanes[item.person_id].append(item)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for lane in lanes.values():
+                    group.create_task(self._lane(lane))
+        except* Stop:
+            raise Stop from None
+
+    async def _lane(self, lane: list[feed.Item]) -> None:
+        for item in lane:
+            await self._deliver(item)
+
+    async def _deliver(self, item: feed.Item) -> None:
+        """Sends one event until it is acknowledged (or the webhook stops)."""
+        message_id = f"msg_{self.id}_{item.id}"
+        body = orjson.dumps(
+            {"type": "state_change", "timestamp": item.data["occurred_at"], "data": item.data}
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self.limit:
+                status, error = await self._post(message_id, body)
+            record = WebhookAttempt(
+                webhook_id=self.id,
+                message_id=message_id,
+                person_key=item.data["person_key"],
+                seq=item.data["seq"],
+                attempt=attempt,
+                status_code=status,
+                error=error,
+                at=timezone.now(),
+            )
+            if error is None:
+                WEBHOOK_DELIVERIES.labels("success").inc()
+                self.attempts.append(record)
+                if self.failing:
+                    self.failing, self.recovered = False, True
+                return
+            WEBHOOK_DELIVERIES.labels("failure").inc()
+            self.failing = True
+            try:
+                disabled = await dbthreads.run(note_failure, self.id, [record])
+            except Exception:
+                disabled = False
+            if disabled:
+                raise Stop
+            ceiling = _conf("WEBHOOK_RETRY_BASE_SECONDS") * 2 ** min(attempt - 1, 30)
+            await asyncio.sleep(
+                random.uniform(0.5, 1.0) * min(ceiling, _conf("WEBHOOK_RETRY_MAX_SECONDS"))
+            )
+            if not await dbthreads.run(still_enabled, self.id, self.owner):
+                raise Stop
+
+    async def _post(self, message_id: str, body: bytes) -> tuple[int | None, str | None]:
+        headers = signing.headers(self.secret, message_id, int(time.time()), body)
+        try:
+            async with self.client.stream("POST", self.url, content=body, headers=headers) as r:
+                read = 0
+                async for chunk in r.aiter_raw():
+                    read += len(chunk)
+                    if read > MAX_RESPONSE_BYTES:
+                        break
+                status = r.status_code
+        except httpx.TimeoutException:
+            return None, "timeout"
+        except httpx.HTTPError as e:
+            return None, (f"{type(e).__name__}: {e}".rstrip(": "))[:500]
+        if 200 <= status < 300:
+            return status, None
+        return status, f"HTTP {status}"
+
+
+# -- the process's deliverer --------------------------------------------------
+
+
+class Deliverer:
+    """Claims webhooks (leases) every second and runs one HookWorker per claimed webhook."""
+
+    def __init__(self):
+        self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.workers: dict[int, asyncio.Task] = {}
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._scan())
+
+    async def _scan(self) -> None:
+        while True:
+            try:
+                rows = await dbthreads.run(claim, self.owner)
+                owned = {row["id"]: row for row in rows}
+                for hook_id, task in list(self.workers.items()):
+                    if hook_id not in owned or task.done():
+                        task.cancel()
+                        del self.workers[hook_id]
+                for hook_id, row in owned.items():
+                    if hook_id not in self.workers:
+                        worker = HookWorker(row, self.owner)
+                        self.workers[hook_id] = asyncio.create_task(worker.run())
+            except Exception:
+                logger.warning("claiming webhooks failed; retrying", exc_info=True)
+            await asyncio.sleep(SCAN_INTERVAL)
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self.task, *self.workers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.workers.clear()
+        try:
+            await dbthreads.run(release, self.owner)  # a restarted server takes over at once
+        except Exception:
+            logger.warning("could not release webhook leases", exc_info=True)
+
+
+_deliverer: Deliverer | None = None
+
+
+async def start() -> None:
+    global _deliverer
+    if _deliverer is None:
+        _deliverer = Deliverer()
+        await _deliverer.start()
+
+
+async def stop() -> None:
+    global _deliverer
+    if _deliverer is not None:
+        deliverer, _deliverer = _deliverer, None
+        await deliverer.stop()

@@ -1,0 +1,224 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright), on a real server.
+
+One story, as a product team member would live it: the dashboard refuses
+them until they sign in (a wrong password is refused), they pick the demo's
+environment, open the onboarding flow and watch its step counts move as
+people progress through the REST API (also across a server kill and
+restart), search people, open one and see a new change appear in their
+timeline within a second, visit every section, and sign out. No key appears
+in any page. Screenshots go to test-artifacts/dashboard/, and into docs/
+(the ones docs/dashboard.md shows) with STEPSTREAM_DOCS_SCREENSHOTS=1.
+"""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from stepstream.testing.servers import Server
+from tests.test_browser import CHROMIUM, browser_page  # noqa: F401 - the fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
+DOCS = ROOT / "docs"
+PASSWORD = "a staff password for the browser test"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (.ci/run installs it)",
+)
+
+
+def shot(page, name: str, docs: bool = False) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    if docs and os.environ.get("STEPSTREAM_DOCS_SCREENSHOTS") == "1":
+        shutil.copyfile(path, DOCS / f"{name}.png")
+
+
+NAMES = ["ada", "grace", "alan", "edsger", "barbara", "ken", "dennis", "margaret", "linus"]
+PEOPLE = [f"{NAMES[i % len(NAMES)]}.{i:02}@acme.test" for i in range(36)]
+
+
+def populate(rest) -> None:
+    """People at every stage of the demo's onboarding, for a page worth looking at."""
+    for i, key in enumerate(PEOPLE):
+        assert rest.put(f"/people/{key}", json={"data": {"plan": "pro"}}).status_code == 201
+        assert rest.post(f"/people/{key}/flows", json={"flow": "onboarding"}).status_code == 201
+        url = f"/people/{key}/flows/onboarding/transitions"
+        if i % 4:
+            assert rest.post(url, json={"transition": "start"}).status_code == 200
+        if i % 4 == 2 or i % 8 == 3:
+            assert rest.post(url, json={"transition": "task-created"}).status_code == 200
+        if i % 8 == 3:
+            assert rest.post(url, json={"transition": "invited"}).status_code == 200
+        if i % 12 == 7:
+            assert rest.post(f"/people/{key}/flows/onboarding/exit").status_code == 200
+
+
+def active(page, step: str) -> int:
+    return int(page.get_attribute(f"[data-step='{step}']", "data-active"))
+
+
+def wait_active(page, step: str, n: int) -> None:
+    page.wait_for_selector(f"[data-step='{step}'][data-active='{n}']")
+
+
+def no_keys_in(page, keys: dict) -> None:
+    html = page.content()
+    assert keys["secret_key"] not in html, page.url
+    assert keys["publishable_key"] not in html, page.url
+
+
+def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_page):  # noqa: F811
+    page = browser_page
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        printed = server.log()
+        assert f"{server.url}/dashboard/" in printed  # `serve --demo` prints where it is
+        assert "stepstream manage createsuperuser" in printed
+        made = server.command(
+            "manage",
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "ada",
+            "--email",
+            "ada@example.com",
+            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+        )
+        assert made.returncode == 0, made.stderr
+        keys = json.loads((tmp_path / "data" / "demo.json").read_text())
+        rest = server.rest(keys["secret_key"])
+        populate(rest)
+
+        # 1. refused without a session; a wrong password is refused; the right one lets in
+        page.goto(f"{server.url}/dashboard/1/flows/")
+        assert "/dashboard/login/" in page.url
+        page.fill("input[name=username]", "ada")
+        page.fill("input[name=password]", "not the password")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#login-error")
+        assert "do not match a staff account" in page.inner_text("#login-error")
+        page.fill("input[name=password]", "")
+        shot(page, "dashboard-login", docs=True)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard/1/flows/")
+        page.goto(f"{server.url}/dashboard/")
+        shot(page, "dashboard-environments", docs=True)
+        no_keys_in(page, keys)
+
+        # 2. the environment, its flows, the onboarding flow drawn with live counts
+        page.click("[data-environment=development]")
+        page.wait_for_selector("[data-flow=onboarding]")
+        shot(page, "dashboard-flows", docs=True)
+        page.click("[data-flow=onboarding]")
+        page.wait_for_selector("#live-status[data-status=live]")
+        page.evaluate("window.notReloaded = true")
+        welcome, invite = active(page, "welcome"), active(page, "invite")
+        assert welcome >= 1
+        url = "/people/demo-user/flows/onboarding/transitions"
+        assert rest.post(url, json={"transition": "start"}).status_code == 200
+        wait_active(page, "welcome", welcome - 1)
+        wait_active(page, "invite", invite + 1)
+        assert rest.post(url, json={"transition": "invited"}).status_code == 200
+        wait_active(page, "invite", invite)
+        page.wait_for_timeout(700)  # the highlight of a changed count fades
+        shot(page, "dashboard-flow", docs=True)
+        no_keys_in(page, keys)
+
+        # 3. counts stay right across a server kill, with a change made while it was down
+        server.kill()
+        page.wait_for_selector("#live-status[data-status=reconnecting]")
+        server.shell(
+            "from stepstream import engine, tenants\n"
+            f"env = tenants.environment_for_key({keys['secret_key']!r}, 'secret')\n"
+            "engine.do_transition(env, 'demo-user', 'onboarding', 'task-created')\n"
+        )
+        server.start()
+        page.wait_for_selector("#live-status[data-status=live]", timeout=30_000)
+        expected = count_active(rest)
+        for step, n in expected.items():
+            wait_active(page, step, n)
+        assert page.evaluate("window.notReloaded") is True
+
+        # 4. people: search by key, then one person's page and live timeline
+        page.click("nav.sections >> text=People")
+        page.wait_for_selector("input[name=q]")
+        shot(page, "dashboard-people", docs=True)
+        page.fill("input[name=q]", "grace")
+        page.press("input[name=q]", "Enter")
+        page.wait_for_url("**/people/?q=grace")
+        found = page.eval_on_selector_all("[data-person]", "els => els.map(e => e.dataset.person)")
+        assert found and all("grace" in key for key in found)
+        page.fill("input[name=q]", "demo-user")
+        page.press("input[name=q]", "Enter")
+        page.click("[data-person='demo-user']")
+        page.wait_for_selector("#live-status[data-status=live]")
+        last = rest.get("/people/demo-user/events").json()[-1]["seq"]
+        assert page.is_visible(f"#timeline li[data-seq='{last}']")
+        began = time.monotonic()
+        assert rest.post(url, json={"transition": "due-date-set"}).status_code == 200
+        events = rest.get(f"/people/demo-user/events?since_seq={last}").json()
+        newest = events[-1]
+        page.wait_for_selector(f"#timeline li[data-seq='{newest['seq']}']", timeout=5_000)
+        assert time.monotonic() - began < 1.0 + 0.5  # within a second (plus the REST round trips)
+        row = page.inner_text(f"#timeline li[data-seq='{newest['seq']}']")
+        assert newest["identifier"] in row and newest["state"] in row
+        if "cause" in newest:  # recorded causes (the Rules branch) are shown in words
+            assert page.is_visible(f"#timeline li[data-seq='{newest['seq']}'] .cause")
+        seqs = page.eval_on_selector_all("#timeline li", "els => els.map(e => +e.dataset.seq)")
+        assert seqs == list(range(newest["seq"], 0, -1))  # each change once, no gap
+        page.wait_for_selector("[data-instance] [data-instance-state][data-state=completed]")
+        shot(page, "dashboard-person", docs=True)
+        no_keys_in(page, keys)
+
+        # 5. every other section from the navigation
+        for section, name in (("Segments", "segments"), ("Webhooks", "webhooks"), ("Keys", "keys")):
+            page.click(f"nav.sections >> text={section}")
+            page.wait_for_selector(f"nav.sections a[aria-current=page]:text('{section}')")
+            shot(page, f"dashboard-{name}", docs=name == "keys")
+            no_keys_in(page, keys)
+        page.click("text=Rotate publishable key…")
+        page.wait_for_selector("text=Make a new publishable key?")
+        page.click("text=Cancel")
+        page.wait_for_selector("nav.sections a[aria-current=page]:text('Keys')")
+
+        # keyboard: the steps of the graph can be reached with Tab
+        page.goto(f"{server.url}/dashboard/1/flows/onboarding/")
+        page.focus("[data-step=welcome]")
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.dataset.step")
+        assert focused and focused != "welcome"
+
+        # 6. signed out: pages are refused again
+        page.click("text=Sign out")
+        page.wait_for_url("**/dashboard/login/")
+        page.goto(f"{server.url}/dashboard/1/people/")
+        assert "/dashboard/login/" in page.url
+        assert page.errors == []
+        rest.close()
+    except Exception:
+        if not page.is_closed():
+            shot(page, "failure")
+        raise
+    finally:
+        server.stop()
+
+
+def count_active(rest) -> dict[str, int]:
+    """The step counts from the REST API, person by person (the slow way, as a check)."""
+    counts: dict[str, int] = {}
+    for key in ["demo-user", *PEOPLE]:
+        for instance in rest.get(f"/people/{key}/flows").json():
+            for step in instance["steps"]:
+                counts.setdefault(step["identifier"], 0)
+                counts[step["identifier"]] += step["state"] == "active"
+    return counts

@@ -1,0 +1,335 @@
+"""The engine's rules agree with a small reference model that evaluates every condition.
+
+The engine re-evaluates only the conditions a write can affect (its
+dependency index); the model evaluates all of them on every pass, in the
+order the contract gives (start_when flows by identifier, then automatic
+transitions of active instances by flow identifier, until nothing changes).
+On random flows, conditions and writes, both must end in the same states and
+the same log, cause kinds included.
+"""
+
+import cel
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stepstream import engine, flows, segments
+from stepstream.errors import StepstreamError
+from stepstream.models import StateChange
+
+EVENTS = ["e0", "e1", "e2"]
+FLOWS = ["f0", "f1", "f2", "f3"]
+KEYS = ["a", "b"]
+
+
+def _base_conditions(with_segments: bool) -> st.SearchStrategy[str]:
+    options = [
+        st.just("true"),
+        st.sampled_from(EVENTS).map(lambda e: f"has(events.{e})"),
+        st.tuples(st.sampled_from(EVENTS), st.integers(1, 3)).map(
+            lambda t: f"has(events.{t[0]}) && events.{t[0]}.count >= {t[1]}"
+        ),
+        st.tuples(st.sampled_from(KEYS), st.integers(0, 2)).map(
+            lambda t: f"person.{t[0]} == {t[1]}"  # an error (false) while the key is absent
+        ),
+        st.tuples(st.sampled_from(FLOWS), st.sampled_from(["active", "completed", "exited"])).map(
+            lambda t: f'has(flows.{t[0]}) && flows.{t[0]} == "{t[1]}"'
+        ),
+        st.sampled_from(EVENTS).map(lambda e: f'!("{e}" in events)'),
+    ]
+    if with_segments:
+        options.append(st.just("segments.s0"))
+    return st.one_of(options)
+
+
+def conditions(with_segments=True):
+    single = _base_conditions(with_segments)
+    return st.one_of(
+        single,
+        st.tuples(single, single, st.sampled_from(["&&", "||"])).map(
+            lambda t: f"({t[0]}) {t[2]} ({t[1]})"
+        ),
+    )
+
+
+@st.composite
+def flow_definition(draw, identifier):
+    n = draw(st.integers(2, 4))
+    steps = [f"s{i}" for i in range(n)]
+    transitions = []
+    for i in range(n - 1):
+        t = {
+            "identifier": draw(st.sampled_from(["go", "t" + str(i)])),
+            "from": steps[i],
+            "to": steps[i + 1],
+            "type": draw(st.sampled_from(["manual", "automatic"])),
+        }
+        if draw(st.booleans()):
+            t["condition"] = draw(conditions())
+        transitions.append(t)
+    if n > 2 and draw(st.booleans()):  # a branch from the start step
+        t = {"identifier": "go", "from": steps[0], "to": steps[-1], "type": "manual"}
+        if draw(st.booleans()):
+            t["condition"] = draw(conditions())
+        transitions.append(t)
+    definition = {
+        "identifier": identifier,
+        "steps": [{"identifier": s} for s in steps],
+        "transitions": transitions,
+    }
+    if draw(st.booleans()):
+        definition["start_when"] = draw(conditions())
+    return definition
+
+
+writes = st.one_of(
+    st.tuples(st.just("track"), st.sampled_from(EVENTS)),
+    st.tuples(
+        st.just("put"), st.dictionaries(st.sampled_from(KEYS), st.integers(0, 2), max_size=2)
+    ),
+    st.tuples(
+        st.just("identify"),
+        st.dictionaries(st.sampled_from(KEYS), st.integers(0, 2), max_size=2),
+    ),
+    st.tuples(st.just("start"), st.sampled_from(FLOWS)),
+    st.tuples(st.just("transition"), st.sampled_from(FLOWS), st.sampled_from(["go", "t0", "t1"])),
+    st.tuples(st.sampled_from(["pause", "resume", "exit", "restart"]), st.sampled_from(FLOWS)),
+)
+
+
+class Model:
+    """The rules, naively: every condition evaluated on every pass."""
+
+    def __init__(self, definitions, segment):
+        self.flows = {}
+        for d in definitions:
+            steps = [s["identifier"] for s in d["steps"]]
+            ts = [
+                (t["identifier"], t["from"], t["to"], t["type"], t.get("condition"))
+                for t in d["transitions"]
+            ]
+            incoming = {t[2] for t in ts}
+            outgoing = {t[1] for t in ts}
+            self.flows[d["identifier"]] = {
+                "steps": steps,
+                "transitions": ts,
+                "start": [s for s in steps if s not in incoming],
+                "final": {s for s in steps if s not in outgoing},
+                "start_when": d.get("start_when"),
+            }
+        self.segment = segment
+        self.data: dict = {}
+        self.events: dict = {}
+        self.instances: dict = {}  # flow -> {"state", "steps": {step: state}}
+        self.log: list = []
+        self.cause = ""
+
+    def holds(self, text) -> bool:
+        variables = {
+            "person": self.data,
+            "events": self.events,
+            "flows": {f: i["state"] for f, i in self.instances.items()},
+        }
+        try:
+            variables["segments"] = {"s0": cel.compile(self.segment).execute(variables) is True}
+        except Exception:
+            variables["segments"] = {"s0": False}
+        try:
+            return cel.compile(text).execute(variables) is True
+        except Exception:
+            return False
+
+    def set_flow(self, flow, state):
+        self.log.append(("flow", flow, flow, self.instances[flow]["state"], state, self.cause))
+        self.instances[flow]["state"] = state
+
+    def set_step(self, flow, step, state):
+        steps = self.instances[flow]["steps"]
+        self.log.append(("step", flow, step, steps[step], state, self.cause))
+        steps[step] = state
+
+    def activate(self, flow, step):
+        if self.instances[flow]["steps"][step] == "active":
+            return
+        self.set_step(flow, step, "active")
+        if step in self.flows[flow]["final"]:
+            self.set_step(flow, step, "completed")
+
+    def take(self, flow, edges):
+        sources = dict.fromkeys((a, k) for a, _, k in edges)
+        targets = dict.fromkeys((b, k) for _, b, k in edges)
+        seen = set()
+        for a, kind in sources:
+            if a not in seen:
+                seen.add(a)
+                self.cause = kind
+                self.set_step(flow, a, "completed")
+        seen = set()
+        for b, kind in targets:
+            if b not in seen:
+                seen.add(b)
+                self.cause = kind
+                self.activate(flow, b)
+
+    def settle_instance(self, flow) -> bool:
+        changed = False
+        steps = self.instances[flow]["steps"]
+        while True:
+            ready = [
+                (a, b, "automatic")
+                for _, a, b, kind, cond in self.flows[flow]["transitions"]
+                if kind == "automatic"
+                and steps[a] == "active"
+                and (cond is None or self.holds(cond))
+            ]
+            if not ready:
+                break
+            self.take(flow, ready)
+            changed = True
+        if self.instances[flow]["state"] == "active" and "active" not in steps.values():
+            self.set_flow(flow, "completed")
+            changed = True
+        return changed
+
+    def start(self, flow, cause):
+        g = self.flows[flow]
+        self.instances[flow] = {"state": "inactive", "steps": dict.fromkeys(g["steps"], "inactive")}
+        self.cause = cause
+        self.set_flow(flow, "active")
+        for s in g["start"]:
+            self.activate(flow, s)
+        self.settle_instance(flow)
+
+    def settle(self):
+        while True:
+            progressed = False
+            for flow in sorted(self.flows):
+                cond = self.flows[flow]["start_when"]
+                if cond and flow not in self.instances and self.holds(cond):
+                    self.start(flow, "start_when")
+                    progressed = True
+            for flow in sorted(self.instances):
+                if self.instances[flow]["state"] == "active" and self.settle_instance(flow):
+                    progressed = True
+            if not progressed:
+                return
+
+    def apply(self, op) -> int:
+        kind = op[0]
+        if kind == "track":
+            e = self.events.setdefault(op[1], {"count": 0})
+            e["count"] += 1
+        elif kind == "put":
+            self.data = dict(op[1])
+        elif kind == "identify":
+            self.data = {**self.data, **op[1]}
+        elif kind == "start":
+            if op[1] in self.instances:
+                return 409
+            self.start(op[1], "call")
+        elif kind == "transition":
+            flow, name = op[1], op[2]
+            if flow not in self.instances:
+                return 404
+            if self.instances[flow]["state"] != "active":
+                return 409
+            steps = self.instances[flow]["steps"]
+            edges = [
+                (a, b, "call")
+                for t, a, b, _, cond in self.flows[flow]["transitions"]
+                if t == name and steps[a] == "active" and (cond is None or self.holds(cond))
+            ]
+            if not edges:
+                return 409
+            self.take(flow, edges)
+            self.settle_instance(flow)
+        elif kind == "restart":
+            flow = op[1]
+            if flow not in self.instances:
+                return 404
+            self.cause = "call"
+            if self.instances[flow]["state"] not in ("completed", "exited"):
+                self.set_flow(flow, "exited")
+            del self.instances[flow]
+            self.start(flow, "call")
+        else:
+            allowed, target = {
+                "pause": ({"active"}, "inactive"),
+                "resume": ({"inactive"}, "active"),
+                "exit": ({"active", "inactive"}, "exited"),
+            }[kind]
+            flow = op[1]
+            if flow not in self.instances:
+                return 404
+            if self.instances[flow]["state"] not in allowed:
+                return 409
+            self.cause = "call"
+            self.set_flow(flow, target)
+        self.settle()
+        return 200
+
+
+def run_engine(env, op) -> int:
+    kind = op[0]
+    try:
+        if kind == "track":
+            engine.do_track(env, "p", op[1])
+        elif kind == "put":
+            engine.do_put_person(env, "p", op[1])
+        elif kind == "identify":
+            engine.do_identify(env, "p", op[1])
+        elif kind == "start":
+            engine.do_start_flow(env, "p", op[1])
+        elif kind == "transition":
+            engine.do_transition(env, "p", op[1], op[2])
+        elif kind == "restart":
+            engine.do_restart(env, "p", op[1])
+        else:
+            engine.do_flow_action(env, "p", op[1], kind)
+    except StepstreamError as e:
+        return e.status
+    return 200
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    definitions=st.lists(st.sampled_from(FLOWS), min_size=1, max_size=4, unique=True).flatmap(
+        lambda ids: st.tuples(*[flow_definition(i) for i in ids])
+    ),
+    segment=conditions(with_segments=False),
+    ops=st.lists(writes, max_size=14),
+)
+def test_engine_agrees_with_the_reference_model(definitions, segment, ops):
+    from stepstream.tenants import create_project, environment_for_key
+
+    project = create_project("model")
+    env = environment_for_key(project["environments"][0]["secret_key"], "secret")
+    segments.put(env, "s0", {"condition": segment})
+    for d in definitions:
+        flows.publish(env, d)
+    model = Model(definitions, segment)
+    engine.do_put_person(env, "p", {})
+    model.settle()
+    for op in ops:
+        if op[0] in ("start", "transition", "restart", "pause", "resume", "exit") and (
+            op[1] not in model.flows
+        ):
+            continue
+        assert run_engine(env, op) == model.apply(op), op
+    snapshot = engine.snapshot(env, "p")
+    got = {
+        i["flow"]: {"state": i["state"], "steps": {s["identifier"]: s["state"] for s in i["steps"]}}
+        for i in snapshot["flows"]
+    }
+    assert got == model.instances
+    rows = StateChange.objects.filter(person__environment=env).order_by("seq")
+    log = [
+        (r.entity, r.flow_identifier, r.identifier, r.previous_state, r.state, r.cause["kind"])
+        for r in rows
+    ]
+    assert log == model.log
