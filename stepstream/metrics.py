@@ -13,6 +13,7 @@ import time
 
 from django.conf import settings
 from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -89,24 +90,30 @@ def _from_loopback(request) -> bool:
         return False
 
 
+@csrf_exempt  # serves GET only: any other method is a 405 from here, not a CSRF 403
 def view(request):
     """GET /metrics: open to loopback, else the bearer token (no token set: refused)."""
+    from stepstream.views import error_response  # errors are JSON, as everywhere
+
+    if request.method not in ("GET", "HEAD"):
+        return error_response(
+            405, "method_not_allowed", f'Method "{request.method}" not allowed.', Allow="GET, HEAD"
+        )
     if not _from_loopback(request):
         token = settings.STEPSTREAM["METRICS_TOKEN"]
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if not token:
-            return HttpResponse(
+            return error_response(
+                403,
+                "forbidden",
                 "Metrics are served to loopback only: set STEPSTREAM_METRICS_TOKEN to scrape "
-                "from elsewhere.\n",
-                status=403,
-                content_type="text/plain",
+                "from elsewhere.",
             )
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
-            response = HttpResponse(
-                "Send 'Authorization: Bearer <STEPSTREAM_METRICS_TOKEN>'.\n",
-                status=401,
-                content_type="text/plain",
+            return error_response(
+                401,
+                "unauthenticated",
+                "Send 'Authorization: Bearer <STEPSTREAM_METRICS_TOKEN>'.",
+                WWW_Authenticate='Bearer realm="metrics"',
             )
-            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return response
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -53,8 +53,10 @@ def put(environment: Environment, identifier, body) -> tuple[dict, bool]:
         raise Invalid("condition is required: a CEL expression.")
     # `segments` is not among a segment's variables: naming it is an unknown variable (400)
     conditions.compile_condition(condition, "condition", SEGMENT_ROOTS)
-    name = body.get("name") or ""
-    if not isinstance(name, str) or len(name) > 255:
+    name = body.get("name")
+    if name is None:
+        name = ""
+    if not isinstance(name, str) or len(name) > 255:  # {"name": {}} was taken as ""
         raise Invalid("name must be a string of at most 255 characters.")
     reject_nul(name, "name")
     with transaction.atomic():

@@ -22,7 +22,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "drf_spectacular",
     "stepstream",
 ]
 
@@ -68,14 +67,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["stepstream.api.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "stepstream.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
-}
-
-SPECTACULAR_SETTINGS = {
-    "TITLE": "Stepstream REST API",
-    "VERSION": "1",
-    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 LOG_FORMAT = config.choice_setting("STEPSTREAM_LOG_FORMAT", "plain", ["plain", "json"])

@@ -120,7 +120,7 @@ def list_keys(environment: Environment) -> list[dict]:
 
 
 def check_kind(kind) -> str:
-    if kind not in PREFIXES:
+    if not isinstance(kind, str) or kind not in PREFIXES:  # {"kind": {}} was a 500
         raise Invalid("kind is required and must be 'secret' or 'publishable'.")
     return kind
 

@@ -7,9 +7,13 @@ skipped, saying so, when those are unset.
 import os
 
 import pytest
-from rest_framework.test import APIClient
 
+from stepstream.testing import servers
 from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
+from tests.openapi import APIClient, check_httpx_response
+
+# every REST answer the suite gets, from either client, is checked against the document
+servers.RESPONSE_HOOKS.append(check_httpx_response)
 
 
 def pytest_report_header(config):

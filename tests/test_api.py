@@ -6,9 +6,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from rest_framework.test import APIClient
 
 from stepstream.testing.flows import LINEAR_FLOW, states
+from tests.openapi import APIClient
 
 BASE = "/api/v1"
 

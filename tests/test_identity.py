@@ -8,9 +8,9 @@ import time
 import uuid
 
 import pytest
-from rest_framework.test import APIClient
 
 from stepstream.testing.flows import LINEAR_FLOW, states
+from tests.openapi import APIClient
 from tests.trust import (
     eventually,
     mint,

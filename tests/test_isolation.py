@@ -34,7 +34,7 @@ A_FLOW = {
 B_DATA = {"ssn": "B-SECRET-123"}
 B_SCHEMA = {"type": "object", "properties": {"b_only_field": {"type": "string"}}}
 B_ORIGIN = "https://b-only.example"
-NO_KEY_ROUTES = {"health", "ready", "openapi.json"}  # answer without a key, about no tenant
+NO_KEY_ROUTES = {"health", "ready", "openapi.json", "docs"}  # answer without a key, about no tenant
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import time
 import uuid
 
 import pytest
-from rest_framework.test import APIClient
 from websockets.exceptions import ConnectionClosed
 
 from stepstream.testing.flows import LINEAR_FLOW
 from stepstream.testing.servers import Server
+from tests.openapi import APIClient
 from tests.trust import eventually
 from tests.wsclient import WsClient, refused
 

@@ -1,19 +1,15 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularJSONAPIView
 
 import stepstream.convertors  # noqa: F401 - registers <seg:...>: one identifier per segment
-from stepstream.api import trust, views
+from stepstream.api import reference, trust, views
 
 KEY = "people/<seg:key>"
 
 urlpatterns = [
     path("health", views.health),
     path("ready", views.ready),
-    path(
-        "openapi.json",
-        SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
-        name="openapi",
-    ),
+    path("openapi.json", reference.openapi_json, name="openapi"),
+    path("docs", reference.reference_page, name="api-docs"),
     path("schema/person", views.person_schema),
     path("flows", views.flow_list),
     path("flows/<seg:identifier>", views.flow_detail),

@@ -14,6 +14,11 @@ import time
 
 import httpx
 
+# Called with every answer of a `Server.rest` client: the test suite adds its
+# OpenAPI check here (tests/conftest.py), so each REST answer it gets is
+# validated against the document; other users (bench) add nothing.
+RESPONSE_HOOKS: list = []
+
 SHARED_SECRET = "test-secret-shared-by-every-test-server-0123456789"
 
 
@@ -115,4 +120,5 @@ class Server:
             base_url=self.url + "/api/v1",
             headers={"Authorization": f"Bearer {secret_key}"},
             timeout=10,
+            event_hooks={"response": list(RESPONSE_HOOKS)},
         )
