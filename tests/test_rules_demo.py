@@ -7,7 +7,7 @@ is chosen by `person.plan`. Every event in the panel says why it happened.
 
 import json
 
-from tests.servers import Server
+from stepstream.testing.servers import Server
 from tests.test_browser import browser_page, pytestmark, shot  # noqa: F401 - fixture, skip mark
 
 
