@@ -25,6 +25,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+import orjson
 from django.conf import settings
 from django.db import connection
 
@@ -95,7 +96,7 @@ def horizon() -> int | None:
 
 _COLUMNS = (
     "l.xid, l.id, l.person_id, p.person_key, l.seq, l.entity, {oid}, l.identifier, l.state, "
-    "l.previous_state, l.flow_identifier, {fid}, {at}"
+    "l.previous_state, l.flow_identifier, {fid}, {at}, l.cause"
 )
 _PG_SELECT = _COLUMNS.format(
     oid="l.object_id::text",
@@ -136,7 +137,14 @@ def read(environment_id: int, xid: int, row_id: int, limit: int) -> list[Item]:
                 [environment_id, row_id, limit],
             )
             rows = [
-                (*r[:6], _dashed(r[6]), *r[7:11], _dashed(r[11]), _sqlite_timestamp(r[12]))
+                (
+                    *r[:6],
+                    _dashed(r[6]),
+                    *r[7:11],
+                    _dashed(r[11]),
+                    _sqlite_timestamp(r[12]),
+                    orjson.loads(r[13]) if isinstance(r[13], str | bytes) else r[13],
+                )
                 for r in c.fetchall()
             ]
         else:
@@ -147,10 +155,15 @@ def read(environment_id: int, xid: int, row_id: int, limit: int) -> list[Item]:
                 [environment_id, below, xid, row_id, limit],
             )
             rows = c.fetchall()
-    event_data = log.event_data
+    event_data, epoch = log.event_data, log.epoch
     return [
-        Item(xid_, id_, pid, event_data(seq, ent, oid, ident, st, prev, flow, fid, at, key))
-        for xid_, id_, pid, key, seq, ent, oid, ident, st, prev, flow, fid, at in rows
+        Item(
+            xid_,
+            id_,
+            pid,
+            event_data(seq, ent, oid, ident, st, prev, flow, fid, at, key, epoch(pid), cause),
+        )
+        for xid_, id_, pid, key, seq, ent, oid, ident, st, prev, flow, fid, at, cause in rows
     ]
 
 

@@ -142,7 +142,9 @@ STEPSTREAM = {
     ),
     # outbound (docs/webhooks.md): webhooks and metrics
     "WEBHOOK_ALLOW_PRIVATE": config.bool_setting("STEPSTREAM_WEBHOOK_ALLOW_PRIVATE", False),
-    "WEBHOOK_RETRY_HOURS": config.float_setting("STEPSTREAM_WEBHOOK_RETRY_HOURS", 24.0),
+    "WEBHOOK_RETRY_HOURS": config.float_setting(
+        "STEPSTREAM_WEBHOOK_RETRY_HOURS", 24.0, minimum=0.0001
+    ),
     "WEBHOOK_RETRY_BASE_SECONDS": config.float_setting(
         "STEPSTREAM_WEBHOOK_RETRY_BASE_SECONDS", 2.0
     ),
