@@ -47,11 +47,11 @@ def build(people: int, seed: int = 7) -> int:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from stepstream import flows, tenants
     from stepstream.demo import DEMO_FLOW
-    from stepstream.engine import _Run
+    from stepstream.engine import _Run, flows
+    from stepstream.engine.store import InstanceRow, PersonRow, StepRow
     from stepstream.models import FlowInstance, Person, Project, StateChange, StepInstance
-    from stepstream.store import InstanceRow, PersonRow, StepRow
+    from stepstream.trust import tenants
 
     name = f"dashboard bench {people}"
     project = Project.objects.filter(name=name).first()
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     from django.db import connection
     from django.test import Client
 
-    from stepstream.dashboard import queries
+    from stepstream.http.dashboard import queries
     from stepstream.models import Flow
 
     env_id = build(args.people)

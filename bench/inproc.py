@@ -51,7 +51,7 @@ def _django():
 
 
 def _environment(secret_key: str):
-    from stepstream.tenants import environment_for_key
+    from stepstream.trust.tenants import environment_for_key
 
     env = environment_for_key(secret_key, "secret")
     if env is None:
@@ -69,8 +69,9 @@ def _create_people(env, prefix: str, count: int) -> None:
 
 
 def job_setup(args) -> dict:
-    from stepstream import engine, flows
-    from stepstream.tenants import create_project
+    from stepstream import engine
+    from stepstream.engine import flows
+    from stepstream.trust.tenants import create_project
 
     keys = create_project("bench")["environments"][0]
     env = _environment(keys["secret_key"])

@@ -56,8 +56,8 @@ def _django():
 
 
 def _tenant(*flows_to_publish):
-    from stepstream import flows
-    from stepstream.tenants import create_project, environment_for_key
+    from stepstream.engine import flows
+    from stepstream.trust.tenants import create_project, environment_for_key
 
     keys = create_project("bench outbound")["environments"][0]
     env = environment_for_key(keys["secret_key"], "secret")
@@ -78,7 +78,7 @@ def _append_log_before_the_feed(person, rows) -> None:
     """store.append_log as it was before the change feed (no key), for the comparison."""
     from django.db import connection
 
-    from stepstream import store
+    from stepstream.engine import store
 
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as c:
@@ -103,7 +103,7 @@ def _variant(name: str) -> None:
     global _CURRENT_APPEND_LOG
     from django.db import connection
 
-    from stepstream import store
+    from stepstream.engine import store
 
     if _CURRENT_APPEND_LOG is None:
         _CURRENT_APPEND_LOG = store.append_log
@@ -127,7 +127,8 @@ def _variant(name: str) -> None:
 def writecost(args) -> dict:
     from django.db import connection
 
-    from stepstream import engine, people
+    from stepstream import engine
+    from stepstream.engine import people
 
     env, _ = _tenant(LOOP_FLOW)
     keys = [f"w{i}" for i in range(args.threads * 4)]
@@ -186,7 +187,7 @@ def _fill(env, flow_identifier: str, count: int, events_per_person: int | None =
     """
     from django.db import connection, transaction
 
-    from stepstream import store
+    from stepstream.engine import store
     from stepstream.models import Flow, Person
 
     flow = Flow.objects.filter(environment=env, identifier=flow_identifier).latest("version")
@@ -332,7 +333,7 @@ def feed(args) -> dict:
     import orjson
     from django.db import connection
 
-    from stepstream import feed as feed_module
+    from stepstream.engine import feed as feed_module
 
     env, keys = _tenant(FUNNEL)
     total = _fill(env, "funnel", args.events // 10, events_per_person=5)
@@ -380,7 +381,7 @@ def feed(args) -> dict:
 def analytics(args) -> dict:
     from django.db import connection
 
-    from stepstream import analytics as analytics_module
+    from stepstream.engine import analytics as analytics_module
 
     env, _ = _tenant(FUNNEL)
     started = time.perf_counter()
@@ -511,7 +512,8 @@ def webhooks(args) -> dict:
     import httpx
     from django.db import connection
 
-    from stepstream import engine, people
+    from stepstream import engine
+    from stepstream.engine import people
 
     result = {"vendor": connection.vendor, "concurrency": args.concurrency}
     server = _server(

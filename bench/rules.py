@@ -89,8 +89,9 @@ def inprocess(calls: int, with_rules: bool = True) -> dict:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False, stdout=sys.stderr)
-    from stepstream import engine, flows
-    from stepstream.tenants import create_project, environment_for_key
+    from stepstream import engine
+    from stepstream.engine import flows
+    from stepstream.trust.tenants import create_project, environment_for_key
 
     keys = create_project("bench-rules")["environments"][0]
     env = environment_for_key(keys["secret_key"], "secret")
@@ -132,7 +133,7 @@ def inprocess(calls: int, with_rules: bool = True) -> dict:
 
 def segment_scan(env, people: int = 20000) -> dict:
     """People per second that GET /segments/{id}/people scans, with and without events."""
-    from stepstream import segments
+    from stepstream.engine import segments
     from stepstream.models import Person, TrackedEvent
 
     Person.objects.bulk_create(

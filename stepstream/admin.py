@@ -190,7 +190,7 @@ class WebhookForm(forms.ModelForm):
         fields = ["environment", "url", "description", "state"]
 
     def clean_url(self):
-        from stepstream.webhooks.addresses import check_url
+        from stepstream.delivery.webhooks.addresses import check_url
 
         try:
             return check_url(self.cleaned_data.get("url"))
@@ -229,8 +229,8 @@ class WebhookAdmin(admin.ModelAdmin):
         return self.inlines if obj else []  # no attempts before it exists
 
     def save_model(self, request, obj, form, change):
-        from stepstream.webhooks import current_position
-        from stepstream.webhooks.signing import new_secret
+        from stepstream.delivery.webhooks import current_position
+        from stepstream.delivery.webhooks.signing import new_secret
 
         if not change:
             obj.secret = new_secret()

@@ -4,9 +4,11 @@ import contextlib
 import json
 import os
 
-from stepstream import config, engine, flows, people, tenants
+from stepstream import config, engine
+from stepstream.engine import flows, people
 from stepstream.errors import Conflict, NotFound, StepstreamError
 from stepstream.models import Environment
+from stepstream.trust import tenants
 
 DEMO_FLOW = {
     "identifier": "onboarding",

@@ -1,27 +1,10 @@
-"""Prometheus metrics at GET /metrics (prometheus-client), one registry per process.
+"""Prometheus counters, one registry per process: a leaf every layer may count into.
 
-Counters and the request histogram are updated where things happen; the two
-gauges are read from the live hub and connection set at scrape time. Each
-`serve` process exposes its own numbers: scrape every process (docs/deploy.md).
-Open from loopback; from elsewhere only with `Authorization: Bearer
-STEPSTREAM_METRICS_TOKEN` (unset: refused).
+Counters and the request histogram are updated where things happen; the
+gauges and the GET /metrics view live in `stepstream.http.metrics`.
 """
 
-import hmac
-import ipaddress
-import time
-
-from django.conf import settings
-from django.http import HttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -47,73 +30,3 @@ REQUEST_DURATION = Histogram(
 )
 for outcome in ("success", "failure"):
     WEBHOOK_DELIVERIES.labels(outcome)
-
-
-class _LiveGauges:
-    """Open connections and subscriptions of this process, read when scraped."""
-
-    def collect(self):
-        from stepstream import delivery
-        from stepstream.ws import guard
-
-        hub = delivery.current_hub()
-        subscriptions = sum(len(c.subs) for c in list(hub.channels.values())) if hub else 0
-        yield GaugeMetricFamily(
-            "stepstream_connections", "Open WebSocket connections.", value=len(guard._connections)
-        )
-        yield GaugeMetricFamily(
-            "stepstream_subscriptions", "Live state_change subscriptions.", value=subscriptions
-        )
-
-
-REGISTRY.register(_LiveGauges())
-
-
-class RequestDurationMiddleware:
-    """Times every HTTP request into stepstream_request_duration_seconds."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        started = time.perf_counter()
-        try:
-            return self.get_response(request)
-        finally:
-            REQUEST_DURATION.observe(time.perf_counter() - started)
-
-
-def _from_loopback(request) -> bool:
-    try:
-        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
-    except ValueError:
-        return False
-
-
-@csrf_exempt  # serves GET only: any other method is a 405 from here, not a CSRF 403
-def view(request):
-    """GET /metrics: open to loopback, else the bearer token (no token set: refused)."""
-    from stepstream.views import error_response  # errors are JSON, as everywhere
-
-    if request.method not in ("GET", "HEAD"):
-        return error_response(
-            405, "method_not_allowed", f'Method "{request.method}" not allowed.', Allow="GET, HEAD"
-        )
-    if not _from_loopback(request):
-        token = settings.STEPSTREAM["METRICS_TOKEN"]
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if not token:
-            return error_response(
-                403,
-                "forbidden",
-                "Metrics are served to loopback only: set STEPSTREAM_METRICS_TOKEN to scrape "
-                "from elsewhere.",
-            )
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
-            return error_response(
-                401,
-                "unauthenticated",
-                "Send 'Authorization: Bearer <STEPSTREAM_METRICS_TOKEN>'.",
-                WWW_Authenticate='Bearer realm="metrics"',
-            )
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -208,7 +208,7 @@ class StateChange(models.Model):
     occurred_at = models.DateTimeField()
     cause = models.JSONField(default=dict, blank=True)  # why it happened (docs/rules.md)
     # The writing transaction's id on PostgreSQL (0 on SQLite), set by the
-    # database itself: the change feed's commit-order key (stepstream/feed.py).
+    # database itself: the change feed's commit-order key (stepstream/engine/feed.py).
     xid = models.BigIntegerField(db_default=TransactionId(), editable=False)
 
     class Meta:
@@ -266,7 +266,7 @@ class Segment(models.Model):
 
 
 class Webhook(models.Model):
-    """An endpoint that receives every state change of its environment (stepstream/webhooks/).
+    """An endpoint that receives every state change of its environment (delivery/webhooks/).
 
     `position_xid`/`position_id` is the change-feed position up to which every
     change has been acknowledged: durable, so a killed server loses nothing.
@@ -314,7 +314,7 @@ class WebhookAttempt(models.Model):
 class StepCount(models.Model):
     """How many step (or flow) instances of a flow version are in each state, kept by triggers.
 
-    Database triggers (migration 0006_dashboard, `stepstream/dashboard/counters.py`)
+    Database triggers (migration 0006_dashboard, `stepstream/http/dashboard/counters.py`)
     update these rows in the same transaction as every insert, state update or
     delete of a step or flow instance, whatever code runs it, so the
     dashboard reads a flow's counts from a few rows instead of aggregating

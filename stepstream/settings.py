@@ -5,14 +5,14 @@ from stepstream import config
 SECRET_KEY = config.secret_key()
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
-ROOT_URLCONF = "stepstream.urls"
-ASGI_APPLICATION = "stepstream.asgi.application"
+ROOT_URLCONF = "stepstream.http.urls"
+ASGI_APPLICATION = "stepstream.http.asgi.application"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "/static/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = config.int_setting("STEPSTREAM_MAX_BODY_BYTES", 1024 * 1024)
-CSRF_FAILURE_VIEW = "stepstream.views.csrf_failure"  # JSON, like every error body
+CSRF_FAILURE_VIEW = "stepstream.http.views.csrf_failure"  # JSON, like every error body
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -26,7 +26,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "stepstream.metrics.RequestDurationMiddleware",
+    "stepstream.http.metrics.RequestDurationMiddleware",
     "stepstream.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -62,11 +62,11 @@ SESSION_COOKIE_AGE = 60 * 60 * 12
 DATABASES = {"default": config.database_settings()}
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["stepstream.api.auth.SecretKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["stepstream.api.auth.HasEnvironment"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["stepstream.http.api.auth.SecretKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["stepstream.http.api.auth.HasEnvironment"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["stepstream.api.parsers.StrictJSONParser"],
-    "EXCEPTION_HANDLER": "stepstream.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["stepstream.http.api.parsers.StrictJSONParser"],
+    "EXCEPTION_HANDLER": "stepstream.http.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 

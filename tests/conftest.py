@@ -24,7 +24,7 @@ def pytest_report_header(config):
 @pytest.fixture
 def project(db):
     """A new project: {"project", "environments": [{identifier, publishable_key, secret_key}]}."""
-    from stepstream.tenants import create_project
+    from stepstream.trust.tenants import create_project
 
     return create_project("test project")
 
@@ -36,7 +36,7 @@ def keys(project):
 
 @pytest.fixture
 def env(keys):
-    from stepstream.tenants import environment_for_key
+    from stepstream.trust.tenants import environment_for_key
 
     return environment_for_key(keys["secret_key"], "secret")
 
@@ -44,7 +44,7 @@ def env(keys):
 @pytest.fixture
 def other_env(project):
     """The same project's production environment: another tenant for isolation checks."""
-    from stepstream.tenants import environment_for_key
+    from stepstream.trust.tenants import environment_for_key
 
     return environment_for_key(project["environments"][1]["secret_key"], "secret")
 
@@ -58,7 +58,7 @@ def api(keys):
 
 @pytest.fixture
 def linear_flow(env):
-    from stepstream import flows
+    from stepstream.engine import flows
 
     return flows.publish(env, LINEAR_FLOW)
 

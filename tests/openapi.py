@@ -17,7 +17,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from rest_framework.test import APIClient as DrfAPIClient
 
-from stepstream.api.reference import document
+from stepstream.http.api.reference import document
 
 DOC_URI = "urn:stepstream:openapi"
 BASE = "/api/v1"

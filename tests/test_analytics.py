@@ -4,7 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from stepstream import engine, flows, people
+from stepstream import engine
+from stepstream.engine import flows, people
 from stepstream.models import StateChange
 from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
 
@@ -97,7 +98,7 @@ def test_a_step_completed_several_times_counts_once_and_each_time_for_the_median
 
 
 def test_other_environments_flows_are_404(api, other_env, history):
-    from stepstream import analytics
+    from stepstream.engine import analytics
     from stepstream.errors import NotFound
 
     with pytest.raises(NotFound):

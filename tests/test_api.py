@@ -303,7 +303,7 @@ async def test_person_key_with_slash_through_asgi(keys, linear_flow):
 
 
 async def _slash_key_calls(keys):
-    from stepstream.asgi import application
+    from stepstream.http.asgi import application
 
     key = "team/alice"
     headers = {"Authorization": f"Bearer {keys['secret_key']}"}
@@ -761,7 +761,8 @@ def test_seq_counts_across_flows(api, started, person):
 @pytest.fixture
 def foreign(other_env):
     """A person with a running flow in the production environment."""
-    from stepstream import engine, flows, people
+    from stepstream import engine
+    from stepstream.engine import flows, people
 
     flows.publish(other_env, {**LINEAR_FLOW, "identifier": "secret-flow"})
     people.put(other_env, "carol", {"ssn": "123"})
@@ -794,7 +795,8 @@ def test_other_environment_is_invisible(api, foreign):
     assert api.get(url("people", "carol")).json()["data"] == {"mine": True}
 
     # and production is untouched
-    from stepstream import engine, people
+    from stepstream import engine
+    from stepstream.engine import people
 
     assert people.get(foreign, "carol").data == {"ssn": "123"}
     snap = engine.snapshot(foreign, "carol")

@@ -87,7 +87,7 @@ def wait_panel_up_to(page, last: int) -> list[int]:
 def in_another_process(server: Server, secret_key: str, body: str) -> None:
     """A change by a separate process writing the database (an admin script, say)."""
     server.shell(
-        "from stepstream import engine, tenants\n"
+        "from stepstream import engine\nfrom stepstream.trust import tenants\n"
         f"env = tenants.environment_for_key({secret_key!r}, 'secret')\n" + body
     )
 

@@ -115,7 +115,7 @@ async def test_watching_an_unknown_person_without_identify_is_a_404(server, tena
 def _flip_in_another_process(server: Server, secret_key: str, person_key: str, times: int):
     """Transitions made by a separate process writing the database (an admin script, say)."""
     server.shell(
-        "from stepstream import engine, tenants\n"
+        "from stepstream import engine\nfrom stepstream.trust import tenants\n"
         f"env = tenants.environment_for_key({secret_key!r}, 'secret')\n"
         f"for _ in range({times}):\n"
         f"    engine.do_transition(env, {person_key!r}, 'loop', 'flip')\n"

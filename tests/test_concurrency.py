@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 from django.db import OperationalError, connection
 
-from stepstream import engine, flows, people
+from stepstream import engine
+from stepstream.engine import flows, people
 from stepstream.errors import Conflict
 from stepstream.models import FlowInstance, Person, StateChange, StepInstance
 
@@ -46,7 +47,7 @@ def toggle(identifier):
 @pytest.fixture
 def tenv(transactional_db):
     """An environment in a transactional database (threads see committed rows)."""
-    from stepstream.tenants import create_project, environment_for_key
+    from stepstream.trust.tenants import create_project, environment_for_key
 
     keys = create_project("concurrency")["environments"][0]
     return environment_for_key(keys["secret_key"], "secret")

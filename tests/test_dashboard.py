@@ -21,10 +21,11 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from stepstream import engine, flows, people
-from stepstream.dashboard import layout, queries
+from stepstream import engine
 from stepstream.demo import DEMO_FLOW
+from stepstream.engine import flows, people
 from stepstream.errors import Conflict
+from stepstream.http.dashboard import layout, queries
 from stepstream.models import ApiKey, StateChange
 from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
 
@@ -369,7 +370,7 @@ def test_person_page_shows_flows_and_timeline(browser, env, demo_flow):
 
 
 def test_cause_is_shown_in_words_when_the_event_has_one():
-    from stepstream.dashboard.views import cause_text
+    from stepstream.http.dashboard.views import cause_text
 
     assert cause_text({"kind": "call", "via": "rest"}) == "called via rest"
     assert (
@@ -391,7 +392,7 @@ def test_empty_states_say_what_to_do(browser, env):
 
 
 def test_keys_are_rotated_and_revoked_only_after_confirming(browser, env, keys):
-    from stepstream import tenants
+    from stepstream.trust import tenants
 
     page = browser.get(f"/dashboard/{env.pk}/keys/").content.decode()
     assert keys["publishable_key"][:7] in page  # the hint, never the key
@@ -518,7 +519,7 @@ def live_server_with_staff(tmp_path_factory):
     with server.rest(keys["secret_key"]) as rest:
         assert rest.post("/flows", json=LINEAR_FLOW).status_code == 201
     out = server.shell(
-        "from stepstream import tenants\n"
+        "from stepstream.trust import tenants\n"
         f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
     )
     env_id = int(out.strip().splitlines()[-1])

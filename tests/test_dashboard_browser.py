@@ -101,7 +101,7 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         rest = server.rest(keys["secret_key"])
         populate(rest)
         out = server.shell(
-            "from stepstream import tenants\n"
+            "from stepstream.trust import tenants\n"
             f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
         )
         env = int(out.strip().splitlines()[-1])  # 1 on SQLite; any id on a shared PostgreSQL
@@ -149,7 +149,7 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         server.kill()
         page.wait_for_selector("#live-status[data-status=reconnecting]")
         server.shell(
-            "from stepstream import engine, tenants\n"
+            "from stepstream import engine\nfrom stepstream.trust import tenants\n"
             f"env = tenants.environment_for_key({keys['secret_key']!r}, 'secret')\n"
             "engine.do_transition(env, 'demo-user', 'onboarding', 'task-created')\n"
         )

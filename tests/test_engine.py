@@ -2,7 +2,8 @@
 
 import pytest
 
-from stepstream import engine, flows, people
+from stepstream import engine
+from stepstream.engine import flows, people
 from stepstream.errors import Conflict, NotFound
 from stepstream.models import FlowInstance, Person, StateChange
 from stepstream.testing.flows import LINEAR_FLOW, log_rows, states

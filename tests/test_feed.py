@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from stepstream import engine, people
+from stepstream import engine
+from stepstream.engine import people
 from stepstream.testing.flows import LOOP_FLOW
 from stepstream.testing.servers import Server
 
@@ -38,7 +39,7 @@ def read_all(get, after=None, limit=1000, expect=0, timeout=30.0):
 
 def read_items(environment_id, expect, timeout=30.0):
     """feed.read from the start until `expect` items (the horizon may lag on a shared server)."""
-    from stepstream import feed
+    from stepstream.engine import feed
 
     deadline = time.monotonic() + timeout
     while True:
@@ -136,7 +137,7 @@ def test_postgres_a_row_committed_out_of_id_order_is_not_skipped(env, linear_flo
         pytest.skip("ids are commit order on SQLite (one writer)")
     import psycopg
 
-    from stepstream import feed
+    from stepstream.engine import feed
 
     for key in ("early", "late"):
         people.put(env, key, {})

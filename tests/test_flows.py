@@ -2,7 +2,7 @@
 
 import pytest
 
-from stepstream import flows
+from stepstream.engine import flows
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Flow
 from stepstream.testing.flows import LINEAR_FLOW

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from stepstream.log import Record
+from stepstream.engine.log import Record
 
 
 async def test_a_socket_closed_for_slowness_mid_dispatch_does_not_stall_the_others(settings):
@@ -49,7 +49,8 @@ async def test_a_socket_closed_for_slowness_mid_dispatch_does_not_stall_the_othe
 
 def test_the_log_cannot_be_deleted_row_by_row_in_the_admin(admin_client, env, linear_flow):
     """Issue 10, item 14: a deleted log row would be a gap clients can never fill."""
-    from stepstream import engine, people
+    from stepstream import engine
+    from stepstream.engine import people
     from stepstream.models import StateChange
 
     people.merge(env, "alice", {})

@@ -375,8 +375,8 @@ def _jwt(payload: str, secret: str) -> str:
 
 
 def test_a_person_token_whose_exp_is_a_string_is_refused():
-    from stepstream import identity
     from stepstream.errors import Unauthenticated
+    from stepstream.trust import identity
 
     secret = "ids_" + "s" * 40
     later = int(time.time()) + 600

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from stepstream.api import urls as api_urls
+from stepstream.http.api import urls as api_urls
 from stepstream.testing.flows import LINEAR_FLOW
 from stepstream.ws.actions import ACTIONS
 from tests.trust import mint

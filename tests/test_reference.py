@@ -7,8 +7,8 @@ import yaml
 from django.urls import Resolver404, resolve
 from jsonschema import Draft202012Validator
 
-from stepstream.api import urls as api_urls
-from stepstream.api.reference import document
+from stepstream.http.api import urls as api_urls
+from stepstream.http.api.reference import document
 from tests.openapi import DOC_URI, _registry
 from tests.test_schemathesis import NOT_BUILT_YET, _concrete
 
@@ -116,7 +116,7 @@ def test_the_served_document_is_the_yaml_file(api):
 
     response = api.get(f"{BASE}/openapi.json", HTTP_AUTHORIZATION="")
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
-    text = files("stepstream.api").joinpath("openapi.yaml").read_text()
+    text = files("stepstream.http.api").joinpath("openapi.yaml").read_text()
     assert response.json() == yaml.safe_load(text)
 
 

@@ -5,7 +5,8 @@ Through the REST API and the engine, on whichever database the run uses.
 
 import pytest
 
-from stepstream import engine, flows
+from stepstream import engine
+from stepstream.engine import flows
 from stepstream.testing.flows import LINEAR_FLOW, states
 
 BASE = "/api/v1"
@@ -500,7 +501,7 @@ def test_every_event_carries_its_cause(api, env):
 
 def test_rules_and_segments_stay_in_their_environment(api, env, other_env):
     flows.publish(other_env, {**LINEAR_FLOW, "start_when": "true"})
-    from stepstream import segments
+    from stepstream.engine import segments
 
     segments.put(other_env, "mine", {"condition": "true"})
     track(api, "iso", "x")
@@ -557,7 +558,7 @@ def test_concurrent_first_tracks_create_one_person_and_start_once(transactional_
     from django.db import connection
 
     from stepstream.models import TrackedEvent
-    from stepstream.tenants import create_project, environment_for_key
+    from stepstream.trust.tenants import create_project, environment_for_key
     from tests.test_concurrency import run_threads
 
     env = environment_for_key(create_project("race")["environments"][0]["secret_key"], "secret")
@@ -590,7 +591,7 @@ def test_distinct_event_names_per_person_are_bounded(api, env, monkeypatch):
 
 
 def test_segments_per_environment_are_bounded(api, monkeypatch):
-    from stepstream import segments
+    from stepstream.engine import segments
 
     monkeypatch.setattr(segments, "MAX_SEGMENTS", 2)
     for name in ("one", "two"):

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepstream import engine, flows, segments
+from stepstream import engine
+from stepstream.engine import flows, segments
 from stepstream.errors import StepstreamError
 from stepstream.models import StateChange
 
@@ -328,7 +329,7 @@ def run_engine(env, op) -> int:
 def test_engine_agrees_with_the_reference_model(
     definitions, segment, ops, republished, resegmented
 ):
-    from stepstream.tenants import create_project, environment_for_key
+    from stepstream.trust.tenants import create_project, environment_for_key
 
     project = create_project("model")
     env = environment_for_key(project["environments"][0]["secret_key"], "secret")

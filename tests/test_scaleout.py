@@ -184,7 +184,7 @@ def test_a_writer_dying_between_commit_and_publish_loses_nothing(cluster, tenant
         code = (
             "import os\n"
             "import stepstream.delivery as delivery\n"
-            "from stepstream import engine, tenants\n"
+            "from stepstream import engine\nfrom stepstream.trust import tenants\n"
             "delivery.notify_committed = lambda records: os._exit(9)  # dies after commit\n"
             f"env = tenants.environment_for_key({keys['secret_key']!r}, 'secret')\n"
             "engine.do_transition(env, 'p', 'loop', 'flip')\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stepstream.webhooks import signing
+from stepstream.delivery.webhooks import signing
 
 DOC = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
 SECRET = signing.new_secret()

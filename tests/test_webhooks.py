@@ -29,7 +29,7 @@ FAST = {
 
 def test_signature_matches_the_specifications_test_vector():
     """The Standard Webhooks libraries' published known value."""
-    from stepstream.webhooks.signing import sign
+    from stepstream.delivery.webhooks.signing import sign
 
     assert (
         sign(
@@ -112,7 +112,7 @@ def test_private_and_bad_urls_are_refused(api, url, says):
 
 def test_connect_time_check_refuses_a_name_that_resolves_to_a_private_address(settings):
     """Even a webhook accepted earlier cannot reach a private address: checked at connect."""
-    from stepstream.webhooks.addresses import GuardedResolver, literal_refused
+    from stepstream.delivery.webhooks.addresses import GuardedResolver, literal_refused
 
     settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": False}
 
@@ -130,7 +130,7 @@ def test_connect_time_check_refuses_a_name_that_resolves_to_a_private_address(se
 
 
 def test_connect_time_check_resolves_when_allowed(settings):
-    from stepstream.webhooks.addresses import GuardedResolver, literal_refused
+    from stepstream.delivery.webhooks.addresses import GuardedResolver, literal_refused
 
     settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": True}
 

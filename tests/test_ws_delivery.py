@@ -14,7 +14,7 @@ SK_PLACEHOLDER = "__SECRET_KEY__"
 def _in_another_process(server, secret_key: str, body: str) -> None:
     code = (
         "from django.db import transaction\n"
-        "from stepstream import engine, tenants\n"
+        "from stepstream import engine\nfrom stepstream.trust import tenants\n"
         f"env = tenants.environment_for_key({secret_key!r}, 'secret')\n" + body
     )
     server.shell(code)

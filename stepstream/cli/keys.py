@@ -17,8 +17,8 @@ def _run(args) -> int:
     problem = setup()
     if problem:
         return fail(problem)
-    from stepstream import tenants
     from stepstream.errors import StepstreamError
+    from stepstream.trust import tenants
 
     try:
         environment = tenants.find_environment(args.environment)

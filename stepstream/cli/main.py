@@ -41,8 +41,8 @@ def cmd_serve(args) -> int:
     import uvicorn
     from django.conf import settings
 
-    from stepstream.asgi import application
     from stepstream.http import protocol
+    from stepstream.http.asgi import application
 
     limits = settings.STEPSTREAM
     # header size, request time and pending-connection limits (docs/security.md)
@@ -89,7 +89,7 @@ def cmd_init_project(args) -> int:
     problem = setup()
     if problem:
         return fail(problem)
-    from stepstream.tenants import create_project
+    from stepstream.trust.tenants import create_project
 
     created = create_project(args.name)
     print(

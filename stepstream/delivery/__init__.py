@@ -7,10 +7,24 @@ of this process directly and other processes through the broker; every hub
 also follows the log itself, so a record missed by both still arrives.
 """
 
-from stepstream.delivery.broker import Broker, make_broker
+from django.conf import settings
+
+from stepstream.delivery.broker import Broker
 
 _hub = None
 _broker: Broker | None = None
+
+
+def make_broker() -> Broker:
+    """Redis between processes when REDIS_URL is set, else nothing (one process)."""
+    url = settings.STEPSTREAM["REDIS_URL"]
+    if url:
+        from stepstream.delivery.broker_redis import RedisBroker
+
+        return RedisBroker(url)
+    from stepstream.delivery.broker_memory import MemoryBroker
+
+    return MemoryBroker()
 
 
 def broker() -> Broker:

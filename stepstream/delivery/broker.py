@@ -9,8 +9,6 @@ broker only makes delivery fast.
 
 from collections.abc import Callable
 
-from django.conf import settings
-
 
 class Broker:
     cross_process = False
@@ -27,14 +25,3 @@ class Broker:
     @property
     def healthy(self) -> bool:
         return True
-
-
-def make_broker() -> Broker:
-    url = settings.STEPSTREAM["REDIS_URL"]
-    if url:
-        from stepstream.delivery.broker_redis import RedisBroker
-
-        return RedisBroker(url)
-    from stepstream.delivery.broker_memory import MemoryBroker
-
-    return MemoryBroker()

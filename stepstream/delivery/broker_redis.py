@@ -13,7 +13,7 @@ import redis
 import redis.asyncio as aioredis
 
 from stepstream.delivery.broker import Broker
-from stepstream.log import Record
+from stepstream.engine.log import Record
 
 CHANNEL_PREFIX = "stepstream:changes:"
 log = logging.getLogger("stepstream.delivery")

@@ -24,10 +24,11 @@ from collections import defaultdict
 import orjson
 from django.conf import settings
 
-from stepstream import dbthreads, log
-from stepstream.log import Record
+from stepstream import dbthreads
+from stepstream.delivery.message import Message
+from stepstream.engine import log
+from stepstream.engine.log import Record
 from stepstream.metrics import EVENTS_DELIVERED
-from stepstream.ws.frames import Message
 
 logger = logging.getLogger("stepstream.delivery")
 
@@ -64,7 +65,7 @@ class Subscription:
         self.catching_up = False
         # set once it is unsubscribed or ended: a backlog page read meanwhile is dropped
         self.ended = False
-        # the person token it lives by (stepstream.identity.Grant), or None
+        # the person token it lives by (stepstream.trust.identity.Grant), or None
         self.grant = None
 
     def end_message(self, person_key: str, status: int, errors: list[str]) -> Message:

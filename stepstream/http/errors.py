@@ -2,7 +2,7 @@
 
 Used where Django cannot answer: the connection protocol (431, 414, 408,
 400 before a request exists), the body reader (413) and the path mapping
-(400); Django's own handlers (stepstream.views) build the same body.
+(400); Django's own handlers (stepstream.http.views) build the same body.
 """
 
 import orjson

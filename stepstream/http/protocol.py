@@ -17,7 +17,7 @@ server process:
   response was sent) until the request, headers and body, is fully read. A
   request not done by then is dropped, however slowly it trickles: 408 when
   its headers were not complete, else the connection is closed and the
-  application sees a disconnect (stepstream.bodylimit reads the body on the
+  application sees a disconnect (stepstream.http.bodylimit reads the body on the
   event loop, so no REST thread ever waits for it). Time spent serving a
   request does not count; a client that stops reading a response for that
   long is dropped too.

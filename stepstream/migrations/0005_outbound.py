@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 
 def add_xid(apps, schema_editor):
-    """The change feed's commit-order key (stepstream/feed.py).
+    """The change feed's commit-order key (stepstream/engine/feed.py).
 
     Rows already written get 0 (all committed, so they come first, by id); new
     rows get their transaction's id from the column default. On SQLite it is

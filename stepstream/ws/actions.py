@@ -1,8 +1,10 @@
 """The WebSocket actions: each checks its fields, then calls the engine or the hub."""
 
-from stepstream import dbthreads, engine, identity, log, people
+from stepstream import dbthreads, engine
+from stepstream.engine import log, people
 from stepstream.errors import Conflict, Invalid, RateLimited
 from stepstream.text import validate_identifier, validate_person_key
+from stepstream.trust import identity
 
 ENTITIES = ("flow", "step")
 

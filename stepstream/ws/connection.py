@@ -24,7 +24,8 @@ from collections import deque
 
 from django.conf import settings
 
-from stepstream.ws.frames import Message, direct_writer
+from stepstream.delivery.message import Message
+from stepstream.ws.frames import direct_writer
 
 logger = logging.getLogger("stepstream.ws")
 

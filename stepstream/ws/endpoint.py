@@ -14,10 +14,11 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
-from stepstream import dbthreads, origins, tenants
+from stepstream import dbthreads
 from stepstream.delivery import runtime
 from stepstream.models import Environment
 from stepstream.observability import request_id
+from stepstream.trust import origins, tenants
 from stepstream.ws import guard, protocol
 from stepstream.ws.connection import Connection
 from stepstream.ws.frames import forget_handshake

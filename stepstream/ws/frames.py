@@ -1,39 +1,14 @@
-"""Outgoing messages, encoded and framed once, and the direct path to a socket.
+"""The direct path to a socket: a `Message` (delivery/message.py) written to uvicorn's
+transport as its own `send` would, without a task wake-up per event."""
 
-A change fanned out to a thousand sockets is one `Message`: its UTF-8 bytes
-and its WebSocket frame are built on first use and shared by every socket
-that takes it (a server's frames are unmasked, so they are identical on every
-uncompressed connection).
-"""
-
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
+
+from stepstream.delivery.message import Message
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 except ImportError:  # pragma: no cover - another ASGI server: everything goes through `send`
     WebSocketsSansIOProtocol = None
-
-
-class Message:
-    __slots__ = ("text", "_payload", "_frame")
-
-    def __init__(self, text: str):
-        self.text = text
-        self._payload: bytes | None = None
-        self._frame: bytes | None = None
-
-    @property
-    def payload(self) -> bytes:
-        if self._payload is None:
-            self._payload = self.text.encode()
-        return self._payload
-
-    @property
-    def frame(self) -> bytes:
-        if self._frame is None:
-            self._frame = Frame(Opcode.TEXT, self.payload).serialize(mask=False)
-        return self._frame
 
 
 class DirectWriter:

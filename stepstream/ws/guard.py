@@ -7,7 +7,7 @@ process, in one database round trip of three small queries:
   deleted, with its environment): the key is re-checked by its row id, so
   every process notices a revocation made by any other one;
 * re-reads the identity-verification mode and secret of the environments that
-  have open connections (`stepstream.identity`), so a switch to `enforce` or a
+  have open connections (`stepstream.trust.identity`), so a switch to `enforce` or a
   new identity secret applies to open connections within the interval;
 * adds the signed/unsigned request counts gathered since the last round to
   the environments' counters;
@@ -23,8 +23,9 @@ import time
 
 from django.conf import settings
 
-from stepstream import dbthreads, identity
+from stepstream import dbthreads
 from stepstream.models import ApiKey
+from stepstream.trust import identity
 
 logger = logging.getLogger("stepstream.ws")
 

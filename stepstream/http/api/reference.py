@@ -26,7 +26,7 @@ METHODS = ("get", "put", "post", "delete", "patch")
 @cache
 def document() -> dict:
     """The OpenAPI document as a dict (parsed once; callers must not change it)."""
-    text = files("stepstream.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    text = files("stepstream.http.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 

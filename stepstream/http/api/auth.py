@@ -4,7 +4,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
-from stepstream import tenants
+from stepstream.trust import tenants
 
 
 class SecretKeyAuthentication(BaseAuthentication):

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 
-import stepstream.convertors  # noqa: F401 - registers <seg:...>: one identifier per segment
-from stepstream.api import reference, trust, views
+import stepstream.http.convertors  # noqa: F401 - registers <seg:...>: one identifier per segment
+from stepstream.http.api import reference, trust, views
 
 KEY = "people/<seg:key>"
 

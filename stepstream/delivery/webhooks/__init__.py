@@ -2,16 +2,16 @@
 
 Registration lives here; delivery in `worker.py` (how and why: docs/webhooks.md
 and docs/architecture.md). A webhook's position is a change-feed position
-(stepstream/feed.py): everything at or before it has been acknowledged.
+(stepstream/engine/feed.py): everything at or before it has been acknowledged.
 """
 
 from django.db import transaction
 
-from stepstream import feed
+from stepstream.delivery.webhooks.addresses import check_url
+from stepstream.delivery.webhooks.signing import new_secret
+from stepstream.engine import feed
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, StateChange, Webhook, WebhookAttempt
-from stepstream.webhooks.addresses import check_url
-from stepstream.webhooks.signing import new_secret
 
 MAX_WEBHOOKS_PER_ENVIRONMENT = 50
 MAX_DELIVERIES_LIMIT = 1000

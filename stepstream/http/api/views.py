@@ -9,14 +9,15 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from stepstream import engine, flows, log, people, segments
+from stepstream import engine
+from stepstream.engine import flows, log, people, segments
 from stepstream.errors import Invalid
 from stepstream.models import Person
 from stepstream.text import reject_nul
 
 
 def person_key(key: str) -> str:
-    """The route's `<seg:key>`, already decoded by stepstream.convertors."""
+    """The route's `<seg:key>`, already decoded by stepstream.http.convertors."""
     reject_nul(key, "person_key")
     return key
 
@@ -192,8 +193,8 @@ def segment_people(request, identifier):
 
 @api_view(["GET"])
 def change_feed(request):
-    """The environment's change feed (stepstream/feed.py): every change once, in commit order."""
-    from stepstream import feed
+    """The environment's change feed (stepstream/engine/feed.py): each change once, in order."""
+    from stepstream.engine import feed
 
     limit = _int_param(request, "limit", feed.DEFAULT_LIMIT, 1, feed.MAX_LIMIT)
     page = feed.page(request.auth.pk, request.query_params.get("after"), limit)
@@ -203,7 +204,7 @@ def change_feed(request):
 
 @api_view(["GET", "POST"])
 def webhook_list(request):
-    from stepstream import webhooks
+    from stepstream.delivery import webhooks
 
     if request.method == "POST":
         return Response(webhooks.create(request.auth, request.data), status=201)
@@ -212,7 +213,7 @@ def webhook_list(request):
 
 @api_view(["GET", "DELETE"])
 def webhook_detail(request, hook_id):
-    from stepstream import webhooks
+    from stepstream.delivery import webhooks
 
     if request.method == "DELETE":
         webhooks.delete(request.auth, hook_id)
@@ -222,14 +223,14 @@ def webhook_detail(request, hook_id):
 
 @api_view(["POST"])
 def webhook_enable(request, hook_id):
-    from stepstream import webhooks
+    from stepstream.delivery import webhooks
 
     return Response(webhooks.enable(request.auth, hook_id))
 
 
 @api_view(["GET"])
 def webhook_deliveries(request, hook_id):
-    from stepstream import webhooks
+    from stepstream.delivery import webhooks
 
     limit = _int_param(request, "limit", 100, 1, webhooks.MAX_DELIVERIES_LIMIT)
     return Response(webhooks.deliveries(request.auth, hook_id, limit))
@@ -237,7 +238,7 @@ def webhook_deliveries(request, hook_id):
 
 @api_view(["GET"])
 def flow_analytics(request, identifier):
-    from stepstream import analytics
+    from stepstream.engine import analytics
 
     version = None
     if request.query_params.get("version"):

@@ -37,11 +37,11 @@ import orjson
 from django.conf import settings
 
 from stepstream import dbthreads
-from stepstream.dashboard import queries
 from stepstream.delivery import runtime
+from stepstream.http.dashboard import queries
 from stepstream.ws.connection import Connection
 
-logger = logging.getLogger("stepstream.dashboard")
+logger = logging.getLogger("stepstream.http.dashboard")
 
 CLOSE_SIGNED_OUT = 4401
 CLOSE_FORBIDDEN = 4403

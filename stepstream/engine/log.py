@@ -14,10 +14,10 @@ from functools import lru_cache
 
 import orjson
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from stepstream import store
+from stepstream.engine import commits, store
+from stepstream.metrics import STATE_CHANGES
 from stepstream.models import Person, StateChange
 
 
@@ -47,7 +47,7 @@ def epoch(person_id: int) -> str:
 
 
 def _timestamp(dt) -> str:
-    if isinstance(dt, str):  # already formatted by the database (stepstream/feed.py)
+    if isinstance(dt, str):  # already formatted by the database (stepstream/engine/feed.py)
         return dt
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -145,16 +145,15 @@ class Recorder:
             )
             for row in self.rows
         ]
-        transaction.on_commit(lambda: _committed(records))
+        commits.send_on_commit(records)
         return self.person.last_seq
 
 
-def _committed(records: list[Record]) -> None:
-    from stepstream.delivery import notify_committed
-    from stepstream.metrics import STATE_CHANGES
-
+def _count(records: list[Record]) -> None:
     STATE_CHANGES.inc(len(records))
-    notify_committed(records)
+
+
+commits.listen(_count)
 
 
 def read_since(person: Person, since_seq: int, limit: int = 1000) -> list[dict]:

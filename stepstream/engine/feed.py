@@ -29,7 +29,7 @@ import orjson
 from django.conf import settings
 from django.db import connection
 
-from stepstream import log
+from stepstream.engine import log
 from stepstream.errors import Invalid
 from stepstream.models import Person, StateChange
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from stepstream.dashboard import views
+from stepstream.http.dashboard import views
 
 app_name = "dashboard"
 

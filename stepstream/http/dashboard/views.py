@@ -2,7 +2,7 @@
 
 Every read goes through `queries` (counters and aggregates, a constant number of
 queries per page); the only writes are key rotation and revocation, through
-`stepstream.tenants`, each behind a confirmation page and a CSRF-checked POST.
+`stepstream.trust.tenants`, each behind a confirmation page and a CSRF-checked POST.
 No secret key is ever put in a page: a rotation from here makes a new
 publishable key only (the secret key is made with the command line).
 """
@@ -20,12 +20,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.http import require_http_methods
 
-from stepstream import tenants
-from stepstream.dashboard import layout as graph_layout
-from stepstream.dashboard import queries
 from stepstream.errors import StepstreamError
+from stepstream.http.dashboard import layout as graph_layout
+from stepstream.http.dashboard import queries
+from stepstream.trust import tenants
 
-SLASH_STAND_IN = "\uffff"  # as stepstream.asgi swaps an encoded "/" in a path (%2F)
+SLASH_STAND_IN = "\uffff"  # as stepstream.http.asgi swaps an encoded "/" in a path (%2F)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"

@@ -20,7 +20,7 @@ def _sentences(detail) -> list[str]:
 def exception_handler(exc, context):
     if isinstance(exc, StepstreamError):
         return Response({"errors": exc.messages, "code": exc.code}, status=exc.status)
-    if isinstance(exc, RequestDataTooBig):  # stepstream.bodylimit answers first when served
+    if isinstance(exc, RequestDataTooBig):  # stepstream.http.bodylimit answers first when served
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response(
             {

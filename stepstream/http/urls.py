@@ -1,19 +1,19 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from stepstream import metrics, views
+from stepstream.http import metrics, views
 
 urlpatterns = [
-    path("api/v1/", include("stepstream.api.urls")),
+    path("api/v1/", include("stepstream.http.api.urls")),
     path("admin/", admin.site.urls),
     path("", views.home),
     path("demo", views.demo),
     path("demo/reset", views.demo_reset),
     path("metrics", metrics.view),
-    path("dashboard/", include("stepstream.dashboard.urls")),
+    path("dashboard/", include("stepstream.http.dashboard.urls")),
 ]
 
-# every error body is JSON, unknown routes included (stepstream.views)
+# every error body is JSON, unknown routes included (stepstream.http.views)
 handler400 = views.bad_request
 handler403 = views.forbidden
 handler404 = views.not_found

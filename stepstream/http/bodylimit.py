@@ -1,6 +1,6 @@
 """Reads each REST request body whole on the event loop, bounded, before Django sees it.
 
-Django runs on a pool of threads (stepstream.asgi). Had a thread read the
+Django runs on a pool of threads (stepstream.http.asgi). Had a thread read the
 body, a client that declares a Content-Length and never sends the body would
 hold that thread (and its database connection) for as long as it liked;
 enough of them stalled all REST, /health included. So the body is read here,

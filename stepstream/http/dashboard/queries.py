@@ -19,8 +19,8 @@ from django.apps import apps
 from django.db import connection
 from django.db.models import Count, Max, Sum
 
-from stepstream import log
-from stepstream.dashboard import counters
+from stepstream.engine import log
+from stepstream.http.dashboard import counters
 from stepstream.models import (
     ApiKey,
     Environment,
@@ -354,7 +354,7 @@ def segments(env: Environment) -> list[dict]:
     model = _model("Segment")
     if model is None:
         return []
-    rules = _module("stepstream.segments") or _module("stepstream.rules")
+    rules = _module("stepstream.engine.segments") or _module("stepstream.engine.rules")
     size_of = getattr(rules, "segment_size", None) if rules else None
     answer = []
     for row in model.objects.filter(environment=env).order_by("identifier"):

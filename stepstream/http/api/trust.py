@@ -7,8 +7,8 @@ key id of another environment is a 404 like an unknown one.
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from stepstream import identity, origins, tenants
 from stepstream.errors import Invalid
+from stepstream.trust import identity, origins, tenants
 
 
 def _body(request) -> dict:

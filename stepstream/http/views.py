@@ -1,7 +1,7 @@
 """Pages outside the API (the demo) and Django's error handlers, all answering JSON.
 
 Every error body the server sends is `{"errors": [sentence], "code": ...}`,
-unknown routes and methods included; the root URLconf (stepstream.urls)
+unknown routes and methods included; the root URLconf (stepstream.http.urls)
 names these as Django's handler400/403/404/500 and settings names
 `csrf_failure` as CSRF_FAILURE_VIEW. A sentence never repeats the request's
 path: it may hold anything a client sent.

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 
 from stepstream.errors import NotFound
 from stepstream.models import (
@@ -362,7 +363,7 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
 
     Each row: (seq, entity, object_id, identifier, state, previous_state,
     flow_identifier, flow_instance_id, occurred_at, cause). On PostgreSQL each row
-    also gets its change-feed key `xid` (stepstream/feed.py): this
+    also gets its change-feed key `xid` (stepstream/engine/feed.py): this
     transaction's id, raised to the person's previous key if that is higher,
     so a person's keys never go down even if this transaction got its id
     before an earlier writer of the same person did.
@@ -402,3 +403,9 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
             return
         _insert(c, L, columns, values)
         c.execute(f"UPDATE {P} SET last_seq = %s WHERE id = %s", [person.last_seq, person.pk])
+
+
+def bump_rules_version(environment_id: int) -> None:
+    """A flow or segment changed: people settled before get every condition evaluated at
+    their next write, and each process's compiled rules (engine.rules) are read again."""
+    Environment.objects.filter(pk=environment_id).update(rules_version=F("rules_version") + 1)

@@ -11,7 +11,7 @@
 * How: aiohttp, with a resolver that refuses non-public addresses at
   connect time (addresses.py), timeouts, no redirects, a bounded read of
   each answer, at most STEPSTREAM_WEBHOOK_CONCURRENCY connections.
-* What to send: the change feed (stepstream/feed.py) from the webhook's
+* What to send: the change feed (stepstream/engine/feed.py) from the webhook's
   durable position, a batch at a time. A batch is split into one lane per
   person; lanes run side by side (at most STEPSTREAM_WEBHOOK_CONCURRENCY
   requests at once) and each sends its person's events one after the other,
@@ -42,13 +42,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from stepstream import dbthreads, feed
+from stepstream import dbthreads
+from stepstream.delivery.webhooks import signing
+from stepstream.delivery.webhooks.addresses import GuardedResolver, literal_refused
+from stepstream.engine import feed
 from stepstream.metrics import WEBHOOK_DELIVERIES
 from stepstream.models import Webhook, WebhookAttempt
-from stepstream.webhooks import signing
-from stepstream.webhooks.addresses import GuardedResolver, literal_refused
 
-logger = logging.getLogger("stepstream.webhooks")
+logger = logging.getLogger("stepstream.delivery.webhooks")
 
 BATCH = 500  # events read from the feed at a time
 WINDOW = 5000  # events read ahead of the saved position, at most

@@ -15,7 +15,8 @@ from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from stepstream import store, text
+from stepstream import text
+from stepstream.engine import store
 from stepstream.errors import Invalid
 from stepstream.models import Environment, Person
 

@@ -19,11 +19,12 @@ import uuid
 
 from django.db import IntegrityError, transaction
 
-from stepstream import conditions, flows, people, rules, store, text
+from stepstream import text
+from stepstream.engine import conditions, flows, people, rules, store
+from stepstream.engine.log import Recorder, epoch
+from stepstream.engine.store import InstanceRow, PersonRow, StepRow
 from stepstream.errors import Conflict, Invalid, NotFound
-from stepstream.log import Recorder, epoch
 from stepstream.models import Environment, FlowInstance, Person
-from stepstream.store import InstanceRow, PersonRow, StepRow
 
 MAX_AUTOMATIC_ROUNDS = 10_000
 MAX_EVENT_NAMES = 1000  # distinct tracked event names per person (each is read by conditions)

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from threading import Lock
 
 from django.db import connection
-from django.db.models import F
 
-from stepstream import conditions
-from stepstream.models import Environment, Flow, Segment
+from stepstream.engine import conditions, flows
+from stepstream.models import Flow, Segment
 
 SEGMENT_ROOTS = ("person", "events", "flows", "now")
 
@@ -47,13 +46,6 @@ def compiled(segment: Segment) -> conditions.Condition:
     return found
 
 
-def bump(environment_id: int) -> None:
-    """People settled before this get every condition evaluated at their next write."""
-    Environment.objects.filter(pk=environment_id).update(rules_version=F("rules_version") + 1)
-    with _lock:
-        _cache.pop(environment_id, None)
-
-
 def env_rules(environment_id: int, version: int) -> EnvRules:
     cached = _cache.get(environment_id)
     if cached is not None and cached.version == version:
@@ -71,8 +63,6 @@ def env_rules(environment_id: int, version: int) -> EnvRules:
     found = {
         s.identifier: compiled(s) for s in Segment.objects.filter(environment_id=environment_id)
     }
-    from stepstream import flows  # flows imports this module: read graphs lazily
-
     uses_now = any(("now", None) in c.deps for c in found.values())
     for _, flow_id, _ in rows:
         graph = flows.graph(flow_id)

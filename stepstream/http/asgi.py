@@ -19,7 +19,7 @@ class StaticFiles(StaticFilesHandler):
     methods other than GET and HEAD are 405."""
 
     def serve(self, request):
-        from stepstream.views import error_response  # once Django is set up
+        from stepstream.http.views import error_response  # once Django is set up
 
         if request.method not in ("GET", "HEAD"):
             return error_response(
@@ -45,16 +45,16 @@ django_app = WSGIMiddleware(
     StaticFiles(get_wsgi_application()), workers=settings.STEPSTREAM["HTTP_THREADS"]
 )
 
-from stepstream.bodylimit import limit_body  # noqa: E402
-from stepstream.convertors import NotUtf8, routing_path  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
+from stepstream.delivery.webhooks import worker as webhook_worker  # noqa: E402
+from stepstream.http.bodylimit import limit_body  # noqa: E402
+from stepstream.http.convertors import NotUtf8, routing_path  # noqa: E402
 from stepstream.http.errors import send_error  # noqa: E402
-from stepstream.webhooks import worker as webhook_worker  # noqa: E402
 from stepstream.ws.endpoint import websocket_app  # noqa: E402
 
 
 async def http_app(scope, receive, send):
-    """Routes on the raw path with `%2F` and `%25` kept (stepstream.convertors)."""
+    """Routes on the raw path with `%2F` and `%25` kept (stepstream.http.convertors)."""
     raw = scope.get("raw_path")
     if raw and b"%" in raw:
         try:
@@ -84,7 +84,7 @@ async def lifespan(scope, receive, send):
 
 _apps = {"http": limit_body(http_app), "websocket": websocket_app, "lifespan": lifespan}
 
-from stepstream.dashboard.live import dashboard_socket  # noqa: E402
+from stepstream.http.dashboard.live import dashboard_socket  # noqa: E402
 
 
 def _websocket(scope, receive, send):

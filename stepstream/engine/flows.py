@@ -7,8 +7,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from stepstream import conditions, rules, text
-from stepstream.conditions import Condition
+from stepstream import text
+from stepstream.engine import conditions, store
+from stepstream.engine.conditions import Condition
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Flow, Segment, Step, Transition
 
@@ -285,7 +286,7 @@ def publish(environment: Environment, body) -> dict:
             )
             for i, t in enumerate(definition["transitions"])
         )
-        rules.bump(environment.pk)
+        store.bump_rules_version(environment.pk)
     with _graphs_lock:
         _graphs[flow.pk] = _compile(flow, steps, transitions)
     return describe(flow)

@@ -1,0 +1,28 @@
+"""What a commit sets off: the engine announces records, delivery listens.
+
+As Zulip's `do_*` actions call `send_event_on_commit`, the engine hands the
+records of a transaction to `send_on_commit`; whoever delivers them (the
+hub of this process, the broker to the others) registers with `listen` when
+the app starts (`stepstream.apps`). The engine so imports nothing of
+delivery, and a rolled-back transaction announces nothing.
+"""
+
+from collections.abc import Callable
+
+from django.db import transaction
+
+_listeners: list[Callable[[list], None]] = []
+
+
+def listen(callback: Callable[[list], None]) -> None:
+    if callback not in _listeners:
+        _listeners.append(callback)
+
+
+def send_on_commit(records: list) -> None:
+    transaction.on_commit(lambda: _announce(records))
+
+
+def _announce(records: list) -> None:
+    for callback in _listeners:
+        callback(records)

@@ -1,0 +1,1 @@
+"""Who may do what: projects and keys, identity verification, origins."""
