@@ -503,27 +503,29 @@ def live_server_with_staff(tmp_path_factory):
     from tests.servers import Server
 
     server = Server(tmp_path_factory.mktemp("dashboard-live")).start()
-    made = server.command(
-        "manage",
-        "createsuperuser",
-        "--noinput",
-        "--username",
-        LIVE_USER,
-        "--email",
-        "ada@example.com",
-        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-    )
-    assert made.returncode == 0, made.stderr
-    keys = server.init_project("live")["environments"][0]
-    with server.rest(keys["secret_key"]) as rest:
-        assert rest.post("/flows", json=LINEAR_FLOW).status_code == 201
-    out = server.shell(
-        "from stepstream import tenants\n"
-        f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
-    )
-    env_id = int(out.strip().splitlines()[-1])
-    yield server, keys, env_id
-    server.stop()
+    try:
+        made = server.command(
+            "manage",
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            LIVE_USER,
+            "--email",
+            "ada@example.com",
+            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+        )
+        assert made.returncode == 0, made.stderr
+        keys = server.init_project("live")["environments"][0]
+        with server.rest(keys["secret_key"]) as rest:
+            assert rest.post("/flows", json=LINEAR_FLOW).status_code == 201
+        out = server.shell(
+            "from stepstream import tenants\n"
+            f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
+        )
+        env_id = int(out.strip().splitlines()[-1])
+        yield server, keys, env_id
+    finally:
+        server.stop()  # also when the setup above fails
 
 
 def sign_in(server) -> str:
