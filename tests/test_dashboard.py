@@ -22,12 +22,13 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from stepstream import engine
-from stepstream.demo import DEMO_FLOW
+
 from stepstream.engine import flows, people
-from stepstream.errors import Conflict
 from stepstream.http.dashboard import layout, queries
+from stepstream.demo import DEMO_FLOW
+from stepstream.errors import Conflict
 from stepstream.models import ApiKey, StateChange
-from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
+from tests.helpers import LINEAR_FLOW, LOOP_FLOW
 
 PASSWORD = "correct horse battery staple"
 
@@ -501,30 +502,32 @@ LIVE_USER = f"ada-{uuid.uuid4().hex[:8]}"  # servers on PostgreSQL share one dat
 
 @pytest.fixture(scope="module")
 def live_server_with_staff(tmp_path_factory):
-    from stepstream.testing.servers import Server
+    from tests.servers import Server
 
     server = Server(tmp_path_factory.mktemp("dashboard-live")).start()
-    made = server.command(
-        "manage",
-        "createsuperuser",
-        "--noinput",
-        "--username",
-        LIVE_USER,
-        "--email",
-        "ada@example.com",
-        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-    )
-    assert made.returncode == 0, made.stderr
-    keys = server.init_project("live")["environments"][0]
-    with server.rest(keys["secret_key"]) as rest:
-        assert rest.post("/flows", json=LINEAR_FLOW).status_code == 201
-    out = server.shell(
-        "from stepstream.trust import tenants\n"
-        f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
-    )
-    env_id = int(out.strip().splitlines()[-1])
-    yield server, keys, env_id
-    server.stop()
+    try:
+        made = server.command(
+            "manage",
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            LIVE_USER,
+            "--email",
+            "ada@example.com",
+            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+        )
+        assert made.returncode == 0, made.stderr
+        keys = server.init_project("live")["environments"][0]
+        with server.rest(keys["secret_key"]) as rest:
+            assert rest.post("/flows", json=LINEAR_FLOW).status_code == 201
+        out = server.shell(
+            "from stepstream.trust import tenants\n"
+            f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
+        )
+        env_id = int(out.strip().splitlines()[-1])
+        yield server, keys, env_id
+    finally:
+        server.stop()  # also when the setup above fails
 
 
 def sign_in(server) -> str:

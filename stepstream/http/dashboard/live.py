@@ -159,6 +159,8 @@ class DashboardSocket:
                     return
 
     async def handle(self, text: str) -> None:
+        if not self.conn.allow_request():  # the same token bucket as /ws
+            return self.reply(event="error", errors=["Too many requests; slow down."])
         if len(text) > MAX_MESSAGE:
             return self.reply(event="error", errors=["The message is over 4 KiB."])
         try:
