@@ -22,13 +22,12 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from stepstream import engine
-
-from stepstream.engine import flows, people
-from stepstream.http.dashboard import layout, queries
 from stepstream.demo import DEMO_FLOW
+from stepstream.engine import flows, people
 from stepstream.errors import Conflict
+from stepstream.http.dashboard import layout, queries
 from stepstream.models import ApiKey, StateChange
-from tests.helpers import LINEAR_FLOW, LOOP_FLOW
+from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
 
 PASSWORD = "correct horse battery staple"
 
@@ -502,7 +501,7 @@ LIVE_USER = f"ada-{uuid.uuid4().hex[:8]}"  # servers on PostgreSQL share one dat
 
 @pytest.fixture(scope="module")
 def live_server_with_staff(tmp_path_factory):
-    from tests.servers import Server
+    from stepstream.testing.servers import Server
 
     server = Server(tmp_path_factory.mktemp("dashboard-live")).start()
     try:
