@@ -391,6 +391,38 @@ def test_empty_states_say_what_to_do(browser, env):
     assert "No webhooks yet" in browser.get(f"/dashboard/{env.pk}/webhooks/").content.decode()
 
 
+def test_segments_show_their_sizes_webhooks_their_attempts_people_their_events(browser, env):
+    from django.utils import timezone
+
+    from stepstream.engine import segments
+    from stepstream.models import Webhook, WebhookAttempt
+
+    for key, plan in (("ann", "pro"), ("bob", "free"), ("cy", "pro")):
+        engine.do_put_person(env, key, {"plan": plan})
+    engine.do_track(env, "ann", "searched", {"q": "roadmap"})
+    engine.do_track(env, "ann", "searched")
+    segments.put(env, "pro", {"condition": 'has(person.plan) && person.plan == "pro"'})
+    page = browser.get(f"/dashboard/{env.pk}/segments/").content.decode()
+    assert re.search(r'<td class="num">\s*2\s*</td>', page), page
+
+    hook = Webhook.objects.create(environment=env, url="https://hooks.example/x", secret="whsec_A")
+    WebhookAttempt.objects.create(
+        webhook=hook,
+        message_id="msg_1",
+        person_key="ann",
+        seq=1,
+        attempt=2,
+        status_code=503,
+        error="HTTP 503",
+        at=timezone.now(),
+    )
+    page = browser.get(f"/dashboard/{env.pk}/webhooks/").content.decode()
+    assert "https://hooks.example/x" in page and "503" in page and "whsec_A" not in page
+
+    person = browser.get(f"/dashboard/{env.pk}/people/ann/").content.decode()
+    assert "searched" in person and "×2" in person
+
+
 def test_keys_are_rotated_and_revoked_only_after_confirming(browser, env, keys):
     from stepstream.trust import tenants
 

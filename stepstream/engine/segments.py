@@ -183,3 +183,19 @@ def people_page(environment: Environment, identifier: str, limit: int, after: st
                 break
     more = Person.objects.filter(environment=environment, pk__gt=position).exists()
     return {"people": members, "next": _cursor(segment, position) if more else None}
+
+
+def size(environment: Environment, identifier: str, cap: int = 10_000) -> tuple[int, bool]:
+    """How many people match now, by the same scan as the members listing: (count, exact).
+
+    Stops at `cap` (then `exact` is False): the dashboard shows "10,000+" rather
+    than scan a large environment on every page view.
+    """
+    count, after = 0, None
+    while count < cap:
+        page = people_page(environment, identifier, min(1000, cap - count), after)
+        count += len(page["people"])
+        after = page["next"]
+        if after is None:
+            return count, True
+    return count, False

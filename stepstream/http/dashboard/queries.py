@@ -7,19 +7,16 @@ whatever the number of people. `flow_analytics` answers in
 the shape of `GET /flows/{identifier}/analytics` (the contract's Analytics
 section) so it can be swapped for that module's function at merge.
 
-Segments, webhooks and tracked events belong to other parts of Stepstream;
-their functions here return empty lists until those tables exist, so every
-page renders (with an empty state saying what to do) on any build.
+Segment sizes come from the engine's own scan (`engine.segments.size`),
+capped so a page view never scans a large environment whole.
 """
 
-import importlib
 from datetime import UTC
 
-from django.apps import apps
 from django.db import connection
 from django.db.models import Count, Max, Sum
 
-from stepstream.engine import log
+from stepstream.engine import log, segments
 from stepstream.http.dashboard import counters
 from stepstream.models import (
     ApiKey,
@@ -28,10 +25,14 @@ from stepstream.models import (
     FlowInstance,
     Person,
     Project,
+    Segment,
     StateChange,
     StepCount,
     StepDuration,
     StepInstance,
+    TrackedEvent,
+    Webhook,
+    WebhookAttempt,
 )
 
 I = FlowInstance._meta.db_table  # noqa: E741
@@ -39,21 +40,6 @@ S = StepInstance._meta.db_table
 L = StateChange._meta.db_table
 TIMELINE_LIMIT = 200
 PEOPLE_PER_PAGE = 50
-
-
-def _model(name: str):
-    """A model of the stepstream app by name, or None while no branch has added it."""
-    try:
-        return apps.get_model("stepstream", name)
-    except LookupError:
-        return None
-
-
-def _module(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
 
 
 # -- environments and flows ----------------------------------------------
@@ -315,107 +301,69 @@ def timeline(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
 
 
 def tracked_events(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
-    """The person's tracked events, newest first: [] until a tracked-event table exists.
-
-    Each item: {"event", "properties", "occurred_at"}.
-    """
-    model = _model("TrackedEvent")
-    if model is None:
-        return []
-    fields = {f.name for f in model._meta.get_fields()}
-    if "person" not in fields:
-        return []
-    stamp = next((f for f in ("occurred_at", "created_at", "at") if f in fields), None)
-    query = model.objects.filter(person=p)
-    query = query.order_by(f"-{stamp}") if stamp else query.order_by("-pk")
-    answer = []
-    for row in query[:limit]:
-        when = getattr(row, stamp) if stamp else None
-        answer.append(
-            {
-                "event": getattr(row, "event", None) or getattr(row, "name", ""),
-                "properties": getattr(row, "properties", None) or {},
-                "occurred_at": log._timestamp(when) if when else "",
-            }
-        )
-    return answer
+    """The person's tracked events, latest first: {"event", "count", "properties", "occurred_at"}
+    (`properties` and `occurred_at` of the latest time it was tracked)."""
+    rows = TrackedEvent.objects.filter(person=p).order_by("-last_at")[:limit]
+    return [
+        {
+            "event": row.name,
+            "count": row.count,
+            "properties": row.last_properties or {},
+            "occurred_at": log._timestamp(row.last_at),
+        }
+        for row in rows
+    ]
 
 
 # -- segments, webhooks, keys ------------------------------------------------
 
 
-def segments(env: Environment) -> list[dict]:
-    """Segments with their sizes: [] until segments exist.
-
-    Each item: {"identifier", "name", "condition", "size"} (size None when it
-    cannot be computed here). The sizes come from the rules module's own
-    matching function when it has one (`segment_size(environment, segment)`).
-    """
-    model = _model("Segment")
-    if model is None:
-        return []
-    rules = _module("stepstream.engine.segments") or _module("stepstream.engine.rules")
-    size_of = getattr(rules, "segment_size", None) if rules else None
+def segment_list(env: Environment) -> list[dict]:
+    """Segments with their sizes: {"identifier", "name", "condition", "size", "exact"}, the
+    size a count of who matches now (not `exact` past the scan's cap: engine.segments.size)."""
     answer = []
-    for row in model.objects.filter(environment=env).order_by("identifier"):
-        size = None
-        if size_of is not None:
-            try:
-                size = size_of(env, row)
-            except Exception:  # noqa: BLE001 - a size is nice to have, the page must render
-                size = None
+    for row in Segment.objects.filter(environment=env).order_by("identifier"):
+        count, exact = segments.size(env, row.identifier)
         answer.append(
             {
                 "identifier": row.identifier,
-                "name": getattr(row, "name", ""),
-                "condition": getattr(row, "condition", ""),
-                "size": size,
+                "name": row.name,
+                "condition": row.condition,
+                "size": count,
+                "exact": exact,
             }
         )
     return answer
 
 
 def webhooks(env: Environment, deliveries: int = 5) -> list[dict]:
-    """Webhooks with their state and latest deliveries: [] until webhooks exist.
+    """Webhooks with their state and latest delivery attempts.
 
     Each item: {"id", "url", "state", "description", "failing_since",
     "deliveries": [{"seq", "person_key", "attempt", "status_code", "error", "at"}]}.
-    One query for the webhooks and one per webhook for its latest deliveries
+    One query for the webhooks and one per webhook for its latest attempts
     (webhooks are few; people are many).
     """
-    model = _model("Webhook")
-    if model is None:
-        return []
-    delivery_model = _model("WebhookDelivery") or _model("Delivery")
     answer = []
-    for row in model.objects.filter(environment=env).order_by("pk"):
-        latest = []
-        if delivery_model is not None:
-            fields = {f.name for f in delivery_model._meta.get_fields()}
-            if "webhook" in fields:
-                stamp = "at" if "at" in fields else "pk"
-                for d in delivery_model.objects.filter(webhook=row).order_by(f"-{stamp}")[
-                    :deliveries
-                ]:
-                    at = getattr(d, "at", None)
-                    latest.append(
-                        {
-                            "seq": getattr(d, "seq", None),
-                            "person_key": getattr(d, "person_key", ""),
-                            "attempt": getattr(d, "attempt", None),
-                            "status_code": getattr(d, "status_code", None),
-                            "error": getattr(d, "error", None),
-                            "at": log._timestamp(at) if at else "",
-                        }
-                    )
-        failing = getattr(row, "failing_since", None)
+    for row in Webhook.objects.filter(environment=env).order_by("pk"):
+        latest = [
+            {
+                "seq": d.seq,
+                "person_key": d.person_key,
+                "attempt": d.attempt,
+                "status_code": d.status_code,
+                "error": d.error,
+                "at": log._timestamp(d.at),
+            }
+            for d in WebhookAttempt.objects.filter(webhook=row).order_by("-id")[:deliveries]
+        ]
         answer.append(
             {
                 "id": row.pk,
-                "url": getattr(row, "url", ""),
-                "state": getattr(row, "state", ""),
-                "description": getattr(row, "description", ""),
-                "failing_since": failing.astimezone(UTC) if failing else None,
+                "url": row.url,
+                "state": row.state,
+                "description": row.description,
+                "failing_since": row.failing_since.astimezone(UTC) if row.failing_since else None,
                 "deliveries": latest,
             }
         )

@@ -285,7 +285,7 @@ def person(request, env_id: int, person_key: str):
 @staff_page
 def segments(request, env_id: int):
     env = _environment(env_id)
-    rows = queries.segments(env)
+    rows = queries.segment_list(env)
     biggest = max([r["size"] or 0 for r in rows] + [1])
     for row in rows:
         row["bar"] = round(100 * (row["size"] or 0) / biggest)
