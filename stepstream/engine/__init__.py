@@ -185,7 +185,9 @@ class _Session:
     @property
     def rules(self) -> rules.EnvRules:
         if self._rules is None:
-            self._rules = rules.env_rules(self.environment.pk, self.person.env_rules_version)
+            self._rules = rules.env_rules(
+                self.environment.pk, self.person.env_rules_version, flows.graph
+            )
         return self._rules
 
     def instances(self) -> dict[str, tuple]:

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from stepstream import text
-from stepstream.engine import conditions, store
+from stepstream.engine import conditions, rules
 from stepstream.engine.conditions import Condition
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Flow, Segment, Step, Transition
@@ -286,7 +286,7 @@ def publish(environment: Environment, body) -> dict:
             )
             for i, t in enumerate(definition["transitions"])
         )
-        store.bump_rules_version(environment.pk)
+        rules.bump(environment.pk)
     with _graphs_lock:
         _graphs[flow.pk] = _compile(flow, steps, transitions)
     return describe(flow)

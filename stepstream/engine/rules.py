@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from threading import Lock
 
 from django.db import connection
+from django.db.models import F
 
-from stepstream.engine import conditions, flows
-from stepstream.models import Flow, Segment
+from stepstream.engine import conditions
+from stepstream.models import Environment, Flow, Segment
 
 SEGMENT_ROOTS = ("person", "events", "flows", "now")
 
@@ -46,7 +47,21 @@ def compiled(segment: Segment) -> conditions.Condition:
     return found
 
 
-def env_rules(environment_id: int, version: int) -> EnvRules:
+def bump(environment_id: int) -> None:
+    """A flow or segment changed: people settled before get every condition evaluated at
+    their next write, and this process's compiled rules are read again.
+
+    The cache entry goes too, not only the version: ids (and so versions) of
+    rolled-back rows can come back, and a stale entry must never match them.
+    """
+    Environment.objects.filter(pk=environment_id).update(rules_version=F("rules_version") + 1)
+    with _lock:
+        _cache.pop(environment_id, None)
+
+
+def env_rules(environment_id: int, version: int, graph) -> EnvRules:
+    """`graph(flow_id)` gives a flow version's compiled graph (engine.flows.graph): passed
+    in, because flows imports this module to bump the version on publish."""
     cached = _cache.get(environment_id)
     if cached is not None and cached.version == version:
         return cached
@@ -65,9 +80,10 @@ def env_rules(environment_id: int, version: int) -> EnvRules:
     }
     uses_now = any(("now", None) in c.deps for c in found.values())
     for _, flow_id, _ in rows:
-        graph = flows.graph(flow_id)
-        uses_now = uses_now or ("now", None) in graph.auto_deps
-        uses_now = uses_now or bool(graph.start_when and ("now", None) in graph.start_when.deps)
+        compiled_graph = graph(flow_id)
+        uses_now = uses_now or ("now", None) in compiled_graph.auto_deps
+        start_when = compiled_graph.start_when
+        uses_now = uses_now or bool(start_when and ("now", None) in start_when.deps)
     loaded = EnvRules(version, starters, found, uses_now)
     with _lock:
         _cache[environment_id] = loaded

@@ -14,7 +14,7 @@ import base64
 from django.db import transaction
 from django.utils import timezone
 
-from stepstream.engine import conditions, rules, store
+from stepstream.engine import conditions, rules
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, Flow, FlowInstance, Person, Segment, TrackedEvent
 from stepstream.text import reject_nul
@@ -76,7 +76,7 @@ def put(environment: Environment, identifier, body) -> tuple[dict, bool]:
             segment.name, segment.condition = name, condition
             segment.version += 1
             segment.save()
-        store.bump_rules_version(environment.pk)
+        rules.bump(environment.pk)
     return describe(segment), created
 
 
@@ -113,7 +113,7 @@ def delete(environment: Environment, identifier: str) -> None:
                 + "; publish versions that do not use it first."
             )
         segment.delete()
-        store.bump_rules_version(environment.pk)
+        rules.bump(environment.pk)
 
 
 def _cursor(segment: Segment, person_id: int) -> str:

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 
 from stepstream.errors import NotFound
 from stepstream.models import (
@@ -403,9 +402,3 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
             return
         _insert(c, L, columns, values)
         c.execute(f"UPDATE {P} SET last_seq = %s WHERE id = %s", [person.last_seq, person.pk])
-
-
-def bump_rules_version(environment_id: int) -> None:
-    """A flow or segment changed: people settled before get every condition evaluated at
-    their next write, and each process's compiled rules (engine.rules) are read again."""
-    Environment.objects.filter(pk=environment_id).update(rules_version=F("rules_version") + 1)
