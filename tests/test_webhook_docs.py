@@ -60,7 +60,9 @@ def test_python_example(index):
 
 @pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
 def test_node_example():
-    cases = [{"headers": h, "body": b.decode(), "valid": v, "name": n} for n, h, b, v in CASES]
+    signed_now = [
+        {"headers": h, "body": b.decode(), "valid": v, "name": n} for n, h, b, v in cases()
+    ]
     script = example("javascript") + (
         "\nconst cases = JSON.parse(process.argv[1]);"
         "\nfor (const c of cases) {"
@@ -69,7 +71,7 @@ def test_node_example():
         "\n}\nconsole.log('ok');"
     )
     done = subprocess.run(
-        ["node", "-e", script, json.dumps(cases), SECRET],
+        ["node", "-e", script, json.dumps(signed_now), SECRET],
         capture_output=True,
         text=True,
         timeout=30,
