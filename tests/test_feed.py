@@ -152,9 +152,10 @@ def test_postgres_a_row_committed_out_of_id_order_is_not_skipped(env, linear_flo
     def insert(conn, key):
         conn.execute(
             "INSERT INTO stepstream_statechange (person_id, seq, entity, object_id, identifier, "
-            "state, previous_state, flow_identifier, flow_instance_id, occurred_at) "
+            "state, previous_state, flow_identifier, flow_instance_id, occurred_at, cause) "
             "SELECT id, 1, 'flow', gen_random_uuid(), 'f', 'active', 'inactive', 'f', "
-            "gen_random_uuid(), now() FROM stepstream_person WHERE person_key = %s",
+            'gen_random_uuid(), now(), \'{"kind": "call", "via": "admin"}\'::jsonb '
+            "FROM stepstream_person WHERE person_key = %s",
             [key],
         )
 

@@ -183,9 +183,9 @@ def test_a_writer_dying_between_commit_and_publish_loses_nothing(cluster, tenant
         ws.subscribe("p", "step")
         code = (
             "import os\n"
-            "import stepstream.delivery as delivery\n"
+            "from stepstream.engine import commits\n"
             "from stepstream import engine\nfrom stepstream.trust import tenants\n"
-            "delivery.notify_committed = lambda records: os._exit(9)  # dies after commit\n"
+            "commits._announce = lambda records: os._exit(9)  # dies after commit\n"
             f"env = tenants.environment_for_key({keys['secret_key']!r}, 'secret')\n"
             "engine.do_transition(env, 'p', 'loop', 'flip')\n"
         )

@@ -106,6 +106,12 @@ _PG_SELECT = _COLUMNS.format(
 _SQLITE_SELECT = _COLUMNS.format(oid="l.object_id", fid="l.flow_instance_id", at="l.occurred_at")
 
 
+def _json(value):
+    """A JSON column as read raw: text on SQLite, and on PostgreSQL too (Django leaves
+    jsonb undecoded for its own fields to parse)."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
 def _dashed(hex32: str) -> str:
     """A UUID as SQLite stores it (32 hex digits) in its usual text form."""
     h = hex32.replace("-", "")
@@ -143,7 +149,7 @@ def read(environment_id: int, xid: int, row_id: int, limit: int) -> list[Item]:
                     *r[7:11],
                     _dashed(r[11]),
                     _sqlite_timestamp(r[12]),
-                    orjson.loads(r[13]) if isinstance(r[13], str | bytes) else r[13],
+                    _json(r[13]),
                 )
                 for r in c.fetchall()
             ]
@@ -154,7 +160,7 @@ def read(environment_id: int, xid: int, row_id: int, limit: int) -> list[Item]:
                 "ORDER BY l.xid, l.id LIMIT %s",
                 [environment_id, below, xid, row_id, limit],
             )
-            rows = c.fetchall()
+            rows = [(*r[:13], _json(r[13])) for r in c.fetchall()]
     event_data, epoch = log.event_data, log.epoch
     return [
         Item(
