@@ -50,8 +50,12 @@ class RawWs:
         while len(data) >= 2:
             opcode, length, offset = data[0] & 0x0F, data[1] & 0x7F, 2
             if length == 126:
+                if len(data) < 4:
+                    break
                 length, offset = struct.unpack("!H", data[2:4])[0], 4
             elif length == 127:
+                if len(data) < 10:
+                    break
                 length, offset = struct.unpack("!Q", data[2:10])[0], 10
             if len(data) < offset + length:
                 break
