@@ -19,6 +19,7 @@ def test_a_real_serve_reports_the_sansio_protocol_and_direct_writes(server, ws):
     assert websocket["writes"] == "direct"
     assert websocket["sockets"].get("direct", 0) >= 1
     assert "asgi" not in websocket["sockets"]  # no socket fell back to ASGI `send`
+    assert response.json()["hub"] == {"healthy": True, "errors": {}}
 
 
 async def test_under_another_asgi_server_a_socket_writes_through_asgi_send(settings):

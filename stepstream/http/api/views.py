@@ -50,6 +50,7 @@ def health(request):
             "database": connection.vendor,
             "broker": type(delivery.broker()).__name__,
             "delivered": dict(hub.stats) if hub else {},
+            "hub": {"healthy": hub.healthy, "errors": dict(hub.errors)} if hub else None,
             "websocket": serving.report(),
         }
     )
