@@ -217,6 +217,7 @@ def test_sdk_follows_a_flow_started_later_and_applies_its_own_transitions(tmp_pa
         page.wait_for_function(
             "window.sdkClient.flow('onboarding').step('welcome').state === 'active'"
         )
+        page.wait_for_function("window.sdkChanges.length > 0")  # heard once its burst is in
         assert page.evaluate("window.sdkChanges")[0] == "active"  # onChange saw it appear
         steps = page.evaluate("window.sdkClient.flow('onboarding').steps.map(s => s.identifier)")
         assert steps == [s["identifier"] for s in rest.get("/flows/onboarding").json()["steps"]]
@@ -318,5 +319,71 @@ def test_sdk_follows_a_flow_started_later_and_applies_its_own_transitions(tmp_pa
         assert "invalid key" in invalid["message"] and "publishable key" in invalid["message"]
         assert page.errors == []
         rest.close()
+    finally:
+        server.stop()
+
+
+BURST_SCRIPT = """
+async ({key, personKey}) => {
+  const stepstream = (await import("/static/stepstream.js")).default;
+  const client = stepstream.connect({url: location.origin, key, personKey});
+  window.burstClient = client;
+  window.heard = [];  // what each onChange call showed
+  client.flow("loop").onChange((flow) => window.heard.push({
+    state: flow.state,
+    active: flow.steps.filter((s) => s.state === "active").map((s) => s.identifier),
+  }));
+  await client.ready;
+  return client.status;
+}
+"""
+
+
+def test_sdk_on_change_fires_once_per_committed_change_set(tmp_path, browser_page):
+    """Issue 14: one transition (a step completes, the next activates: two events of
+    one commit) is one onChange call, and no call shows an active flow with no
+    active step, whether the change comes from the REST API or the SDK itself."""
+    from stepstream.testing.flows import LOOP_FLOW
+
+    page = browser_page
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        keys = json.loads((tmp_path / "data" / "demo.json").read_text())
+        rest = server.rest(keys["secret_key"])
+        assert rest.post("/flows", json=LOOP_FLOW).status_code == 201
+        page.goto(f"{server.url}/demo")
+        args = {"key": keys["publishable_key"], "personKey": "burst-user"}
+        assert page.evaluate(BURST_SCRIPT, args) == "live"
+        assert rest.post("/people/burst-user/flows", json={"flow": "loop"}).status_code == 201
+        page.wait_for_function("window.heard.some((h) => h.active.join() === 'begin')")
+
+        def settle(active: str) -> None:
+            """Waits for the SDK to show `active`, then past any later call of the same burst."""
+            page.wait_for_function(
+                "a => window.burstClient.flow('loop').activeSteps"
+                ".map(s => s.identifier).join() === a",
+                arg=active,
+            )
+            page.wait_for_timeout(300)  # BURST_MAX_MS is 100: a second call would be in by now
+
+        settle("begin")
+        transitions = [("go", "a")] + [("flip", "b" if n % 2 == 0 else "a") for n in range(12)]
+        per_transition = []
+        for n, (name, active) in enumerate(transitions):
+            before = page.evaluate("window.heard.length")
+            url = "/people/burst-user/flows/loop/transitions"
+            if n % 3 == 2:  # now and then the SDK's own call: events, then its response
+                page.evaluate(f"window.burstClient.transition('loop', {name!r})")
+            else:  # a change made elsewhere: only the socket's events tell the page
+                assert rest.post(url, json={"transition": name}).status_code == 200
+            settle(active)
+            calls = page.evaluate("window.heard")[before:]
+            per_transition.append(len(calls))
+            assert calls[-1]["active"] == [active]
+        assert per_transition == [1] * len(transitions)
+        heard = page.evaluate("window.heard")
+        assert [h for h in heard if h["state"] == "active" and not h["active"]] == []
+        assert page.errors == []
     finally:
         server.stop()

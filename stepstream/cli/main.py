@@ -79,6 +79,12 @@ def cmd_serve(args) -> int:
             timeout_graceful_shutdown=5,
         )
     )
+    from stepstream.ws import transport
+
+    try:  # uvicorn's WebSocket internals this server relies on, checked before it listens
+        transport.verify(server.config)
+    except RuntimeError as exc:
+        return fail(str(exc))
     server.run()
     return 0
 

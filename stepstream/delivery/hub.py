@@ -19,7 +19,7 @@ How a record reaches a socket (docs/architecture.md has the whole story):
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import orjson
 from django.conf import settings
@@ -39,6 +39,7 @@ DELETED = (
 )
 BACKLOG_PAGE = 500
 FILL_PAGE = 1000
+RESTART_DELAY = 1.0  # seconds before a crashed background loop runs again
 
 
 class Subscription:
@@ -103,8 +104,10 @@ class Hub:
         self.broker = broker
         self.channels: dict[int, PersonChannel] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.tasks: list[asyncio.Task] = []
+        # every task the hub starts, so stop() can cancel them all and none is lost
+        self.tasks: set[asyncio.Task] = set()
         self.stats = defaultdict(int)
+        self.errors: Counter = Counter()  # crashes per task name, reported by /health
         self._last_id = 0
 
     # -- lifecycle -------------------------------------------------------
@@ -115,16 +118,61 @@ class Hub:
             self._last_id = await dbthreads.run(log.last_id)
         except Exception:  # the database may be down at start; the tail retries
             logger.warning("could not read the log position at start", exc_info=True)
-        self.tasks = [
-            asyncio.create_task(self._follow_log()),
-            asyncio.create_task(self._reconcile_loop()),
-            asyncio.create_task(self.broker.listen(self._from_broker, self._on_broker_gap)),
-        ]
+        self._spawn(self._supervise("tail", self._follow_log), "tail")
+        self._spawn(self._supervise("reconcile", self._reconcile_loop), "reconcile")
+        self._spawn(
+            self._supervise(
+                "broker", lambda: self.broker.listen(self._from_broker, self._on_broker_gap)
+            ),
+            "broker",
+        )
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """Cancels every task the hub started and waits for them to end."""
+        while self.tasks:
+            tasks = list(self.tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.tasks.difference_update(tasks)
+
+    @property
+    def healthy(self) -> bool:
+        """False once any hub task has crashed: /health says so (the loops restart anyway)."""
+        return not self.errors
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        """Starts a task the hub owns: kept until done, cancelled by stop(), its crash logged."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"hub-{name}")
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._crashed(task.get_name().removeprefix("hub-"), exc)
+
+    def _crashed(self, name: str, exc: BaseException) -> None:
+        self.errors[name] += 1
+        logger.error("delivery hub task %r crashed", name, exc_info=exc)
+
+    async def _supervise(self, name: str, run) -> None:
+        """Runs a background loop for the hub's lifetime, restarting it if it crashes or ends."""
+        while True:
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._crashed(name, exc)
+            else:
+                logger.error("delivery hub task %r ended; restarting it", name)
+                self.errors[name] += 1
+            await asyncio.sleep(RESTART_DELAY)
 
     # -- input -----------------------------------------------------------
 
@@ -189,7 +237,7 @@ class Hub:
     def _schedule_fill(self, channel: PersonChannel, upto: int | None) -> None:
         if not channel.filling:
             channel.filling = True
-            asyncio.get_running_loop().create_task(self._fill(channel, upto))
+            self._spawn(self._fill(channel, upto), "fill")
 
     async def _fill(self, channel: PersonChannel, upto: int | None) -> None:
         try:
@@ -287,7 +335,7 @@ class Hub:
         if since_seq < sub.floor:
             start, end = since_seq, sub.floor
             sub.floor = since_seq
-            asyncio.get_running_loop().create_task(self._send_backlog(sub, start, end, False))
+            self._spawn(self._send_backlog(sub, start, end, False), "backlog")
 
     async def _send_backlog(self, sub: Subscription, after: int, upto: int, advance: bool) -> None:
         """Sends a subscription's records in (after, upto] page by page, at the client's pace.
@@ -321,9 +369,18 @@ class Hub:
 
     def _start_catch_up(self, channel: PersonChannel, sub: Subscription) -> None:
         sub.catching_up = True
-        asyncio.get_running_loop().create_task(self._catch_up(channel, sub))
+        self._spawn(self._catch_up(channel, sub), "catch-up")
 
     async def _catch_up(self, channel: PersonChannel, sub: Subscription) -> None:
+        try:
+            await self._catching_up(channel, sub)
+        except Exception:
+            # a bug, not a failed read: without this the subscription would wait in
+            # silence for ever; the client resumes with since_seq (the crash is logged)
+            sub.conn.close(1011)
+            raise
+
+    async def _catching_up(self, channel: PersonChannel, sub: Subscription) -> None:
         failures = 0
         try:
             while sub in channel.subs:

@@ -58,6 +58,11 @@
  */
 
 /** Close codes after which reconnecting cannot help: code -> [error code, status, what]. */
+// onChange hears a burst of messages once: when none has come for this long,
+// or this long after the burst's first change (a steady stream still shows)
+const BURST_QUIET_MS = 10;
+const BURST_MAX_MS = 100;
+
 const FATAL_CLOSE_CODES = new Map([
   [4401, ["invalid_key", 401, "invalid key"]],
   [4403, ["revoked", 403, "the key was revoked or this origin is refused"]],
@@ -117,7 +122,7 @@ class StepHandle {
   }
 
   /**
-   * Calls fn(step) now (when known) and whenever this step's state changes.
+   * Calls fn(step) now (when known) and whenever this step's state changes (once per change set).
    * @param {(step: StepState) => void} fn
    * @returns {() => void} unsubscribe
    */
@@ -171,7 +176,8 @@ class FlowHandle {
   }
 
   /**
-   * Calls fn(flow) now (when known) and after every change of this flow or its steps.
+   * Calls fn(flow) now (when known) and once per committed change set of this flow
+   * or its steps: events arriving together are applied first (see _notify).
    * @param {(flow: FlowState) => void} fn
    * @returns {() => void} unsubscribe
    */
@@ -221,6 +227,10 @@ export class StepstreamClient {
     this._flowHandles = new Map();
     this._changeListeners = new Set();
     this._eventListeners = new Set();
+    /** flows changed since listeners last heard: they hear once per burst (see _notify) */
+    this._dirty = new Set();
+    this._flushTimer = null;
+    this._flushSince = 0;
     this._statusListeners = new Set();
     this._pending = new Map();
     this._nextId = 1;
@@ -269,7 +279,7 @@ export class StepstreamClient {
   }
 
   /**
-   * Calls fn(flowIdentifier) after any flow of the person changes (React:
+   * Calls fn(flowIdentifier) once per change set of any flow of the person (React:
    * `useSyncExternalStore(client.subscribe, () => client.flow(id).value)`).
    * @param {(flow: string) => void} fn
    * @returns {() => void} unsubscribe
@@ -421,6 +431,7 @@ export class StepstreamClient {
         return;
       }
       this._receive(parsed);
+      if (this._flushTimer !== null) this._deferFlush(); // the burst goes on: wait for its end
     };
     ws.onclose = (event) => {
       if (ws === this._ws) this._disconnected(event.code, event.reason);
@@ -785,8 +796,38 @@ export class StepstreamClient {
       });
   }
 
+  /**
+   * Marks a flow changed. Listeners hear once the burst of messages it came
+   * in is applied, not once per event: one commit's events (a step completes,
+   * the next activates) arrive as consecutive messages, and a listener called
+   * between them would render a state the server never had (no active step).
+   * A burst ends when no message has come for BURST_QUIET_MS (at most
+   * BURST_MAX_MS after its first change), so a backlog page is never half shown.
+   */
   _notify(flow) {
-    for (const fn of [...this._changeListeners]) fn(flow);
+    this._dirty.add(flow);
+    this._deferFlush();
+  }
+
+  _deferFlush() {
+    if (this._flushTimer !== null) {
+      if (Date.now() - this._flushSince >= BURST_MAX_MS) return; // flush soon regardless
+      clearTimeout(this._flushTimer);
+      this._timers.delete(this._flushTimer);
+    } else {
+      this._flushSince = Date.now();
+    }
+    this._flushTimer = this._later(() => this._flush(), BURST_QUIET_MS);
+  }
+
+  _flush() {
+    this._timers.delete(this._flushTimer);
+    this._flushTimer = null;
+    const dirty = [...this._dirty];
+    this._dirty.clear();
+    for (const flow of dirty) {
+      for (const fn of [...this._changeListeners]) fn(flow);
+    }
   }
 }
 

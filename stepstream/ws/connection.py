@@ -12,6 +12,8 @@ socket's transport while the transport accepts writes and nothing is queued:
 no task wake-up and no ASGI message per event, which is most of the cost of
 fan-out (docs/performance.md). Otherwise (back-pressure, another server) it
 is queued and a writer task, started on demand, sends it through ASGI `send`.
+Which of the two write paths a socket has is chosen once, in
+stepstream/ws/writer.py.
 An idle socket therefore has no writer task at all.
 """
 
@@ -25,7 +27,7 @@ from collections import deque
 from django.conf import settings
 
 from stepstream.delivery.message import Message
-from stepstream.ws.frames import direct_writer
+from stepstream.ws.writer import Transport, writer_for
 
 logger = logging.getLogger("stepstream.ws")
 
@@ -37,7 +39,7 @@ _EMPTY = ()  # the outbox of every socket with nothing queued: no deque per idle
 class Connection:
     __slots__ = (
         "_send",
-        "_direct",
+        "_transport",
         "environment",
         "key_id",
         "hub",
@@ -59,7 +61,7 @@ class Connection:
 
     def __init__(self, send, environment, hub, key_id: int | None = None):
         self._send = send
-        self._direct = direct_writer(send)
+        self._transport: Transport = writer_for(send)
         self.environment = environment
         self.key_id = key_id  # the ApiKey row it opened with: revoking it closes this (4403)
         self.hub = hub
@@ -93,7 +95,7 @@ class Connection:
             return
         if not isinstance(message, Message):
             message = Message(message)
-        if not self._outbox and self._direct is not None and self._direct.write(message):
+        if not self._outbox and self._transport.write(message):
             return
         size = sys.getsizeof(message.text)
         if self._outbox is _EMPTY:
@@ -113,10 +115,7 @@ class Connection:
 
     def _held(self) -> int:
         """Bytes held for this client: its outbox and what its transport still buffers."""
-        held = self._bytes
-        if self._direct is not None:
-            held += self._direct.buffered()
-        return held
+        return self._bytes + self._transport.buffered()
 
     async def room(self) -> None:
         """Waits until the outbox is at most half full: backlogs are sent at the client's pace."""
@@ -169,7 +168,7 @@ class Connection:
         writer = self._writer
         if writer is not None:
             writer.cancel()
-        if self._direct is not None and self._direct.close_now(code, reason):
+        if self._transport.close_now(code, reason):
             self._writer = writer
             return
         self._writer = asyncio.get_running_loop().create_task(

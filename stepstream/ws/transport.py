@@ -113,3 +113,60 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.transport.resume_reading()
         grace = max(1.0, self.stall_timeout if grace is None else grace)
         self.close_timer = self.loop.call_later(grace, self.transport.abort)
+
+
+# -- chosen explicitly at startup ------------------------------------------
+
+PROTOCOL_NAME = "websockets-sansio"
+# what this module and stepstream/ws/writer.py read or call on uvicorn's protocol
+_ATTRIBUTES = (
+    "conn",
+    "loop",
+    "queue",
+    "writable",
+    "close_sent",
+    "disconnected",
+    "read_paused",
+    "close_timer",
+)  # and `request` / `response`, set at the handshake: stepstream/ws/frames.py tolerates neither
+_METHODS = ("pause_writing", "resume_writing", "receive", "connection_lost", "send")
+
+
+def verify(config) -> None:
+    """Checks that uvicorn serves WebSockets with this class, and has what it relies on.
+
+    Loads `config` (a uvicorn.Config naming this class as `ws`) and builds one
+    protocol object. Raises RuntimeError with one sentence otherwise, so an
+    uvicorn upgrade that renamed its internals fails at startup instead of
+    silently losing the direct write path. Records the result for /health.
+    """
+    import asyncio
+
+    from uvicorn.server import ServerState
+
+    from stepstream.ws import serving
+
+    if not config.loaded:
+        config.load()
+    chosen = config.ws_protocol_class
+    if chosen is not BoundedWebSocketProtocol or not issubclass(chosen, WebSocketsSansIOProtocol):
+        raise RuntimeError(
+            f"uvicorn chose {chosen!r} for WebSockets, not stepstream's {PROTOCOL_NAME} protocol."
+        )
+    loop = asyncio.new_event_loop()
+    try:
+        probe = chosen(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+    except Exception as exc:
+        raise RuntimeError(
+            f"uvicorn's {PROTOCOL_NAME} WebSocket protocol cannot be built ({exc!r})."
+        ) from exc
+    finally:
+        loop.close()
+    missing = [name for name in _ATTRIBUTES if not hasattr(probe, name)]
+    missing += [name for name in _METHODS if not callable(getattr(chosen, name, None))]
+    if missing:
+        raise RuntimeError(
+            f"uvicorn's {PROTOCOL_NAME} WebSocket protocol lacks {', '.join(missing)}: "
+            "this uvicorn version is not one stepstream supports (see pyproject.toml)."
+        )
+    serving.record(PROTOCOL_NAME, "direct")

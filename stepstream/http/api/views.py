@@ -41,6 +41,7 @@ def _field(body: dict, name: str) -> str:
 @permission_classes([])
 def health(request):
     from stepstream import delivery
+    from stepstream.ws import serving
 
     hub = delivery.current_hub()
     return Response(
@@ -49,6 +50,8 @@ def health(request):
             "database": connection.vendor,
             "broker": type(delivery.broker()).__name__,
             "delivered": dict(hub.stats) if hub else {},
+            "hub": {"healthy": hub.healthy, "errors": dict(hub.errors)} if hub else None,
+            "websocket": serving.report(),
         }
     )
 

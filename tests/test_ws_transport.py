@@ -1,0 +1,75 @@
+"""Issue 14: the socket write path behind one interface, and /health saying which one serves."""
+
+import asyncio
+
+import httpx
+import pytest
+
+from stepstream.testing.servers import RESPONSE_HOOKS
+
+
+def test_a_real_serve_reports_the_sansio_protocol_and_direct_writes(server, ws):
+    """An uvicorn upgrade that lost the fast path would show here, not only in a benchmark."""
+    ws.request("get_state", {"person_key": "nobody-in-particular"})  # the socket is served
+    with httpx.Client(timeout=5, event_hooks={"response": list(RESPONSE_HOOKS)}) as client:
+        response = client.get(server.url + "/api/v1/health")  # checked against openapi.yaml
+    assert response.status_code == 200
+    websocket = response.json()["websocket"]
+    assert websocket["protocol"] == "websockets-sansio"
+    assert websocket["writes"] == "direct"
+    assert websocket["sockets"].get("direct", 0) >= 1
+    assert "asgi" not in websocket["sockets"]  # no socket fell back to ASGI `send`
+    assert response.json()["hub"] == {"healthy": True, "errors": {}}
+
+
+async def test_under_another_asgi_server_a_socket_writes_through_asgi_send(settings):
+    """The fallback: every message goes through `send`, in order, and none is lost."""
+    from stepstream.delivery.broker_memory import MemoryBroker
+    from stepstream.delivery.hub import Hub
+    from stepstream.ws.connection import Connection
+    from stepstream.ws.writer import AsgiWriter, writer_for
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    assert isinstance(writer_for(send), AsgiWriter)
+    conn = Connection(send, None, Hub(MemoryBroker()))
+    for n in range(5):
+        conn.push(f'{{"n":{n}}}')
+    await asyncio.sleep(0.05)
+    assert [m["text"] for m in sent] == [f'{{"n":{n}}}' for n in range(5)]
+    await conn.finish()
+
+
+def _config(ws):
+    import uvicorn
+
+    from stepstream.http.asgi import application
+
+    return uvicorn.Config(application, ws=ws, log_config=None)
+
+
+def test_startup_accepts_the_bounded_sansio_protocol(settings):
+    from stepstream.ws import serving, transport
+
+    transport.verify(_config("stepstream.ws.transport:BoundedWebSocketProtocol"))
+    assert serving.report()["protocol"] == "websockets-sansio"
+
+
+@pytest.mark.parametrize("ws", ["websockets-sansio", "websockets"])
+def test_startup_refuses_any_other_websocket_implementation_in_one_sentence(settings, ws):
+    from stepstream.ws import transport
+
+    with pytest.raises(RuntimeError, match="not stepstream's websockets-sansio protocol"):
+        transport.verify(_config(ws))
+
+
+def test_startup_names_what_uvicorn_no_longer_has(settings, monkeypatch):
+    """An upgrade that renamed an attribute the direct path reads fails before listening."""
+    from stepstream.ws import transport
+
+    monkeypatch.setattr(transport, "_ATTRIBUTES", (*transport._ATTRIBUTES, "renamed_in_uvicorn"))
+    with pytest.raises(RuntimeError, match="lacks renamed_in_uvicorn"):
+        transport.verify(_config("stepstream.ws.transport:BoundedWebSocketProtocol"))
