@@ -6,7 +6,9 @@ receiver (tests/receiver.py) with short retry timings.
 
 import asyncio
 import json
+import os
 import time
+import urllib.parse
 
 import pytest
 
@@ -211,12 +213,41 @@ def first_receipts(receiver: Receiver) -> dict[str, list[int]]:
     return order
 
 
+@pytest.fixture(scope="module")
+def own_database():
+    """On PostgreSQL, a database of this module's own: servers started by other tests
+    share DATABASE_URL's database, and the webhooks they left there (some aimed at
+    addresses that never answer) would be this module's servers' work too."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        yield {}
+        return
+    import psycopg
+
+    parts = urllib.parse.urlparse(url)
+    name = f"stepstream_webhooks_{os.getpid()}"
+    admin = dict(
+        host=parts.hostname,
+        port=parts.port or 5432,
+        user=parts.username or None,
+        password=parts.password or None,
+        dbname="postgres",
+        autocommit=True,
+    )
+    with psycopg.connect(**admin) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name}")
+        c.execute(f"CREATE DATABASE {name}")
+    yield {"DATABASE_URL": parts._replace(path=f"/{name}").geturl()}
+    with psycopg.connect(**admin) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
-def hook_server(tmp_path):
+def hook_server(tmp_path, own_database):
     servers = []
 
     def start(**extra):
-        server = Server(tmp_path, **{**FAST, **extra}).start()
+        server = Server(tmp_path, **{**FAST, **own_database, **extra}).start()
         servers.append(server)
         return server
 
