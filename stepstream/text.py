@@ -393,11 +393,3 @@ def validate_identifier(value, where: str, controls: bool = False) -> str:
 
 def validate_person_key(value, where: str = "person_key") -> str:
     return validate_identifier(value, where, controls=True)
-
-
-# -- older names ----------------------------------------------------------------
-
-
-def reject_nul(value, where: str) -> None:
-    """Older name of `check` (kept for callers): refuses NUL, surrogates, depth, numbers."""
-    check(value, where)

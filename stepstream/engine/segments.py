@@ -14,10 +14,10 @@ import base64
 from django.db import transaction
 from django.utils import timezone
 
+from stepstream import text
 from stepstream.engine import conditions, rules
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, Flow, FlowInstance, Person, Segment, TrackedEvent
-from stepstream.text import reject_nul
 
 MAX_SEGMENTS = 200  # each write that reads `segments` evaluates them all
 SCAN_BUDGET = 5000  # people evaluated per page request at most (bounds its time)
@@ -26,12 +26,9 @@ compiled = rules.compiled
 
 
 def _identifier(value) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 255:
-        raise Invalid(
-            "The segment identifier must be a non-empty string of 255 characters at most."
-        )
-    reject_nul(value, "The segment identifier")
-    return value
+    if isinstance(value, str) and not value.strip():
+        raise Invalid("The segment identifier must not be blank.")
+    return text.validate_identifier(value, "The segment identifier")
 
 
 def describe(segment: Segment) -> dict:
@@ -58,7 +55,7 @@ def put(environment: Environment, identifier, body) -> tuple[dict, bool]:
         name = ""
     if not isinstance(name, str) or len(name) > 255:  # {"name": {}} was taken as ""
         raise Invalid("name must be a string of at most 255 characters.")
-    reject_nul(name, "name")
+    text.check(name, "name")
     with transaction.atomic():
         segment = (
             Segment.objects.select_for_update()

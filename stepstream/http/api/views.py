@@ -13,13 +13,12 @@ from stepstream import engine
 from stepstream.engine import flows, log, people, segments
 from stepstream.errors import Invalid
 from stepstream.models import Person
-from stepstream.text import reject_nul
+from stepstream.text import check, validate_person_key
 
 
 def person_key(key: str) -> str:
     """The route's `<seg:key>`, already decoded by stepstream.http.convertors."""
-    reject_nul(key, "person_key")
-    return key
+    return validate_person_key(key)
 
 
 def _body(request: Request) -> dict:
@@ -32,7 +31,7 @@ def _field(body: dict, name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise Invalid(f"{name} is required and must be a non-empty string.")
-    reject_nul(value, name)
+    check(value, name)
     return value
 
 
