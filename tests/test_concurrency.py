@@ -241,3 +241,34 @@ def test_sqlite_concurrent_calls_for_one_person_keep_seq_gap_free(tenv):
 @pytest.mark.django_db(transaction=True)
 def test_sqlite_same_transition_at_once_has_exactly_one_winner(tenv):
     same_transition_race(tenv)
+
+
+@needs_postgres
+@pytest.mark.django_db(transaction=True)
+def test_postgres_people_sharing_counter_rows_all_get_their_transitions(tenv):
+    """People whose changes meet on the same dashboard counter rows, flipping at once.
+
+    The counter triggers lock those rows in whatever order each statement
+    updates its step rows, so two such writes can deadlock; PostgreSQL aborts
+    one and the engine runs it again: every caller gets its answer.
+    """
+    from stepstream.http.dashboard.counters import SHARDS
+
+    flows.publish(tenv, toggle("shared"))
+    same_shard = []
+    n = 0
+    while len(same_shard) < THREADS:
+        person, _ = people.put(tenv, f"p{n}", {})
+        if person.pk % SHARDS == 0:
+            same_shard.append(person.person_key)
+        n += 1
+    for key in same_shard:
+        engine.do_start_flow(tenv, key, "shared")
+
+    def work(i):
+        for _ in range(3 * CALLS):
+            engine.do_transition(tenv, same_shard[i], "shared", "flip")
+
+    assert run_threads(work) == []
+    for key in same_shard:
+        assert assert_log_replays(key, tenv) == START_ROWS + FLIP_ROWS * 3 * CALLS

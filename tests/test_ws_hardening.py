@@ -409,6 +409,8 @@ def test_events_and_state_carry_an_epoch_that_changes_when_the_log_restarts(hard
         ).is_success
         new_epoch = ws.request("get_state", {"person_key": person})["data"]["epoch"]
         assert new_epoch != epoch
+        ended = ws.notices or [_ended(ws, 5)]
+        assert ended[0] and ended[0]["data"]["status"] == 404, ended
         with WsClient(hard.ws_url, pk) as fresh:
             stale = fresh.subscribe(person, "step", since_seq=seen, epoch=epoch)
             assert stale["status"] == 409

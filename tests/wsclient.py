@@ -13,6 +13,7 @@ class WsClient:
         self._context = connect(f"{ws_url}/ws?key={key}", max_size=None, **kw)
         self.ws = self._context.__enter__()
         self.events: list[dict] = []
+        self.notices: list[dict] = []  # other events (subscription_ended), in arrival order
         self.close_code: int | None = None
         self._ids = itertools.count(1)
 
@@ -47,6 +48,8 @@ class WsClient:
                 break
             if message.get("event") == "state_change":
                 self.events.append(message)
+            elif "event" in message:
+                self.notices.append(message)
             else:
                 return message
         raise TimeoutError("no response")

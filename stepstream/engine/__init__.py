@@ -326,7 +326,8 @@ class _Session:
             self.person.rules_version = self.person.env_rules_version
 
     def save(self) -> int:
-        for run in self.runs.values():
+        # by flow, as store.update_states orders steps: shared counter rows lock in one order
+        for _, run in sorted(self.runs.items()):
             run.save()
         return self.recorder.save()
 
@@ -353,6 +354,7 @@ def _session(environment: Environment, person_key: str, via: str) -> _Session:
     return _Session(environment, store.lock_person(environment.pk, person_key), via)
 
 
+@store.retried
 def do_start_flow(
     environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
 ) -> dict:
@@ -378,6 +380,7 @@ def _load(session: _Session, person_key: str, flow_identifier: str) -> _Run:
     return run
 
 
+@store.retried
 def do_transition(
     environment: Environment,
     person_key: str,
@@ -420,6 +423,7 @@ _FLOW_MOVES = {
 }
 
 
+@store.retried
 def do_flow_action(
     environment: Environment,
     person_key: str,
@@ -440,6 +444,7 @@ def do_flow_action(
         return _describe(run, session.save())
 
 
+@store.retried
 def do_restart(
     environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
 ) -> dict:
@@ -474,6 +479,7 @@ def _data_changes(old: dict, new: dict) -> set[str]:
 _MISSING = object()
 
 
+@store.retried
 def do_put_person(
     environment: Environment, person_key: str, data, via: str = "admin"
 ) -> tuple[dict, bool]:
@@ -496,6 +502,7 @@ def do_put_person(
     return {"person_key": person_key, "data": data}, created
 
 
+@store.retried
 def do_identify(environment: Environment, person_key: str, data, via: str = "admin") -> dict:
     """Creates the person, or merges top-level keys of `data` into theirs; their data."""
     people.check_person_key(person_key)
@@ -530,6 +537,7 @@ def check_event_name(name) -> str:
     return text.validate_identifier(name, "event")
 
 
+@store.retried
 def do_track(
     environment: Environment, person_key: str, event, properties=None, via: str = "admin"
 ) -> dict:

@@ -149,6 +149,7 @@ def locked(environment: Environment, person_key: str) -> Person:
         raise store.person_not_found(person_key) from None
 
 
+@store.retried
 def put(environment: Environment, person_key: str, data) -> tuple[Person, bool]:
     """Creates or replaces a person's data; True when created."""
     check_person_key(person_key)
@@ -169,6 +170,7 @@ def put(environment: Environment, person_key: str, data) -> tuple[Person, bool]:
     raise Invalid(f"person_key '{person_key}' is being created concurrently; retry.")
 
 
+@store.retried
 def merge(environment: Environment, person_key: str, data) -> Person:
     """Creates the person, or merges top-level keys of `data` into theirs."""
     check_person_key(person_key)
@@ -200,6 +202,7 @@ def merge(environment: Environment, person_key: str, data) -> Person:
     raise Invalid(f"person_key '{person_key}' is being created concurrently; retry.")
 
 
+@store.retried
 def delete(environment: Environment, person_key: str) -> None:
     deleted, _ = Person.objects.filter(environment=environment, person_key=person_key).delete()
     if not deleted:

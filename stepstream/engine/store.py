@@ -7,12 +7,15 @@ models' own fields, so SQLite and PostgreSQL store exactly what the ORM
 would. Everything else keeps using the ORM.
 """
 
+import functools
+import random
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from stepstream.errors import NotFound
 from stepstream.models import (
@@ -83,6 +86,39 @@ def writing():
         return
     with _sqlite_writers, transaction.atomic():
         yield
+
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was
+# rolled back whole and can simply run again.
+_RETRYABLE = {"40P01", "40001"}
+ATTEMPTS = 3
+
+
+def retried(write):
+    """Runs a write again (up to 3 times) when PostgreSQL made it a deadlock's victim.
+
+    Each person's writes are serialized by their row lock, but two people's
+    writes meet on shared rows: the counters kept by triggers
+    (stepstream/http/dashboard/counters.py). Writes take those in one order
+    (update_states), which removes the common cycles, not every one (a restart,
+    two completions in one write). PostgreSQL breaks a cycle by aborting one
+    transaction; nothing of it was committed or sent (on-commit callbacks are
+    dropped with it), so running it again is safe. Inside an enclosing
+    transaction nothing is retried: that one is lost too.
+    """
+
+    @functools.wraps(write)
+    def run(*args, **kwargs):
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return write(*args, **kwargs)
+            except OperationalError as e:
+                code = getattr(e.__cause__, "sqlstate", None)
+                if code not in _RETRYABLE or attempt == ATTEMPTS or connection.in_atomic_block:
+                    raise
+                time.sleep(random.uniform(0, 0.02 * attempt))  # let the winner commit first
+
+    return run
 
 
 def db_uuid(value: uuid.UUID):
@@ -331,30 +367,32 @@ def insert_instance(person_id: int, instance: InstanceRow, steps: list[StepRow],
             "id, instance_id, identifier, name, position, state",
             [
                 [db_uuid(s.id), instance_id, s.identifier, s.name, s.position, s.state]
-                for s in steps
+                for s in sorted(steps, key=_by_identifier)  # the order of update_states
             ],
         )
 
 
 def update_states(instance: InstanceRow | None, steps: list[StepRow]) -> None:
+    """Writes changed states: the instance first, then its steps by identifier.
+
+    The order is the order in which the counter triggers lock their rows (the
+    flow's row has identifier ''), so two people's writes on one flow lock
+    shared counters in one order and cannot deadlock on them.
+    """
     with connection.cursor() as c:
         if instance is not None:
             c.execute(
                 f"UPDATE {I} SET state = %s WHERE id = %s", [instance.state, db_uuid(instance.id)]
             )
         if steps:
-            cases, ids = [], []
-            for s in steps:
-                cases += [db_uuid(s.id), s.state]
-                ids.append(db_uuid(s.id))
-            c.execute(
-                f"UPDATE {S} SET state = CASE id "
-                + " ".join(["WHEN %s THEN %s"] * len(steps))
-                + " END WHERE id IN ("
-                + ", ".join(["%s"] * len(ids))
-                + ")",
-                cases + ids,
+            c.executemany(
+                f"UPDATE {S} SET state = %s WHERE id = %s",
+                [[s.state, db_uuid(s.id)] for s in sorted(steps, key=_by_identifier)],
             )
+
+
+def _by_identifier(step: StepRow) -> str:
+    return step.identifier
 
 
 def append_log(person: PersonRow, rows: list[tuple]) -> None:

@@ -67,8 +67,9 @@ def create(environment: Environment, body) -> dict:
     return {**describe(hook), "secret": hook.secret}
 
 
-def get(environment: Environment, hook_id) -> Webhook:
-    hook = Webhook.objects.filter(environment=environment, pk=int(hook_id)).first()
+def get(environment: Environment, hook_id, lock: bool = False) -> Webhook:
+    rows = Webhook.objects.select_for_update() if lock else Webhook.objects
+    hook = rows.filter(environment=environment, pk=int(hook_id)).first()
     if hook is None:
         raise NotFound(f"No webhook {hook_id} in this environment.")
     return hook
@@ -79,7 +80,13 @@ def listing(environment: Environment) -> list[dict]:
 
 
 def delete(environment: Environment, hook_id) -> None:
-    get(environment, hook_id).delete()
+    """Deletes a webhook and its attempt log.
+
+    The row is locked first: a worker saving a batch holds it, and its new
+    attempt rows would otherwise reference a webhook deleted under them.
+    """
+    with transaction.atomic():
+        get(environment, hook_id, lock=True).delete()
 
 
 def enable(environment: Environment, hook_id) -> dict:

@@ -105,7 +105,8 @@ def save_position(hook_id, owner, xid, row_id, attempts, prune, recovered) -> bo
         moved = Webhook.objects.filter(
             pk=hook_id, lease_owner=owner, state="enabled", lease_until__gt=timezone.now()
         ).update(**changes)
-        _save_attempts(hook_id, attempts, prune)
+        if moved:  # the row is locked now: a concurrent delete waits for this commit
+            _save_attempts(hook_id, attempts, prune)
     return bool(moved)
 
 
@@ -114,6 +115,8 @@ def note_failure(hook_id, attempts) -> bool:
     now = timezone.now()
     window = timedelta(hours=_conf("WEBHOOK_RETRY_HOURS"))
     with transaction.atomic():
+        if not Webhook.objects.select_for_update().filter(pk=hook_id).exists():
+            return False  # deleted meanwhile: nothing to record
         _save_attempts(hook_id, attempts, False)
         Webhook.objects.filter(pk=hook_id, failing_since__isnull=True).update(failing_since=now)
         disabled = Webhook.objects.filter(
