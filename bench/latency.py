@@ -1,7 +1,7 @@
 """Commit-to-receipt latency of one change to one subscriber, through the Python client.
 
 Starts a real `stepstream serve` (embedded SQLite unless DATABASE_URL is
-set), follows a person with `stepstream.client.Client` (snapshot, then
+set), follows a person with `stepstream_client.Client` (snapshot, then
 subscriptions), then makes N changes one at a time through the client's
 `transition` and measures, for each event, receipt time minus the event's
 `occurred_at` (stamped inside the engine's transaction, just before commit:
@@ -19,9 +19,9 @@ import tempfile
 import time
 
 from bench.targets import BENCH_SERVER_ENV
-from stepstream.client import Client
 from stepstream.testing.flows import LOOP_FLOW, occurred_at
 from stepstream.testing.servers import Server
+from stepstream_client import Client
 
 
 async def follow(server: Server, key: str, changes: int) -> list[float]:

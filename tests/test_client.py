@@ -1,4 +1,4 @@
-"""The Python client (stepstream.client) against real `stepstream serve` processes.
+"""The Python client (stepstream_client) against real `stepstream serve` processes.
 
 What a user of the client relies on: it shows the person's state as the
 server has it, moves on when a transition is called from anywhere, and, when
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from stepstream.client import Client, StepstreamError, connect
 from stepstream.testing.flows import states
 from stepstream.testing.servers import Server
+from stepstream_client import Client, StepstreamError, connect
 from tests.conftest import LOOP_FLOW
 
 

@@ -8,8 +8,8 @@ import uuid
 import jwt
 import pytest
 
-from stepstream.client import Client, StepstreamError, connect
 from stepstream.testing.flows import states
+from stepstream_client import Client, StepstreamError, connect
 from tests.conftest import LOOP_FLOW
 
 

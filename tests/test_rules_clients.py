@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from stepstream.client import StepstreamError, connect
+from stepstream_client import StepstreamError, connect
 
 CHECKLIST = {
     "identifier": "checklist",

@@ -2,10 +2,14 @@
 
 For every engine action: take get_state, run the action, apply the events the
 subscriber received to the snapshot, and check the result equals a fresh
-get_state. Each event's previous_state must also match the state it replaces.
+get_state. The events are applied by the Python client's own merging
+(stepstream_client.state.PersonState), so this checks the code clients run.
+Each event's previous_state must also match the state it replaces.
 """
 
 import pytest
+
+from stepstream_client.state import FlowState, PersonState
 
 BRANCHING = {
     "identifier": "branching",
@@ -31,23 +35,77 @@ BRANCHING = {
 }
 
 
-def _states(snapshot: dict) -> dict:
-    states = {}
-    for instance in snapshot["flows"]:
-        states[("flow", instance["id"])] = instance["state"]
-        for step in instance["steps"]:
-            states[("step", step["id"])] = step["state"]
-    return states
+def _held(flows: dict[str, FlowState]) -> dict:
+    """What a client holds: flow -> (instance id, its state, {step id: state})."""
+    return {f: (i.id, i.state, {s.id: s.state for s in i.steps}) for f, i in flows.items()}
 
 
-def _apply(states: dict, events: list[dict]) -> dict:
-    states = dict(states)
-    for event in events:
-        data = event["data"]
-        key = (data["entity"], data["id"])
-        assert states.get(key, "inactive") == data["previous_state"], data
-        states[key] = data["state"]
-    return states
+def _server(instances: list[dict]) -> dict:
+    """The same shape, from get_state's flows."""
+    return {
+        i["flow"]: (i["id"], i["state"], {s["id"]: s["state"] for s in i["steps"]})
+        for i in instances
+    }
+
+
+def _holds(state: PersonState, change: dict) -> str | None:
+    """The state the client holds for the change's item; None if it lacks its instance."""
+    flow = state.flows.get(change["flow"])
+    if flow is None or flow.id != change["flow_id"]:
+        return None
+    if change["entity"] == "flow":
+        return flow.state
+    return next((s.state for s in flow.steps if s.id == change["id"]), None)
+
+
+def _replay(snapshot: dict, changes: list[dict]) -> PersonState:
+    """A client's state: ``snapshot``, then each change, checked against what it replaces."""
+    state = PersonState()
+    state.apply_snapshot(snapshot, replace=True)
+    state.resume_from(snapshot["seq"])
+    for change in changes:
+        assert change["cause"]["kind"] in ("call", "automatic", "start_when"), change
+        held = _holds(state, change)
+        if held is not None:
+            assert held == change["previous_state"], change
+        applied = state.apply_event(change)
+        assert applied.new, change
+        # an instance the client lacks (started or restarted since): the change waits
+        assert applied.needs_snapshot == (held is None), change
+        assert applied.changed == (() if held is None else (change["flow"],)), change
+    return state
+
+
+def _as_started(instance: dict) -> dict:
+    """An instance as it was when it started: everything inactive."""
+    steps = [{**s, "state": "inactive"} for s in instance["steps"]]
+    return {**instance, "state": "inactive", "steps": steps}
+
+
+def _agree(before: dict, events: list[dict], after: dict) -> None:
+    """The events, applied to ``before`` as the client applies them, make ``after``."""
+    changes = [e["data"] for e in events]
+    state = _replay(before, changes)
+    fresh = {i["flow"]: i for i in after["flows"]}
+    new = {f for f, i in fresh.items() if f not in state.flows or state.flows[f].id != i["id"]}
+    # the instances the client held: the events alone bring them where the server is
+    held = {f: i for f, i in state.flows.items() if f not in new}
+    assert _held(held) == _server([i for f, i in fresh.items() if f not in new])
+    # instances started (or put in place by a restart) since: their events wait for
+    # a snapshot, and they agree with the instance as it started
+    assert {c["flow_id"] for c in state.unplaced} == {fresh[f]["id"] for f in new}
+    assert state.needs_snapshot == bool(new)
+    if new:
+        waiting = list(state.unplaced)
+        started = {
+            "seq": waiting[0]["seq"] - 1,
+            "flows": [_as_started(fresh[f]) for f in sorted(new)],
+        }
+        assert _held(_replay(started, waiting).flows) == _server([fresh[f] for f in sorted(new)])
+    # the snapshot the client then takes puts them in place; nothing waits any more
+    applied = state.apply_snapshot(after, replace=False)
+    assert not applied.needs_snapshot and not state.unplaced
+    assert _held(state.flows) == _server(after["flows"])
 
 
 @pytest.fixture
@@ -60,15 +118,12 @@ def verify(ws, person_key):
         ws.events.clear()
         act()
         after = ws.request("get_state", {"person_key": person_key})["data"]
-        events = ws.wait_seq(after["seq"])
+        events = ws.wait_seq(after["seq"]) if after["seq"] > before["seq"] else []
         ws.quiet(0.1)
         assert [e["data"]["seq"] for e in events] == list(
             range(before["seq"] + 1, after["seq"] + 1)
         )
-        applied = _apply(_states(before), events)
-        fresh = _states(after)
-        assert {k: applied.get(k, "inactive") for k in fresh} == fresh
-        assert set(applied) <= set(fresh)
+        _agree(before, events, after)
         return events
 
     return verify_action
@@ -112,7 +167,8 @@ def test_every_engine_action_sends_events_that_agree_with_state(verify, ws, rest
 
 
 # Rules: track sets off starts and automatic transitions; restart replaces an instance.
-# A client keeps one instance per flow: an event with a new flow_id for a flow replaces it.
+# A client keeps one instance per flow: events with a new flow_id wait for the snapshot
+# that replaces it.
 CHECKLIST = {
     "identifier": "checklist",
     "start_when": "has(events.signed_up)",
@@ -130,50 +186,8 @@ CHECKLIST = {
 }
 
 
-def _by_flow(snapshot: dict) -> dict:
-    return {
-        i["flow"]: (i["id"], {("flow", i["id"]): i["state"]} | _states({"flows": [i]}))
-        for i in snapshot["flows"]
-    }
-
-
-def _apply_replacing(by_flow: dict, events: list[dict]) -> dict:
-    by_flow = {flow: (iid, dict(states)) for flow, (iid, states) in by_flow.items()}
-    for event in events:
-        data = event["data"]
-        assert data["cause"]["kind"] in ("call", "automatic", "start_when"), data
-        iid, states = by_flow.get(data["flow"], (None, {}))
-        if iid != data["flow_id"]:
-            iid, states = data["flow_id"], {}
-            by_flow[data["flow"]] = (iid, states)
-        key = (data["entity"], data["id"])
-        assert states.get(key, "inactive") == data["previous_state"], data
-        states[key] = data["state"]
-    return by_flow
-
-
-def test_track_and_restart_send_events_that_agree_with_state(ws, rest, person_key):
+def test_track_and_restart_send_events_that_agree_with_state(verify, ws, rest, person_key):
     rest.post("/flows", json=CHECKLIST)
-    ws.subscribe(person_key, "flow")
-    ws.subscribe(person_key, "step")
-
-    def verify(act) -> list[dict]:
-        before = ws.request("get_state", {"person_key": person_key})["data"]
-        ws.events.clear()
-        act()
-        after = ws.request("get_state", {"person_key": person_key})["data"]
-        events = ws.wait_seq(after["seq"]) if after["seq"] > before["seq"] else []
-        ws.quiet(0.1)
-        assert [e["data"]["seq"] for e in events] == list(
-            range(before["seq"] + 1, after["seq"] + 1)
-        )
-        applied = _apply_replacing(_by_flow(before), events)
-        fresh = _by_flow(after)
-        assert set(applied) == set(fresh)
-        for flow, (iid, states) in fresh.items():
-            assert applied[flow][0] == iid
-            assert {k: applied[flow][1].get(k, "inactive") for k in states} == states
-        return events
 
     def ws_call(action, **data):
         def act():

@@ -205,9 +205,11 @@ def parser() -> argparse.ArgumentParser:
     from stepstream.cli.keys import add_parser as add_keys_parser
 
     add_keys_parser(sub)
-    from stepstream.watch import add_subcommand as add_watch
+    from stepstream_client.watch import add_subcommand as add_watch
 
-    add_watch(sub)  # `stepstream watch`: a person's flows live in the terminal (watch.py)
+    # `stepstream watch`: a person's flows live in the terminal, the client package's
+    # `stepstream-watch` (clients/python/stepstream_client/watch.py)
+    add_watch(sub)
     return p
 
 

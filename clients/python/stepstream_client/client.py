@@ -4,7 +4,7 @@ The same client as the browser SDK (``/static/stepstream.js``), built on the
 ``websockets`` library::
 
     import asyncio
-    from stepstream.client import connect
+    from stepstream_client import connect
 
 
     async def main():
@@ -26,26 +26,29 @@ nothing is missed between them. Each entity keeps its own resume point
 step remembers the ``seq`` of the last change applied to it, so a late or
 repeated event never moves a state backwards. After a disconnect the client
 reconnects with jittered exponential backoff and resubscribes from its resume
-points; if the person's log restarted (409) it takes a fresh snapshot.
+points; if the person's log restarted (409) it takes a fresh snapshot. The
+merging itself is :class:`~stepstream_client.state.PersonState`'s, pure and
+synchronous: this module feeds it what the socket brings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import itertools
 import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .state import ENTITIES, Applied, Entity, FlowState, PersonState, StateChange, StepState
 
 __all__ = [
     "Client",
@@ -58,10 +61,10 @@ __all__ = [
     "websocket_url",
 ]
 
+# the name it always had, so logging set up for it keeps working
 logger = logging.getLogger("stepstream.client")
 
 Status = Literal["connecting", "live", "reconnecting", "closed"]
-Entity = Literal["flow", "step"]
 TokenSource = str | Callable[[], str | Awaitable[str]]
 
 #: Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"):
@@ -70,68 +73,6 @@ FATAL_CLOSE_CODES = {
     4401: ("invalid_key", 401, "invalid key"),
     4403: ("revoked", 403, "the key was revoked or this origin is refused"),
 }
-ENTITIES: tuple[Entity, Entity] = ("flow", "step")
-
-
-class StateChange(TypedDict):
-    """One ``state_change`` event's ``data``, as the server sends it."""
-
-    entity: Entity
-    id: str
-    identifier: str
-    state: str
-    previous_state: str
-    seq: int
-    person_key: str
-    flow: str
-    flow_id: str
-    occurred_at: str
-    epoch: str
-    #: why it happened: {"kind": "call" | "automatic" | "start_when", ...} (docs/rules.md)
-    cause: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class StepState:
-    """A step instance of a flow instance."""
-
-    id: str
-    identifier: str
-    name: str
-    state: str  # "inactive" | "active" | "completed"
-
-
-@dataclasses.dataclass(frozen=True)
-class FlowState:
-    """A flow instance of the person; replaced (never mutated) when it changes."""
-
-    id: str
-    flow: str
-    version: int
-    state: str  # "active" | "inactive" | "completed" | "exited"
-    steps: tuple[StepState, ...]
-    seq: int  # the latest change this copy reflects
-
-    def step(self, identifier: str) -> StepState | None:
-        return next((s for s in self.steps if s.identifier == identifier), None)
-
-    @property
-    def active_steps(self) -> list[StepState]:
-        return [s for s in self.steps if s.state == "active"]
-
-    @classmethod
-    def from_instance(cls, instance: dict[str, Any], seq: int) -> FlowState:
-        return cls(
-            id=instance["id"],
-            flow=instance["flow"],
-            version=instance["version"],
-            state=instance["state"],
-            steps=tuple(
-                StepState(s["id"], s["identifier"], s.get("name", ""), s["state"])
-                for s in instance["steps"]
-            ),
-            seq=seq,
-        )
 
 
 class StepstreamError(Exception):
@@ -232,9 +173,8 @@ class Client:
             raise ValueError("person_key is required")
         self.url = websocket_url(url, key)
         self.person_key = person_key
-        self.flows: dict[str, FlowState] = {}
-        #: Resume points: the last ``seq`` received on each subscription.
-        self.seq: dict[str, int] = {"flow": 0, "step": 0}
+        # the person's flows and the resume points: the merging rules are PersonState's
+        self._state = PersonState()
         #: The life of the person's log the resume points belong to (``get_state``'s ``epoch``).
         self.epoch: str | None = None
         self.status: Status = "connecting"
@@ -251,8 +191,6 @@ class Client:
         self._request_timeout = request_timeout
         self._heartbeat = heartbeat
         self._origin = origin
-        self._item_seq: dict[str, int] = {}
-        self._unplaced: list[StateChange] = []
         self._refresh_task: asyncio.Task | None = None
         self._refresh_again = False
         self._snapshotted = False
@@ -299,6 +237,16 @@ class Client:
         await self.close()
 
     # -- reading state -----------------------------------------------------
+
+    @property
+    def flows(self) -> dict[str, FlowState]:
+        """The person's flow instances, by flow identifier."""
+        return self._state.flows
+
+    @property
+    def seq(self) -> dict[str, int]:
+        """Resume points: the last ``seq`` received on each subscription."""
+        return self._state.seq
 
     def flow(self, identifier: str) -> FlowState | None:
         """The person's instance of that flow, or None if they have none (yet)."""
@@ -459,7 +407,7 @@ class Client:
             await self._subscribe(ws)
             self._ever_live = True
             self._set_status("live")
-            if self._unplaced:  # a refresh lost with the previous connection
+            if self._state.needs_snapshot:  # a refresh lost with the previous connection
                 self._refresh_soon()
             await reader
         finally:
@@ -522,7 +470,7 @@ class Client:
         self.epoch = state.get("epoch")
         start = self._replay_from if not restarted else None
         resume = start if start is not None and 0 <= start < state["seq"] else state["seq"]
-        self.seq = {"flow": resume, "step": resume}
+        self._state.resume_from(resume)
         self._snapshotted = True
 
     async def _subscribe_both(self) -> None:
@@ -645,91 +593,21 @@ class Client:
     # -- applying changes ----------------------------------------------------
 
     def _apply_event(self, change: StateChange) -> None:
-        entity = change.get("entity")
-        if entity not in self.seq or change["seq"] <= self.seq[entity]:
-            return  # seen already
-        self.seq[entity] = change["seq"]
-        if not self._place(change):
-            # a flow instance started after our snapshot: its steps come with a fresh one
-            self._unplaced.append(change)
-            self._refresh_soon()
+        applied = self._state.apply_event(change)
+        if not applied.new:
+            return
+        self._changed(applied)
         for callback in list(self._event_callbacks):
             callback(change)
         for queue in self._streams:
             queue.put_nowait(change)
         self._wake()
 
-    def _place(self, change: StateChange) -> bool:
-        """Applies one change to ``flows``; False if its flow instance is unknown."""
-        flow = self.flows.get(change["flow"])
-        if flow is None or flow.id != change["flow_id"]:
-            return False
-        item = flow.id if change["entity"] == "flow" else change["id"]
-        if change["seq"] <= self._item_seq.get(item, -1):
-            return True  # older than what we hold
-        if change["entity"] == "flow":
-            updated = dataclasses.replace(flow, state=change["state"])
-        elif any(s.id == item for s in flow.steps):
-            steps = tuple(
-                dataclasses.replace(s, state=change["state"]) if s.id == item else s
-                for s in flow.steps
-            )
-            updated = dataclasses.replace(flow, steps=steps)
-        else:
-            return False
-        self._item_seq[item] = change["seq"]
-        self.flows[change["flow"]] = dataclasses.replace(updated, seq=max(flow.seq, change["seq"]))
-        self._changed(change["flow"])
-        return True
-
     def _apply_instance(self, instance: dict[str, Any], seq: int) -> None:
-        """Merges one flow instance read at ``seq``; items changed later keep their state."""
-        known = self.flows.get(instance["flow"])
-        same = known is not None and known.id == instance["id"]
-
-        def fresh(item: str) -> bool:
-            return not same or seq > self._item_seq.get(item, -1)
-
-        theirs = FlowState.from_instance(instance, seq)
-        mine = {s.id: s for s in known.steps} if same else {}
-        steps = []
-        for step in theirs.steps:
-            if step.id in mine and not fresh(step.id):
-                steps.append(mine[step.id])
-            else:
-                self._item_seq[step.id] = seq
-                steps.append(step)
-        state = theirs.state
-        if fresh(theirs.id):
-            self._item_seq[theirs.id] = seq
-        else:
-            state = known.state
-        updated = dataclasses.replace(
-            theirs, state=state, steps=tuple(steps), seq=max(known.seq if same else 0, seq)
-        )
-        if same and updated.state == known.state and updated.steps == known.steps:
-            return
-        self.flows[theirs.flow] = updated
-        self._changed(theirs.flow)
+        self._changed(self._state.apply_instance(instance, seq))
 
     def _apply_snapshot(self, state: dict[str, Any], replace: bool) -> None:
-        if replace:
-            self.flows.clear()
-            self._item_seq.clear()
-            self._unplaced = []
-        present = {f["flow"] for f in state["flows"]}
-        for instance in state["flows"]:
-            self._apply_instance(instance, state["seq"])
-        for identifier, flow in list(self.flows.items()):
-            if identifier not in present and flow.seq <= state["seq"]:
-                del self.flows[identifier]
-                self._changed(identifier)
-        waiting, self._unplaced = self._unplaced, []
-        for change in waiting:
-            if not self._place(change) and change["seq"] > state["seq"]:
-                self._unplaced.append(change)
-        if self._unplaced:
-            self._refresh_soon()
+        self._changed(self._state.apply_snapshot(state, replace=replace))
         self._wake()
 
     def _refresh_soon(self) -> None:
@@ -744,7 +622,7 @@ class Client:
                 logger.warning("stepstream: refresh failed: %s", e)
             finally:
                 self._refresh_task = None
-                if self._refresh_again and self._unplaced:
+                if self._refresh_again and self._state.needs_snapshot:
                     self._refresh_again = False
                     self._refresh_soon()
 
@@ -752,9 +630,13 @@ class Client:
 
     # -- notifications -------------------------------------------------------
 
-    def _changed(self, flow: str) -> None:
-        for callback in list(self._change_callbacks):
-            callback(flow)
+    def _changed(self, applied: Applied) -> None:
+        """Tells the ``on_change`` callbacks; asks for a snapshot if events wait for one."""
+        for flow in applied.changed:
+            for callback in list(self._change_callbacks):
+                callback(flow)
+        if applied.needs_snapshot:
+            self._refresh_soon()
 
     def _set_status(self, status: Status) -> None:
         if status == self.status:

@@ -1,8 +1,13 @@
 """`stepstream watch`: one person's flows and steps as a live table in the terminal.
 
     stepstream watch --url http://127.0.0.1:8000 --key pk_... --person demo-user
+    stepstream-watch --url http://127.0.0.1:8000 --key pk_... --person demo-user
 
-Uses the Python client (stepstream.client) with the publishable key, like a
+The same command in the server's command line and on its own, for the client
+distribution alone (`pip install "./clients/python[watch]"`; the table is
+drawn with `rich`, its one extra dependency).
+
+Uses the Python client (stepstream_client) with the publishable key, like a
 browser would: a snapshot, then both subscriptions; it reconnects by itself
 when the server goes away. The table redraws as events arrive and each event
 is printed as a line above it. Ctrl-C stops it (exit code 0). It never
@@ -15,8 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
+import sys
 
 STATE_STYLES = {
     "active": "bold cyan",
@@ -27,13 +34,24 @@ STATE_STYLES = {
 STATUS_STYLES = {"live": "green", "connecting": "yellow", "reconnecting": "yellow", "closed": "red"}
 
 
+HELP = "show a person's flows and steps live in the terminal"
+DESCRIPTION = "Shows one person's flows and steps as a live table; Ctrl-C stops."
+
+
 def add_subcommand(subparsers) -> None:
     """Registers `watch` on the `stepstream` command line."""
-    p = subparsers.add_parser(
-        "watch",
-        help="show a person's flows and steps live in the terminal",
-        description="Shows one person's flows and steps as a live table; Ctrl-C stops.",
-    )
+    add_arguments(subparsers.add_parser("watch", help=HELP, description=DESCRIPTION))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`stepstream-watch`: the same command, for the client distribution alone."""
+    p = argparse.ArgumentParser(prog="stepstream-watch", description=DESCRIPTION)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--key", required=True, help="the environment's publishable key (pk_...)")
     p.add_argument("--person", required=True, help="the person's person_key")
@@ -46,6 +64,13 @@ def add_subcommand(subparsers) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("rich") is None:  # the client alone was installed without it
+        print(
+            "stepstream watch draws its table with rich, which is not installed here: "
+            'pip install rich (or the client with it: pip install "./clients/python[watch]")',
+            file=sys.stderr,
+        )
+        return 2
     try:
         return asyncio.run(watch(args))
     except KeyboardInterrupt:  # Ctrl-C before the handler was in place
@@ -108,7 +133,7 @@ async def watch(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from stepstream.client import Client
+    from stepstream_client.client import Client
 
     # the status is in the table; the client's own log lines would only garble it
     logging.getLogger("stepstream.client").setLevel(logging.CRITICAL)
