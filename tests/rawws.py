@@ -39,33 +39,42 @@ class RawWs:
         self.sock.sendall(header + mask + masked)
 
     def read_all(self, timeout: float = 10.0) -> tuple[list[dict], int | None]:
-        """Reads until the server closes: (the JSON messages, the close code or None)."""
+        """Reads until a close frame or the end: (the JSON messages, the close code or None).
+
+        Returns at the close frame without waiting for the server to end the
+        TCP connection (it waits a while for our closing handshake first).
+        """
         self.sock.settimeout(timeout)
-        try:
-            while chunk := self.sock.recv(1 << 16):
-                self.buffer += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        messages, close_code, data = [], None, self.buffer
-        while len(data) >= 2:
-            opcode, length, offset = data[0] & 0x0F, data[1] & 0x7F, 2
-            if length == 126:
-                if len(data) < 4:
+        messages: list[dict] = []
+        data = memoryview(self.buffer)
+        pending = b""
+        while True:
+            while len(data) >= 2:
+                opcode, length, offset = data[0] & 0x0F, data[1] & 0x7F, 2
+                if length == 126:
+                    if len(data) < 4:
+                        break
+                    length, offset = struct.unpack("!H", data[2:4])[0], 4
+                elif length == 127:
+                    if len(data) < 10:
+                        break
+                    length, offset = struct.unpack("!Q", data[2:10])[0], 10
+                if len(data) < offset + length:
                     break
-                length, offset = struct.unpack("!H", data[2:4])[0], 4
-            elif length == 127:
-                if len(data) < 10:
-                    break
-                length, offset = struct.unpack("!Q", data[2:10])[0], 10
-            if len(data) < offset + length:
-                break
-            payload, data = data[offset : offset + length], data[offset + length :]
-            if opcode == 0x1:
-                messages.append(orjson.loads(payload))
-            elif opcode == 0x8:
-                close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                break
-        return messages, close_code
+                payload, data = data[offset : offset + length], data[offset + length :]
+                if opcode == 0x1:
+                    messages.append(orjson.loads(payload))
+                elif opcode == 0x8:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    return messages, code
+            pending = bytes(data)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except (TimeoutError, ConnectionResetError):
+                chunk = b""
+            if not chunk:
+                return messages, None
+            data = memoryview(pending + chunk)
 
     def close(self) -> None:
         self.sock.close()

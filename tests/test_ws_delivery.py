@@ -3,6 +3,7 @@
 import threading
 import time
 
+import httpx
 import pytest
 
 from tests.rawws import RawWs
@@ -116,6 +117,17 @@ def test_resubscribing_with_an_earlier_since_seq_sends_only_what_was_not_sent(ws
     assert len(ws.seqs()) == len(set(ws.seqs()))
 
 
+def _open_sockets(server) -> float:
+    """The server's stepstream_connections gauge (/metrics needs no key from loopback)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.url + "/metrics").text
+    family = next(
+        f for f in text_string_to_metric_families(text) if f.name == "stepstream_connections"
+    )
+    return family.samples[0].value
+
+
 @pytest.fixture
 def slow_server(tmp_path):
     from stepstream.testing.servers import Server
@@ -137,10 +149,6 @@ def test_a_client_too_slow_is_closed_with_4408_and_resumes_without_loss(slow_ser
         ],
     }
     with slow_server.rest(keys["secret_key"]) as rest:
-        assert rest.post("/flows", json=flow).status_code == 201
-        for i in range(30):
-            flow["identifier"] = f"long{i}"
-            assert rest.post("/flows", json=flow).status_code == 201
         rest.put("/people/slowpoke", json={"data": {}})
         reader = RawWs(slow_server.port, keys["publishable_key"])
         reader.send_json(
@@ -151,8 +159,14 @@ def test_a_client_too_slow_is_closed_with_4408_and_resumes_without_loss(slow_ser
             }
         )
         time.sleep(0.3)
-        for i in range(30):  # 30 x 800 step events, not read while they are sent
+        # up to 30 x 800 step events, not read while they are sent, until the server lets
+        # the socket go (about 3 MB fill the socket buffers, the transport and the outbox)
+        for i in range(30):
+            flow["identifier"] = f"long{i}"
+            assert rest.post("/flows", json=flow).status_code == 201
             assert rest.post("/people/slowpoke/flows", json={"flow": f"long{i}"}).status_code == 201
+            if i >= 3 and _open_sockets(slow_server) == 0:
+                break
         total = rest.get("/people/slowpoke/flows").json()[0]["seq"]
     messages, close_code = reader.read_all()
     reader.close()
