@@ -249,8 +249,7 @@ _STEP_COLUMNS = (
 
 def _step_row(r) -> StepRow:
     """A StepRow from columns 3 onwards of a row selecting _STEP_COLUMNS after three others."""
-    activated = r[8] if r[8] is None else _datetime_from_db(r[8])
-    return StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7], activated, r[9])
+    return StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7], _datetime_from_db(r[8]), r[9])
 
 
 def active_steps(person_id: int, flow_identifiers: list[str]) -> dict[str, set[str]]:
