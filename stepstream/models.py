@@ -185,9 +185,32 @@ class StepInstance(models.Model):
     name = models.CharField(max_length=255, blank=True, default="")
     position = models.PositiveIntegerField()
     state = models.CharField(max_length=10, choices=[(s, s) for s in STEP_STATES])
+    # For analytics (stepstream/engine/analytics.py), written by the engine with the state:
+    # the instance's flow version (copied, so a version's completions are found through
+    # one index without a join), when the step first became active, and the seconds from
+    # then to its first completion (set once; null until it completes).
+    flow = models.ForeignKey(
+        Flow,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        related_name="+",
+    )
+    activated_at = models.DateTimeField(null=True)
+    seconds_to_complete = models.FloatField(null=True)
 
     class Meta:
         ordering = ["instance", "position"]
+        indexes = [
+            # only completed step instances: a version's completions per step, in
+            # duration order (counts and exact medians); costs nothing before completion
+            models.Index(
+                fields=["flow", "identifier", "seconds_to_complete"],
+                name="step_completions",
+                condition=models.Q(seconds_to_complete__isnull=False),
+            )
+        ]
 
     def __str__(self):
         return self.identifier

@@ -1,41 +1,49 @@
 """Flow analytics against a history whose numbers are counted by hand."""
 
-from datetime import timedelta
+import random
+import statistics
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from stepstream import engine
-from stepstream.engine import flows, people
-from stepstream.models import StateChange
+from stepstream.engine import analytics, flows, log, people
 from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
 
-
-def at(env, key, identifier, state, when):
-    """Moves a logged change to a known time, so medians are known."""
-    StateChange.objects.filter(
-        person__environment=env, person__person_key=key, identifier=identifier, state=state
-    ).update(occurred_at=when)
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def history(env, linear_flow):
+def clock(monkeypatch):
+    """The engine's clock, set by the test: `clock(s)` makes the next changes happen at T0 + s."""
+    now = SimpleNamespace(at=T0)
+    monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: now.at))
+
+    def set_to(seconds: float) -> None:
+        now.at = T0 + timedelta(seconds=seconds)
+
+    return set_to
+
+
+@pytest.fixture
+def history(env, linear_flow, clock):
     """a: welcome; b: welcome->profile; c: to the end; d: paused; e: exited; f: deleted."""
+    clock(0)
     for key in "abcdef":
         people.put(env, key, {})
         engine.do_start_flow(env, key, "onboarding")
-    for key in "bcf":
+    clock(10)
+    for key in "bf":
         engine.do_transition(env, key, "onboarding", "next")
+    clock(30)
     engine.do_transition(env, "c", "onboarding", "next")
+    clock(34)
+    engine.do_transition(env, "c", "onboarding", "next")
+    clock(50)
     engine.do_flow_action(env, "d", "onboarding", "pause")
     engine.do_flow_action(env, "e", "onboarding", "exit")
-    people.delete(env, "f")
-    t0 = StateChange.objects.order_by("occurred_at").first().occurred_at
-    for key in "abcde":
-        at(env, key, "welcome", "active", t0)
-    at(env, "b", "welcome", "completed", t0 + timedelta(seconds=10))
-    at(env, "c", "welcome", "completed", t0 + timedelta(seconds=30))
-    at(env, "c", "profile", "active", t0 + timedelta(seconds=30))
-    at(env, "c", "profile", "completed", t0 + timedelta(seconds=34))
+    people.delete(env, "f")  # its 10 s would make welcome's median 10
     return env
 
 
@@ -85,21 +93,161 @@ def test_versions(api, history, env):
     assert api.get("/api/v1/flows/nope/analytics").status_code == 404
 
 
-def test_a_step_completed_several_times_counts_once_and_each_time_for_the_median(api, env):
+def test_a_step_completed_again_counts_once_with_its_first_time(api, env, clock):
+    """a's times to first completion are 5, 7 and 100 s: the median is 7, whatever came after."""
     flows.publish(env, LOOP_FLOW)
-    people.put(env, "l", {})
-    engine.do_start_flow(env, "l", "loop")
-    for transition in ("go", "flip", "flip", "flip"):
-        engine.do_transition(env, "l", "loop", transition)
+    for key, first in (("l", 5), ("m", 100), ("n", 7)):
+        clock(0)
+        people.put(env, key, {})
+        engine.do_start_flow(env, key, "loop")
+        engine.do_transition(env, key, "loop", "go")  # a active at 0
+        clock(first)
+        engine.do_transition(env, key, "loop", "flip")  # a completed, b active
+        clock(first + 1000)
+        engine.do_transition(env, key, "loop", "flip")  # b completed, a active again
+        clock(first + 1001)
+        engine.do_transition(env, key, "loop", "flip")  # a completed again, after 1 s
+    clock(2000)
+    engine.do_transition(env, "n", "loop", "flip")  # n: a active once more
     steps = {s["identifier"]: s for s in api.get("/api/v1/flows/loop/analytics").json()["steps"]}
-    assert steps["a"]["reached"] == 1 and steps["a"]["completed"] == 1
-    assert steps["b"]["active"] == 1 and steps["b"]["completed"] == 1
-    assert steps["begin"]["completed"] == 1 and steps["begin"]["active"] == 0
+    assert steps["a"] == {
+        "identifier": "a",
+        "reached": 3,
+        "active": 1,
+        "completed": 3,
+        "median_seconds_to_complete": 7.0,
+    }
+    assert steps["b"] == {
+        "identifier": "b",
+        "reached": 3,
+        "active": 2,
+        "completed": 3,
+        "median_seconds_to_complete": 1000.0,
+    }
+    assert steps["begin"]["completed"] == 3 and steps["begin"]["active"] == 0
+
+
+def test_a_restarted_instance_counts_only_as_its_new_instance(api, env, linear_flow, clock):
+    """r's first instance completed welcome in 50 s; its new one has not: only s's 2 s counts."""
+    clock(0)
+    for key in "rs":
+        people.put(env, key, {})
+        engine.do_start_flow(env, key, "onboarding")
+    clock(2)
+    engine.do_transition(env, "s", "onboarding", "next")
+    clock(50)
+    engine.do_transition(env, "r", "onboarding", "next")
+    clock(60)
+    engine.do_restart(env, "r", "onboarding")
+    report = api.get("/api/v1/flows/onboarding/analytics").json()
+    assert report["instances"] == {
+        "active": 2,
+        "inactive": 0,
+        "completed": 0,
+        "exited": 0,
+        "total": 2,
+    }
+    assert report["steps"][:2] == [
+        {
+            "identifier": "welcome",
+            "reached": 2,
+            "active": 1,
+            "completed": 1,
+            "median_seconds_to_complete": 2.0,
+        },
+        {
+            "identifier": "profile",
+            "reached": 1,
+            "active": 1,
+            "completed": 0,
+            "median_seconds_to_complete": None,
+        },
+    ]
 
 
 def test_other_environments_flows_are_404(api, other_env, history):
-    from stepstream.engine import analytics
     from stepstream.errors import NotFound
 
     with pytest.raises(NotFound):
         analytics.report(other_env, "onboarding")
+
+
+def _from_the_log(flow) -> dict:
+    """The report as the log tells it, counted in Python: the current step instances' rows."""
+    from stepstream.models import FlowInstance, StateChange, StepInstance
+
+    instances = dict.fromkeys(("active", "inactive", "completed", "exited"), 0)
+    for state in FlowInstance.objects.filter(flow=flow).values_list("state", flat=True):
+        instances[state] += 1
+    instances["total"] = sum(instances.values())
+    steps = []
+    for identifier in flow.steps.order_by("position").values_list("identifier", flat=True):
+        reached = active = completed = 0
+        seconds = []
+        for step in StepInstance.objects.filter(instance__flow=flow, identifier=identifier):
+            rows = list(StateChange.objects.filter(object_id=step.id).order_by("seq"))
+            activations = [r.occurred_at for r in rows if r.state == "active"]
+            completions = [r.occurred_at for r in rows if r.state == "completed"]
+            reached += bool(activations)
+            active += step.state == "active"
+            if completions:
+                completed += 1
+                seconds.append((completions[0] - activations[0]).total_seconds())
+        steps.append(
+            {
+                "identifier": identifier,
+                "reached": reached,
+                "active": active,
+                "completed": completed,
+                "median_seconds_to_complete": (
+                    round(statistics.median(seconds), 3) if seconds else None
+                ),
+            }
+        )
+    return {
+        "flow": flow.identifier,
+        "version": flow.version,
+        "instances": instances,
+        "steps": steps,
+    }
+
+
+def test_a_random_history_agrees_with_the_log(env, clock):
+    """Starts, transitions, pauses, exits, restarts, deletions and new versions at random times
+    (to the microsecond): every version's report is what its log says."""
+    from stepstream.errors import StepstreamError
+    from stepstream.models import Flow
+
+    rng = random.Random(12)
+    flows.publish(env, LOOP_FLOW)
+    flows.publish(env, LINEAR_FLOW)
+    keys = [f"k{i}" for i in range(12)]
+    for key in keys:
+        people.put(env, key, {})
+    seconds = 0.0
+    for _ in range(800):
+        seconds += rng.randrange(1, 90_000_000) / 1e6
+        clock(seconds)
+        key, flow = rng.choice(keys), rng.choice(["loop", "onboarding"])
+        move = rng.random()
+        try:
+            if move < 0.2:
+                engine.do_start_flow(env, key, flow)
+            elif move < 0.75:
+                name = rng.choice(["go", "flip", "flip"]) if flow == "loop" else "next"
+                engine.do_transition(env, key, flow, name)
+            elif move < 0.82:
+                engine.do_flow_action(env, key, flow, rng.choice(["pause", "resume", "exit"]))
+            elif move < 0.9:
+                engine.do_restart(env, key, flow)
+            elif move < 0.92 and len(keys) > 6:
+                people.delete(env, key)
+                keys.remove(key)
+            elif move < 0.925:
+                flows.publish(env, LOOP_FLOW if flow == "loop" else LINEAR_FLOW)
+        except StepstreamError:
+            pass  # not allowed now (no instance, not active, ...): as a caller would meet it
+    versions = Flow.objects.filter(environment=env).order_by("identifier", "version")
+    assert len(versions) > 2
+    for flow in versions:
+        assert analytics.report(env, flow.identifier, flow.version) == _from_the_log(flow)

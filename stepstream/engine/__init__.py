@@ -58,7 +58,8 @@ class _Run:
 
     def set_step(self, identifier: str, state: str) -> None:
         step = self.by_identifier[identifier]
-        previous, step.state = step.state, state
+        previous = step.state
+        step.move(state, self.recorder.now)
         self.changed_steps[step.id] = step
         flow = self.instance.flow_identifier
         self.recorder.change("step", step.id, identifier, previous, state, flow, self.instance.id)

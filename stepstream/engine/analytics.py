@@ -1,28 +1,35 @@
 """Flow analytics: how many instances are in each state, how many reach and complete each step.
 
-Every number is an SQL aggregate over the current tables, so it is right
-after restarts and deletions (deleting a person deletes their instances and
-log, and they stop counting):
+A few rows and one index answer, whatever the number of instances (an
+aggregate over the log took 3.3 s with 100,000 instances; docs/performance.md):
 
-* instance states: `FlowInstance` grouped by state;
-* steps: one pass over the log's step rows of the version's instances,
-  grouped per step instance and then per step. A step instance's log rows
-  alternate `active` and `completed`, so it was *reached* if it has any row,
-  is *active now* if it has more activations than completions, and
-  *completed* if it has a completion; its time to complete is from its first
-  activation to its first completion, and the median is taken over those.
+* instance states, and per step `active` (now) and `reached`: the `StepCount`
+  rows that database triggers keep for the dashboard
+  (stepstream/http/dashboard/counters.py), summed over their shards. A step
+  instance leaves `inactive` only by becoming active and never goes back, so
+  it was reached if it is active or completed now;
+* per step `completed` (at least once) and the median time from first
+  activation to first completion: the step instances whose
+  `seconds_to_complete` is set (the engine sets it once, at the first
+  completion: store.StepRow.move), through the partial index
+  `step_completions` on (flow version, step, seconds): a count per step, then
+  the middle one or two values read at their offset in the index's order.
+
+Only current rows count: a restart deletes the old instance's rows, deleting
+a person deletes theirs, and the triggers take both out of the counters. All
+of it is read in one snapshot, so the numbers agree with each other.
 """
 
-import statistics
+from contextlib import contextmanager
 
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Sum
 
 from stepstream.errors import NotFound
-from stepstream.models import Environment, Flow, FlowInstance, StateChange, Step
+from stepstream.models import Environment, Flow, Step, StepCount, StepInstance
 
-I = FlowInstance._meta.db_table  # noqa: E741
-L = StateChange._meta.db_table
+S = StepInstance._meta.db_table
+INSTANCE_STATES = ("active", "inactive", "completed", "exited")
 
 
 def _flow(environment: Environment, identifier: str, version: int | None) -> Flow:
@@ -38,75 +45,78 @@ def _flow(environment: Environment, identifier: str, version: int | None) -> Flo
     return flow
 
 
-_PER_STEP_INSTANCE = f"""
-    SELECT l.identifier, l.object_id,
-           COUNT(*) FILTER (WHERE l.state = 'active') AS activations,
-           COUNT(*) FILTER (WHERE l.state = 'completed') AS completions,
-           MIN(l.occurred_at) FILTER (WHERE l.state = 'active') AS activated,
-           MIN(l.occurred_at) FILTER (WHERE l.state = 'completed') AS completed
-    FROM {L} l JOIN {I} i ON i.id = l.flow_instance_id
-    WHERE i.flow_id = %s AND l.entity = 'step'
-    GROUP BY l.identifier, l.object_id
-"""
+def _counts(flow_id: int) -> dict[str, dict[str, int]]:
+    """{step identifier, or "" for the instances: {state: how many now}}, from the counters."""
+    rows = (
+        StepCount.objects.filter(flow_id=flow_id)
+        .values("identifier")
+        .annotate(*(Sum(f"n_{s}") for s in INSTANCE_STATES))
+        .order_by()
+    )
+    return {r["identifier"]: {s: r[f"n_{s}__sum"] or 0 for s in INSTANCE_STATES} for r in rows}
 
 
-def _steps(flow_id: int) -> dict[str, tuple[int, int, int, float | None]]:
-    """{step: (reached, active now, completed, median seconds)} in one pass over the log."""
+def _completions(flow_id: int) -> dict[str, tuple[int, float]]:
+    """{step: (instances that completed it, median seconds to their first completion)}."""
+    done = "flow_id = %s AND identifier = %s AND seconds_to_complete IS NOT NULL"
     with connection.cursor() as c:
-        if connection.vendor == "postgresql":
-            c.execute("SET LOCAL work_mem = '64MB'")  # the aggregate's hash table in memory
-            c.execute(
-                f"""WITH per AS ({_PER_STEP_INSTANCE})
-                SELECT identifier, COUNT(*), COUNT(*) FILTER (WHERE activations > completions),
-                       COUNT(completed), percentile_cont(0.5) WITHIN GROUP (
-                           ORDER BY EXTRACT(EPOCH FROM completed - activated))
-                FROM per GROUP BY identifier""",
-                [flow_id],
-            )
-            return {
-                ident: (reached, active, done, float(m) if m is not None else None)
-                for ident, reached, active, done, m in c
-            }
         c.execute(
-            f"""WITH per AS ({_PER_STEP_INSTANCE})
-            SELECT identifier, activations > completions,
-                   (julianday(completed) - julianday(activated)) * 86400.0
-            FROM per""",
+            f"SELECT identifier, COUNT(*) FROM {S} "
+            "WHERE flow_id = %s AND seconds_to_complete IS NOT NULL GROUP BY identifier",
             [flow_id],
         )
-        found: dict[str, list] = {}
-        for ident, active, seconds in c:
-            entry = found.setdefault(ident, [0, 0, []])
-            entry[0] += 1
-            entry[1] += bool(active)
-            if seconds is not None:
-                entry[2].append(max(seconds, 0.0))
-    return {
-        k: (reached, active, len(d), statistics.median(d) if d else None)
-        for k, (reached, active, d) in found.items()
-    }
+        counts = c.fetchall()
+        found = {}
+        for identifier, n in counts:
+            # the middle value, or the two middle ones of an even count
+            c.execute(
+                f"SELECT seconds_to_complete FROM {S} WHERE {done} "
+                "ORDER BY seconds_to_complete LIMIT %s OFFSET %s",
+                [flow_id, identifier, 2 - n % 2, (n - 1) // 2],
+            )
+            middle = [row[0] for row in c.fetchall()]
+            found[identifier] = (n, sum(middle) / len(middle))
+    return found
+
+
+@contextmanager
+def _snapshot():
+    """One read transaction, which sees one state of the database in all its queries.
+
+    PostgreSQL's default (READ COMMITTED) gives each statement its own
+    snapshot, so a count and the offsets read from it could disagree; a SQLite
+    read transaction reads one snapshot already. Inside an enclosing
+    transaction, that one's isolation applies.
+    """
+    repeatable = connection.vendor == "postgresql" and not connection.in_atomic_block
+    with transaction.atomic():
+        if repeatable:
+            with connection.cursor() as c:
+                c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 def report(environment: Environment, identifier: str, version: int | None = None) -> dict:
-    flow = _flow(environment, identifier, version)
-    instances = {s: 0 for s in ("active", "inactive", "completed", "exited")}
-    for row in FlowInstance.objects.filter(flow=flow).values("state").annotate(n=Count("pk")):
-        instances[row["state"]] = row["n"]
+    with _snapshot():
+        flow = _flow(environment, identifier, version)
+        counts = _counts(flow.pk)
+        completions = _completions(flow.pk)
+        identifiers = list(
+            Step.objects.filter(flow=flow).order_by("position").values_list("identifier", flat=True)
+        )
+    own = counts.get("", {})
+    instances = {s: own.get(s, 0) for s in INSTANCE_STATES}
     instances["total"] = sum(instances.values())
-    with transaction.atomic():
-        per_step = _steps(flow.pk)
     steps = []
-    for identifier in (
-        Step.objects.filter(flow=flow).order_by("position").values_list("identifier", flat=True)
-    ):
-        reached, active, completed, median = per_step.get(identifier, (0, 0, 0, None))
+    for step in identifiers:
+        now = counts.get(step, {})
+        completed, median = completions.get(step, (0, None))
         steps.append(
             {
-                "identifier": identifier,
-                "reached": reached,
-                "active": active,
+                "identifier": step,
+                "reached": now.get("active", 0) + now.get("completed", 0),
+                "active": now.get("active", 0),
                 "completed": completed,
-                # milliseconds: julianday() on SQLite is exact to about 10 µs
                 "median_seconds_to_complete": round(median, 3) if median is not None else None,
             }
         )

@@ -14,6 +14,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 
@@ -63,6 +64,21 @@ class StepRow:
     name: str
     position: int
     state: str = "inactive"
+    # for analytics: when it first became active, seconds from then to its first completion
+    activated_at: datetime | None = None
+    seconds_to_complete: float | None = None
+
+    def move(self, state: str, now: datetime) -> None:
+        """Takes `state` at `now`, noting a first activation and timing a first completion.
+
+        Only the first of each counts, so a step completed, reactivated and
+        completed again keeps the time of its first completion.
+        """
+        self.state = state
+        if state == "active" and self.activated_at is None:
+            self.activated_at = now
+        elif state == "completed" and self.seconds_to_complete is None and self.activated_at:
+            self.seconds_to_complete = max((now - self.activated_at).total_seconds(), 0.0)
 
 
 _sqlite_writers = threading.Lock()
@@ -212,7 +228,7 @@ def read_instance(person_id: int, flow_identifier: str):
     """(InstanceRow, steps) of the person's instance of a flow, or None."""
     with connection.cursor() as c:
         c.execute(
-            f"SELECT i.id, i.flow_id, i.state, s.id, s.identifier, s.name, s.position, s.state "
+            f"SELECT i.id, i.flow_id, i.state, {_STEP_COLUMNS} "
             f"FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
             f"WHERE i.person_id = %s AND i.flow_identifier = %s ORDER BY s.position",
             [person_id, flow_identifier],
@@ -222,8 +238,18 @@ def read_instance(person_id: int, flow_identifier: str):
         return None
     first = rows[0]
     instance = InstanceRow(py_uuid(first[0]), first[1], flow_identifier, first[2])
-    steps = [StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7]) for r in rows if r[3] is not None]
+    steps = [_step_row(r) for r in rows if r[3] is not None]
     return instance, steps
+
+
+_STEP_COLUMNS = (
+    "s.id, s.identifier, s.name, s.position, s.state, s.activated_at, s.seconds_to_complete"
+)
+
+
+def _step_row(r) -> StepRow:
+    """A StepRow from columns 3 onwards of a row selecting _STEP_COLUMNS after three others."""
+    return StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7], _datetime_from_db(r[8]), r[9])
 
 
 def active_steps(person_id: int, flow_identifiers: list[str]) -> dict[str, set[str]]:
@@ -268,8 +294,6 @@ def _datetime_from_db(value):
     if isinstance(value, str):
         value = parse_datetime(value)
     if value is not None and value.tzinfo is None:
-        from datetime import UTC
-
         value = value.replace(tzinfo=UTC)
     return value
 
@@ -307,7 +331,7 @@ def lock_instance(environment_id: int, person_key: str, flow_identifier: str):
     person = lock_person(environment_id, person_key)
     with connection.cursor() as c:
         c.execute(
-            f"SELECT i.id, i.flow_id, i.state, s.id, s.identifier, s.name, s.position, s.state "
+            f"SELECT i.id, i.flow_id, i.state, {_STEP_COLUMNS} "
             f"FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
             f"WHERE i.person_id = %s AND i.flow_identifier = %s ORDER BY s.position",
             [person.pk, flow_identifier],
@@ -317,7 +341,7 @@ def lock_instance(environment_id: int, person_key: str, flow_identifier: str):
         raise NotFound(f"Person '{person_key}' has no instance of flow '{flow_identifier}'.")
     first = rows[0]
     instance = InstanceRow(py_uuid(first[0]), first[1], flow_identifier, first[2])
-    steps = [StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7]) for r in rows if r[3] is not None]
+    steps = [_step_row(r) for r in rows if r[3] is not None]
     return person, instance, steps
 
 
@@ -361,12 +385,24 @@ def insert_instance(person_id: int, instance: InstanceRow, steps: list[StepRow],
                 ]
             ],
         )
+        adapt = connection.ops.adapt_datetimefield_value
         _insert(
             c,
             S,
-            "id, instance_id, identifier, name, position, state",
+            "id, instance_id, identifier, name, position, state, flow_id, activated_at, "
+            "seconds_to_complete",
             [
-                [db_uuid(s.id), instance_id, s.identifier, s.name, s.position, s.state]
+                [
+                    db_uuid(s.id),
+                    instance_id,
+                    s.identifier,
+                    s.name,
+                    s.position,
+                    s.state,
+                    instance.flow_id,
+                    adapt(s.activated_at),
+                    s.seconds_to_complete,
+                ]
                 for s in sorted(steps, key=_by_identifier)  # the order of update_states
             ],
         )
@@ -377,8 +413,10 @@ def update_states(instance: InstanceRow | None, steps: list[StepRow]) -> None:
 
     The order is the order in which the counter triggers lock their rows (the
     flow's row has identifier ''), so two people's writes on one flow lock
-    shared counters in one order and cannot deadlock on them.
+    shared counters in one order and cannot deadlock on them. A step's analytics
+    columns (StepRow.move) are written with its state.
     """
+    adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as c:
         if instance is not None:
             c.execute(
@@ -386,8 +424,12 @@ def update_states(instance: InstanceRow | None, steps: list[StepRow]) -> None:
             )
         if steps:
             c.executemany(
-                f"UPDATE {S} SET state = %s WHERE id = %s",
-                [[s.state, db_uuid(s.id)] for s in sorted(steps, key=_by_identifier)],
+                f"UPDATE {S} SET state = %s, activated_at = %s, seconds_to_complete = %s "
+                "WHERE id = %s",
+                [
+                    [s.state, adapt(s.activated_at), s.seconds_to_complete, db_uuid(s.id)]
+                    for s in sorted(steps, key=_by_identifier)
+                ],
             )
 
 
