@@ -421,6 +421,9 @@ def test_segments_show_their_sizes_webhooks_their_attempts_people_their_events(b
 
     person = browser.get(f"/dashboard/{env.pk}/people/ann/").content.decode()
     assert "searched" in person and "×2" in person
+    # when it was last tracked, written like the page's other dates (not an ISO string)
+    last = re.search(r'<time class="muted small" datetime="([^"]+)">([^<]+)</time>', person)
+    assert last and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", last.group(2)), last
 
 
 def test_keys_are_rotated_and_revoked_only_after_confirming(browser, env, keys):

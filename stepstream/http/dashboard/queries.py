@@ -301,8 +301,9 @@ def timeline(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
 
 
 def tracked_events(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
-    """The person's tracked events, latest first: {"event", "count", "properties", "occurred_at"}
-    (`properties` and `occurred_at` of the latest time it was tracked)."""
+    """The person's tracked events, latest first: {"event", "count", "properties", "occurred_at",
+    "last_at"} (`properties` and `occurred_at` of the latest time it was tracked; `last_at` the
+    same moment as a datetime, for the page to show it like its other dates)."""
     rows = TrackedEvent.objects.filter(person=p).order_by("-last_at")[:limit]
     return [
         {
@@ -310,6 +311,7 @@ def tracked_events(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
             "count": row.count,
             "properties": row.last_properties or {},
             "occurred_at": log._timestamp(row.last_at),
+            "last_at": row.last_at,
         }
         for row in rows
     ]
