@@ -131,6 +131,7 @@ def test_the_reference_page_shows_every_operation_with_no_outside_asset(client):
     assert "<script" not in page
     assert not re.search(r'(src|href)="(https?:)?//', page), "the page must work offline"
     assert "Bearer" in page and "Error" in page
+    assert '<link rel="icon" href="data:,">' in page  # no request for /favicon.ico, a 404
 
 
 @pytest.mark.django_db
