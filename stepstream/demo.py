@@ -182,6 +182,6 @@ Try:
   curl -s -X POST -H 'Authorization: Bearer {sk}' -H 'Content-Type: application/json' \\
        -d '{{"transition": "start"}}' {people_url}/flows/onboarding/transitions
   curl -s -H 'Authorization: Bearer {sk}' '{people_url}/events?since_seq=0'
-  curl -s -X POST -H 'Authorization: Bearer {sk}' -H 'Content-Type: application/json' \
-       -d '{{"event": "searched"}}' {people_url}/track     <- a rule starts "habits"
+  curl -s -X POST -H 'Authorization: Bearer {sk}' -H 'Content-Type: application/json' \\
+       -d '{{"event": "searched"}}' {people_url}/track     # a rule starts "habits"
 """

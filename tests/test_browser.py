@@ -387,3 +387,25 @@ def test_sdk_on_change_fires_once_per_committed_change_set(tmp_path, browser_pag
         assert page.errors == []
     finally:
         server.stop()
+
+
+def test_pages_fit_a_phone_screen(tmp_path, browser_page):
+    """At 390 px wide nothing is pushed off the side: the demo's "Start over" button stays
+    on screen, and the API reference's index sits above the reference, not beside it."""
+    page = browser_page
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        page.set_viewport_size({"width": 390, "height": 844})
+        for path in ("/", "/demo", "/api/v1/docs"):
+            page.goto(f"{server.url}{path}")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} is {width} px wide"
+        page.goto(f"{server.url}/demo")
+        box = page.locator("#reset-demo").bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        page.goto(f"{server.url}/api/v1/docs")
+        main = page.locator("main").bounding_box()
+        assert main["width"] >= 300, main  # the reference has the screen's width
+    finally:
+        server.stop()

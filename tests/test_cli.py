@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -308,6 +309,24 @@ def test_serve_demo_prints_working_keys_and_reuses_them(tmp_path, env):
             ("onboarding", 1),
             ("plan-tip", 1),
         ]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_serve_demo_try_commands_run_as_printed(tmp_path, env):
+    """The "Try:" lines, pasted into a shell as they are, each succeed (the last one once
+    joined its continuation and ended in `<- ...`, which a shell reads as a redirection)."""
+    with serving(tmp_path, env, "--demo") as server:
+        block = server.stderr.split("Try:\n", 1)[1].split("\n\n", 1)[0]
+        result = subprocess.run(
+            ["bash", "-e", "-c", block], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, (block, result.stderr)
+        assert '"errors"' not in result.stdout and '"event":"searched"' in result.stdout
+        secret, _ = demo_keys(server.stderr)
+        flows = httpx.get(
+            f"{server.base}/api/v1/people/demo-user/flows", headers=bearer(secret), timeout=5
+        )
+        assert "habits" in [i["flow"] for i in flows.json()]  # the rule the comment promises
 
 
 def test_serve_demo_serves_the_demo_page(tmp_path, env):

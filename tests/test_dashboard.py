@@ -418,9 +418,18 @@ def test_segments_show_their_sizes_webhooks_their_attempts_people_their_events(b
     )
     page = browser.get(f"/dashboard/{env.pk}/webhooks/").content.decode()
     assert "https://hooks.example/x" in page and "503" in page and "whsec_A" not in page
+    when = re.search(r"<td><time datetime=\"[^\"]+\">([^<]+)</time></td>", page)
+    assert when and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", when.group(1)), when
 
     person = browser.get(f"/dashboard/{env.pk}/people/ann/").content.decode()
     assert "searched" in person and "×2" in person
+    # the latest properties as JSON, not as a Python dict (one key: PostgreSQL reorders keys)
+    engine.do_track(env, "ann", "exported", {"format": "csv"})
+    person = browser.get(f"/dashboard/{env.pk}/people/ann/").content.decode()
+    assert "{&quot;format&quot;: &quot;csv&quot;}" in person, person
+    # when it was last tracked, written like the page's other dates (not an ISO string)
+    last = re.search(r'<time class="muted small" datetime="([^"]+)">([^<]+)</time>', person)
+    assert last and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", last.group(2)), last
 
 
 def test_keys_are_rotated_and_revoked_only_after_confirming(browser, env, keys):

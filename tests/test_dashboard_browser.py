@@ -233,3 +233,39 @@ def count_active(rest) -> dict[str, int]:
                 counts.setdefault(step["identifier"], 0)
                 counts[step["identifier"]] += step["state"] == "active"
     return counts
+
+
+def test_dashboard_pages_fit_a_phone_screen(tmp_path, browser_page):  # noqa: F811
+    """At 390 px wide the top bar wraps and wide tables scroll in their card: no page is
+    wider than the screen, and every section's link is on the page's own width."""
+    page = browser_page
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        made = server.command(
+            "manage",
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            USER,
+            "--email",
+            "ada@example.com",
+            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+        )
+        assert made.returncode == 0, made.stderr
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(f"{server.url}/dashboard/login/")
+        page.fill("input[name=username]", USER)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.click("[data-environment=development][href$='/flows/']")
+        page.wait_for_url("**/flows/")
+        flows = page.url
+        for url in (flows, f"{flows}onboarding/", flows.replace("/flows/", "/people/")):
+            page.goto(url)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{url} is {width} px wide"
+            box = page.locator(".sections").bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (url, box)
+    finally:
+        server.stop()

@@ -194,3 +194,46 @@ def test_the_protocol_python_example_runs_against_the_demo(demo):
     assert event["data"]["person_key"] == "demo-user" and event["data"]["seq"] >= 1
     example.stop()
     assert "Traceback" not in example.stderr, example.stderr
+
+
+def _signature(message: str) -> tuple:
+    """What a line of the session must match: whose answer or event it is, and what it says."""
+    request_id = re.search(r'"request_id":\s*(\d+)', message)
+    identifier = re.search(r'"identifier":\s*"([^"]+)"', message)
+    status = re.search(r'"status":\s*(\d+)', message)
+    if '"event":"state_change"' in message.replace(" ", ""):
+        return ("event", int(request_id.group(1)), identifier.group(1))
+    return ("answer", int(request_id.group(1)), int(status.group(1)))
+
+
+def test_the_protocol_example_session_is_what_the_server_sends(tmp_path):
+    """The websocat session of docs/protocol.md, replayed on a fresh demo: every line the
+    server sends arrives, in the order shown (a change's events before the call's answer)."""
+    import asyncio
+
+    import websockets
+
+    from stepstream.testing.servers import Server
+
+    block = code_block((DOCS / "protocol.md").read_text(), "An example session", "")
+    lines = [line for line in block.splitlines() if line and not line.startswith("$ ")]
+    server = Server(tmp_path / "data", args=("--demo",)).start()
+    try:
+        keys = json.loads((Path(server.data_dir) / "demo.json").read_text())
+
+        async def replay() -> list[tuple]:
+            url = f"{server.ws_url}/ws?key={keys['publishable_key']}"
+            shown, received = [], []
+            async with websockets.connect(url) as ws:
+                for line in lines:
+                    if line.startswith('{"action"'):
+                        await ws.send(line)
+                        continue
+                    shown.append(_signature(line))
+                    received.append(_signature(await asyncio.wait_for(ws.recv(), 10)))
+            return shown, received
+
+        shown, received = asyncio.run(replay())
+    finally:
+        server.stop()
+    assert received == shown

@@ -131,6 +131,17 @@ def test_the_reference_page_shows_every_operation_with_no_outside_asset(client):
     assert "<script" not in page
     assert not re.search(r'(src|href)="(https?:)?//', page), "the page must work offline"
     assert "Bearer" in page and "Error" in page
+    assert '<link rel="icon" href="data:,">' in page  # no request for /favicon.ico, a 404
+
+
+@pytest.mark.django_db
+def test_the_reference_page_shows_no_raw_markdown(client):
+    """Descriptions (the API's, its tags', its security schemes') render `code` and **bold**."""
+    page = client.get(f"{BASE}/docs").content.decode()
+    prose = re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)  # JSON examples may hold anything
+    assert "**" not in prose and "`" not in prose
+    assert "<strong>secret key</strong>" in page
+    assert "<code>STEPSTREAM_METRICS_TOKEN</code>" in page
 
 
 def test_the_validator_refuses_what_the_document_does_not_say():

@@ -136,3 +136,23 @@ def test_watch_does_not_create_an_unknown_person(server, tenant, rest):
     assert "never-created" in done.stderr
     assert "Traceback" not in done.stderr
     assert rest.get("/people/never-created").status_code == 404
+
+
+def test_watch_history_prints_the_recorded_changes_in_seq_order(server, tenant, rest, person_key):
+    """The flow and step subscriptions are two streams: their backlogs must not show as
+    #2 #3 #4, then #1."""
+    rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"})
+    url = f"/people/{person_key}/flows/onboarding/transitions"
+    for transition in ("next", "next"):
+        assert rest.post(url, json={"transition": transition}).status_code == 200
+    last = rest.get(f"/people/{person_key}/events?since_seq=0").json()[-1]["seq"]
+    args = ["watch", "--url", server.url, "--key", tenant["dev"]["publishable_key"]]
+    terminal = Terminal([*args, "--person", person_key, "--history"])
+    try:
+        terminal.wait_for(rf"#{last}\s+(flow|step) ")
+        terminal.read(1.0)  # anything still held back
+        lines = re.findall(r"\d\d:\d\d:\d\d #(\d+)\s+(?:flow|step) ", terminal.text)
+        shown = [int(n) for n in lines]
+        assert shown == list(range(1, last + 1)), terminal.text
+    finally:
+        terminal.close()

@@ -94,6 +94,42 @@ def event_line(change: dict):
     return line
 
 
+class InSeqOrder:
+    """Passes events on in `seq` order, from `first` on.
+
+    The flow and step subscriptions are two streams, so with --history one
+    backlog can arrive whole before the other (#1, #8, then #2 to #7). An event
+    ahead of the next `seq` waits for the ones before it, at most `hold`
+    seconds: a gap that does not fill (a log that restarted) only delays it.
+    """
+
+    def __init__(self, emit, first: int, hold: float = 0.5):
+        self._emit, self._next, self._hold = emit, first, hold
+        self._held: dict[int, dict] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, change: dict) -> None:
+        seq = change["seq"]
+        if seq < self._next:
+            self._emit(change)
+            return
+        self._held[seq] = change
+        while self._next in self._held:
+            self._emit(self._held.pop(self._next))
+            self._next += 1
+        if self._held and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._hold, self.flush)
+
+    def flush(self) -> None:
+        """Everything held, in order (the gap before it is given up on)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for seq in sorted(self._held):
+            self._emit(self._held.pop(seq))
+            self._next = seq + 1
+
+
 def render(client):
     """The person's flows and steps as a table."""
     from rich.table import Table
@@ -159,7 +195,11 @@ async def watch(args: argparse.Namespace) -> int:
         def redraw(*_):
             live.update(render(client), refresh=True)
 
-        client.on_event(lambda change: live.console.print(event_line(change)))
+        def print_event(change):
+            live.console.print(event_line(change))
+
+        history = InSeqOrder(print_event, first=1) if args.history else None
+        client.on_event(history.add if history else print_event)
         client.on_change(redraw)
         client.on_status(redraw)
         await client.start(wait=False)
@@ -171,6 +211,8 @@ async def watch(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await client.close()
+        if history:
+            history.flush()
         redraw()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)

@@ -51,13 +51,18 @@ def _pretty(value) -> str:
 
 
 def _prose(text: str) -> str:
-    """A description: lines of a paragraph joined, escaped, `code` spans kept as code."""
+    """A description: lines of a paragraph joined, escaped, `code` and **bold** kept as such.
+
+    The same few Markdown marks the YAML uses, so none shows as raw asterisks or backticks.
+    """
     text = re.sub(r"(?<!\n)\n(?!\n)", " ", text.strip())
-    return mark_safe(_CODE.sub(r"<code>\1</code>", escape(text)))  # noqa: S308 - escaped
+    html = _CODE.sub(r"<code>\1</code>", escape(text))
+    return mark_safe(_BOLD.sub(r"<strong>\1</strong>", html))  # noqa: S308 - escaped
 
 
 _SCHEMA_REF = re.compile(r"&quot;#/components/schemas/([A-Za-z0-9_]+)&quot;")
 _CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
 
 
 def _ref_name(ref: str) -> str:
@@ -151,11 +156,14 @@ def reference_page(request):
     doc = document()
     context = {
         "info": {**doc["info"], "description": _prose(doc["info"]["description"])},
-        "tags": _operations_by_tag(),
+        "tags": [{**t, "description": _prose(t["description"])} for t in _operations_by_tag()],
         "schemas": [
             {"name": name, "schema": _pretty(schema)}
             for name, schema in doc["components"]["schemas"].items()
         ],
-        "security": doc["components"]["securitySchemes"],
+        "security": {
+            name: {**scheme, "description": _prose(scheme.get("description", ""))}
+            for name, scheme in doc["components"]["securitySchemes"].items()
+        },
     }
     return render(request, "stepstream/api_reference.html", context)

@@ -11,6 +11,7 @@ Segment sizes come from the engine's own scan (`engine.segments.size`),
 capped so a page view never scans a large environment whole.
 """
 
+import json
 from datetime import UTC
 
 from django.db import connection
@@ -301,15 +302,20 @@ def timeline(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
 
 
 def tracked_events(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
-    """The person's tracked events, latest first: {"event", "count", "properties", "occurred_at"}
-    (`properties` and `occurred_at` of the latest time it was tracked)."""
+    """The person's tracked events, latest first: {"event", "count", "properties", "occurred_at",
+    "last_at"} (`properties` and `occurred_at` of the latest time it was tracked, `properties` as
+    JSON text, "" when none, as the page shows it; `last_at` that moment as a datetime, for the
+    page to show it like its other dates)."""
     rows = TrackedEvent.objects.filter(person=p).order_by("-last_at")[:limit]
     return [
         {
             "event": row.name,
             "count": row.count,
-            "properties": row.last_properties or {},
+            "properties": json.dumps(row.last_properties, ensure_ascii=False)
+            if row.last_properties
+            else "",
             "occurred_at": log._timestamp(row.last_at),
+            "last_at": row.last_at,
         }
         for row in rows
     ]
@@ -340,7 +346,8 @@ def webhooks(env: Environment, deliveries: int = 5) -> list[dict]:
     """Webhooks with their state and latest delivery attempts.
 
     Each item: {"id", "url", "state", "description", "failing_since",
-    "deliveries": [{"seq", "person_key", "attempt", "status_code", "error", "at"}]}.
+    "deliveries": [{"seq", "person_key", "attempt", "status_code", "error", "at", "at_time"}]}
+    (`at` the log's timestamp text, `at_time` the datetime the page shows).
     One query for the webhooks and one per webhook for its latest attempts
     (webhooks are few; people are many).
     """
@@ -354,6 +361,7 @@ def webhooks(env: Environment, deliveries: int = 5) -> list[dict]:
                 "status_code": d.status_code,
                 "error": d.error,
                 "at": log._timestamp(d.at),
+                "at_time": d.at,
             }
             for d in WebhookAttempt.objects.filter(webhook=row).order_by("-id")[:deliveries]
         ]
