@@ -77,6 +77,21 @@ def no_keys_in(page, keys: dict) -> None:
     assert keys["publishable_key"] not in html, page.url
 
 
+def _make_staff_user(server) -> None:
+    """The staff user the docs have a team create: `stepstream manage createsuperuser`."""
+    made = server.command(
+        "manage",
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        USER,
+        "--email",
+        "ada@example.com",
+        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+    )
+    assert made.returncode == 0, made.stderr
+
+
 def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_page):  # noqa: F811
     page = browser_page
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -86,17 +101,7 @@ def test_dashboard_signs_in_shows_flows_live_and_every_page(tmp_path, browser_pa
         printed = server.log()
         assert f"{server.url}/dashboard/" in printed  # `serve --demo` prints where it is
         assert "stepstream manage createsuperuser" in printed
-        made = server.command(
-            "manage",
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            USER,
-            "--email",
-            "ada@example.com",
-            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-        )
-        assert made.returncode == 0, made.stderr
+        _make_staff_user(server)
         keys = json.loads((tmp_path / "data" / "demo.json").read_text())
         rest = server.rest(keys["secret_key"])
         populate(rest)
@@ -242,17 +247,7 @@ def test_dashboard_pages_fit_a_phone_screen(tmp_path, browser_page):  # noqa: F8
     server = Server(tmp_path / "data", args=("--demo",))
     try:
         server.start()
-        made = server.command(
-            "manage",
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            USER,
-            "--email",
-            "ada@example.com",
-            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-        )
-        assert made.returncode == 0, made.stderr
+        _make_staff_user(server)
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(f"{server.url}/dashboard/login/")
         page.fill("input[name=username]", USER)
