@@ -337,7 +337,7 @@ class WebhookAttempt(models.Model):
 class StepCount(models.Model):
     """How many step (or flow) instances of a flow version are in each state, kept by triggers.
 
-    Database triggers (migration 0006_dashboard, `stepstream/http/dashboard/counters.py`)
+    Database triggers (migration 0006_dashboard, `stepstream/engine/counters.py`)
     update these rows in the same transaction as every insert, state update or
     delete of a step or flow instance, whatever code runs it, so the
     dashboard reads a flow's counts from a few rows instead of aggregating

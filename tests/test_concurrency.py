@@ -252,7 +252,7 @@ def test_postgres_people_sharing_counter_rows_all_get_their_transitions(tenv):
     updates its step rows, so two such writes can deadlock; PostgreSQL aborts
     one and the engine runs it again: every caller gets its answer.
     """
-    from stepstream.http.dashboard.counters import SHARDS
+    from stepstream.engine.counters import SHARDS
 
     flows.publish(tenv, toggle("shared"))
     same_shard = []

@@ -5,7 +5,7 @@ aggregate over the log took 3.3 s with 100,000 instances; docs/performance.md):
 
 * instance states, and per step `active` (now) and `reached`: the `StepCount`
   rows that database triggers keep for the dashboard
-  (stepstream/http/dashboard/counters.py), summed over their shards. A step
+  (stepstream/engine/counters.py), summed over their shards. A step
   instance leaves `inactive` only by becoming active and never goes back, so
   it was reached if it is active or completed now;
 * per step `completed` (at least once) and the median time from first

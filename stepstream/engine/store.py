@@ -115,7 +115,7 @@ def retried(write):
 
     Each person's writes are serialized by their row lock, but two people's
     writes meet on shared rows: the counters kept by triggers
-    (stepstream/http/dashboard/counters.py). Writes take those in one order
+    (stepstream/engine/counters.py). Writes take those in one order
     (update_states), which removes the common cycles, not every one (a restart,
     two completions in one write). PostgreSQL breaks a cycle by aborting one
     transaction; nothing of it was committed or sent (on-commit callbacks are

@@ -1,9 +1,9 @@
-# The dashboard's counters (stepstream/http/dashboard/counters.py): two tables kept by triggers.
+# The dashboard's counters (stepstream/engine/counters.py): two tables kept by triggers.
 
 import django.db.models.deletion
 from django.db import migrations, models
 
-from stepstream.http.dashboard import counters
+from stepstream.engine import counters
 
 
 class Migration(migrations.Migration):

@@ -17,8 +17,7 @@ from datetime import UTC
 from django.db import connection
 from django.db.models import Count, Max, Sum
 
-from stepstream.engine import log, segments
-from stepstream.http.dashboard import counters
+from stepstream.engine import counters, log, segments
 from stepstream.models import (
     ApiKey,
     Environment,
