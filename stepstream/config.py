@@ -9,6 +9,13 @@ import secrets
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+WORKER_INDEX_ENV = "STEPSTREAM_WORKER_INDEX"  # set by `serve --workers N` for each worker
+
+
+def is_first_worker() -> bool:
+    """True in a plain `serve` and in worker 0 of `serve --workers N`: where once-only jobs run."""
+    return os.environ.get(WORKER_INDEX_ENV, "0") == "0"
+
 
 def data_dir() -> Path:
     return Path(os.environ.get("STEPSTREAM_DATA_DIR", ".stepstream")).resolve()

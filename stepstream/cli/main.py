@@ -9,6 +9,7 @@ import socket
 import sys
 
 from stepstream import __version__
+from stepstream.cli.server import build_server
 from stepstream.cli.setup import database_label, fail, setup
 
 
@@ -38,22 +39,32 @@ def cmd_serve(args) -> int:
 
         print(ensure_demo(base), file=sys.stderr, flush=True)
         os.environ["STEPSTREAM_DEMO"] = "1"  # the /demo page is served only now
-    import uvicorn
-    from django.conf import settings
+    log = logging.getLogger("stepstream")  # so STEPSTREAM_LOG_FORMAT=json makes it JSON
+    if args.workers > 1:
+        from django.db import connections
 
-    from stepstream.http import protocol
-    from stepstream.http.asgi import application
+        from stepstream.cli.workers import supervise
 
-    limits = settings.STEPSTREAM
-    # header size, request time and pending-connection limits (docs/security.md)
-    protocol.configure(
-        header_bytes=limits["HTTP_MAX_HEADER_BYTES"],
-        request_timeout=limits["HTTP_REQUEST_TIMEOUT"],
-        max_pending=limits["HTTP_MAX_PENDING"],
-        max_pending_bytes=limits["HTTP_MAX_PENDING_BYTES"],
-    )
-    # a log line, so that STEPSTREAM_LOG_FORMAT=json makes it JSON like every other
-    logging.getLogger("stepstream").info(
+        try:
+            build_server(args.host, args.port)  # checked once here, not N times at start
+        except RuntimeError as exc:
+            return fail(str(exc))
+        connections.close_all()  # the parent only supervises (and relays): no database
+        log.info(
+            "serving %s (API %s/api/v1, WebSocket ws://%s:%s/ws) on %s with %d workers",
+            base,
+            base,
+            args.host,
+            args.port,
+            database_label(),
+            args.workers,
+        )
+        return supervise(args.host, args.port, args.workers)
+    try:
+        server = build_server(args.host, args.port)
+    except RuntimeError as exc:
+        return fail(str(exc))
+    log.info(
         "serving %s (API %s/api/v1, WebSocket ws://%s:%s/ws) on %s",
         base,
         base,
@@ -61,30 +72,6 @@ def cmd_serve(args) -> int:
         args.port,
         database_label(),
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            application,
-            host=args.host,
-            port=args.port,
-            lifespan="on",
-            interface="asgi3",
-            http=protocol.StepstreamHttpProtocol,
-            log_config=None,
-            access_log=False,
-            ws="stepstream.ws.transport:BoundedWebSocketProtocol",  # memory bounded per socket
-            ws_max_size=16 * 1024 * 1024,
-            ws_per_message_deflate=limits["WS_COMPRESSION"],
-            ws_ping_interval=limits["WS_PING_INTERVAL"],
-            ws_ping_timeout=limits["WS_PING_TIMEOUT"],
-            timeout_graceful_shutdown=5,
-        )
-    )
-    from stepstream.ws import transport
-
-    try:  # uvicorn's WebSocket internals this server relies on, checked before it listens
-        transport.verify(server.config)
-    except RuntimeError as exc:
-        return fail(str(exc))
     server.run()
     return 0
 
@@ -136,8 +123,11 @@ the demo from one process, creating or migrating its database first.
 
 The database is the SQLite file in STEPSTREAM_DATA_DIR (default ./.stepstream),
 or DATABASE_URL (postgres://...) with REDIS_URL (redis://...) between several
-serve processes. Every other setting comes from the environment: see the
-README's Configuration table."""
+serve processes. --workers N starts N processes on the one port (one per core
+is the usual choice); changes cross them through Redis when REDIS_URL is set,
+else through this parent process, which supervises them (docs/deploy.md).
+Every other setting comes from the environment: see the README's
+Configuration table."""
 
 
 def _port(text: str) -> int:
@@ -148,6 +138,25 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"must be between 1 and 65535, not {port}")
     return port
+
+
+def max_workers() -> int:
+    """More processes than twice the cores only adds memory and lock contention."""
+    return max(8, 2 * (os.cpu_count() or 1))
+
+
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    limit = max_workers()
+    if not 1 <= workers <= limit:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {limit} (at most twice this machine's cores, at least 8), "
+            f"not {workers}"
+        )
+    return workers
 
 
 def parser() -> argparse.ArgumentParser:
@@ -169,6 +178,14 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--port", type=_port, default=8000, help="port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port and the database, e.g. one per core "
+        "(default: %(default)s; docs/deploy.md)",
     )
     serve.add_argument(
         "--demo",

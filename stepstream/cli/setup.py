@@ -68,8 +68,11 @@ def _postgresql_problem() -> str | None:
     return None
 
 
-def setup() -> str | None:
-    """Starts Django and brings the database up to date; an error message or None."""
+def setup(migrate: bool = True) -> str | None:
+    """Starts Django and brings the database up to date; an error message or None.
+
+    The workers of `serve --workers N` pass migrate=False: their parent migrated once.
+    """
     if config.database_url() is None or not os.environ.get("STEPSTREAM_SECRET_KEY"):
         problem = _check_data_dir()
         if problem:
@@ -95,7 +98,8 @@ def setup() -> str | None:
     except OperationalError as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else "no answer"
         return f"cannot reach the database ({database_label()}): {first_line}"
-    _migrate()
+    if migrate:
+        _migrate()
     return _check_secret()
 
 

@@ -7,6 +7,8 @@ of this process directly and other processes through the broker; every hub
 also follows the log itself, so a record missed by both still arrives.
 """
 
+import os
+
 from django.conf import settings
 
 from stepstream.delivery.broker import Broker
@@ -16,12 +18,18 @@ _broker: Broker | None = None
 
 
 def make_broker() -> Broker:
-    """Redis between processes when REDIS_URL is set, else nothing (one process)."""
+    """Redis between processes when REDIS_URL is set; else the relay of `serve --workers N`
+    when this is one of its workers; else nothing (one process)."""
     url = settings.STEPSTREAM["REDIS_URL"]
     if url:
         from stepstream.delivery.broker_redis import RedisBroker
 
         return RedisBroker(url)
+    relay = os.environ.get("STEPSTREAM_RELAY_SOCKET")
+    if relay:
+        from stepstream.delivery.broker_relay import RelayBroker
+
+        return RelayBroker(relay)
     from stepstream.delivery.broker_memory import MemoryBroker
 
     return MemoryBroker()

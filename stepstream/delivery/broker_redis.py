@@ -8,23 +8,13 @@ import asyncio
 import logging
 import time
 
-import orjson
 import redis
 import redis.asyncio as aioredis
 
-from stepstream.delivery.broker import Broker
-from stepstream.engine.log import Record
+from stepstream.delivery.broker import Broker, decode, encode
 
 CHANNEL_PREFIX = "stepstream:changes:"
 log = logging.getLogger("stepstream.delivery")
-
-
-def encode(records) -> bytes:
-    return orjson.dumps([[r.person_id, r.seq, r.entity, r.data] for r in records])
-
-
-def decode(payload: bytes) -> list[Record]:
-    return [Record(p, s, e, d) for p, s, e, d in orjson.loads(payload)]
 
 
 def channel_name() -> str:

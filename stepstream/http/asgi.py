@@ -45,6 +45,7 @@ django_app = WSGIMiddleware(
     StaticFiles(get_wsgi_application()), workers=settings.STEPSTREAM["HTTP_THREADS"]
 )
 
+from stepstream.config import is_first_worker  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
 from stepstream.delivery.webhooks import worker as webhook_worker  # noqa: E402
 from stepstream.http.bodylimit import limit_body  # noqa: E402
@@ -70,7 +71,8 @@ async def lifespan(scope, receive, send):
         if message["type"] == "lifespan.startup":
             try:
                 await runtime.ensure_hub()
-                await webhook_worker.start()
+                if is_first_worker():  # once per server, not in each of --workers N
+                    await webhook_worker.start()
             except Exception as e:  # noqa: BLE001
                 await send({"type": "lifespan.startup.failed", "message": str(e)})
                 return

@@ -1,0 +1,45 @@
+"""The uvicorn server of one `serve` process, with its limits and protocol classes."""
+
+
+def build_server(host: str, port: int):
+    """The uvicorn server of one process (`serve`, or one of `serve --workers N`).
+
+    Raises RuntimeError with one sentence when uvicorn lacks what this server relies on.
+    """
+    import uvicorn
+    from django.conf import settings
+
+    from stepstream.http import protocol
+    from stepstream.http.asgi import application
+
+    limits = settings.STEPSTREAM
+    # header size, request time and pending-connection limits (docs/security.md)
+    protocol.configure(
+        header_bytes=limits["HTTP_MAX_HEADER_BYTES"],
+        request_timeout=limits["HTTP_REQUEST_TIMEOUT"],
+        max_pending=limits["HTTP_MAX_PENDING"],
+        max_pending_bytes=limits["HTTP_MAX_PENDING_BYTES"],
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            lifespan="on",
+            interface="asgi3",
+            http=protocol.StepstreamHttpProtocol,
+            log_config=None,
+            access_log=False,
+            ws="stepstream.ws.transport:BoundedWebSocketProtocol",  # memory bounded per socket
+            ws_max_size=16 * 1024 * 1024,
+            ws_per_message_deflate=limits["WS_COMPRESSION"],
+            ws_ping_interval=limits["WS_PING_INTERVAL"],
+            ws_ping_timeout=limits["WS_PING_TIMEOUT"],
+            timeout_graceful_shutdown=5,
+        )
+    )
+    from stepstream.ws import transport
+
+    # uvicorn's WebSocket internals this server relies on, checked before it listens
+    transport.verify(server.config)
+    return server
