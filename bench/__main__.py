@@ -81,6 +81,14 @@ def parser() -> argparse.ArgumentParser:
         help="an extra environment variable for the Stepstream server (repeatable)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run Stepstream as `serve --workers N` (CPU and memory are then summed over its "
+        "processes); default %(default)s",
+    )
+    p.add_argument(
         "--profile",
         nargs="?",
         const="stepstream",
@@ -133,6 +141,7 @@ def config(args) -> scenarios.Config:
     if args.db == "postgresql":
         cfg.database_url = args.postgres_url
     cfg.server_env = dict(item.split("=", 1) for item in args.server_env)
+    cfg.workers = args.workers
     overrides = {
         "fanout_ns": args.n,
         "fanout_latency_changes": args.changes,
@@ -210,6 +219,7 @@ def main(argv=None) -> int:
             "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
             f"{platform.python_version()}",
             "delivery_database": args.db,
+            "workers": args.workers,
             "argv": sys.argv[1:] if argv is None else argv,
             "seconds": 0,
         },

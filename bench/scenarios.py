@@ -56,6 +56,7 @@ class Config:
     postgres_url: str | None = None  # engine scenario's PostgreSQL (None: skipped)
     engine_databases: tuple[str, ...] = ("sqlite", "postgresql")
     server_env: dict = field(default_factory=dict)
+    workers: int = 1  # `serve --workers N` for Stepstream
     fanout_ns: tuple[int, ...] = (1, 100, 1000, 5000)
     fanout_latency_changes: int = 10
     fanout_rate: float = 2.0
@@ -108,7 +109,7 @@ def with_target(
     if kind == "stepstream":
         if database_url:
             reset_bench_database(database_url)
-        target = Stepstream(database_url, cfg.server_env)
+        target = Stepstream(database_url, cfg.server_env, cfg.workers)
     else:
         target = Reference()
     profiler = None

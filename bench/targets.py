@@ -35,8 +35,26 @@ BENCH_SERVER_ENV = {
 }
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, from /proc/PID/status (KiB)."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the workers of `serve --workers N`), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -44,11 +62,23 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process and its workers, from /proc/PID/status (KiB)."""
+    return sum(_rss_kib(p) for p in process_tree(pid))
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0  # ended meanwhile
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and its workers so far."""
+    return sum(_cpu_seconds(p) for p in process_tree(pid))
 
 
 def machine_busy_seconds() -> float:
@@ -145,8 +175,9 @@ def database_reachable(url: str) -> str | None:
 class Stepstream:
     name = "stepstream"
 
-    def __init__(self, database_url: str | None = None, env: dict | None = None):
+    def __init__(self, database_url: str | None = None, env: dict | None = None, workers: int = 1):
         self.database_url = database_url
+        self.workers = workers
         self.data_dir = tempfile.mkdtemp(prefix="stepstream-bench-")
         self.env = {
             **BENCH_SERVER_ENV,
@@ -182,7 +213,8 @@ class Stepstream:
         return self.keys
 
     def start(self) -> "Stepstream":
-        self.server = Server(self.data_dir, **self.env).start(timeout=60)
+        args = ("--workers", str(self.workers)) if self.workers > 1 else ()
+        self.server = Server(self.data_dir, args=args, **self.env).start(timeout=60)
         return self
 
     @property
@@ -261,7 +293,7 @@ class Profiler:
         output.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [binary, "record", "--pid", str(pid), "--output", str(output), "--format", fmt]
-            + ["--rate", "200", "--nonblocking", "--threads"],
+            + ["--rate", "200", "--nonblocking", "--threads", "--subprocesses"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -1,0 +1,249 @@
+"""`stepstream serve --workers N`: one port, N processes, the delivery guarantees of one.
+
+Run on the embedded SQLite (workers talk through the parent's relay) and on
+PostgreSQL (+ Redis when REDIS_URL is set). Which worker serves a connection
+is read from /proc (the worker holding the server end of its TCP socket), so
+each test knows it crossed processes.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from stepstream.testing.servers import Server, run_command
+from tests.conftest import LOOP_FLOW
+from tests.test_scaleout import flip, new_person, step_seqs
+from tests.wsclient import WsClient
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/net"), reason="reads /proc (Linux)")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return sorted(found)
+
+
+def _server_inode(server_port: int, client_port: int) -> str | None:
+    local = f"0100007F:{server_port:04X}"
+    remote = f"0100007F:{client_port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return fields[9]
+    return None
+
+
+def worker_of(server: Server, client: WsClient) -> int:
+    """The PID of the worker that holds this client's connection."""
+    client_port = client.ws.socket.getsockname()[1]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        inode = _server_inode(server.port, client_port)
+        if inode:
+            for pid in children(server.process.pid):
+                try:
+                    fds = os.listdir(f"/proc/{pid}/fd")
+                except OSError:
+                    continue
+                for fd in fds:
+                    try:
+                        if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                            return pid
+                    except OSError:
+                        continue
+        time.sleep(0.05)
+    raise AssertionError(f"no worker holds the connection from port {client_port}")
+
+
+@pytest.fixture
+def workers(tmp_path):
+    server = Server(tmp_path / "w", args=("--workers", "2")).start()
+    keys = server.init_project("workers")["environments"][0]
+    with server.rest(keys["secret_key"]) as rest:
+        rest.post("/flows", json=LOOP_FLOW).raise_for_status()
+    opened: list[WsClient] = []
+
+    def clients_on_each_worker(count: int = 1) -> list[list[WsClient]]:
+        """`count` WebSocket clients on each of the two workers."""
+        by_worker: dict[int, list[WsClient]] = {}
+        for _ in range(200):
+            if len(by_worker) == 2 and all(len(c) >= count for c in by_worker.values()):
+                break
+            client = WsClient(server.ws_url, keys["publishable_key"])
+            opened.append(client)
+            by_worker.setdefault(worker_of(server, client), []).append(client)
+        assert len(by_worker) == 2, "every connection went to one worker"
+        return [by_worker[pid][:count] for pid in sorted(by_worker)]
+
+    yield server, keys, clients_on_each_worker
+    for client in opened:
+        client.close()
+    server.kill()  # the parent; its workers end with it (PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + 10
+    while children(server.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def ws_flip(client: WsClient, person: str) -> dict:
+    return client.request("transition", {"person_key": person, "flow": "loop", "transition": "flip"})
+
+
+def test_changes_made_through_both_workers_reach_subscribers_on_both_in_order(workers):
+    server, keys, clients_on_each_worker = workers
+    (sub_a, writer_a), (sub_b, writer_b) = clients_on_each_worker(2)
+    with server.rest(keys["secret_key"]) as rest:
+        new_person(rest, "p")
+        for sub in (sub_a, sub_b):
+            assert sub.subscribe("p", "step", since_seq=0)["status"] == 200
+        errors = []
+
+        def write(client):
+            for _ in range(150):
+                if ws_flip(client, "p")["status"] != 200:
+                    errors.append(1)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in (writer_a, writer_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        expected = step_seqs(rest, "p")
+    assert not errors
+    assert len(expected) == 3 + 600  # begin; go (begin, a); then 300 flips of 2 steps each
+    for sub in (sub_a, sub_b):
+        sub.wait_seq(expected[-1], timeout=20)
+        sub.quiet(0.3)
+        assert sub.seqs() == expected  # every change, once, in order, whoever made it
+
+
+def test_a_change_on_one_worker_reaches_the_other_quickly(workers):
+    server, keys, clients_on_each_worker = workers
+    (sub,), (writer,) = clients_on_each_worker(1)
+    with server.rest(keys["secret_key"]) as rest:
+        new_person(rest, "q")
+    assert sub.subscribe("q", "step")["status"] == 200
+    started = time.monotonic()
+    assert ws_flip(writer, "q")["status"] == 200
+    events = sub.wait_events(2, timeout=5)
+    elapsed = time.monotonic() - started
+    assert [(e["data"]["identifier"], e["data"]["state"]) for e in events] == [
+        ("a", "completed"),
+        ("b", "active"),
+    ]
+    assert elapsed < 0.4  # relayed (or through Redis), not found by log reconciliation
+
+
+def test_resuming_with_since_seq_on_the_other_worker_loses_and_repeats_nothing(workers):
+    server, keys, clients_on_each_worker = workers
+    (first, writer), (second, _) = clients_on_each_worker(2)
+    with server.rest(keys["secret_key"]) as rest:
+        new_person(rest, "r")
+        assert first.subscribe("r", "step", since_seq=0)["status"] == 200
+        for _ in range(20):
+            assert ws_flip(writer, "r")["status"] == 200
+        seen = step_seqs(rest, "r")
+        first.wait_seq(seen[-1])
+        first.close()  # the browser goes away...
+        for _ in range(20):
+            flip(rest, "r").raise_for_status()  # ...changes go on, through either worker
+        # ...and it comes back on the other worker, from where it was
+        assert second.subscribe("r", "step", since_seq=first.seqs()[-1])["status"] == 200
+        for _ in range(20):
+            assert ws_flip(writer, "r")["status"] == 200
+        expected = step_seqs(rest, "r")
+    second.wait_seq(expected[-1], timeout=10)
+    second.quiet(0.3)
+    assert first.seqs() + second.seqs() == expected
+
+
+def test_two_workers_start_serve_and_stop_cleanly_on_sigterm(tmp_path):
+    server = Server(tmp_path / "s", args=("--workers", "2")).start()
+    try:
+        parent = server.process.pid
+        pids = children(parent)
+        assert len(pids) == 2
+        import httpx
+
+        health = httpx.get(server.url + "/api/v1/health").json()
+        redis = bool(os.environ.get("REDIS_URL"))
+        assert health["broker"] == ("RedisBroker" if redis else "RelayBroker")
+        keys = server.init_project("stop")["environments"][0]
+        with server.rest(keys["secret_key"]) as rest:
+            rest.post("/flows", json=LOOP_FLOW).raise_for_status()
+            new_person(rest, "s")
+        client = WsClient(server.ws_url, keys["publishable_key"])
+        assert client.subscribe("s", "step")["status"] == 200
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+        stopped_in = time.monotonic() - started
+        with pytest.raises(Exception):  # noqa: B017 - the socket is closed, whatever the type
+            client.quiet(2)
+        assert client.close_code == 1012  # clients are told to go elsewhere, as with one process
+        assert stopped_in < 15
+        for pid in pids:
+            assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+        log = server.log()
+        assert "with 2 workers" in log
+        assert "Traceback" not in log
+    finally:
+        server.kill()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_worker_that_dies_is_replaced_and_the_port_keeps_answering(workers):
+    server, keys, clients_on_each_worker = workers
+    (sub,), (writer,) = clients_on_each_worker(1)
+    with server.rest(keys["secret_key"]) as rest:
+        new_person(rest, "k")
+    assert sub.subscribe("k", "step", since_seq=0)["status"] == 200
+    victim = worker_of(server, writer)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = children(server.process.pid)
+        if len(pids) == 2 and victim not in pids:
+            break
+        time.sleep(0.1)
+    assert len(children(server.process.pid)) == 2 and victim not in children(server.process.pid)
+    with server.rest(keys["secret_key"]) as rest:
+        for _ in range(10):
+            flip(rest, "k").raise_for_status()  # whichever worker answers
+        expected = step_seqs(rest, "k")
+    sub.wait_seq(expected[-1], timeout=10)
+    assert sub.seqs() == expected
+
+
+@pytest.mark.parametrize(
+    "value, said",
+    [
+        ("0", "must be between 1 and"),
+        ("-2", "must be between 1 and"),
+        ("100000", "must be between 1 and"),
+        ("two", "must be a whole number, not 'two'"),
+    ],
+)
+def test_a_bad_workers_value_is_a_clear_error(tmp_path, value, said):
+    done = run_command(tmp_path, "serve", "--workers", value, "--port", "1")
+    assert done.returncode == 2
+    assert "--workers" in done.stderr and said in done.stderr
+    assert "Traceback" not in done.stderr
