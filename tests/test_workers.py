@@ -97,7 +97,8 @@ def workers(tmp_path):
 
 
 def ws_flip(client: WsClient, person: str) -> dict:
-    return client.request("transition", {"person_key": person, "flow": "loop", "transition": "flip"})
+    data = {"person_key": person, "flow": "loop", "transition": "flip"}
+    return client.request("transition", data)
 
 
 def test_changes_made_through_both_workers_reach_subscribers_on_both_in_order(workers):
@@ -247,3 +248,34 @@ def test_a_bad_workers_value_is_a_clear_error(tmp_path, value, said):
     assert done.returncode == 2
     assert "--workers" in done.stderr and said in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _metric(server: Server, name: str) -> float:
+    """One scrape of GET /metrics on a new connection (any worker may answer)."""
+    import httpx
+
+    with httpx.Client() as client:
+        text = client.get(server.url + "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
+def test_metrics_count_every_worker_whichever_one_answers(workers):
+    server, keys, clients_on_each_worker = workers
+    (writer_a,), (writer_b,) = clients_on_each_worker(1)
+    with server.rest(keys["secret_key"]) as rest:
+        new_person(rest, "m")
+    before = _metric(server, "stepstream_state_changes_total")
+    for _ in range(5):
+        assert ws_flip(writer_a, "m")["status"] == 200
+    middle = _metric(server, "stepstream_state_changes_total")
+    for _ in range(5):
+        assert ws_flip(writer_b, "m")["status"] == 200
+    after = [_metric(server, "stepstream_state_changes_total") for _ in range(6)]
+    assert middle - before > 0
+    assert after == [after[0]] * 6  # the same total whichever worker answered
+    assert after[0] - middle == middle - before  # the other worker's changes count too
+    time.sleep(1.2)  # each worker writes its gauges every second
+    assert _metric(server, "stepstream_connections") >= 2

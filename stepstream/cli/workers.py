@@ -77,13 +77,14 @@ class Slot:
         self.fast_exits = 0
         self.restart_at: float | None = None
 
-    def start(self, host: str, port: int, relay_path: str | None) -> None:
+    def start(self, host: str, port: int, run_dir: str) -> None:
         env = dict(os.environ)
         env[INDEX_ENV] = str(self.index)
-        if relay_path and not env.get("REDIS_URL"):
+        env["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(run_dir, "metrics")
+        if not env.get("REDIS_URL"):
             from stepstream.delivery.broker_relay import ENV
 
-            env[ENV] = relay_path
+            env[ENV] = os.path.join(run_dir, "relay.sock")
         fd = self.sock.fileno()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stepstream.cli.workers"]
@@ -104,30 +105,31 @@ def supervise(host: str, port: int, count: int) -> int:
     except OSError as e:
         print(f"stepstream: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
         return 2
-    relay_dir = None if os.environ.get("REDIS_URL") else tempfile.mkdtemp(prefix="stepstream-")
+    # private (0700): the relay's socket and the shared metrics files
+    run_dir = tempfile.mkdtemp(prefix="stepstream-workers-")
+    os.mkdir(os.path.join(run_dir, "metrics"))
     try:
-        return asyncio.run(_supervise(host, port, sockets, relay_dir))
+        return asyncio.run(_supervise(host, port, sockets, run_dir))
     finally:
         for sock in set(sockets):
             sock.close()
-        if relay_dir:
-            shutil.rmtree(relay_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
-async def _supervise(host, port, sockets, relay_dir) -> int:
+async def _supervise(host, port, sockets, run_dir) -> int:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    relay_server = relay_path = None
-    if relay_dir:
+    relay_server = None
+    if not os.environ.get("REDIS_URL"):
         from stepstream.delivery.broker_relay import Relay
 
-        relay_path = os.path.join(relay_dir, "relay.sock")  # the directory is 0700
-        relay_server = await asyncio.start_unix_server(Relay().handle, path=relay_path)
+        path = os.path.join(run_dir, "relay.sock")
+        relay_server = await asyncio.start_unix_server(Relay().handle, path=path)
     slots = [Slot(i, sock) for i, sock in enumerate(sockets)]
     for slot in slots:
-        slot.start(host, port, relay_path)
+        slot.start(host, port, run_dir)
     failed = False
     try:
         while not stopping.is_set():
@@ -135,7 +137,7 @@ async def _supervise(host, port, sockets, relay_dir) -> int:
                 await asyncio.wait_for(stopping.wait(), 0.2)
             if stopping.is_set():
                 break
-            failed = _check(slots, host, port, relay_path)
+            failed = _check(slots, host, port, run_dir)
             if failed:
                 break
     finally:
@@ -145,13 +147,13 @@ async def _supervise(host, port, sockets, relay_dir) -> int:
     return 1 if failed else 0
 
 
-def _check(slots: list[Slot], host, port, relay_path) -> bool:
+def _check(slots: list[Slot], host, port, run_dir) -> bool:
     """Restarts workers that ended; True when one keeps failing at start."""
     now = time.monotonic()
     for slot in slots:
         if slot.restart_at is not None:
             if now >= slot.restart_at:
-                slot.start(host, port, relay_path)
+                slot.start(host, port, run_dir)
             continue
         code = slot.process.poll()
         if code is None:
@@ -161,11 +163,19 @@ def _check(slots: list[Slot], host, port, relay_path) -> bool:
         if now - slot.started < FAST_EXIT:
             slot.fast_exits += 1
         log.error("worker %d (pid %d) ended with %s", slot.index, slot.process.pid, code)
+        _forget_gauges(run_dir, slot.process.pid)
         if slot.fast_exits >= MAX_FAST_EXITS:
             log.error("worker %d failed to start %d times: stopping", slot.index, MAX_FAST_EXITS)
             return True
         slot.restart_at = now + RESTART_DELAY * slot.fast_exits
     return False
+
+
+def _forget_gauges(run_dir: str, pid: int) -> None:
+    """A dead worker's connections and subscriptions no longer count (its counters still do)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, os.path.join(run_dir, "metrics"))
 
 
 async def _stop(slots: list[Slot]) -> None:

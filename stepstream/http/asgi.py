@@ -1,5 +1,6 @@
 """The ASGI application: Django for HTTP, the raw endpoint for /ws, the hub on lifespan."""
 
+import asyncio
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
@@ -48,6 +49,7 @@ django_app = WSGIMiddleware(
 from stepstream.config import is_first_worker  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
 from stepstream.delivery.webhooks import worker as webhook_worker  # noqa: E402
+from stepstream.http import metrics  # noqa: E402
 from stepstream.http.bodylimit import limit_body  # noqa: E402
 from stepstream.http.convertors import NotUtf8, routing_path  # noqa: E402
 from stepstream.http.errors import send_error  # noqa: E402
@@ -66,6 +68,7 @@ async def http_app(scope, receive, send):
 
 
 async def lifespan(scope, receive, send):
+    gauges = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -73,11 +76,15 @@ async def lifespan(scope, receive, send):
                 await runtime.ensure_hub()
                 if is_first_worker():  # once per server, not in each of --workers N
                     await webhook_worker.start()
+                if metrics.MULTIPROCESS:  # serve --workers N: gauges shared through files
+                    gauges = asyncio.get_running_loop().create_task(metrics.write_live_gauges())
             except Exception as e:  # noqa: BLE001
                 await send({"type": "lifespan.startup.failed", "message": str(e)})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if gauges is not None:
+                gauges.cancel()
             await webhook_worker.stop()
             await runtime.stop_hub()
             await send({"type": "lifespan.shutdown.complete"})

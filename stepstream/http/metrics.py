@@ -2,18 +2,24 @@
 
 The two gauges are read from the live hub and connection set at scrape time.
 Each `serve` process exposes its own numbers: scrape every process
-(docs/deploy.md). Open from loopback; from elsewhere only with
+(docs/deploy.md). The workers of `serve --workers N` share one port, so
+there their parent sets PROMETHEUS_MULTIPROC_DIR: counters and the histogram
+live in files there (prometheus-client's multiprocess mode) and any worker
+answers for all; each worker writes its two gauges there every second.
+Open from loopback; from elsewhere only with
 `Authorization: Bearer STEPSTREAM_METRICS_TOKEN` (unset: refused).
 """
 
+import asyncio
 import hmac
 import ipaddress
+import os
 import time
 
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from stepstream import delivery
@@ -21,22 +27,57 @@ from stepstream.http.views import error_response
 from stepstream.metrics import REGISTRY, REQUEST_DURATION
 from stepstream.ws import guard
 
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+_CONNECTIONS_HELP = "Open WebSocket connections."
+_SUBSCRIPTIONS_HELP = "Live state_change subscriptions."
+
+
+def _live_counts() -> tuple[int, int]:
+    hub = delivery.current_hub()
+    subscriptions = sum(len(c.subs) for c in list(hub.channels.values())) if hub else 0
+    return len(guard._connections), subscriptions
+
 
 class _LiveGauges:
     """Open connections and subscriptions of this process, read when scraped."""
 
     def collect(self):
-        hub = delivery.current_hub()
-        subscriptions = sum(len(c.subs) for c in list(hub.channels.values())) if hub else 0
+        connections, subscriptions = _live_counts()
+        yield GaugeMetricFamily("stepstream_connections", _CONNECTIONS_HELP, value=connections)
         yield GaugeMetricFamily(
-            "stepstream_connections", "Open WebSocket connections.", value=len(guard._connections)
-        )
-        yield GaugeMetricFamily(
-            "stepstream_subscriptions", "Live state_change subscriptions.", value=subscriptions
+            "stepstream_subscriptions", _SUBSCRIPTIONS_HELP, value=subscriptions
         )
 
 
-REGISTRY.register(_LiveGauges())
+if MULTIPROCESS:
+    # summed over the workers alive (the parent marks a dead one's file)
+    _CONNECTIONS = Gauge(
+        "stepstream_connections", _CONNECTIONS_HELP, multiprocess_mode="livesum", registry=None
+    )
+    _SUBSCRIPTIONS = Gauge(
+        "stepstream_subscriptions", _SUBSCRIPTIONS_HELP, multiprocess_mode="livesum", registry=None
+    )
+else:
+    REGISTRY.register(_LiveGauges())
+
+
+async def write_live_gauges() -> None:
+    """In a worker of `serve --workers N`: the gauges into the shared files, every second."""
+    while True:
+        connections, subscriptions = _live_counts()
+        _CONNECTIONS.set(connections)
+        _SUBSCRIPTIONS.set(subscriptions)
+        await asyncio.sleep(1.0)
+
+
+def _registry():
+    if not MULTIPROCESS:
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
 
 class RequestDurationMiddleware:
@@ -84,4 +125,4 @@ def view(request):
                 "Send 'Authorization: Bearer <STEPSTREAM_METRICS_TOKEN>'.",
                 WWW_Authenticate='Bearer realm="metrics"',
             )
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
