@@ -209,6 +209,55 @@ def _end_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class FileWriterLock:
+    """This process's writer lock, extended to every worker: a thread lock, then flock.
+
+    SQLite has one write lock per file. Writers of one process queue on the
+    engine's lock (stepstream/engine/store.py: `writing`), which hands the
+    file over at once; writers of different processes met in SQLite's busy
+    handler instead, whose sleeps grow to 100 ms, and two workers committed
+    less than one. flock(2) queues them in the kernel and wakes the next one
+    on release. Only the workers of one `serve --workers N` take it; any
+    other writer on the file (a script) still waits on the busy timeout.
+    """
+
+    def __init__(self, path: str):
+        import threading
+
+        self._thread = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self):
+        import fcntl
+
+        self._thread.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+
+def _share_sqlite_writer_lock() -> None:
+    """On SQLite, the engine's per-process writer lock becomes one for all the workers."""
+    from django.db import connection
+
+    from stepstream.engine import store
+
+    if connection.vendor != "sqlite" or not hasattr(store, "_sqlite_writers"):
+        return
+    store._sqlite_writers = FileWriterLock(connection.settings_dict["NAME"] + ".writers.lock")
+
+
 def worker_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="stepstream serve worker")
     p.add_argument("--fd", type=int, required=True)
@@ -223,6 +272,7 @@ def worker_main(argv=None) -> int:
     problem = setup(migrate=False)
     if problem:
         return fail(problem)
+    _share_sqlite_writer_lock()
     try:
         server = build_server(args.host, args.port)
     except RuntimeError as exc:
