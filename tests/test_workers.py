@@ -279,3 +279,29 @@ def test_metrics_count_every_worker_whichever_one_answers(workers):
     assert after[0] - middle == middle - before  # the other worker's changes count too
     time.sleep(1.2)  # each worker writes its gauges every second
     assert _metric(server, "stepstream_connections") >= 2
+
+
+def test_writers_on_both_workers_at_once_all_succeed(workers):
+    """SQLite: 8 writers over 2 processes on one file; none meets "database is locked"."""
+    server, keys, clients_on_each_worker = workers
+    group_a, group_b = clients_on_each_worker(4)
+    writers = group_a + group_b
+    with server.rest(keys["secret_key"]) as rest:
+        for i in range(len(writers)):
+            new_person(rest, f"w{i}")
+    statuses: list[int] = []
+
+    def write(i: int, client: WsClient) -> None:
+        for _ in range(40):
+            statuses.append(ws_flip(client, f"w{i}")["status"])
+
+    threads = [threading.Thread(target=write, args=(i, c)) for i, c in enumerate(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert statuses == [200] * (40 * len(writers))
+    with server.rest(keys["secret_key"]) as rest:
+        for i in range(len(writers)):
+            assert len(step_seqs(rest, f"w{i}")) == 3 + 80
+    assert "locked" not in server.log()
