@@ -274,7 +274,7 @@ def storm_rows(res: dict) -> list[dict]:
     return [
         row(
             scen,
-            "connect + subscribe per s (get_state, 2 subscribes)",
+            "connect + subscribe (flow and step, since_seq) per s",
             rate,
             r_rate,
             ">= 0.5x ref" if big else "",

@@ -2,10 +2,11 @@
 
 For each target (Stepstream, then the reference in the same run):
 
-1. **Connect.** `clients` followers connect, `concurrency` at a time, as the
-   SDK does: `get_state` (the snapshot: its `seq` and `epoch`), then
-   `subscribe_state_change` for `flow` and for `step`, each with `since_seq`.
-   The rate of this phase is the "connect + subscribe" figure.
+1. **Connect.** Each follower's snapshot (`get_state`: its `seq` and `epoch`)
+   is read first, untimed. Then `clients` followers connect, `concurrency` at
+   a time, and send `subscribe_state_change` for `flow` and for `step`, each
+   with `since_seq` and `epoch`: the SDK's (re)connect. The rate of this
+   phase is the "connect + subscribe" figure.
 2. **Before.** `moving` of the people (the others stay quiet) get a change
    each (a `loop` flip: two step events) through a publisher socket, and the
    server is killed (SIGKILL) 50 ms later, with events still in flight.
@@ -90,8 +91,8 @@ async def _open(port: int, key: str, follower: Follower, timeout: float) -> _Soc
         ),
         timeout,
     )
-    try:
-        await asyncio.wait_for(sock.handshake, timeout)
+    try:  # shielded: a timeout must not cancel the future the protocol resolves later
+        await asyncio.wait_for(asyncio.shield(sock.handshake), timeout)
     except BaseException:
         sock.close()
         raise
@@ -111,17 +112,32 @@ async def _subscribe_both(sock: _Socket, follower: Follower, timeout: float) -> 
             raise ConnectionError(f"subscribe answered {message.get('status')}")
 
 
+async def _snapshots(port, key, followers: list[Follower], timeout: float) -> None:
+    """Each follower's snapshot (`get_state`: its seq and epoch), read over one socket.
+
+    The SDK takes it once, when it first connects; the storm is about what
+    comes after, so it is not part of the timed connect + subscribe."""
+    sock = await wire.connect(port, key)
+    try:
+        for start in range(0, len(followers), 500):
+            chunk = followers[start : start + 500]
+            futures = [sock.send("get_state", {"person_key": f.person})[1] for f in chunk]
+            for follower, future in zip(chunk, futures, strict=True):
+                state, _ = await asyncio.wait_for(future, timeout)
+                if state.get("status") != 200:
+                    raise RuntimeError(f"get_state failed: {state}")
+                seq = state["data"]["seq"]
+                follower.start_seq = seq
+                follower.seq = {"flow": seq, "step": seq}
+                follower.epoch = state["data"].get("epoch")
+    finally:
+        sock.close()
+
+
 async def _first_connect(port, key, follower: Follower, timeout: float) -> _Socket:
-    """The SDK's first session: snapshot, then both subscriptions from its seq."""
+    """A connection and both subscriptions from the snapshot's seq, as the SDK does."""
     sock = await _open(port, key, follower, timeout)
     follower.connects += 1
-    state = await sock.request("get_state", {"person_key": follower.person}, timeout)
-    if state.get("status") != 200:
-        raise RuntimeError(f"get_state failed: {state}")
-    seq = state["data"]["seq"]
-    follower.start_seq = seq
-    follower.seq = {"flow": seq, "step": seq}
-    follower.epoch = state["data"].get("epoch")
     await _subscribe_both(sock, follower, timeout)
     follower.live_at = time.perf_counter()
     return sock
@@ -165,6 +181,26 @@ async def _flip_all(sock: _Socket, people: list[str], timeout: float, wait: bool
         return futures
     done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
     return sum(1 for d in done if not isinstance(d, BaseException) and d[0].get("status") == 200)
+
+
+async def _final_seqs(target, people: list[str], timeout: float) -> dict[str, int]:
+    """The server's latest seq of each person, over a socket of its own (retried)."""
+    for attempt in range(5):
+        sock = None
+        try:
+            sock = await wire.connect(target.port, target.key)
+            answers = await asyncio.gather(
+                *(sock.request("get_state", {"person_key": p}, timeout) for p in people)
+            )
+            return {p: a["data"]["seq"] for p, a in zip(people, answers, strict=True)}
+        except (OSError, ConnectionError, TimeoutError, RuntimeError):
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1)
+        finally:
+            if sock is not None:
+                sock.close()
+    raise AssertionError("unreachable")
 
 
 async def _listening(port: int, restarting: asyncio.Task) -> float:
@@ -216,8 +252,9 @@ async def _storm(cfg, target, down_s: float) -> dict:
     stop = asyncio.Event()
     timeout = cfg.storm_timeout_s
 
+    await _snapshots(target.port, target.key, followers, timeout)
     profiler = await asyncio.to_thread(_profile, cfg, target, "connect")
-    # 1. connect: the SDK's first session, `concurrency` at a time
+    # 1. connect + subscribe (flow and step, since_seq), `concurrency` at a time
     queue = iter(followers)
     started = time.perf_counter()
 
@@ -275,7 +312,10 @@ async def _storm(cfg, target, down_s: float) -> dict:
         publisher.close()
         publisher = await _connect_with_retry(target.port, target.key, ready + 30)
         if moving:
-            flips["after"] = await _flip_all(publisher, movers, timeout * 4)
+            try:
+                flips["after"] = await _flip_all(publisher, movers, timeout * 4)
+            except (OSError, ConnectionError, TimeoutError, RuntimeError) as e:
+                result["publisher_error"] = f"{type(e).__name__}: {e}"  # the check still holds
         deadline = ready + cfg.storm_deadline_s
 
         def all_live():
@@ -290,10 +330,7 @@ async def _storm(cfg, target, down_s: float) -> dict:
         # 5. check: the server's seq of each moving person, then what each follower got
         finals = {}
         if moving:
-            answers = await asyncio.gather(
-                *(publisher.request("get_state", {"person_key": p}, timeout * 4) for p in movers)
-            )
-            finals = {p: a["data"]["seq"] for p, a in zip(movers, answers, strict=True)}
+            finals = await _final_seqs(target, movers, timeout * 4)
             settle = time.perf_counter() + cfg.storm_deadline_s
             while time.perf_counter() < settle and any(
                 f.seq["step"] < finals[f.person] for f in followers[:moving]
