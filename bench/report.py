@@ -296,6 +296,18 @@ def storm_rows(res: dict) -> list[dict]:
         ),
         row(
             scen,
+            "server CPU ms per connect + subscribe",
+            s.get("server_cpu_ms_per_connect"),
+            r.get("server_cpu_ms_per_connect"),
+        ),
+        row(
+            scen,
+            "server CPU ms per resumed client (the storm)",
+            s.get("server_cpu_ms_per_resume"),
+            r.get("server_cpu_ms_per_resume"),
+        ),
+        row(
+            scen,
             "clients resumed exactly (nothing lost, twice, or out of order)",
             resumed,
             r.get("resumed_ok"),

@@ -36,10 +36,18 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 
 from bench import wire
 from bench.scenarios import log, run_async
-from bench.targets import Profiler, Reference, Stepstream, reset_bench_database, wait_for_quiet
+from bench.targets import (
+    Profiler,
+    Reference,
+    Stepstream,
+    cpu_seconds,
+    reset_bench_database,
+    wait_for_quiet,
+)
 from stepstream_client import backoff_delay
 
 ENTITIES = ("flow", "step")
@@ -61,7 +69,17 @@ class _Socket(wire.WsClient):
 class Follower:
     """One browser: a person, its resume points, the step seqs it received, when it was live."""
 
-    __slots__ = ("person", "seq", "epoch", "start_seq", "steps", "live_at", "connects", "failures")
+    __slots__ = (
+        "person",
+        "seq",
+        "epoch",
+        "start_seq",
+        "steps",
+        "live_at",
+        "connects",
+        "failures",
+        "why",
+    )
 
     def __init__(self, person: str):
         self.person = person
@@ -72,6 +90,7 @@ class Follower:
         self.live_at = None  # perf_counter when its subscriptions last answered 200
         self.connects = 0
         self.failures = 0
+        self.why = None  # a Counter of failed attempts by kind, shared by all followers
 
 
 def _sink(client, seq, data, start, end, now) -> None:
@@ -94,9 +113,15 @@ async def _open(port: int, key: str, follower: Follower, timeout: float) -> _Soc
     try:  # shielded: a timeout must not cancel the future the protocol resolves later
         await asyncio.wait_for(asyncio.shield(sock.handshake), timeout)
     except BaseException:
+        sock.handshake.add_done_callback(_consume)
         sock.close()
         raise
     return sock
+
+
+def _consume(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _subscribe_both(sock: _Socket, follower: Follower, timeout: float) -> None:
@@ -162,14 +187,24 @@ async def _stay(
                 sock = await _open(port, key, follower, cfg.storm_timeout_s)
                 sockets[follower] = sock
                 await _subscribe_both(sock, follower, cfg.storm_timeout_s)
-            except (OSError, ConnectionError, TimeoutError):
+            except (OSError, ConnectionError, TimeoutError) as e:
                 follower.failures += 1
+                if follower.why is not None:
+                    follower.why[_kind(e)] += 1
                 if sock is not None and not sock.lost.done():
                     sock.close()
                 continue
             follower.live_at = time.perf_counter()
             attempt = 0
             break
+
+
+def _kind(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "refused (server down)"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return f"{type(error).__name__}: {str(error)[:60]}"
 
 
 async def _flip_all(sock: _Socket, people: list[str], timeout: float, wait: bool = True):
@@ -249,6 +284,9 @@ async def _storm(cfg, target, down_s: float) -> dict:
     movers = [f.person for f in followers[:moving]]
     sockets: dict[Follower, _Socket] = {}
     rng = random.Random(15)
+    why = Counter()
+    for follower in followers:
+        follower.why = why
     stop = asyncio.Event()
     timeout = cfg.storm_timeout_s
 
@@ -257,6 +295,7 @@ async def _storm(cfg, target, down_s: float) -> dict:
     # 1. connect + subscribe (flow and step, since_seq), `concurrency` at a time
     queue = iter(followers)
     started = time.perf_counter()
+    cpu_before = cpu_seconds(target.pid)
 
     async def opener():
         for follower in queue:
@@ -265,6 +304,8 @@ async def _storm(cfg, target, down_s: float) -> dict:
     await asyncio.gather(*(opener() for _ in range(min(cfg.storm_concurrency, n))))
     connect_s = time.perf_counter() - started
     connect_rate = round(n / connect_s, 1)
+    # the server's own CPU per connection: a figure other work on the machine hardly moves
+    connect_cpu_ms = round(1000 * (cpu_seconds(target.pid) - cpu_before) / n, 3)
     log(f"storm {target.name}: {n} followers live, {connect_rate} connect+subscribe/s")
     stays = [
         asyncio.create_task(_stay(target.port, target.key, f, sockets[f], cfg, stop, rng, sockets))
@@ -272,7 +313,12 @@ async def _storm(cfg, target, down_s: float) -> dict:
     ]
     publisher = await wire.connect(target.port, target.key)
     flips = {"before": 0, "down": 0, "after": 0}
-    result: dict = {"clients": n, "moving": moving, "connect_subscribe_per_s": connect_rate}
+    result: dict = {
+        "clients": n,
+        "moving": moving,
+        "connect_subscribe_per_s": connect_rate,
+        "server_cpu_ms_per_connect": connect_cpu_ms,
+    }
     try:
         # 2. changes just before the kill, some still in flight when it dies
         in_flight = await _flip_all(publisher, movers, timeout, wait=False)
@@ -307,6 +353,7 @@ async def _storm(cfg, target, down_s: float) -> dict:
         restarting = asyncio.create_task(asyncio.to_thread(_restart, target))
         ready = await _listening(target.port, restarting)
         await restarting
+        storm_cpu = cpu_seconds(target.pid)  # the new process: from its start
         profiler = _profile(cfg, target, "restart")  # attaching blocks 0.5 s: clients wait
         log(f"storm {target.name}: restarted, ready {ready - killed:.2f} s after the kill")
         publisher.close()
@@ -323,6 +370,7 @@ async def _storm(cfg, target, down_s: float) -> dict:
 
         while not all_live() and time.perf_counter() < deadline:
             await asyncio.sleep(0.02)
+        storm_cpu = cpu_seconds(target.pid) - storm_cpu
         live_times = sorted(
             f.live_at - ready for f in followers if f.live_at and f.live_at > killed
         )
@@ -353,8 +401,12 @@ async def _storm(cfg, target, down_s: float) -> dict:
                 "reconnect_per_s": (
                     round(len(live_times) / last_live, 1) if last_live and last_live > 0 else None
                 ),
+                # the restarted server's CPU from listening until the last client was live,
+                # per client (it includes the changes made meanwhile)
+                "server_cpu_ms_per_resume": round(1000 * storm_cpu / n, 3),
                 "connection_attempts": sum(f.connects for f in followers) - n,
                 "failed_attempts": sum(f.failures for f in followers),
+                "failed_by_kind": dict(why.most_common()),
                 "changes": flips,
                 "backoff": {"base_s": cfg.storm_base_s, "cap_s": cfg.storm_cap_s},
                 **check,

@@ -14,6 +14,8 @@ subscription starts from is what it was before (docs/architecture.md).
 import asyncio
 import logging
 
+from django.db import connection
+
 from stepstream import dbthreads
 from stepstream.engine.store import person_not_found
 from stepstream.models import Person
@@ -41,14 +43,22 @@ async def position(environment, person_key: str) -> tuple[int, int]:
 
 
 def _read(batch: dict[int, list[str]]) -> dict[tuple[int, str], tuple[int, int]]:
+    """One indexed query per 500 people. Plain SQL: building the ORM's IN (...) of
+    hundreds of values cost more than running it."""
     found = {}
-    for environment_id, keys in batch.items():
-        for start in range(0, len(keys), CHUNK):
-            rows = Person.objects.filter(
-                environment_id=environment_id, person_key__in=keys[start : start + CHUNK]
-            ).values_list("person_key", "pk", "last_seq")
-            for key, pk, last_seq in rows:
-                found[(environment_id, key)] = (pk, last_seq)
+    table = connection.ops.quote_name(Person._meta.db_table)
+    with connection.cursor() as cursor:
+        for environment_id, keys in batch.items():
+            for start in range(0, len(keys), CHUNK):
+                chunk = keys[start : start + CHUNK]
+                marks = ", ".join(["%s"] * len(chunk))
+                cursor.execute(
+                    f"SELECT person_key, id, last_seq FROM {table} "  # noqa: S608 - no input
+                    f"WHERE environment_id = %s AND person_key IN ({marks})",
+                    [environment_id, *chunk],
+                )
+                for key, pk, last_seq in cursor.fetchall():
+                    found[(environment_id, key)] = (pk, last_seq)
     return found
 
 
