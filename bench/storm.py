@@ -131,10 +131,15 @@ async def _subscribe_both(sock: _Socket, follower: Follower, timeout: float) -> 
         if follower.epoch is not None:
             data["epoch"] = follower.epoch
         futures.append(sock.send("subscribe_state_change", data)[1])
-    for future in futures:
-        message, _ = await asyncio.wait_for(future, timeout)
-        if message.get("status") != 200:
-            raise ConnectionError(f"subscribe answered {message.get('status')}")
+    try:
+        for future in futures:
+            message, _ = await asyncio.wait_for(asyncio.shield(future), timeout)
+            if message.get("status") != 200:
+                raise ConnectionError(f"subscribe answered {message.get('status')}")
+    except BaseException:
+        for future in futures:  # their outcome no longer matters
+            future.add_done_callback(_consume)
+        raise
 
 
 async def _snapshots(port, key, followers: list[Follower], timeout: float) -> None:
@@ -357,9 +362,9 @@ async def _storm(cfg, target, down_s: float) -> dict:
         profiler = _profile(cfg, target, "restart")  # attaching blocks 0.5 s: clients wait
         log(f"storm {target.name}: restarted, ready {ready - killed:.2f} s after the kill")
         publisher.close()
-        publisher = await _connect_with_retry(target.port, target.key, ready + 30)
         if moving:
-            try:
+            try:  # the publisher queues like everyone else: the storm can keep it out a while
+                publisher = await _connect_with_retry(target.port, target.key, ready + 120)
                 flips["after"] = await _flip_all(publisher, movers, timeout * 4)
             except (OSError, ConnectionError, TimeoutError, RuntimeError) as e:
                 result["publisher_error"] = f"{type(e).__name__}: {e}"  # the check still holds
