@@ -8,6 +8,7 @@ docs/performance.md). Here a socket is a receive loop plus a writer task.
 
 import itertools
 import logging
+import os
 import secrets
 import weakref
 from collections import Counter
@@ -34,8 +35,18 @@ BAD_KEY_REASON = "Missing or wrong key: connect with the environment's publishab
 ORIGIN_REASON = "This page's origin is not on the environment's allowed origins for this key."
 
 open_per_environment: Counter = Counter()
-_PROCESS = secrets.token_hex(3)
 _connection_ids = itertools.count(1)
+_prefix: tuple[int, str] = (0, "")  # (pid, random prefix): a forked worker makes its own
+
+
+def _connection_name() -> str:
+    """Names a connection in log lines: unique per process (a random prefix, renewed in a
+    forked child) without a uuid4, an os.urandom call, per connection."""
+    global _prefix
+    pid = os.getpid()
+    if _prefix[0] != pid:
+        _prefix = (pid, secrets.token_hex(3))
+    return f"ws-{_prefix[1]}{next(_connection_ids):06x}"
 
 
 async def websocket_app(scope, receive, send) -> None:
@@ -109,9 +120,7 @@ async def _admit(scope, receive, send):
             send, CLOSE_TRY_LATER, "Too many connections with this key; try again later."
         )
         return None
-    # names this connection in log lines: unique per process (a random prefix) and across
-    # processes, without a uuid4 (an os.urandom call) per connection
-    request_id.set(f"ws-{_PROCESS}{next(_connection_ids):06x}")
+    request_id.set(_connection_name())  # names this connection in log lines
     return environment, key_row.pk
 
 
