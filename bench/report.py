@@ -290,6 +290,14 @@ def storm_rows(res: dict) -> list[dict]:
         ),
         row(
             scen,
+            "clients live again within the deadline (120 s from ready)",
+            s.get("live_again"),
+            r.get("live_again"),
+            f"all {n:,}" if n else "",
+            (s.get("live_again") == n) if s else None,
+        ),
+        row(
+            scen,
             "s from the kill until the last client is live",
             s.get("last_live_after_kill_s"),
             r.get("last_live_after_kill_s"),

@@ -379,7 +379,8 @@ async def _storm(cfg, target, down_s: float) -> dict:
         live_times = sorted(
             f.live_at - ready for f in followers if f.live_at and f.live_at > killed
         )
-        last_live = max(live_times) if live_times else None
+        # only when every client came back within the deadline: a partial figure would flatter
+        last_live = max(live_times) if len(live_times) == n else None
         # 5. check: the server's seq of each moving person, then what each follower got
         finals = {}
         if moving:
