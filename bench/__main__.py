@@ -36,6 +36,13 @@ QUICK = {
     "capacity_counts": (200,),
     "capacity_hold_s": 0.5,
     "fanout_bursts": 1,
+    "storm_clients": 60,
+    "storm_moving": 20,
+    "storm_concurrency": 20,
+    "storm_base_s": 0.05,
+    "storm_cap_s": 0.5,
+    "storm_down_s": 0.3,
+    "storm_deadline_s": 30.0,
 }
 
 
@@ -124,6 +131,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--starts", type=int, help="flow starts to time")
     g = p.add_argument_group("capacity")
     g.add_argument("--connections", type=_ints, help="e.g. 1000,10000")
+    g = p.add_argument_group("reconnect storm")
+    g.add_argument("--clients", type=int, help="subscribed clients (default 10000)")
+    g.add_argument("--moving", type=int, help="of them, people whose flows change (1000)")
+    g.add_argument(
+        "--backoff",
+        type=_floats,
+        help="base,cap of the reconnect backoff in s (0.25,10: the SDK's)",
+    )
     return p
 
 
@@ -153,10 +168,15 @@ def config(args) -> scenarios.Config:
         "engine_seconds": args.seconds,
         "starts": args.starts,
         "capacity_counts": args.connections,
+        "storm_clients": args.clients,
+        "storm_moving": args.moving,
     }
     for name, value in overrides.items():
         if value:
             setattr(cfg, name, value)
+    if args.backoff:
+        cfg.storm_base_s, cfg.storm_cap_s = args.backoff
+    cfg.storm_moving = min(cfg.storm_moving, cfg.storm_clients)
     if args.engine_db:
         cfg.engine_databases = tuple(args.engine_db.split(","))
     if args.mode:

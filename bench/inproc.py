@@ -9,6 +9,8 @@ job prints one JSON object on stdout.
   step `a` active, ready to flip). Far faster than the same through REST.
 * `starts`: times flow starts of the 21-step flow and counts the queries of
   a start and of a transition (Django's CaptureQueriesContext).
+* `flip`: flips the `loop` flow of people PREFIX0..PREFIX(COUNT-1), as
+  another process writing while the server is down (the reconnect storm).
 """
 
 import argparse
@@ -83,6 +85,8 @@ def job_setup(args) -> dict:
         if args.start_loop:
             for i in range(count):
                 engine.do_start_flow(env, f"{prefix}{i}", "loop")
+    for prefix, count in args.idle_people:
+        _create_people(env, prefix, count)
     return {
         "publishable_key": keys["publishable_key"],
         "secret_key": keys["secret_key"],
@@ -140,6 +144,18 @@ def job_starts(args) -> dict:
     }
 
 
+def job_flip(args) -> dict:
+    from stepstream import engine
+
+    env = _environment(args.secret_key)
+    started = time.perf_counter()
+    done = 0
+    for i in range(args.count):
+        engine.do_transition(env, f"{args.prefix}{i}", "loop", "flip", via="admin")
+        done += 1
+    return {"flips": done, "seconds": round(time.perf_counter() - started, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="job", required=True)
@@ -153,6 +169,18 @@ def main() -> None:
         help="create COUNT people named PREFIX0, PREFIX1, ...",
     )
     setup.add_argument("--start-loop", action="store_true")
+    setup.add_argument(
+        "--idle-people",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("PREFIX", "COUNT"),
+        help="also create COUNT people named PREFIX0, ... with no flow started",
+    )
+    flip = sub.add_parser("flip")
+    flip.add_argument("--secret-key", required=True)
+    flip.add_argument("--prefix", required=True)
+    flip.add_argument("--count", type=int, required=True)
     starts = sub.add_parser("starts")
     starts.add_argument("--secret-key", required=True)
     starts.add_argument("--count", type=int, default=200)
@@ -160,8 +188,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.job == "setup":
         args.people = [(prefix, int(count)) for prefix, count in args.people]
+        args.idle_people = [(prefix, int(count)) for prefix, count in args.idle_people]
     _django()
-    result = job_setup(args) if args.job == "setup" else job_starts(args)
+    jobs = {"setup": job_setup, "starts": job_starts, "flip": job_flip}
+    result = jobs[args.job](args)
     print(json.dumps(result), flush=True)
 
 

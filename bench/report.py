@@ -257,11 +257,80 @@ def capacity_rows(res: dict) -> list[dict]:
     return rows
 
 
+def storm_rows(res: dict) -> list[dict]:
+    """The reconnect storm (bench/storm.py): targets of issue 15."""
+    s, r = res.get("stepstream", {}), res.get("reference", {})
+    n = s.get("clients") or r.get("clients") or 0
+    scen = f"reconnect storm, {int(n):,} subscribed clients, SIGKILL + restart"
+    big = n >= 10000
+    rate, r_rate = s.get("connect_subscribe_per_s"), r.get("connect_subscribe_per_s")
+    last, r_last = s.get("last_live_after_ready_s"), r.get("last_live_after_ready_s")
+    ratio = _ratio(rate, r_rate)
+    late = _ratio(last, r_last)
+    resumed = s.get("resumed_ok")
+    wrong = None
+    if s:
+        wrong = sum(s.get(k, 0) for k in ("lost_events", "duplicate_events", "out_of_order"))
+    return [
+        row(
+            scen,
+            "connect + subscribe (flow and step, since_seq) per s",
+            rate,
+            r_rate,
+            ">= 0.5x ref" if big else "",
+            (ratio is not None and ratio >= 0.5) if big else None,
+        ),
+        row(
+            scen,
+            "s from restart (listening) until the last client is live",
+            last,
+            r_last,
+            "<= 2x ref" if big else "",
+            (late is not None and late <= 2) if big else None,
+        ),
+        row(
+            scen,
+            "clients live again within the deadline (120 s from ready)",
+            s.get("live_again"),
+            r.get("live_again"),
+            f"all {n:,}" if n else "",
+            (s.get("live_again") == n) if s else None,
+        ),
+        row(
+            scen,
+            "s from the kill until the last client is live",
+            s.get("last_live_after_kill_s"),
+            r.get("last_live_after_kill_s"),
+        ),
+        row(
+            scen,
+            "server CPU ms per connect + subscribe",
+            s.get("server_cpu_ms_per_connect"),
+            r.get("server_cpu_ms_per_connect"),
+        ),
+        row(
+            scen,
+            "server CPU ms per resumed client (the storm)",
+            s.get("server_cpu_ms_per_resume"),
+            r.get("server_cpu_ms_per_resume"),
+        ),
+        row(
+            scen,
+            "clients resumed exactly (nothing lost, twice, or out of order)",
+            resumed,
+            r.get("resumed_ok"),
+            f"all {n:,}" if n else "",
+            (resumed == n and wrong == 0) if s else None,
+        ),
+    ]
+
+
 ROWS = {
     "fanout": fanout_rows,
     "many": many_rows,
     "engine": engine_rows,
     "capacity": capacity_rows,
+    "storm": storm_rows,
 }
 
 

@@ -72,6 +72,15 @@ class Config:
     starts: int = 200
     capacity_counts: tuple[int, ...] = (1000, 10000)
     capacity_hold_s: float = 2.0
+    # reconnect storm (bench/storm.py); the backoff is the SDK's default
+    storm_clients: int = 10000
+    storm_moving: int = 1000  # people whose flows change (the others stay quiet)
+    storm_concurrency: int = 100
+    storm_base_s: float = 0.25
+    storm_cap_s: float = 10.0
+    storm_down_s: float = 2.0
+    storm_timeout_s: float = 15.0
+    storm_deadline_s: float = 120.0
 
     def rates(self) -> list[float]:
         if self.many_rates:
@@ -735,9 +744,16 @@ def capacity(cfg: Config) -> dict:
     return out
 
 
+def storm(cfg: Config) -> dict:
+    from bench.storm import storm as run  # bench.storm uses this module
+
+    return run(cfg)
+
+
 SCENARIOS = {
     "fanout": fanout,
     "many": many_people,
     "engine": engine,
     "capacity": capacity,
+    "storm": storm,
 }

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("fanout", "many", "engine", "capacity")
+SCENARIOS = ("fanout", "many", "engine", "capacity", "storm")
 
 
 def _number(value) -> bool:
@@ -62,9 +62,19 @@ def test_quick_bench_reports_every_scenario(tmp_path):
             assert row["held"] == row["connections"], target
             assert _number(row["kib_per_connection"]), target
 
+    storm = results["scenarios"]["storm"]
+    for target in ("stepstream", "reference"):
+        side = storm[target]
+        # every client came back after the SIGKILL and restart, and resumed exactly
+        assert side["live_again"] == side["clients"], (target, side)
+        assert side["resumed_ok"] == side["clients"], (target, side)
+        assert _number(side["connect_subscribe_per_s"]), target
+        assert _number(side["last_live_after_ready_s"]), target
+    assert storm["stepstream"]["changes"]["down"] > 0  # written while no server ran
+
     rows = results["rows"]
     covered = {r["scenario"].split(",")[0].split(" (")[0] for r in rows}
-    assert {"fan-out", "many people", "engine", "capacity"} <= covered, covered
+    assert {"fan-out", "many people", "engine", "capacity", "reconnect storm"} <= covered, covered
     compared = [r for r in rows if r["ratio"] is not None]
     assert compared, "no Stepstream figure has a reference beside it"
     assert all(_number(r["stepstream"]) for r in compared)

@@ -31,7 +31,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
 TIMEOUT_MS = 20_000
 
 pytestmark = pytest.mark.skipif(
@@ -409,3 +410,57 @@ def test_pages_fit_a_phone_screen(tmp_path, browser_page):
         assert main["width"] >= 300, main  # the reference has the screen's width
     finally:
         server.stop()
+
+
+BACKOFF_SCRIPT = """
+async () => {
+  const { backoffDelay, StepstreamClient } = window.sdk;
+  // the delays themselves: within [0, min(cap, base * 2^attempt)], spread over that window
+  const windows = [];
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const ceiling = Math.min(2000, 100 * 2 ** attempt);
+    const delays = Array.from({ length: 400 }, () => backoffDelay(attempt, 100, 2000));
+    windows.push({ ceiling, low: Math.min(...delays), high: Math.max(...delays) });
+  }
+  // the client, against a server that refuses every connection: when it tries again
+  const tries = [];
+  class Refused {
+    constructor() {
+      tries.push(performance.now());
+      setTimeout(() => this.onclose?.({ code: 1006, reason: "" }), 0);
+    }
+    close() {}
+  }
+  const client = new StepstreamClient({ url: "http://127.0.0.1:9", key: "pk_x",
+    personKey: "p", minBackoffMs: 20, maxBackoffMs: 160, WebSocket: Refused });
+  client.ready.catch(() => {});
+  while (tries.length < 12) await new Promise((r) => setTimeout(r, 20));
+  client.close();
+  return { windows, gaps: tries.slice(1).map((t, i) => t - tries[i]) };
+}
+"""
+
+
+def test_sdk_reconnect_backoff_has_full_jitter_and_a_cap(tmp_path, browser_page):
+    """The SDK's reconnect delays: each in [0, min(cap, base * 2^attempt)], the window
+    doubling up to the cap, spread over all of it (full jitter), and a client that is
+    refused waits that long between attempts (docs/protocol.md, "Reconnecting")."""
+    page = browser_page
+    source = (ROOT / "stepstream" / "static" / "stepstream.js").read_text()
+    page.set_content("<!doctype html><title>backoff</title>")
+    page.add_script_tag(
+        content=source + "\nwindow.sdk = { backoffDelay, StepstreamClient };", type="module"
+    )
+    page.wait_for_function("() => window.sdk !== undefined")
+    result = page.evaluate(BACKOFF_SCRIPT)
+    ceilings = [w["ceiling"] for w in result["windows"]]
+    assert ceilings == [100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000]
+    for w in result["windows"]:
+        assert 0 <= w["low"] <= w["high"] <= w["ceiling"], w
+        assert w["low"] < 0.1 * w["ceiling"] and w["high"] > 0.9 * w["ceiling"], w  # full jitter
+    gaps = result["gaps"]
+    assert len(gaps) == 11
+    for attempt, gap in enumerate(gaps):
+        assert gap <= min(160, 20 * 2**attempt) + 60, (attempt, gaps)  # + timer slack
+    assert sum(gaps[-6:]) > sum(gaps[:3])  # the waits grew: later windows are wider
+    assert page.errors == []

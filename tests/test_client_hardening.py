@@ -10,6 +10,7 @@ import pytest
 
 from stepstream.testing.flows import states
 from stepstream_client import Client, StepstreamError, connect
+from stepstream_client import client as client_module
 from tests.conftest import LOOP_FLOW
 
 
@@ -107,7 +108,9 @@ async def test_a_fixed_token_that_lapses_stops_the_client_with_the_reason(server
             assert "expired" in str(client.error)
 
 
-async def test_a_restarted_log_is_reloaded_not_resumed(server, tenant, rest):
+async def test_a_restarted_log_is_reloaded_not_resumed(server, tenant, rest, monkeypatch):
+    # the reconnect waits its whole window (2 s): the log restarts before it resumes
+    monkeypatch.setattr(client_module, "_random", lambda: 1.0)
     person = f"reborn-{uuid.uuid4().hex[:8]}"
     assert rest.put(f"/people/{person}", json={"data": {}}).status_code == 201
     assert rest.post(f"/people/{person}/flows", json={"flow": "loop"}).status_code == 201
@@ -116,7 +119,7 @@ async def test_a_restarted_log_is_reloaded_not_resumed(server, tenant, rest):
     try:
         old_epoch = client.epoch
         assert old_epoch and client.seq["step"] == 2
-        await client._ws.close()  # a dropped connection: the client resumes after ~1-2 s
+        await client._ws.close()  # a dropped connection: the client resumes after 2 s
         # meanwhile the person is deleted and created again, and their new log passes seq 2
         assert rest.delete(f"/people/{person}").status_code == 204
         assert rest.put(f"/people/{person}", json={"data": {}}).status_code == 201

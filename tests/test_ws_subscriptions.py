@@ -79,3 +79,52 @@ def test_a_person_of_another_environment_is_404_like_an_unknown_one(connect, ten
     unknown = client.subscribe("no-such-person-anywhere", "flow")
     assert found_elsewhere["status"] == unknown["status"] == 404
     assert client.request("get_state", {"person_key": "only-in-production"})["status"] == 404
+
+
+def test_many_subscribes_at_once_each_get_their_own_answer_and_backlog(
+    connect, server, tenant, rest, person_key
+):
+    """Subscribes arriving together (as after a server restart) are read from the database
+    together: each still gets its own person's answer, 404 for an unknown person or one of
+    another environment with the same key, and exactly its own backlog with since_seq."""
+    import orjson
+
+    people = [f"{person_key}-{i}" for i in range(12)]
+    for p in people:
+        assert rest.put(f"/people/{p}", json={"data": {}}).status_code == 201
+        assert rest.post(f"/people/{p}/flows", json={"flow": "loop"}).status_code == 201
+    last = rest.get(f"/people/{people[0]}/flows").json()[0]["seq"]
+    with server.rest(tenant["prod"]["secret_key"]) as prod:  # the same key, elsewhere
+        assert prod.put(f"/people/{person_key}-prod", json={"data": {}}).status_code == 201
+    dev, prod = connect(), connect(tenant["prod"]["publishable_key"])
+    asked = {}
+    for i, p in enumerate([*people, f"{person_key}-nobody", f"{person_key}-prod"]):
+        for entity in ("flow", "step"):
+            rid = f"{i}-{entity}"
+            asked[rid] = p
+            data = {"person_key": p, "entity": entity, "since_seq": 0}
+            dev.ws.send(
+                orjson.dumps({"action": "subscribe_state_change", "request_id": rid, "data": data})
+            )
+    prod.ws.send(
+        orjson.dumps(
+            {
+                "action": "subscribe_state_change",
+                "request_id": "p",
+                "data": {"person_key": f"{person_key}-prod", "entity": "flow"},
+            }
+        )
+    )
+    answers = {}
+    while len(answers) < len(asked):
+        response = dev.next_response()
+        answers[response["request_id"]] = response["status"]
+    assert prod.next_response()["status"] == 200
+    for rid, p in asked.items():
+        assert answers[rid] == (200 if p in people else 404), (rid, p)
+    events = dev.wait_events(len(people) * last)
+    dev.quiet(0.3)
+    assert len(dev.events) == len(people) * last  # each person's whole log, once
+    for p in people:
+        mine = [e["data"]["seq"] for e in events if e["data"]["person_key"] == p]
+        assert sorted(mine) == list(range(1, last + 1)), (p, mine)

@@ -404,6 +404,19 @@ class Hub:
 
 
 def _last_seqs(person_ids):
+    """(id, last seq) of these people: plain SQL, as building the ORM's IN (...) of 500 ids
+    cost more than running it, twice a second for every subscribed person."""
+    from django.db import connection
+
     from stepstream.models import Person
 
-    return list(Person.objects.filter(pk__in=person_ids).values_list("pk", "last_seq"))
+    if not person_ids:
+        return []
+    table = connection.ops.quote_name(Person._meta.db_table)
+    marks = ", ".join(["%s"] * len(person_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, last_seq FROM {table} WHERE id IN ({marks})",  # noqa: S608 - no input
+            list(person_ids),
+        )
+        return cursor.fetchall()

@@ -14,10 +14,10 @@
 // (the two streams are separate and interleave), and every flow and step
 // remembers the `seq` of the last change applied to it, so a late or repeated
 // event never moves a state backwards. After a disconnect the client
-// reconnects with jittered exponential backoff and resubscribes from its
-// resume points, sending the `epoch` of the log they belong to: when the
-// person's log restarted (deleted and created again) the server answers 409
-// and the client reloads the state instead. A subscription the server ends
+// reconnects with exponential backoff and full jitter (`backoffDelay`) and
+// resubscribes from its resume points, sending the `epoch` of the log they
+// belong to: when the person's log restarted (deleted and created again) the
+// server answers 409 and the client reloads the state instead. A subscription the server ends
 // because its person token lapsed (`subscription_ended`) is renewed with a
 // fresh token from `personToken` (a function); a refused key (close 4401) or
 // a revoked one (4403) stops the client with `error` set, without retrying.
@@ -48,8 +48,9 @@
  * @property {object} [data] person data merged on `identify` when the client first connects
  * @property {number} [replayFrom] also replay the person's recorded changes after this seq
  *   through `onEvent` (e.g. 0: the whole log); default: only changes after the snapshot
- * @property {number} [minBackoffMs] first reconnect delay (default 250)
- * @property {number} [maxBackoffMs] longest reconnect delay (default 10000)
+ * @property {number} [minBackoffMs] reconnect attempt n waits a random time in
+ *   [0, min(maxBackoffMs, minBackoffMs * 2^n)] (full jitter); default 250
+ * @property {number} [maxBackoffMs] the cap of that window (default 10000)
  * @property {number} [heartbeatMs] ping the server this often while idle; drop the socket
  *   if it does not answer in as long (default 20000; 0: off)
  * @property {number} [requestTimeoutMs] how long a request (or waiting to be live) may take
@@ -88,6 +89,18 @@ export class StepstreamError extends Error {
 }
 
 /** Turns an http(s) (or ws(s)) base URL into the WebSocket endpoint. */
+/**
+ * Milliseconds to wait before reconnect attempt `attempt` (0 first): exponential backoff with
+ * full jitter, random(0, min(capMs, baseMs * 2^attempt)). After a server restart thousands of
+ * clients spread evenly over the whole window instead of arriving together; the Python
+ * client computes the same (`backoff_delay`).
+ * @param {number} attempt @param {number} baseMs @param {number} capMs
+ * @param {() => number} [random] a source in [0, 1) (default Math.random)
+ */
+export function backoffDelay(attempt, baseMs, capMs, random = Math.random) {
+  return Math.min(capMs, baseMs * 2 ** Math.min(attempt, 62)) * random();
+}
+
 function socketUrl(base, key) {
   const url = new URL("/ws", base);
   url.protocol = url.protocol === "https:" || url.protocol === "wss:" ? "wss:" : "ws:";
@@ -598,8 +611,7 @@ export class StepstreamClient {
     }
     this._setStatus(this._snapshotted ? "reconnecting" : "connecting");
     const { minBackoffMs, maxBackoffMs } = this.options;
-    const ceiling = Math.min(maxBackoffMs, minBackoffMs * 2 ** this._attempt);
-    const delay = ceiling * (0.5 + Math.random() / 2); // jitter: reconnecting clients spread out
+    const delay = backoffDelay(this._attempt, minBackoffMs, maxBackoffMs);
     this._attempt += 1;
     this._reconnectTimer = this._later(() => {
       this._reconnectTimer = undefined;
@@ -840,4 +852,4 @@ export function connect(options) {
   return new StepstreamClient(options);
 }
 
-export default { connect, StepstreamClient, StepstreamError };
+export default { connect, backoffDelay, StepstreamClient, StepstreamError };

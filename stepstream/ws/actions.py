@@ -1,10 +1,11 @@
 """The WebSocket actions: each checks its fields, then calls the engine or the hub."""
 
 from stepstream import dbthreads, engine
-from stepstream.engine import log, people
+from stepstream.engine import log
 from stepstream.errors import Conflict, Invalid, RateLimited
 from stepstream.text import validate_identifier, validate_person_key
 from stepstream.trust import identity
+from stepstream.ws import positions
 
 ENTITIES = ("flow", "step")
 
@@ -50,11 +51,6 @@ def _epoch(data: dict) -> str | None:
     return value
 
 
-def _person_position(environment, person_key):
-    person = people.get(environment, person_key)
-    return person.pk, person.last_seq
-
-
 async def subscribe_state_change(conn, data, request_id):
     from django.conf import settings
 
@@ -64,7 +60,8 @@ async def subscribe_state_change(conn, data, request_id):
     if existing is not None and since_seq is None:
         existing.grant = grant  # a fresh token extends the subscription's life
         return None
-    person_id, last_seq = await dbthreads.run(_person_position, conn.environment, person_key)
+    # shared with the other subscribes waiting now: one database job for all of them
+    person_id, last_seq = await positions.position(conn.environment, person_key)
     if since_seq is not None and epoch is not None and epoch != log.epoch(person_id):
         raise Conflict(
             f"epoch '{epoch[:100]}' is not the current epoch of person '{person_key}': their "

@@ -6,8 +6,10 @@ channel-layer queue, which costs most of the delivery rate (see
 docs/performance.md). Here a socket is a receive loop plus a writer task.
 """
 
+import itertools
 import logging
-import uuid
+import os
+import secrets
 import weakref
 from collections import Counter
 from urllib.parse import parse_qs
@@ -33,6 +35,18 @@ BAD_KEY_REASON = "Missing or wrong key: connect with the environment's publishab
 ORIGIN_REASON = "This page's origin is not on the environment's allowed origins for this key."
 
 open_per_environment: Counter = Counter()
+_connection_ids = itertools.count(1)
+_prefix: tuple[int, str] = (0, "")  # (pid, random prefix): a forked worker makes its own
+
+
+def _connection_name() -> str:
+    """Names a connection in log lines: unique per process (a random prefix, renewed in a
+    forked child) without a uuid4, an os.urandom call, per connection."""
+    global _prefix
+    pid = os.getpid()
+    if _prefix[0] != pid:
+        _prefix = (pid, secrets.token_hex(3))
+    return f"ws-{_prefix[1]}{next(_connection_ids):06x}"
 
 
 async def websocket_app(scope, receive, send) -> None:
@@ -106,7 +120,7 @@ async def _admit(scope, receive, send):
             send, CLOSE_TRY_LATER, "Too many connections with this key; try again later."
         )
         return None
-    request_id.set("ws-" + uuid.uuid4().hex[:12])  # names this connection in log lines
+    request_id.set(_connection_name())  # names this connection in log lines
     return environment, key_row.pk
 
 

@@ -7,7 +7,7 @@ they use, pure and synchronous (state.py); `stepstream-watch` shows it in a
 terminal (watch.py).
 """
 
-from .client import Client, Status, StepstreamError, connect, websocket_url
+from .client import Client, Status, StepstreamError, backoff_delay, connect, websocket_url
 from .state import Applied, FlowState, PersonState, StateChange, StepState
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "Status",
     "StepState",
     "StepstreamError",
+    "backoff_delay",
     "connect",
     "websocket_url",
 ]

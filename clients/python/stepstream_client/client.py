@@ -25,10 +25,11 @@ nothing is missed between them. Each entity keeps its own resume point
 (``client.seq``): the two streams are separate and interleave. Every flow and
 step remembers the ``seq`` of the last change applied to it, so a late or
 repeated event never moves a state backwards. After a disconnect the client
-reconnects with jittered exponential backoff and resubscribes from its resume
-points; if the person's log restarted (409) it takes a fresh snapshot. The
-merging itself is :class:`~stepstream_client.state.PersonState`'s, pure and
-synchronous: this module feeds it what the socket brings.
+reconnects with exponential backoff and full jitter (:func:`backoff_delay`) and
+resubscribes from its resume points; if the person's log restarted (409) it
+takes a fresh snapshot. The merging itself is
+:class:`~stepstream_client.state.PersonState`'s, pure and synchronous: this
+module feeds it what the socket brings.
 """
 
 from __future__ import annotations
@@ -57,12 +58,28 @@ __all__ = [
     "Status",
     "StepState",
     "StepstreamError",
+    "backoff_delay",
     "connect",
     "websocket_url",
 ]
 
 # the name it always had, so logging set up for it keeps working
 logger = logging.getLogger("stepstream.client")
+
+_random = random.random  # the jitter's source (a test may pin it)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] | None = None):
+    """Seconds to wait before reconnect attempt `attempt` (0 first): exponential, full jitter.
+
+    ``random(0, min(cap, base * 2**attempt))``, as the browser SDK computes it
+    (``backoffDelay`` in stepstream.js): after a server restart thousands of
+    clients spread evenly over the whole window instead of arriving together
+    (docs/protocol.md, "Reconnecting").
+    """
+    ceiling = min(cap, base * 2 ** min(attempt, 62))
+    return ceiling * (rand or _random)()
+
 
 Status = Literal["connecting", "live", "reconnecting", "closed"]
 TokenSource = str | Callable[[], str | Awaitable[str]]
@@ -144,7 +161,8 @@ class Client:
         replay_from: also replay the recorded changes after this ``seq`` through
             ``events()`` and ``on_event`` (0: the whole log); default: only changes
             after the snapshot. States are not affected.
-        min_backoff, max_backoff: reconnect delays in seconds (doubling, jittered).
+        min_backoff, max_backoff: reconnect delays in seconds: attempt n waits a random
+            time in ``[0, min(max_backoff, min_backoff * 2**n)]`` (full jitter).
         request_timeout: seconds a request may take.
         heartbeat: seconds between WebSocket pings; a socket silent for as long is dropped.
         origin: the ``Origin`` header to send, for an environment with an Origin
@@ -379,9 +397,9 @@ class Client:
                 if self.status == "live":
                     attempt = 0  # it was live: back off from the start again
                 self._set_status("reconnecting" if self._snapshotted else "connecting")
-                ceiling = min(self._max_backoff, self._min_backoff * 2**attempt)
+                delay = backoff_delay(attempt, self._min_backoff, self._max_backoff)
                 attempt += 1
-                await asyncio.sleep(ceiling * (0.5 + random.random() / 2))
+                await asyncio.sleep(delay)
         finally:
             self._ws = None
 
