@@ -7,6 +7,11 @@ person lock serializes every change of one person, which is what makes `seq`
 gap-free and lets concurrent callers of the same transition get one winner
 and one 409.
 
+Each `do_*` action is run by group commit (stepstream/engine/groupcommit.py):
+outside a caller's own transaction it becomes a job, run with other people's
+jobs in one transaction, in a savepoint of its own, and answered after that
+transaction commits.
+
 Every action works through a `_Session`: one person's transaction. After the
 action's own change, the session evaluates the rules (docs/rules.md) in the
 same transaction: flows whose `start_when` became true start, automatic
