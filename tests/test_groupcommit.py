@@ -21,9 +21,16 @@ from stepstream import engine
 from stepstream.engine import commits, flows, groupcommit, people
 from stepstream.errors import Conflict, Unavailable
 from stepstream.models import Person, StateChange
-from tests.test_concurrency import assert_log_replays, run_threads, toggle
+from tests.test_concurrency import assert_log_replays, run_threads, same_transition_race, toggle
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def group_commit_on(settings):
+    """On for these tests on both databases (by default it is on for SQLite only)."""
+    settings.STEPSTREAM = {**settings.STEPSTREAM, "GROUP_COMMIT": True}
+
 
 START_ROWS, FLIP_ROWS = 4, 2
 
@@ -235,3 +242,8 @@ def test_a_job_that_waited_too_long_is_refused_unwritten(tenv, settings):
     assert fresh.outcome()["seq"] == START_ROWS + FLIP_ROWS
     assert last_seq(tenv, "p0") == START_ROWS
     assert StateChange.objects.filter(person__person_key="p1").count() == 6
+
+
+def test_the_same_transition_at_once_still_has_one_winner_and_409s(tenv):
+    """Concurrent identical transitions, now through batches: one ok, every other a 409."""
+    same_transition_race(tenv)

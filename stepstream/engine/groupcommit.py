@@ -160,7 +160,8 @@ def run_batch(jobs: list[Job]) -> None:
             job.finish()
         else:
             ready.append(job)
-    if not ready:
+    if len(ready) <= 1:  # a lone job: its own transaction is its savepoint
+        _one_by_one(ready)
         return
     try:
         with store.writing():

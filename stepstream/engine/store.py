@@ -89,13 +89,26 @@ _jobs = threading.local()
 def job_savepoint():
     """One group-commit job (stepstream/engine/groupcommit.py): a savepoint of the batch.
 
-    The `writing()` blocks inside it add no savepoint of their own: this one
-    already rolls the job back alone.
+    Issued on the driver's connection directly: Django's savepoint costs two
+    trips through its cursor wrappers, about as much as the commit a batch
+    saves. What Django's would also do is done here: on an error the job's
+    `on_commit` callbacks are dropped with its rows, and the transaction is
+    usable again. The `writing()` blocks inside add no savepoint of their own.
     """
+    raw = connection.connection
+    callbacks = len(connection.run_on_commit)
+    raw.execute("SAVEPOINT stepstream_job")
     _jobs.active = True
     try:
-        with transaction.atomic():
-            yield
+        yield
+    except BaseException:
+        raw.execute("ROLLBACK TO SAVEPOINT stepstream_job")
+        raw.execute("RELEASE SAVEPOINT stepstream_job")
+        del connection.run_on_commit[callbacks:]
+        connection.needs_rollback = False
+        raise
+    else:
+        raw.execute("RELEASE SAVEPOINT stepstream_job")
     finally:
         _jobs.active = False
 
