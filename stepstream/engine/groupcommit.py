@@ -111,7 +111,7 @@ class _Group:
                         run_batch(self._take())
                 finally:
                     self.leader.release()
-                self._hand_over()
+                    self._hand_over()
                 return
             job.wake.wait()
             job.wake.clear()  # a turn to lead: try again (finished is checked first)
