@@ -35,7 +35,6 @@ threads), so the queue never holds more jobs than there are of them.
 
 import contextvars
 import functools
-import logging
 import threading
 import time
 from collections import deque
@@ -45,8 +44,6 @@ from django.db import InterfaceError, OperationalError, connection, connections
 
 from stepstream.engine import store
 from stepstream.errors import Unavailable
-
-logger = logging.getLogger("stepstream.engine")
 
 
 class Job:
@@ -204,9 +201,9 @@ def _one_by_one(jobs: list[Job]) -> None:
     for job in jobs:
         try:
             job.result, job.error = job.context.run(job.fn, *job.args, **job.kwargs), None
-        except Exception as e:
+        except BaseException as e:  # noqa: BLE001 - the caller gets it; the others still run
             _broken(e)
-            job.result, job.error = None, e
+            job.result, job.error = None, _batch_error(e)
         job.finish()
 
 
