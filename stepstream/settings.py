@@ -127,6 +127,14 @@ STEPSTREAM = {
     "LOG_POLL_INTERVAL": config.float_setting("STEPSTREAM_LOG_POLL_INTERVAL", 0.1),
     "RECONCILE_INTERVAL": config.float_setting("STEPSTREAM_RECONCILE_INTERVAL", 0.5),
     "DB_THREADS": config.int_setting("STEPSTREAM_DB_THREADS", 8),
+    # group commit (stepstream/engine/groupcommit.py): engine writes queued, at most
+    # MAX_BATCH per transaction; a full queue or a job that waited WAIT seconds is
+    # refused (503) unwritten. On by default on SQLite only: on PostgreSQL one batch at
+    # a time costs more than it saves (docs/performance.md, "Group commit")
+    "GROUP_COMMIT": config.bool_setting("STEPSTREAM_GROUP_COMMIT", config.database_url() is None),
+    "GROUP_COMMIT_MAX_BATCH": config.int_setting("STEPSTREAM_GROUP_COMMIT_MAX_BATCH", 64),
+    "GROUP_COMMIT_QUEUE": config.int_setting("STEPSTREAM_GROUP_COMMIT_QUEUE", 1000),
+    "GROUP_COMMIT_WAIT": config.float_setting("STEPSTREAM_GROUP_COMMIT_WAIT", 10.0),
     "HTTP_THREADS": config.int_setting("STEPSTREAM_HTTP_THREADS", 8),
     "MAX_FLOW_STEPS": config.int_setting("STEPSTREAM_MAX_FLOW_STEPS", 500),
     "MAX_FLOW_TRANSITIONS": config.int_setting("STEPSTREAM_MAX_FLOW_TRANSITIONS", 2000),

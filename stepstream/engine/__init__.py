@@ -7,6 +7,11 @@ person lock serializes every change of one person, which is what makes `seq`
 gap-free and lets concurrent callers of the same transition get one winner
 and one 409.
 
+Each `do_*` action is run by group commit (stepstream/engine/groupcommit.py):
+outside a caller's own transaction it becomes a job, run with other people's
+jobs in one transaction, in a savepoint of its own, and answered after that
+transaction commits.
+
 Every action works through a `_Session`: one person's transaction. After the
 action's own change, the session evaluates the rules (docs/rules.md) in the
 same transaction: flows whose `start_when` became true start, automatic
@@ -20,7 +25,7 @@ import uuid
 from django.db import IntegrityError, transaction
 
 from stepstream import text
-from stepstream.engine import conditions, flows, people, rules, store
+from stepstream.engine import conditions, flows, groupcommit, people, rules, store
 from stepstream.engine.log import Recorder, epoch
 from stepstream.engine.store import InstanceRow, PersonRow, StepRow
 from stepstream.errors import Conflict, Invalid, NotFound
@@ -355,6 +360,7 @@ def _session(environment: Environment, person_key: str, via: str) -> _Session:
     return _Session(environment, store.lock_person(environment.pk, person_key), via)
 
 
+@groupcommit.grouped
 @store.retried
 def do_start_flow(
     environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
@@ -381,6 +387,7 @@ def _load(session: _Session, person_key: str, flow_identifier: str) -> _Run:
     return run
 
 
+@groupcommit.grouped
 @store.retried
 def do_transition(
     environment: Environment,
@@ -424,6 +431,7 @@ _FLOW_MOVES = {
 }
 
 
+@groupcommit.grouped
 @store.retried
 def do_flow_action(
     environment: Environment,
@@ -445,6 +453,7 @@ def do_flow_action(
         return _describe(run, session.save())
 
 
+@groupcommit.grouped
 @store.retried
 def do_restart(
     environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
@@ -480,6 +489,7 @@ def _data_changes(old: dict, new: dict) -> set[str]:
 _MISSING = object()
 
 
+@groupcommit.grouped
 @store.retried
 def do_put_person(
     environment: Environment, person_key: str, data, via: str = "admin"
@@ -503,6 +513,7 @@ def do_put_person(
     return {"person_key": person_key, "data": data}, created
 
 
+@groupcommit.grouped
 @store.retried
 def do_identify(environment: Environment, person_key: str, data, via: str = "admin") -> dict:
     """Creates the person, or merges top-level keys of `data` into theirs; their data."""
@@ -538,6 +549,7 @@ def check_event_name(name) -> str:
     return text.validate_identifier(name, "event")
 
 
+@groupcommit.grouped
 @store.retried
 def do_track(
     environment: Environment, person_key: str, event, properties=None, via: str = "admin"
