@@ -253,9 +253,8 @@ def _share_sqlite_writer_lock() -> None:
 
     from stepstream.engine import store
 
-    if connection.vendor != "sqlite" or not hasattr(store, "_sqlite_writers"):
-        return
-    store._sqlite_writers = FileWriterLock(connection.settings_dict["NAME"] + ".writers.lock")
+    if connection.vendor == "sqlite":
+        store.share_writer_lock(FileWriterLock(connection.settings_dict["NAME"] + ".writers.lock"))
 
 
 def worker_main(argv=None) -> int:

@@ -85,6 +85,16 @@ _sqlite_writers = threading.Lock()
 _jobs = threading.local()
 
 
+def share_writer_lock(lock) -> None:
+    """Replaces this process's SQLite writer lock, e.g. by one held across processes.
+
+    `serve --workers` passes a file lock so that workers take turns as threads
+    do (store.writing); SQLite's busy handler alone lets one process starve.
+    """
+    global _sqlite_writers
+    _sqlite_writers = lock
+
+
 @contextmanager
 def job_savepoint():
     """One group-commit job (stepstream/engine/groupcommit.py): a savepoint of the batch.
