@@ -36,6 +36,11 @@ QUICK = {
     "capacity_counts": (200,),
     "capacity_hold_s": 0.5,
     "fanout_bursts": 1,
+    "rest_databases": ("sqlite",),
+    "rest_people": 32,
+    "rest_seconds": 1.0,
+    "rest_warmup_s": 0.0,
+    "rest_runs": 1,
 }
 
 
@@ -114,6 +119,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--mode", help="rest,ws")
     g.add_argument("--seconds", type=float, help="seconds per engine measurement")
     g.add_argument("--starts", type=int, help="flow starts to time")
+    g = p.add_argument_group("rest (wrk)")
+    g.add_argument("--rest-db", help="sqlite,postgresql (default both; sqlite with --quick)")
+    g.add_argument("--rest-seconds", type=float, help="seconds per wrk run (default 5)")
+    g.add_argument("--rest-runs", type=int, help="runs per call, the best reported (default 2)")
     g = p.add_argument_group("capacity")
     g.add_argument("--connections", type=_ints, help="e.g. 1000,10000")
     return p
@@ -150,6 +159,12 @@ def config(args) -> scenarios.Config:
             setattr(cfg, name, value)
     if args.engine_db:
         cfg.engine_databases = tuple(args.engine_db.split(","))
+    if args.rest_db:
+        cfg.rest_databases = tuple(args.rest_db.split(","))
+    if args.rest_seconds:
+        cfg.rest_seconds = args.rest_seconds
+    if args.rest_runs:
+        cfg.rest_runs = args.rest_runs
     if args.mode:
         cfg.engine_modes = tuple(args.mode.split(","))
     return cfg
