@@ -121,6 +121,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--starts", type=int, help="flow starts to time")
     g = p.add_argument_group("rest (wrk)")
     g.add_argument("--rest-db", help="sqlite,postgresql (default both; sqlite with --quick)")
+    g.add_argument(
+        "--rest-calls",
+        help="CALL-CONNECTIONS, e.g. person-16,transition-16 (calls: health, person, transition)",
+    )
     g.add_argument("--rest-seconds", type=float, help="seconds per wrk run (default 5)")
     g.add_argument("--rest-runs", type=int, help="runs per call, the best reported (default 2)")
     g = p.add_argument_group("capacity")
@@ -161,6 +165,9 @@ def config(args) -> scenarios.Config:
         cfg.engine_databases = tuple(args.engine_db.split(","))
     if args.rest_db:
         cfg.rest_databases = tuple(args.rest_db.split(","))
+    if args.rest_calls:
+        calls = [item.rsplit("-", 1) for item in args.rest_calls.split(",")]
+        cfg.rest_calls = tuple((call, int(n)) for call, n in calls)
     if args.rest_seconds:
         cfg.rest_seconds = args.rest_seconds
     if args.rest_runs:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench.targets import (
     ROOT,
+    Profiler,
     Stepstream,
     cpu_seconds,
     database_reachable,
@@ -186,13 +187,6 @@ def _measure_stepstream(cfg, database: str, url: str | None, scripts: Path) -> d
             load = wait_for_quiet(cfg.quiet_wait_s)
             _log(f"rest {database}: other work on the machine uses {load:.0f}% of a core")
         target.start()
-        if "stepstream" in cfg.profile:
-            from bench.targets import Profiler
-
-            ext = {"flamegraph": "svg", "speedscope": "json"}.get(cfg.profile_format, "txt")
-            output = cfg.results_dir / f"profile-rest-stepstream-{database}.{ext}"
-            profiler = Profiler(target.pid, output, cfg.profile_format)
-            _log(f"profiling stepstream (pid {target.pid}) into {output}")
         scripts_of = {
             call: lua_script(scripts, call, target.secret, cfg.rest_people)
             for call in ("health", "person", "transition")
@@ -202,20 +196,28 @@ def _measure_stepstream(cfg, database: str, url: str | None, scripts: Path) -> d
             script = scripts_of[call]
             if cfg.rest_warmup_s:
                 run_wrk(target.port, script, connections, cfg.rest_warmup_s, None)
-            out[f"{call}-{connections}"] = result = best_of(
-                cfg.rest_runs,
-                lambda s=script, c=connections: run_wrk(
-                    target.port, s, c, cfg.rest_seconds, target.pid
-                ),
-            )
+            if "stepstream" in cfg.profile:  # one profile per call, the warm-up left out
+                ext = {"flamegraph": "svg", "speedscope": "json"}.get(cfg.profile_format, "txt")
+                output = cfg.results_dir / f"profile-rest-{call}{connections}-{database}.{ext}"
+                profiler = Profiler(target.pid, output, cfg.profile_format)
+                _log(f"profiling stepstream (pid {target.pid}) into {output}")
+            try:
+                out[f"{call}-{connections}"] = result = best_of(
+                    cfg.rest_runs,
+                    lambda s=script, c=connections: run_wrk(
+                        target.port, s, c, cfg.rest_seconds, target.pid
+                    ),
+                )
+            finally:
+                if profiler is not None:
+                    profiler.stop()
+                    profiler = None
             _log(
                 f"rest {database} {call} x{connections}: {result['per_s']}/s, "
                 f"median {result['latency_ms']['median']} ms (errors {result['errors'] or 0})"
             )
         return out
     finally:
-        if profiler is not None:
-            profiler.stop()
         target.stop()
 
 
