@@ -43,6 +43,13 @@ def _security_headers() -> list[tuple[bytes, bytes]]:
     return headers
 
 
+def _allow() -> bytes:
+    """DRF's Allow header of the view, in its order (a set's: it varies between processes)."""
+    from stepstream.http.api.views import health
+
+    return ", ".join(health.cls().allowed_methods).encode()
+
+
 _headers: list | None = None
 _vendor: str | None = None
 
@@ -83,7 +90,7 @@ async def health(scope, receive, send) -> None:
     token = request_id.set(rid)
     try:
         if _headers is None:
-            _headers = [(b"content-type", b"application/json"), (b"allow", b"GET, OPTIONS")]
+            _headers = [(b"content-type", b"application/json"), (b"allow", _allow())]
             _headers += _security_headers()
         body = health_body()
         headers = [
