@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("fanout", "many", "engine", "capacity")
+SCENARIOS = ("fanout", "many", "engine", "capacity", "rest")
 
 
 def _number(value) -> bool:
@@ -61,6 +61,13 @@ def test_quick_bench_reports_every_scenario(tmp_path):
         for row in capacity[target].values():
             assert row["held"] == row["connections"], target
             assert _number(row["kib_per_connection"]), target
+
+    rest = results["scenarios"]["rest"]  # wrk: skipped (not an error) where it is missing
+    if "skipped" not in rest:
+        sqlite_rest = rest["stepstream"]["sqlite"]
+        for key in ("health-16", "health-1", "person-16", "person-1", "transition-16"):
+            assert sqlite_rest[key]["per_s"] > 0 and not sqlite_rest[key]["errors"], key
+        assert rest["reference"]["health-16"]["per_s"] > 0
 
     rows = results["rows"]
     covered = {r["scenario"].split(",")[0].split(" (")[0] for r in rows}

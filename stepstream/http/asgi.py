@@ -41,10 +41,12 @@ class StaticFiles(StaticFilesHandler):
 # or 16 callers. Served as WSGI from a pool of threads, requests run side by
 # side, each thread keeping its database connection (docs/performance.md);
 # stepstream.http.bridge hands each request over once each way.
-from stepstream.http.bridge import DjangoBridge  # noqa: E402
+from stepstream.http.bridge import ApiHandler, DjangoBridge  # noqa: E402
 
 django_app = DjangoBridge(
-    StaticFiles(get_wsgi_application()), threads=settings.STEPSTREAM["HTTP_THREADS"]
+    StaticFiles(get_wsgi_application()),
+    threads=settings.STEPSTREAM["HTTP_THREADS"],
+    api_app=ApiHandler(),
 )
 
 from stepstream.delivery import runtime  # noqa: E402

@@ -20,6 +20,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from a2wsgi.wsgi import build_environ
+from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
 
 from stepstream.http.errors import send_error
 
@@ -80,11 +82,41 @@ class _Response:
             self._send_now({"type": "http.response.body", "body": b""})
 
 
-class DjangoBridge:
-    """An ASGI app calling a WSGI app on `threads` threads."""
+# What the REST API (secret key in a header, JSON both ways, no cookies) never uses:
+# each still cost its share of every API request (a session store, a lazy user, a
+# message store made and put away). The dashboard, admin and pages keep them all.
+API_SKIPS = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+)
+API_PREFIX = "/api/v1/"
+API_PAGES = ("/api/v1/docs",)  # an HTML page rendered with the templates' context processors
 
-    def __init__(self, app, threads: int):
+
+class ApiHandler(WSGIHandler):
+    """Django's handler with the middleware the REST API needs: settings.MIDDLEWARE less
+    API_SKIPS (request id and log line, metrics, security headers, CSRF, common)."""
+
+    def load_middleware(self, is_async=False):
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = [m for m in full if m not in API_SKIPS]
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
+
+def is_api(path: str) -> bool:
+    return path.startswith(API_PREFIX) and path not in API_PAGES
+
+
+class DjangoBridge:
+    """An ASGI app calling a WSGI app on `threads` threads (`api_app` for REST API paths)."""
+
+    def __init__(self, app, threads: int, api_app=None):
         self.app = app
+        self.api_app = api_app or app
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
 
     async def __call__(self, scope, receive, send):
@@ -101,8 +133,9 @@ class DjangoBridge:
         loop = asyncio.get_running_loop()
         response = _Response(loop, send)
         context = contextvars.copy_context()
+        app = self.api_app if is_api(scope["path"]) else self.app
         try:
-            await loop.run_in_executor(self.executor, context.run, response.run, self.app, environ)
+            await loop.run_in_executor(self.executor, context.run, response.run, app, environ)
         except Exception:
             if response.streaming:
                 raise
