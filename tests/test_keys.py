@@ -324,6 +324,8 @@ def test_a_revoked_secret_key_is_refused_at_once_by_every_server_process(twin_se
                 assert rest.post(f"/keys/{_secret_id(rest, current)}/revoke").status_code == 200
         for srv in (other, revoker):
             with srv.rest(current) as rest:
+                # a person read is answered without Django for a remembered key
+                assert rest.get("/people/anyone").status_code == 401, (round_number, srv.port)
                 assert rest.get("/flows").status_code == 401, (round_number, srv.port)
             with srv.rest(new_key) as rest:
                 assert rest.get("/flows").status_code == 200

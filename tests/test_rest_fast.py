@@ -57,3 +57,24 @@ def test_a_file_larger_than_the_bridge_holds_is_streamed_whole(server):
     response = httpx.get(f"{server.url}/static/{name}")
     assert response.status_code == 200
     assert response.content == expected
+
+
+def test_a_person_read_without_django_answers_as_django_does(server):
+    keys = server.init_project(f"fast-{uuid.uuid4().hex[:8]}")["environments"][0]
+    with server.rest(keys["secret_key"]) as rest:
+        data = {"name": "Zoë ✓", "n": 12.5, "big": 12345678901234, "nested": [1, None, True]}
+        assert rest.put("/people/a%2Fb", json={"data": data}).status_code == 201
+        assert rest.get("/flows").status_code == 200  # the key is remembered from here on
+        for path in ("/people/a%2Fb", "/people/nobody", "/people/%00x", "/people/%C3%A9"):
+            fast = rest.get(path, headers={"X-Request-ID": "fast-read"})
+            # a query string sends the same read through Django
+            django = rest.get(path + "?through=django")
+            assert fast.status_code == django.status_code, path
+            assert fast.content == django.content, path
+            assert {k: v for k, v in fast.headers.items() if k not in IGNORED} == {
+                k: v for k, v in django.headers.items() if k not in IGNORED
+            }, path
+            assert fast.headers["x-request-id"] == "fast-read"
+        assert rest.get("/people/a%2Fb").json() == {"person_key": "a/b", "data": data}
+    line = "GET /api/v1/people/nobody 404"
+    assert any("fast-read" in x and line in x for x in server.log().splitlines())

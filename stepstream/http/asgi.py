@@ -61,7 +61,8 @@ from stepstream.ws.endpoint import websocket_app  # noqa: E402
 async def http_app(scope, receive, send):
     """Routes on the raw path with `%2F` and `%25` kept (stepstream.http.convertors).
 
-    `GET /api/v1/health` is answered here, on the loop (stepstream.http.fast).
+    `GET /api/v1/health`, and `GET /api/v1/people/{key}` with a remembered key, are
+    answered without Django (stepstream.http.fast).
     """
     if scope["path"] == fast.HEALTH_PATH and fast.handles(scope):
         return await fast.health(scope, receive, send)
@@ -71,6 +72,9 @@ async def http_app(scope, receive, send):
             scope = dict(scope, path=routing_path(raw))
         except NotUtf8 as e:
             return await send_error(send, 400, "invalid", str(e))
+    read = fast.person_request(scope)
+    if read is not None and await fast.person(scope, send, *read):
+        return
     await django_app(scope, receive, send)
 
 

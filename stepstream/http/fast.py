@@ -1,4 +1,4 @@
-"""`GET /api/v1/health` answered on the event loop: no thread, no Django request.
+"""`GET /api/v1/health` and `GET /api/v1/people/{key}` answered without Django's request.
 
 Everything the health answer says (the hub's counters, the socket layer) lives
 on the event loop already, and the database is not touched (that is
@@ -9,20 +9,33 @@ the same headers (Allow, the security headers, X-Request-ID), the same access
 log line and the same request-duration metric. Anything unusual (another
 method, an Accept header asking for something else, a query string) goes to
 Django, which answers it as before (405, 406, OPTIONS).
+
+`GET /api/v1/people/{key}` with a secret key this process remembers
+(stepstream.trust.keycache) is answered here too: the key re-check (when
+needed) and the one query run on a database thread (stepstream.dbthreads), the
+answer rendered by DRF's own JSON renderer with the headers the DRF view gave.
+A key not remembered (or found revoked), a missing or odd Authorization, a
+query string or an unusual Accept: Django answers, as before, and the key is
+remembered for the next request.
 """
 
+import logging
+import re
 import time
 
 import orjson
 from django.conf import settings
 from django.db import connections
 
-from stepstream import delivery
+from stepstream import dbthreads, delivery
+from stepstream.errors import StepstreamError
 from stepstream.metrics import REQUEST_DURATION
 from stepstream.observability import access_log, new_request_id, request_id, sane_request_id
 from stepstream.ws import serving
 
 HEALTH_PATH = "/api/v1/health"
+PERSON_PATH = re.compile(r"/api/v1/people/([^/]+)")
+logger = logging.getLogger("stepstream.http")
 _JSON_ACCEPTS = (b"*/*", b"application/json")
 
 
@@ -112,3 +125,115 @@ async def health(scope, receive, send) -> None:
     finally:
         request_id.reset(token)
         REQUEST_DURATION.observe(time.perf_counter() - started)
+
+
+# -- GET /api/v1/people/{key} ------------------------------------------------------------
+
+
+def person_request(scope) -> tuple[str, str] | None:
+    """(the key's path segment, the presented secret key) of a plain person read, or None."""
+    if scope["method"] != "GET" or scope.get("query_string"):
+        return None
+    found = PERSON_PATH.fullmatch(scope["path"])
+    if found is None:
+        return None
+    authorization = None
+    for name, value in scope["headers"]:
+        if name == b"accept" and value.strip() not in _JSON_ACCEPTS:
+            return None
+        if name == b"authorization":
+            if authorization is not None:
+                return None  # repeated: Django joins them; let it answer
+            authorization = value.decode("latin-1")
+    if authorization is None:
+        return None
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key or len(key) > 200:
+        return None
+    return found.group(1), key
+
+
+_person_headers: list | None = None
+_renderer = None
+
+
+def _person_response(data) -> bytes:
+    global _renderer
+    if _renderer is None:
+        from rest_framework.renderers import JSONRenderer
+
+        _renderer = JSONRenderer()
+    return _renderer.render(data, "application/json", {})
+
+
+def _read_person(digest: str, entry: tuple, needs_check: bool, segment: str):
+    """On a database thread: None when the key was revoked (Django answers), else
+    (status, body)."""
+    from stepstream.engine import people
+    from stepstream.http.convertors import segment_to_identifier
+    from stepstream.text import validate_person_key
+    from stepstream.trust import keycache
+
+    if needs_check and not keycache.confirm(digest, "secret", entry):
+        return None
+    try:
+        key = validate_person_key(segment_to_identifier(segment))
+        return 200, _person_response(people.describe_by_key(keycache.environment_of(entry), key))
+    except StepstreamError as e:
+        return e.status, _person_response({"errors": e.messages, "code": e.code})
+
+
+async def person(scope, send, segment: str, key: str) -> bool:
+    """Answers the read, or returns False (nothing sent) for Django to answer it."""
+    global _person_headers
+    from stepstream.trust import keycache, tenants
+
+    digest = tenants.digest(key)
+    found = keycache.remembered(digest, "secret")
+    if found is None:
+        return False
+    started = time.perf_counter()
+    given = [value for name, value in scope["headers"] if name == b"x-request-id"]
+    incoming = b",".join(given).decode("latin-1")
+    rid = incoming if sane_request_id(incoming) else new_request_id()
+    token = request_id.set(rid)
+    try:
+        try:
+            answer = await dbthreads.run(_read_person, digest, *found, segment)
+        except StepstreamError as e:  # the database is unavailable (dbthreads)
+            answer = e.status, _person_response({"errors": e.messages, "code": e.code})
+        except Exception:  # as Django's handler500 would: logged, a JSON 500
+            logger.exception("GET person failed")
+            sentence = "The server failed to answer; it has been logged."
+            answer = 500, _person_response({"errors": [sentence], "code": "internal"})
+        if answer is None:
+            return False
+        status, body = answer
+        if _person_headers is None:
+            from stepstream.http.api.views import person as view
+
+            allow = ", ".join(view.cls().allowed_methods).encode()
+            _person_headers = [(b"content-type", b"application/json"), (b"allow", allow)]
+            _person_headers += _security_headers()
+        headers = [
+            *_person_headers,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        path = scope["path"]
+        duration = round((time.perf_counter() - started) * 1000, 2)
+        access_log.info(
+            "%s %s %s %.2fms",
+            "GET",
+            path,
+            status,
+            duration,
+            extra={"method": "GET", "path": path, "status": status, "duration_ms": duration},
+        )
+        REQUEST_DURATION.observe(time.perf_counter() - started)
+        return True
+    finally:
+        request_id.reset(token)

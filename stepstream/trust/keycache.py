@@ -88,6 +88,33 @@ def _still_live(key_id: int) -> bool:
         return cursor.fetchone() is not None
 
 
+def remembered(digest: str, kind: str) -> tuple | None:
+    """(entry, needs_check) for a remembered key, without touching the database, or None.
+
+    For callers on the event loop (stepstream.http.fast): they run `confirm()` on a
+    database thread when `needs_check`, then `environment_of(entry)`.
+    """
+    entry = _entries.get((digest, kind))
+    if entry is None:
+        return None
+    fresh = time.monotonic() - entry[4] < settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
+    return entry, not (fresh and _trusted())
+
+
+def confirm(digest: str, kind: str, entry: tuple) -> bool:
+    """Re-checks a remembered key by its row id (a database thread); forgets it if revoked."""
+    if _still_live(entry[0]):
+        _entries[(digest, kind)] = (*entry[:4], time.monotonic())
+        return True
+    with _lock:
+        _entries.pop((digest, kind), None)
+    return False
+
+
+def environment_of(entry: tuple) -> Environment:
+    return _environment(entry[1], entry[2], entry[3])
+
+
 def environment(digest: str, kind: str, lookup) -> Environment | None:
     """The environment of the live key with this digest and kind, or None.
 
