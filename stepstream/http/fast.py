@@ -167,21 +167,37 @@ def _person_response(data) -> bytes:
     return _renderer.render(data, "application/json", {})
 
 
+def _error(e: StepstreamError) -> tuple[int, bytes]:
+    return e.status, _person_response({"errors": e.messages, "code": e.code})
+
+
 def _read_person(digest: str, entry: tuple, needs_check: bool, segment: str):
-    """On a database thread: None when the key was revoked (Django answers), else
-    (status, body)."""
-    from stepstream.engine import people
+    """On a database thread: None when the key was revoked (Django answers: 401), else
+    (status, body). The key's re-check, when needed, rides in the read's round trip."""
+    from stepstream.engine import people, store
     from stepstream.http.convertors import segment_to_identifier
     from stepstream.text import validate_person_key
     from stepstream.trust import keycache
 
-    if needs_check and not keycache.confirm(digest, "secret", entry):
-        return None
     try:
         key = validate_person_key(segment_to_identifier(segment))
-        return 200, _person_response(people.describe_by_key(keycache.environment_of(entry), key))
-    except StepstreamError as e:
-        return e.status, _person_response({"errors": e.messages, "code": e.code})
+    except StepstreamError as e:  # answered after the key is known good, as DRF does
+        if needs_check and not keycache.confirm(digest, "secret", entry):
+            return None
+        return _error(e)
+    environment = keycache.environment_of(entry)
+    if not needs_check:
+        try:
+            return 200, _person_response(people.describe_by_key(environment, key))
+        except StepstreamError as e:
+            return _error(e)
+    check = (keycache.live_check_sql(), [entry[0]])
+    live, found = people.describe_by_key(environment, key, also=check)
+    if not keycache.confirmed(digest, "secret", entry, live is not None):
+        return None
+    if found is None:
+        return _error(store.person_not_found(key))
+    return 200, _person_response(found)
 
 
 async def person(scope, send, segment: str, key: str) -> bool:
@@ -202,7 +218,7 @@ async def person(scope, send, segment: str, key: str) -> bool:
         try:
             answer = await dbthreads.run(_read_person, digest, *found, segment)
         except StepstreamError as e:  # the database is unavailable (dbthreads)
-            answer = e.status, _person_response({"errors": e.messages, "code": e.code})
+            answer = _error(e)
         except Exception:  # as Django's handler500 would: logged, a JSON 500
             logger.exception("GET person failed")
             sentence = "The server failed to answer; it has been logged."

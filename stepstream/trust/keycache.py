@@ -103,7 +103,18 @@ def remembered(digest: str, kind: str) -> tuple | None:
 
 def confirm(digest: str, kind: str, entry: tuple) -> bool:
     """Re-checks a remembered key by its row id (a database thread); forgets it if revoked."""
-    if _still_live(entry[0]):
+    return confirmed(digest, kind, entry, _still_live(entry[0]))
+
+
+def live_check_sql() -> str:
+    """The re-check as a scalar subquery taking the key's row id: a caller may run it in
+    the same round trip as its own query (stepstream.http.fast)."""
+    return f"(SELECT 1 FROM {ApiKey._meta.db_table} WHERE id = %s AND revoked_at IS NULL)"
+
+
+def confirmed(digest: str, kind: str, entry: tuple, live: bool) -> bool:
+    """Records the outcome of a re-check: the key is trusted again, or forgotten."""
+    if live:
         _entries[(digest, kind)] = (*entry[:4], time.monotonic())
         return True
     with _lock:
