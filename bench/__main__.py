@@ -43,6 +43,11 @@ QUICK = {
     "storm_cap_s": 0.5,
     "storm_down_s": 0.3,
     "storm_deadline_s": 30.0,
+    "rest_databases": ("sqlite",),
+    "rest_people": 32,
+    "rest_seconds": 1.0,
+    "rest_warmup_s": 0.0,
+    "rest_runs": 1,
 }
 
 
@@ -129,6 +134,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--mode", help="rest,ws")
     g.add_argument("--seconds", type=float, help="seconds per engine measurement")
     g.add_argument("--starts", type=int, help="flow starts to time")
+    g = p.add_argument_group("rest (wrk)")
+    g.add_argument("--rest-db", help="sqlite,postgresql (default both; sqlite with --quick)")
+    g.add_argument(
+        "--rest-calls",
+        help="CALL-CONNECTIONS, e.g. person-16,transition-16 (calls: health, person, transition)",
+    )
+    g.add_argument("--rest-seconds", type=float, help="seconds per wrk run (default 5)")
+    g.add_argument("--rest-runs", type=int, help="runs per call, the best reported (default 2)")
     g = p.add_argument_group("capacity")
     g.add_argument("--connections", type=_ints, help="e.g. 1000,10000")
     g = p.add_argument_group("reconnect storm")
@@ -179,6 +192,15 @@ def config(args) -> scenarios.Config:
     cfg.storm_moving = min(cfg.storm_moving, cfg.storm_clients)
     if args.engine_db:
         cfg.engine_databases = tuple(args.engine_db.split(","))
+    if args.rest_db:
+        cfg.rest_databases = tuple(args.rest_db.split(","))
+    if args.rest_calls:
+        calls = [item.rsplit("-", 1) for item in args.rest_calls.split(",")]
+        cfg.rest_calls = tuple((call, int(n)) for call, n in calls)
+    if args.rest_seconds:
+        cfg.rest_seconds = args.rest_seconds
+    if args.rest_runs:
+        cfg.rest_runs = args.rest_runs
     if args.mode:
         cfg.engine_modes = tuple(args.mode.split(","))
     return cfg

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import wire
+from bench.rest import rest
 from bench.stats import parse_stamp, summarize, wall_offset
 from bench.targets import (
     Profiler,
@@ -81,6 +82,19 @@ class Config:
     storm_down_s: float = 2.0
     storm_timeout_s: float = 15.0
     storm_deadline_s: float = 120.0
+    # rest (bench/rest.py): wrk against one serve process
+    rest_databases: tuple[str, ...] = ("postgresql", "sqlite")
+    rest_calls: tuple[tuple[str, int], ...] = (
+        ("health", 16),
+        ("health", 1),
+        ("person", 16),
+        ("person", 1),
+        ("transition", 16),
+    )
+    rest_people: int = 256
+    rest_seconds: float = 5.0
+    rest_warmup_s: float = 1.0
+    rest_runs: int = 2
 
     def rates(self) -> list[float]:
         if self.many_rates:
@@ -756,4 +770,5 @@ SCENARIOS = {
     "engine": engine,
     "capacity": capacity,
     "storm": storm,
+    "rest": rest,
 }

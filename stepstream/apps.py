@@ -13,3 +13,6 @@ class StepstreamConfig(AppConfig):
         from stepstream.engine import commits
 
         commits.listen(notify_committed)
+        from stepstream.trust import keycache
+
+        keycache.watch_keys()

@@ -13,9 +13,9 @@ record is one line, and the lines of its traceback are indented.
 
 import contextvars
 import logging
+import os
 import re
 import time
-import uuid
 
 import orjson
 
@@ -92,6 +92,16 @@ class JsonFormatter(logging.Formatter):
         )
 
 
+def sane_request_id(value: str) -> bool:
+    """A caller's X-Request-ID we echo and log as it is."""
+    return bool(_SANE_ID.match(value))
+
+
+def new_request_id() -> str:
+    """32 random hex digits, as uuid4().hex gave, without building a UUID (seen in profiles)."""
+    return os.urandom(16).hex()
+
+
 class RequestIdMiddleware:
     """Names each request and logs one line for it (never its query string)."""
 
@@ -100,7 +110,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request):
         incoming = request.headers.get("X-Request-ID", "")
-        rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if _SANE_ID.match(incoming) else new_request_id()
         token = request_id.set(rid)
         started = time.perf_counter()
         try:

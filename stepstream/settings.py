@@ -66,6 +66,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["stepstream.http.api.auth.HasEnvironment"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["stepstream.http.api.parsers.StrictJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "stepstream.http.api.negotiation.JsonNegotiation",
     "EXCEPTION_HANDLER": "stepstream.http.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }

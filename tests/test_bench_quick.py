@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("fanout", "many", "engine", "capacity", "storm")
+SCENARIOS = ("fanout", "many", "engine", "capacity", "storm", "rest")
 
 
 def _number(value) -> bool:
@@ -71,6 +71,12 @@ def test_quick_bench_reports_every_scenario(tmp_path):
         assert _number(side["connect_subscribe_per_s"]), target
         assert _number(side["last_live_after_ready_s"]), target
     assert storm["stepstream"]["changes"]["down"] > 0  # written while no server ran
+    rest = results["scenarios"]["rest"]  # wrk: skipped (not an error) where it is missing
+    if "skipped" not in rest:
+        sqlite_rest = rest["stepstream"]["sqlite"]
+        for key in ("health-16", "health-1", "person-16", "person-1", "transition-16"):
+            assert sqlite_rest[key]["per_s"] > 0 and not sqlite_rest[key]["errors"], key
+        assert rest["reference"]["health-16"]["per_s"] > 0
 
     rows = results["rows"]
     covered = {r["scenario"].split(",")[0].split(" (")[0] for r in rows}

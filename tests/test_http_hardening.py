@@ -81,6 +81,14 @@ def health_ok(server, timeout: float = 5.0) -> bool:
         return False
 
 
+def rest_thread_ok(server, timeout: float = 5.0) -> bool:
+    """A request Django answers on a REST thread (/health is answered on the event loop)."""
+    try:
+        return httpx.get(server.url + "/api/v1/ready", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -251,7 +259,7 @@ def test_slow_bodies_do_not_hold_rest_threads(server, tenant):
         time.sleep(0.5)
         for _ in range(3):
             started = time.monotonic()
-            assert health_ok(server, timeout=5)
+            assert health_ok(server, timeout=5) and rest_thread_ok(server, timeout=5)
             with server.rest(tenant["dev"]["secret_key"]) as rest:
                 assert rest.get("/flows").status_code == 200
             assert time.monotonic() - started < 3
@@ -277,14 +285,14 @@ def test_responses_left_unread_do_not_hold_rest_threads(strict):
             readers.append(s)
         time.sleep(0.5)
         started = time.monotonic()
-        assert health_ok(srv, timeout=10)
+        assert health_ok(srv, timeout=10) and rest_thread_ok(srv, timeout=10)
         assert time.monotonic() - started < 6
     finally:
         for s in readers:
             s.close()
     time.sleep(0.5)
     for _ in range(3):  # every thread is free again once the readers left
-        assert health_ok(srv, timeout=5)
+        assert rest_thread_ok(srv, timeout=5)
 
 
 # --- item 3: many silent connections ----------------------------------------------------------

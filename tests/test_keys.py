@@ -290,3 +290,58 @@ def test_a_rotated_key_works_at_once_on_a_running_server(server):
             return client.request("ping")["status"] == 200
 
     eventually(answers)
+
+
+# -- remembered keys (stepstream/trust/keycache.py) stay honest across processes --------
+
+
+def _secret_id(rest, secret_key: str) -> int:
+    return next(k["id"] for k in rest.get("/keys").json() if k["hint"] in secret_key)
+
+
+def test_a_revoked_secret_key_is_refused_at_once_by_every_server_process(twin_servers):
+    """Each server remembers the key after its first request; a revocation made on one
+    (or from the command line) is refused by both on the very next request."""
+    first, second = twin_servers
+    created = first.init_project(f"cache-{uuid.uuid4().hex[:8]}")
+    keys, project_id = created["environments"][0], created["project_id"]
+    current = keys["secret_key"]
+    for round_number in range(4):
+        revoker, other = (first, second) if round_number % 2 == 0 else (second, first)
+        with revoker.rest(current) as rest:
+            new_key = rest.post("/keys", json={"kind": "secret"}).json()["key"]
+        for srv in twin_servers:  # both remember the key about to be revoked
+            with srv.rest(current) as rest:
+                for _ in range(3):
+                    assert rest.get("/flows").status_code == 200
+        if round_number == 3:  # from another process, without any server's help
+            with revoker.rest(new_key) as rest:
+                old_id = _secret_id(rest, current)
+            done = revoker.command("keys", "revoke", f"{project_id}/development", str(old_id))
+            assert done.returncode == 0, done.stderr
+        else:
+            with revoker.rest(new_key) as rest:
+                assert rest.post(f"/keys/{_secret_id(rest, current)}/revoke").status_code == 200
+        for srv in (other, revoker):
+            with srv.rest(current) as rest:
+                # a person read is answered without Django for a remembered key
+                assert rest.get("/people/anyone").status_code == 401, (round_number, srv.port)
+                assert rest.get("/flows").status_code == 401, (round_number, srv.port)
+            with srv.rest(new_key) as rest:
+                assert rest.get("/flows").status_code == 200
+        current = new_key
+
+
+def test_a_remembered_key_never_hides_a_new_schema_set_on_another_process(twin_servers):
+    first, second = twin_servers
+    keys = first.init_project(f"schema-{uuid.uuid4().hex[:8]}")["environments"][0]
+    with second.rest(keys["secret_key"]) as rest:
+        assert rest.put("/people/ann", json={"data": {"age": "old"}}).status_code == 201
+    schema = {"type": "object", "properties": {"age": {"type": "integer"}}}
+    with first.rest(keys["secret_key"]) as rest:
+        assert rest.put("/schema/person", json=schema).status_code == 200
+    with second.rest(keys["secret_key"]) as rest:
+        assert rest.get("/schema/person").json() == schema
+        refused = rest.put("/people/bob", json={"data": {"age": "old"}})
+        assert refused.status_code == 400, refused.text
+        assert "age" in " ".join(refused.json()["errors"])

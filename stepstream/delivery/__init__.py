@@ -15,6 +15,7 @@ from stepstream.delivery.broker import Broker
 
 _hub = None
 _broker: Broker | None = None
+_key_listeners: list = []
 
 
 def make_broker() -> Broker:
@@ -33,6 +34,22 @@ def make_broker() -> Broker:
     from stepstream.delivery.broker_memory import MemoryBroker
 
     return MemoryBroker()
+
+
+def on_keys_changed(callback) -> None:
+    """Calls `callback()` whenever another process says keys changed, or may have said so
+    unheard (the broker reconnected): stepstream.trust.keycache forgets what it holds."""
+    _key_listeners.append(callback)
+
+
+def keys_heard() -> None:
+    for callback in list(_key_listeners):
+        callback()
+
+
+def keys_changed() -> None:
+    """Tells every other process that keys changed (revoked, rotated); never raises."""
+    broker().publish_keys_changed()
 
 
 def broker() -> Broker:

@@ -29,6 +29,13 @@ class Broker:
     def publish(self, records) -> None:
         """Sends committed records to every process; never blocks long, never raises."""
 
+    def publish_keys_changed(self) -> None:
+        """Tells every other process that keys changed; never blocks long, never raises.
+
+        A broker that crosses processes calls `stepstream.delivery.keys_heard()` in
+        each of them when the message arrives, and whenever it (re)subscribes.
+        """
+
     async def listen(self, on_records: Callable, on_gap: Callable) -> None:
         """Feeds records from other processes until cancelled.
 

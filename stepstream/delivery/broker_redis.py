@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from stepstream.delivery.broker import Broker, decode, encode
 
 CHANNEL_PREFIX = "stepstream:changes:"
+KEYS_PREFIX = "stepstream:keys:"  # "keys changed": every process forgets the keys it remembers
 log = logging.getLogger("stepstream.delivery")
 
 
@@ -34,6 +35,7 @@ class RedisBroker(Broker):
     def __init__(self, url: str):
         self.url = url
         self.channel = channel_name()
+        self.keys_channel = KEYS_PREFIX + self.channel.removeprefix(CHANNEL_PREFIX)
         self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._down_until = 0.0
         self._listening = False
@@ -56,20 +58,34 @@ class RedisBroker(Broker):
             self.skipped += len(records)
             log.warning("redis publish failed, the log relay will deliver: %s", e)
 
+    def publish_keys_changed(self) -> None:
+        try:
+            self._client.publish(self.keys_channel, b"1")
+        except redis.RedisError as e:
+            # the others keep re-checking each key they remember every KEY_CHECK_INTERVAL
+            log.warning("redis publish of a key change failed: %s", e)
+
     async def listen(self, on_records, on_gap) -> None:
+        from stepstream.delivery import keys_heard
+
         backoff = 0.1
         while True:
             client = aioredis.Redis.from_url(self.url, socket_connect_timeout=1.0)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, self.keys_channel)
+                keys_heard()  # what was said while not subscribed is lost: forget all
                 self._listening = True
                 on_gap()
                 backoff = 0.1
+                keys_channel = self.keys_channel.encode()
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is not None and message["type"] == "message":
-                        on_records(decode(message["data"]))
+                        if message["channel"] == keys_channel:
+                            keys_heard()
+                        else:
+                            on_records(decode(message["data"]))
             except (redis.RedisError, OSError) as e:
                 if self._listening:
                     log.warning("redis subscription lost, following the log meanwhile: %s", e)

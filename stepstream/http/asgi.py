@@ -5,7 +5,6 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
 
-from a2wsgi import WSGIMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import StaticFilesHandler  # noqa: E402
 from django.core.exceptions import SuspiciousFileOperation  # noqa: E402
@@ -41,15 +40,20 @@ class StaticFiles(StaticFilesHandler):
 # single thread (asgiref's thread-sensitive executor), so one request waiting
 # on the database held up all the others: REST did 150 requests/s whether 1
 # or 16 callers. Served as WSGI from a pool of threads, requests run side by
-# side, each thread keeping its database connection (docs/performance.md).
-django_app = WSGIMiddleware(
-    StaticFiles(get_wsgi_application()), workers=settings.STEPSTREAM["HTTP_THREADS"]
+# side, each thread keeping its database connection (docs/performance.md);
+# stepstream.http.bridge hands each request over once each way.
+from stepstream.http.bridge import ApiHandler, DjangoBridge  # noqa: E402
+
+django_app = DjangoBridge(
+    StaticFiles(get_wsgi_application()),
+    threads=settings.STEPSTREAM["HTTP_THREADS"],
+    api_app=ApiHandler(),
 )
 
 from stepstream.config import is_first_worker  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
 from stepstream.delivery.webhooks import worker as webhook_worker  # noqa: E402
-from stepstream.http import metrics  # noqa: E402
+from stepstream.http import fast, metrics  # noqa: E402
 from stepstream.http.bodylimit import limit_body  # noqa: E402
 from stepstream.http.convertors import NotUtf8, routing_path  # noqa: E402
 from stepstream.http.errors import send_error  # noqa: E402
@@ -57,13 +61,22 @@ from stepstream.ws.endpoint import websocket_app  # noqa: E402
 
 
 async def http_app(scope, receive, send):
-    """Routes on the raw path with `%2F` and `%25` kept (stepstream.http.convertors)."""
+    """Routes on the raw path with `%2F` and `%25` kept (stepstream.http.convertors).
+
+    `GET /api/v1/health`, and `GET /api/v1/people/{key}` with a remembered key, are
+    answered without Django (stepstream.http.fast).
+    """
+    if scope["path"] == fast.HEALTH_PATH and fast.handles(scope):
+        return await fast.health(scope, receive, send)
     raw = scope.get("raw_path")
     if raw and b"%" in raw:
         try:
             scope = dict(scope, path=routing_path(raw))
         except NotUtf8 as e:
             return await send_error(send, 400, "invalid", str(e))
+    read = fast.person_request(scope)
+    if read is not None and await fast.person(scope, send, *read):
+        return
     await django_app(scope, receive, send)
 
 

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import ENVIRONMENTS, ApiKey, Environment, Project
+from stepstream.trust import keycache
 
 PREFIXES = {"secret": "sk_", "publishable": "pk_"}
 HINT_LENGTH = 7  # "pk_" and 4 of the 43 random characters
@@ -92,9 +93,14 @@ def key_row(key: str | None, kind: str, revoked_too: bool = False) -> ApiKey | N
 
 
 def environment_for_key(key: str | None, kind: str) -> Environment | None:
-    """The environment a live key of this kind belongs to, or None."""
-    row = key_row(key, kind)
-    return row.environment if row else None
+    """The environment a live key of this kind belongs to, or None.
+
+    Remembered once found (stepstream.trust.keycache): no query per request
+    while the broker can tell of revocations, one small one otherwise.
+    """
+    if not key or not isinstance(key, str) or len(key) > 200:
+        return None
+    return keycache.environment(digest(key), kind, lambda: key_row(key, kind))
 
 
 # -- lifecycle ----------------------------------------------------------------
@@ -153,7 +159,7 @@ def revoke_key(environment: Environment, key_id) -> dict:
                 )
             row.revoked_at = timezone.now()
             row.save(update_fields=["revoked_at"])
-    return describe_key(row)
+    return describe_key(row)  # saved: every process forgets its keys (keycache.watch_keys)
 
 
 def rotate(environment: Environment, kinds: list[str]) -> dict:

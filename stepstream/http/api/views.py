@@ -93,7 +93,7 @@ def person(request, key):
     if request.method == "DELETE":
         people.delete(env, key)
         return Response(status=204)
-    return Response(people.describe(people.get(env, key)))
+    return Response(people.describe_by_key(env, key))
 
 
 @api_view(["GET", "POST"])

@@ -1,0 +1,157 @@
+"""This process's memory of secret keys it has already looked up (the REST hot path).
+
+Looking a key up (its digest, then the row and its environment through the
+ORM) was a third of the time of every REST request (docs/performance.md,
+"REST at full speed"). A key found live is remembered here by its digest,
+with its row id and its environment's id; each request then gets an
+Environment instance of its own whose mutable fields (schema, identity
+settings, origins) are deferred, so reading one still reads the database
+and is never stale. Only live keys are remembered: a wrong key is looked up
+every time, as before.
+
+A revocation must be refused at once by every process, so a remembered key
+is trusted without a query only while something will tell this process
+that keys changed:
+
+* every key saved or deleted here (a revocation, a new key, a cascade from
+  a deleted environment) forgets everything in this process once
+  committed, then tells the other processes through the broker;
+* with the Redis broker subscribed (`delivery.broker().cross_process` and
+  healthy), a remembered key is used without a query; the broker's message
+  (or its reconnecting: messages may have been missed) forgets everything;
+  each entry is still re-checked after `KEY_CHECK_INTERVAL` (1 s), the bound
+  should a message be lost while Redis stays up;
+* without a broker that crosses processes (the embedded default, or Redis
+  down), nothing would tell this process of a revocation made by another
+  one (`stepstream keys revoke`, another server on the same database): the
+  remembered key is re-checked by its row id in one small indexed query,
+  which is still much cheaper than the lookup it replaces.
+"""
+
+import threading
+import time
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models.signals import post_delete, post_save
+
+from stepstream import delivery
+from stepstream.models import ApiKey, Environment
+
+MAX_ENTRIES = 10_000  # live keys remembered; beyond, the memory starts again
+_ENV_FIELDS = ["id", "project_id", "identifier"]  # the rest is deferred: read when used
+
+_entries: dict[tuple[str, str], tuple[int, int, int, str, float]] = {}
+_lock = threading.Lock()
+_generation = 0  # grows with every forget: a lookup that raced one is not remembered
+
+
+def forget() -> None:
+    """Forgets every remembered key (keys changed here or elsewhere, or messages were missed)."""
+    global _generation
+    with _lock:
+        _generation += 1
+        _entries.clear()
+
+
+def changed() -> None:
+    """Keys changed (committed): forget here, and tell every other process."""
+    forget()
+    delivery.keys_changed()
+
+
+def _on_key_saved_or_deleted(sender, **kwargs) -> None:
+    transaction.on_commit(changed)
+
+
+def watch_keys() -> None:
+    """Any key saved (revoked, made) or deleted (with its environment, from the admin
+    too) makes every process forget, once committed (called by the app's ready())."""
+    delivery.on_keys_changed(forget)
+    post_save.connect(_on_key_saved_or_deleted, sender=ApiKey, dispatch_uid="keycache-save")
+    post_delete.connect(_on_key_saved_or_deleted, sender=ApiKey, dispatch_uid="keycache-delete")
+
+
+def _trusted() -> bool:
+    broker = delivery.broker()
+    return broker.cross_process and broker.healthy
+
+
+def _environment(env_id: int, project_id: int, identifier: str) -> Environment:
+    return Environment.from_db(connection.alias, _ENV_FIELDS, [env_id, project_id, identifier])
+
+
+def _still_live(key_id: int) -> bool:
+    table = ApiKey._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s AND revoked_at IS NULL", [key_id])
+        return cursor.fetchone() is not None
+
+
+def remembered(digest: str, kind: str) -> tuple | None:
+    """(entry, needs_check) for a remembered key, without touching the database, or None.
+
+    For callers on the event loop (stepstream.http.fast): they run `confirm()` on a
+    database thread when `needs_check`, then `environment_of(entry)`.
+    """
+    entry = _entries.get((digest, kind))
+    if entry is None:
+        return None
+    fresh = time.monotonic() - entry[4] < settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
+    return entry, not (fresh and _trusted())
+
+
+def confirm(digest: str, kind: str, entry: tuple) -> bool:
+    """Re-checks a remembered key by its row id (a database thread); forgets it if revoked."""
+    return confirmed(digest, kind, entry, _still_live(entry[0]))
+
+
+def live_check_sql() -> str:
+    """The re-check as a scalar subquery taking the key's row id: a caller may run it in
+    the same round trip as its own query (stepstream.http.fast)."""
+    return f"(SELECT 1 FROM {ApiKey._meta.db_table} WHERE id = %s AND revoked_at IS NULL)"
+
+
+def confirmed(digest: str, kind: str, entry: tuple, live: bool) -> bool:
+    """Records the outcome of a re-check: the key is trusted again, or forgotten."""
+    if live:
+        _entries[(digest, kind)] = (*entry[:4], time.monotonic())
+        return True
+    with _lock:
+        _entries.pop((digest, kind), None)
+    return False
+
+
+def environment_of(entry: tuple) -> Environment:
+    return _environment(entry[1], entry[2], entry[3])
+
+
+def environment(digest: str, kind: str, lookup) -> Environment | None:
+    """The environment of the live key with this digest and kind, or None.
+
+    `lookup()` is the full lookup (tenants.key_row), run when the key is not
+    remembered. The answer is an instance of its own for the caller.
+    """
+    entry = _entries.get((digest, kind))
+    now = time.monotonic()
+    if entry is not None:
+        key_id, env_id, project_id, identifier, checked_at = entry
+        fresh = now - checked_at < settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
+        if (fresh and _trusted()) or _still_live(key_id):
+            if not fresh:
+                _entries[(digest, kind)] = (key_id, env_id, project_id, identifier, now)
+            return _environment(env_id, project_id, identifier)
+        with _lock:
+            _entries.pop((digest, kind), None)
+        return None
+    generation = _generation
+    row = lookup()
+    if row is None:
+        return None
+    env = row.environment
+    with _lock:
+        if generation == _generation:
+            if len(_entries) >= MAX_ENTRIES:
+                _entries.clear()
+            _entries[(digest, kind)] = (row.pk, env.pk, env.project_id, env.identifier, now)
+    return env
