@@ -305,3 +305,28 @@ def test_writers_on_both_workers_at_once_all_succeed(workers):
         for i in range(len(writers)):
             assert len(step_seqs(rest, f"w{i}")) == 3 + 80
     assert "locked" not in server.log()
+
+
+def test_a_key_revoked_through_one_worker_is_refused_by_every_worker_at_once(workers):
+    """Each worker remembers keys it has seen; a revocation on either must not wait."""
+    server, keys, _ = workers
+    old = keys["secret_key"]
+    with server.rest(old) as rest:
+        new = rest.post("/keys", json={"kind": "secret"}).json()
+        old_id = next(k["id"] for k in rest.get("/keys").json() if k["hint"] in old)
+        rest.put("/people/p1", json={"data": {}}).raise_for_status()
+
+    def statuses(key: str, path: str) -> set[int]:
+        found = set()
+        for _ in range(24):  # fresh connections: the kernel spreads them over both workers
+            with server.rest(key) as fresh:
+                found.add(fresh.get(path).status_code)
+        return found
+
+    for path in ("/people/p1", "/flows"):  # the fast person read and a Django view
+        assert statuses(old, path) == {200}
+    with server.rest(new["key"]) as rest:
+        assert rest.post(f"/keys/{old_id}/revoke").status_code == 200
+    for path in ("/people/p1", "/flows"):
+        assert statuses(old, path) == {401}
+        assert statuses(new["key"], path) == {200}

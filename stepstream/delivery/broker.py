@@ -25,6 +25,10 @@ def decode(payload: bytes) -> list[Record]:
 
 class Broker:
     cross_process = False
+    # True when every process that can change a key (servers and the command
+    # line) tells this broker's subscribers: only then may a key be remembered
+    # without a re-check (stepstream/trust/keycache.py).
+    tells_key_changes = False
 
     def publish(self, records) -> None:
         """Sends committed records to every process; never blocks long, never raises."""

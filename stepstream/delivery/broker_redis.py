@@ -31,6 +31,7 @@ def channel_name() -> str:
 
 class RedisBroker(Broker):
     cross_process = True
+    tells_key_changes = True
 
     def __init__(self, url: str):
         self.url = url

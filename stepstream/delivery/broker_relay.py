@@ -47,6 +47,12 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 class RelayBroker(Broker):
+    """Between `serve --workers` processes without Redis, through the parent.
+
+    It carries no key changes: the command line and other servers are not on
+    the relay, so remembered keys keep their per-request re-check.
+    """
+
     cross_process = True
 
     def __init__(self, path: str):

@@ -16,13 +16,13 @@ that keys changed:
 * every key saved or deleted here (a revocation, a new key, a cascade from
   a deleted environment) forgets everything in this process once
   committed, then tells the other processes through the broker;
-* with the Redis broker subscribed (`delivery.broker().cross_process` and
-  healthy), a remembered key is used without a query; the broker's message
+* with the Redis broker subscribed (`delivery.broker().tells_key_changes`
+  and healthy), a remembered key is used without a query; the broker's message
   (or its reconnecting: messages may have been missed) forgets everything;
   each entry is still re-checked after `KEY_CHECK_INTERVAL` (1 s), the bound
   should a message be lost while Redis stays up;
-* without a broker that crosses processes (the embedded default, or Redis
-  down), nothing would tell this process of a revocation made by another
+* without such a broker (the embedded default, `serve --workers` without
+  Redis, or Redis down), nothing would tell this process of a revocation made by another
   one (`stepstream keys revoke`, another server on the same database): the
   remembered key is re-checked by its row id in one small indexed query,
   which is still much cheaper than the lookup it replaces.
@@ -74,7 +74,7 @@ def watch_keys() -> None:
 
 def _trusted() -> bool:
     broker = delivery.broker()
-    return broker.cross_process and broker.healthy
+    return broker.tells_key_changes and broker.healthy
 
 
 def _environment(env_id: int, project_id: int, identifier: str) -> Environment:
