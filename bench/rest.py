@@ -21,21 +21,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.targets import (
-    ROOT,
+    ChildServer,
     Profiler,
     Stepstream,
     cpu_seconds,
     database_reachable,
-    free_port,
     reset_bench_database,
-    stop_process,
-    wait_for_port,
     wait_for_quiet,
 )
 
@@ -142,34 +138,17 @@ def best_of(runs: int, measure) -> dict:
     return {**best, "runs_per_s": [r["per_s"] for r in results]}
 
 
-class BareUvicorn:
+class BareUvicorn(ChildServer):
     """bench/bare_app.py under uvicorn, one process: the REST reference."""
 
     name = "bare uvicorn"
 
-    def __init__(self):
-        self.port = free_port()
-        self.process = None
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the child writes it until stop()
-
-    def start(self) -> "BareUvicorn":
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(self.port)]
-            + ["--no-access-log", "--log-level", "warning"],
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port, self.process)
-        return self
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.log.close()
+    def argv(self) -> list[str]:
+        return ["uvicorn", "bench.bare_app:app", "--port", str(self.port)] + [
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
 
 
 def _log(message: str) -> None:
@@ -256,8 +235,7 @@ def rest(cfg) -> dict:
             for database in cfg.rest_databases:
                 url = None
                 if database == "postgresql":
-                    problem = "no PostgreSQL URL" if not cfg.postgres_url else None
-                    problem = problem or database_reachable(cfg.postgres_url)
+                    problem = database_reachable(cfg.postgres_url)
                     if problem:
                         out["stepstream"][database] = {"skipped": problem}
                         _log(f"rest on PostgreSQL skipped: {problem}")

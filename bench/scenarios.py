@@ -646,8 +646,7 @@ def engine(cfg: Config) -> dict:
     for database in cfg.engine_databases:
         url = None
         if database == "postgresql":
-            problem = "no PostgreSQL URL" if not cfg.postgres_url else None
-            problem = problem or database_reachable(cfg.postgres_url)
+            problem = database_reachable(cfg.postgres_url)
             if problem:
                 out["stepstream"][database] = {"skipped": problem}
                 log(f"engine on PostgreSQL skipped: {problem}")

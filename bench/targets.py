@@ -160,8 +160,10 @@ def _create_bench_database(url: str) -> None:
             c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def database_reachable(url: str) -> str | None:
+def database_reachable(url: str | None) -> str | None:
     """None if PostgreSQL answers at `url` (creating the bench's database), else why not."""
+    if not url:
+        return "no PostgreSQL URL"
     try:
         import psycopg
 
@@ -242,22 +244,20 @@ class Stepstream:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-class Reference:
-    name = "reference"
-    key = "reference"
-    database = "none"
+class ChildServer:
+    """A Python server module run as a child process on a free port (the references)."""
 
     def __init__(self):
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the child writes it until stop()
 
-    def prepare(self, people=(), start_loop=True) -> dict:
-        return {}
+    def argv(self) -> list[str]:
+        raise NotImplementedError
 
-    def start(self) -> "Reference":
+    def start(self):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.reference_server", "--port", str(self.port)],
+            [sys.executable, "-m", *self.argv()],
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -272,6 +272,18 @@ class Reference:
     def stop(self) -> None:
         stop_process(self.process)
         self.log.close()
+
+
+class Reference(ChildServer):
+    name = "reference"
+    key = "reference"
+    database = "none"
+
+    def prepare(self, people=(), start_loop=True) -> dict:
+        return {}
+
+    def argv(self) -> list[str]:
+        return ["bench.reference_server", "--port", str(self.port)]
 
 
 def py_spy() -> str | None:
