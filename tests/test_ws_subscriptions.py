@@ -128,3 +128,30 @@ def test_many_subscribes_at_once_each_get_their_own_answer_and_backlog(
     for p in people:
         mine = [e["data"]["seq"] for e in events if e["data"]["person_key"] == p]
         assert sorted(mine) == list(range(1, last + 1)), (p, mine)
+
+
+def test_connects_arriving_together_each_get_their_own_keys_answer(
+    connect, server, tenant, person_key
+):
+    """Connects at the same moment (a reconnect storm) share their key reads: each socket
+    still lands in its own key's environment, and a wrong key among them is refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.wsclient import refused
+
+    keys = [tenant["dev"]["publishable_key"], tenant["prod"]["publishable_key"], "pk_wrong"]
+
+    def open_one(i: int):
+        key = keys[i % 3]
+        if key == "pk_wrong":
+            return key, refused(f"{server.ws_url}/ws?key={key}")[0]
+        client = connect(key)
+        return key, client.request(
+            "subscribe_state_change", {"person_key": person_key, "entity": "flow"}
+        )["status"]
+
+    with ThreadPoolExecutor(30) as pool:
+        outcomes = list(pool.map(open_one, range(60)))
+    # the person exists in dev only; a wrong key is closed with 4401
+    expected = {keys[0]: 200, keys[1]: 404, "pk_wrong": 4401}
+    assert all(status == expected[key] for key, status in outcomes), outcomes

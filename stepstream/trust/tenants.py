@@ -32,6 +32,7 @@ from stepstream.models import ENVIRONMENTS, ApiKey, Environment, Project
 from stepstream.trust import keycache
 
 PREFIXES = {"secret": "sk_", "publishable": "pk_"}
+MAX_KEY_LENGTH = 200  # longer is never a key: not even hashed
 HINT_LENGTH = 7  # "pk_" and 4 of the 43 random characters
 
 
@@ -80,7 +81,7 @@ def key_row(key: str | None, kind: str, revoked_too: bool = False) -> ApiKey | N
     With `revoked_too`, a revoked key's row too (its `revoked_at` set), so the
     WebSocket can tell a revoked key (4403) from a wrong one (4401).
     """
-    if not key or not isinstance(key, str) or len(key) > 200:
+    if not key or not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
         return None
     wanted = digest(key)
     rows = ApiKey.objects.select_related("environment").filter(digest=wanted, kind=kind)
@@ -98,7 +99,7 @@ def environment_for_key(key: str | None, kind: str) -> Environment | None:
     Remembered once found (stepstream.trust.keycache): no query per request
     while the broker can tell of revocations, one small one otherwise.
     """
-    if not key or not isinstance(key, str) or len(key) > 200:
+    if not key or not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
         return None
     return keycache.environment(digest(key), kind, lambda: key_row(key, kind))
 

@@ -16,12 +16,12 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
-from stepstream import dbthreads
 from stepstream.delivery import runtime
 from stepstream.models import Environment
 from stepstream.observability import request_id
 from stepstream.trust import origins, tenants
 from stepstream.ws import guard, protocol
+from stepstream.ws.batched import Batched
 from stepstream.ws.connection import Connection
 from stepstream.ws.frames import forget_handshake
 
@@ -85,6 +85,23 @@ async def _handle(conn: Connection, message: dict) -> bool:
     return kind != "websocket.disconnect"
 
 
+def _read_keys(keys: list[str]) -> dict:
+    """Each distinct key once: in a reconnect storm the sockets share a few keys."""
+    found = {}
+    for key in keys:
+        row = tenants.key_row(key, "publishable", True)
+        if row is not None:
+            found[key] = row
+    return found
+
+
+_key_rows = Batched(_read_keys)  # connects waiting at the same moment share one job
+
+
+def _plausible(key) -> bool:
+    return isinstance(key, str) and 0 < len(key) <= tenants.MAX_KEY_LENGTH
+
+
 async def _admit(scope, receive, send):
     """(environment, key id) for a socket that may open, else None once it is refused.
 
@@ -100,7 +117,7 @@ async def _admit(scope, receive, send):
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     key = (query.get("key") or [None])[0]
     try:
-        key_row = await dbthreads.run(tenants.key_row, key, "publishable", True)
+        key_row = await _key_rows.get(key) if _plausible(key) else None
     except Exception:
         logger.warning("key lookup failed; refusing the connection for now")
         await _close_after_accept(send, CLOSE_TRY_LATER, "The server cannot check keys now.")
