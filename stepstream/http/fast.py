@@ -29,12 +29,13 @@ from django.db import connections
 
 from stepstream import dbthreads, delivery
 from stepstream.errors import StepstreamError
+from stepstream.http.convertors import Segment
 from stepstream.metrics import REQUEST_DURATION
 from stepstream.observability import access_log, new_request_id, request_id, sane_request_id
 from stepstream.ws import serving
 
 HEALTH_PATH = "/api/v1/health"
-PERSON_PATH = re.compile(r"/api/v1/people/([^/]+)")
+PERSON_PATH = re.compile(rf"/api/v1/people/({Segment.regex})")  # the route's own converter
 logger = logging.getLogger("stepstream.http")
 _JSON_ACCEPTS = (b"*/*", b"application/json")
 
@@ -175,12 +176,11 @@ def _read_person(digest: str, entry: tuple, needs_check: bool, segment: str):
     """On a database thread: None when the key was revoked (Django answers: 401), else
     (status, body). The key's re-check, when needed, rides in the read's round trip."""
     from stepstream.engine import people, store
-    from stepstream.http.convertors import segment_to_identifier
     from stepstream.text import validate_person_key
     from stepstream.trust import keycache
 
     try:
-        key = validate_person_key(segment_to_identifier(segment))
+        key = validate_person_key(Segment().to_python(segment))
     except StepstreamError as e:  # answered after the key is known good, as DRF does
         if needs_check and not keycache.confirm(digest, "secret", entry):
             return None
