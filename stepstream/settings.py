@@ -145,7 +145,7 @@ STEPSTREAM = {
     # the HTTP connection limits of `stepstream serve` (stepstream.http.protocol)
     "HTTP_MAX_HEADER_BYTES": config.int_setting("STEPSTREAM_HTTP_MAX_HEADER_BYTES", 64 * 1024),
     "HTTP_REQUEST_TIMEOUT": config.float_setting("STEPSTREAM_HTTP_REQUEST_TIMEOUT", 30.0),
-    "HTTP_MAX_PENDING": config.int_setting("STEPSTREAM_HTTP_MAX_PENDING", 1000),
+    "HTTP_MAX_PENDING": config.int_setting("STEPSTREAM_HTTP_MAX_PENDING", 10000),
     "HTTP_MAX_PENDING_BYTES": config.int_setting(
         "STEPSTREAM_HTTP_MAX_PENDING_BYTES", 64 * 1024 * 1024
     ),

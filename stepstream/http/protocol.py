@@ -21,14 +21,18 @@ server process:
   event loop, so no REST thread ever waits for it). Time spent serving a
   request does not count; a client that stops reading a response for that
   long is dropped too.
-- **Pending connections** (`STEPSTREAM_HTTP_MAX_PENDING`, 1000, and at most
+- **Pending connections** (`STEPSTREAM_HTTP_MAX_PENDING`, 10,000, and at most
   half the process's open-file limit) and **pending bytes**
   (`STEPSTREAM_HTTP_MAX_PENDING_BYTES`, 64 MiB): connections the server is
   waiting on (idle before a request, or with a request partly read), and the
   bytes read of their unfinished requests. Beyond either, the connection
   that has been waiting longest is dropped. Silent or trickling connections
   thus cannot use up file descriptors or memory, and a new client (a health
-  check) always gets in, at the cost of the oldest waiter.
+  check) always gets in, at the cost of the oldest waiter. The count is well
+  above the listen backlog (2048): after a restart the loop accepts a whole
+  backlog of reconnecting browsers before it reads their requests, and at
+  1,000 it dropped most of them unread (each then backed off for seconds).
+  A waiting connection costs about 4 KiB, so 10,000 cost about 40 MiB.
 
 The subclass hooks the protocol's documented callbacks; uvicorn is pinned
 (pyproject.toml) because they are not a public API.
@@ -52,7 +56,7 @@ _RESERVED_FDS = 64
 class Limits:
     header_bytes = 64 * 1024
     request_timeout = 30.0
-    max_pending = 1000
+    max_pending = 10000
     max_pending_bytes = 64 * 1024 * 1024
 
 

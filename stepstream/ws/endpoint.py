@@ -87,12 +87,7 @@ async def _handle(conn: Connection, message: dict) -> bool:
 
 def _read_keys(keys: list[str]) -> dict:
     """Each distinct key once: in a reconnect storm the sockets share a few keys."""
-    found = {}
-    for key in keys:
-        row = tenants.key_row(key, "publishable", True)
-        if row is not None:
-            found[key] = row
-    return found
+    return tenants.key_rows(keys, "publishable")
 
 
 _key_rows = Batched(_read_keys)  # connects waiting at the same moment share one job
