@@ -27,12 +27,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from stepstream import rows
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import ENVIRONMENTS, ApiKey, Environment, Project
 from stepstream.trust import keycache
 
 PREFIXES = {"secret": "sk_", "publishable": "pk_"}
 MAX_KEY_LENGTH = 200  # longer is never a key: not even hashed
+_CHUNK = 500  # keys per query: bound parameters stay well under SQLite's limit
 HINT_LENGTH = 7  # "pk_" and 4 of the 43 random characters
 
 
@@ -84,10 +86,10 @@ def key_row(key: str | None, kind: str, revoked_too: bool = False) -> ApiKey | N
     if not key or not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
         return None
     wanted = digest(key)
-    rows = ApiKey.objects.select_related("environment").filter(digest=wanted, kind=kind)
+    matching = ApiKey.objects.select_related("environment").filter(digest=wanted, kind=kind)
     if not revoked_too:
-        rows = rows.filter(revoked_at__isnull=True)
-    row = rows.first()
+        matching = matching.filter(revoked_at__isnull=True)
+    row = matching.first()
     if row is None or not hmac.compare_digest(row.digest, wanted):
         return None
     return row
@@ -103,45 +105,27 @@ def key_rows(keys: list[str], kind: str) -> dict[str, ApiKey]:
     wanted = {digest(key): key for key in keys if key and len(key) <= MAX_KEY_LENGTH}
     if not wanted:
         return {}
-    key_columns, env_columns = _COLUMNS
-    marks = ", ".join(["%s"] * len(wanted))
+    key_columns = list(ApiKey._meta.concrete_fields)
+    env_columns = list(Environment._meta.concrete_fields)
     qn = connection.ops.quote_name
-    sql = (
-        f"SELECT {_select('k', key_columns)}, {_select('e', env_columns)} "  # noqa: S608
+    select = (
+        f"SELECT {rows.columns('k', key_columns)}, {rows.columns('e', env_columns)} "  # noqa: S608
         f"FROM {qn(ApiKey._meta.db_table)} k JOIN {qn(Environment._meta.db_table)} e "
-        f"ON e.id = k.environment_id WHERE k.kind = %s AND k.digest IN ({marks})"
+        f"ON e.id = k.environment_id WHERE k.kind = %s AND k.digest IN "
     )
+    digests = list(wanted)
     found = {}
     with connection.cursor() as cursor:
-        cursor.execute(sql, [kind, *wanted])
-        for values in cursor.fetchall():
-            row = _instance(ApiKey, key_columns, values[: len(key_columns)])
-            row.environment = _instance(Environment, env_columns, values[len(key_columns) :])
-            if row.digest in wanted:  # equal to a digest computed here, as SQL compared
-                found[wanted[row.digest]] = row
+        for start in range(0, len(digests), _CHUNK):  # distinct keys (wrong ones too) are many
+            chunk = digests[start : start + _CHUNK]
+            cursor.execute(select + f"({', '.join(['%s'] * len(chunk))})", [kind, *chunk])
+            for values in cursor.fetchall():
+                split = len(key_columns)
+                row = rows.instance(ApiKey, key_columns, values[:split])
+                row.environment = rows.instance(Environment, env_columns, values[split:])
+                if row.digest in wanted:  # equal to a digest computed here, as SQL compared
+                    found[wanted[row.digest]] = row
     return found
-
-
-def _fields(model) -> list:
-    return list(model._meta.concrete_fields)
-
-
-_COLUMNS = (_fields(ApiKey), _fields(Environment))
-
-
-def _select(alias: str, fields: list) -> str:
-    return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in fields)
-
-
-def _instance(model, fields: list, values):
-    """A model instance from raw column values, converted as the ORM converts them."""
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        col = field.get_col(model._meta.db_table)
-        for convert in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
-            value = convert(value, col, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
 def environment_for_key(key: str | None, kind: str) -> Environment | None:
