@@ -14,7 +14,7 @@ def columns(alias: str, fields: list) -> str:
     return ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in fields)
 
 
-def converters(fields: list) -> list[list]:
+def converters(fields: list) -> list[tuple]:
     """Each field's database converters, as the ORM's compiler finds them."""
     found = []
     for field in fields:
