@@ -33,7 +33,8 @@ def convert(values, field_converters: list) -> list:
     return out
 
 
-def instance(model, fields: list, values):
-    """A model instance from its fields' raw column values."""
-    converted = convert(values, converters(fields))
+def instance(model, fields: list, values, field_converters: list | None = None):
+    """A model instance from its fields' raw column values (`field_converters`: theirs,
+    found once by the caller for many rows)."""
+    converted = convert(values, field_converters or converters(fields))
     return model.from_db(connection.alias, [f.attname for f in fields], converted)

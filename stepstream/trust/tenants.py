@@ -113,6 +113,7 @@ def key_rows(keys: list[str], kind: str) -> dict[str, ApiKey]:
         f"FROM {qn(ApiKey._meta.db_table)} k JOIN {qn(Environment._meta.db_table)} e "
         f"ON e.id = k.environment_id WHERE k.kind = %s AND k.digest IN "
     )
+    key_steps, env_steps = rows.converters(key_columns), rows.converters(env_columns)
     digests = list(wanted)
     found = {}
     with connection.cursor() as cursor:
@@ -121,8 +122,8 @@ def key_rows(keys: list[str], kind: str) -> dict[str, ApiKey]:
             cursor.execute(select + f"({', '.join(['%s'] * len(chunk))})", [kind, *chunk])
             for values in cursor.fetchall():
                 split = len(key_columns)
-                row = rows.instance(ApiKey, key_columns, values[:split])
-                row.environment = rows.instance(Environment, env_columns, values[split:])
+                row = rows.instance(ApiKey, key_columns, values[:split], key_steps)
+                row.environment = rows.instance(Environment, env_columns, values[split:], env_steps)
                 if row.digest in wanted:  # equal to a digest computed here, as SQL compared
                     found[wanted[row.digest]] = row
     return found
