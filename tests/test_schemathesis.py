@@ -117,6 +117,7 @@ def test_operations_left_out_are_really_not_served_yet(fuzz_target):
     assert not served, f"served now: remove from NOT_BUILT_YET in {__file__}: {served}"
 
 
+@pytest.mark.timeout(2 * 240 + 60)  # its two runs are bounded themselves (240 s each)
 def test_schemathesis_finds_no_failure(fuzz_target, tmp_path):
     server, secret_key = fuzz_target
     excluded = [arg for path in [*NOT_BUILT_YET, LAST] for arg in ("--exclude-path", path)]

@@ -5,8 +5,10 @@ receiver (tests/receiver.py) with short retry timings.
 """
 
 import asyncio
+import itertools
 import json
 import os
+import threading
 import time
 import urllib.parse
 
@@ -363,7 +365,18 @@ def test_failures_and_timeouts_are_retried_with_the_same_id_and_order_holds(hook
 
 
 def test_a_sigkilled_server_restarted_delivers_everything(hook_server):
-    receiver = Receiver(lambda m, a: (200, 0.02))  # slow enough to be killed mid-way
+    # The receiver answers the first ten requests, then holds every later one
+    # until the server is dead, so the kill lands mid-way however fast or
+    # loaded the machine is. A held request is then refused: its sender is gone.
+    answered, killed = itertools.count(), threading.Event()
+
+    def policy(message_id, attempt):
+        if next(answered) < 10 or killed.is_set():
+            return 200, 0
+        killed.wait(60)
+        return 503, 0
+
+    receiver = Receiver(policy)
     server = hook_server()
     keys = setup_tenant(server)
     people = [f"k{i}" for i in range(4)]
@@ -377,6 +390,7 @@ def test_a_sigkilled_server_restarted_delivers_everything(hook_server):
         want = expected_events(rest, people)
     assert receiver.wait_for(lambda: len(receiver.acknowledged()) >= 10)
     server.kill()
+    killed.set()
     got_before = len(first_receipts_set(receiver))
     assert got_before < len(want), "killed too late to test anything"
     killed_at = time.monotonic()
