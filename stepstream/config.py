@@ -97,6 +97,18 @@ def database_settings() -> dict:
     }
 
 
+def psycopg_kwargs(database: dict) -> dict:
+    """psycopg.connect's arguments for a direct connection to a PostgreSQL settings dict."""
+    return {
+        "dbname": database["NAME"],
+        "user": database["USER"] or None,
+        "password": database["PASSWORD"] or None,
+        "host": database["HOST"] or None,
+        "port": database["PORT"] or None,
+        "connect_timeout": database["OPTIONS"]["connect_timeout"],
+    }
+
+
 def _setting(name: str, default, parse, kind: str):
     raw = os.environ.get(name, "").strip()
     if not raw:

@@ -22,6 +22,13 @@ WEBHOOK_DELIVERIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+KEY_RECHECKS = Counter(
+    "stepstream_key_rechecks",
+    "Remembered secret keys re-checked against the database: nothing (Redis, or PostgreSQL's "
+    "notifications) would have told this process of a revocation, or the key's last check "
+    "was older than STEPSTREAM_KEY_CHECK_INTERVAL.",
+    registry=REGISTRY,
+)
 REQUEST_DURATION = Histogram(
     "stepstream_request_duration_seconds",
     "Time to answer an HTTP request (REST, admin, pages).",

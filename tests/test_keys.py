@@ -2,9 +2,11 @@
 and rotation with no downtime through real servers and sockets."""
 
 import json
+import os
 import time
 import uuid
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -330,6 +332,66 @@ def test_a_revoked_secret_key_is_refused_at_once_by_every_server_process(twin_se
             with srv.rest(new_key) as rest:
                 assert rest.get("/flows").status_code == 200
         current = new_key
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL"), reason="PostgreSQL only: set DATABASE_URL to run"
+)
+def test_on_postgresql_without_redis_keys_are_not_rechecked_and_any_revocation_is_heard(
+    tmp_path,
+):
+    """PostgreSQL itself tells every server that keys changed (stepstream/trust/keywatch.py):
+    without Redis, a remembered key costs no re-check, and a revocation made by plain SQL,
+    past every server and signal, is refused by both long before any periodic re-check."""
+    import psycopg
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def rechecks(srv) -> float:
+        text = httpx.get(srv.url + "/metrics", timeout=5).text
+        families = text_string_to_metric_families(text)
+        family = next(f for f in families if f.name == "stepstream_key_rechecks")
+        return family.samples[0].value
+
+    servers = [Server(tmp_path, REDIS_URL="", STEPSTREAM_KEY_CHECK_INTERVAL=600) for _ in range(2)]
+    try:
+        for srv in servers:
+            srv.start()
+            eventually(lambda srv=srv: "listening for key changes" in srv.log())
+        created = servers[0].init_project(f"notify-{uuid.uuid4().hex[:8]}")
+        secret = created["environments"][0]["secret_key"]
+        for srv in servers:  # remembered (a first request may re-check it)
+            with srv.rest(secret) as rest:
+                assert rest.get("/flows").status_code == 200
+        before = [rechecks(srv) for srv in servers]
+        for srv in servers:
+            with srv.rest(secret) as rest:
+                for _ in range(10):
+                    assert rest.get("/flows").status_code == 200
+                    assert rest.get("/people/nobody").status_code == 404
+        assert [rechecks(srv) for srv in servers] == before
+        with servers[0].rest(secret) as rest:
+            key_id = _secret_id(rest, secret)
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("UPDATE stepstream_apikey SET revoked_at = now() WHERE id = %s", [key_id])
+        for srv in servers:
+            with srv.rest(secret) as rest:
+
+                def refused(rest=rest):
+                    return rest.get("/flows").status_code == 401
+
+                eventually(refused, timeout=5)
+                assert rest.get("/people/nobody").status_code == 401
+        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute(  # every listener's connection breaks: each server makes a new one
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query = 'LISTEN stepstream_keys' AND pid <> pg_backend_pid()"
+            )
+        for srv in servers:
+            eventually(lambda srv=srv: srv.log().count("listening for key changes") >= 2, 15)
+            assert "key change listener lost" in srv.log()
+    finally:
+        for srv in servers:
+            srv.stop()
 
 
 def test_a_remembered_key_never_hides_a_new_schema_set_on_another_process(twin_servers):

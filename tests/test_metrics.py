@@ -11,6 +11,7 @@ FAMILIES = {
     "stepstream_events_delivered": "counter",
     "stepstream_webhook_deliveries": "counter",
     "stepstream_request_duration_seconds": "histogram",
+    "stepstream_key_rechecks": "counter",
 }
 
 

@@ -51,14 +51,7 @@ def _postgresql_problem() -> str | None:
     s = config.database_settings()
     where = f"PostgreSQL at {s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{s['NAME']}"
     try:
-        psycopg.connect(
-            dbname=s["NAME"],
-            user=s["USER"] or None,
-            password=s["PASSWORD"] or None,
-            host=s["HOST"] or None,
-            port=s["PORT"] or None,
-            connect_timeout=s["OPTIONS"]["connect_timeout"],
-        ).close()
+        psycopg.connect(**config.psycopg_kwargs(s)).close()
     except psycopg.Error as e:
         lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
         reason = lines[0] if lines else "no answer"

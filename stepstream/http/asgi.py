@@ -57,6 +57,7 @@ from stepstream.http import fast, metrics  # noqa: E402
 from stepstream.http.bodylimit import limit_body  # noqa: E402
 from stepstream.http.convertors import NotUtf8, routing_path  # noqa: E402
 from stepstream.http.errors import send_error  # noqa: E402
+from stepstream.trust import keycache, keywatch  # noqa: E402
 from stepstream.ws.endpoint import websocket_app  # noqa: E402
 
 
@@ -87,6 +88,7 @@ async def lifespan(scope, receive, send):
         if message["type"] == "lifespan.startup":
             try:
                 await runtime.ensure_hub()
+                keywatch.start(keycache.forget)
                 if is_first_worker():  # once per server, not in each of --workers N
                     await webhook_worker.start()
                 if metrics.MULTIPROCESS:  # serve --workers N: gauges shared through files
@@ -99,6 +101,7 @@ async def lifespan(scope, receive, send):
             if gauges is not None:
                 gauges.cancel()
             await webhook_worker.stop()
+            await asyncio.to_thread(keywatch.stop)
             await runtime.stop_hub()
             await send({"type": "lifespan.shutdown.complete"})
             return

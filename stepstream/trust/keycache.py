@@ -21,9 +21,12 @@ that keys changed:
   (or its reconnecting: messages may have been missed) forgets everything;
   each entry is still re-checked after `KEY_CHECK_INTERVAL` (1 s), the bound
   should a message be lost while Redis stays up;
-* without such a broker (the embedded default, `serve --workers` without
-  Redis, or Redis down), nothing would tell this process of a revocation made by another
-  one (`stepstream keys revoke`, another server on the same database): the
+* on PostgreSQL, a server process listens for the database's own
+  notification of any change to the keys' table (stepstream/trust/keywatch.py);
+  while it listens, it trusts what it remembers in the same way, Redis or not;
+* without either (the embedded SQLite default, or a listener or Redis down),
+  nothing would tell this process of a revocation made by another one
+  (`stepstream keys revoke`, another server on the same database): the
   remembered key is re-checked by its row id in one small indexed query,
   which is still much cheaper than the lookup it replaces.
 """
@@ -36,7 +39,9 @@ from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save
 
 from stepstream import delivery
+from stepstream.metrics import KEY_RECHECKS
 from stepstream.models import ApiKey, Environment
+from stepstream.trust import keywatch
 
 MAX_ENTRIES = 10_000  # live keys remembered; beyond, the memory starts again
 _ENV_FIELDS = ["id", "project_id", "identifier"]  # the rest is deferred: read when used
@@ -73,6 +78,8 @@ def watch_keys() -> None:
 
 
 def _trusted() -> bool:
+    if keywatch.listening():
+        return True
     broker = delivery.broker()
     return broker.tells_key_changes and broker.healthy
 
@@ -82,6 +89,7 @@ def _environment(env_id: int, project_id: int, identifier: str) -> Environment:
 
 
 def _still_live(key_id: int) -> bool:
+    KEY_RECHECKS.inc()
     table = ApiKey._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s AND revoked_at IS NULL", [key_id])
@@ -108,7 +116,8 @@ def confirm(digest: str, kind: str, entry: tuple) -> bool:
 
 def live_check_sql() -> str:
     """The re-check as a scalar subquery taking the key's row id: a caller may run it in
-    the same round trip as its own query (stepstream.http.fast)."""
+    the same round trip as its own query (stepstream.http.fast). Counted as a re-check."""
+    KEY_RECHECKS.inc()
     return f"(SELECT 1 FROM {ApiKey._meta.db_table} WHERE id = %s AND revoked_at IS NULL)"
 
 

@@ -1,0 +1,119 @@
+"""PostgreSQL tells every server process that keys changed (LISTEN/NOTIFY).
+
+Without Redis, nothing told a server that another process (`stepstream keys
+revoke`, another server on the same database) had revoked a key, so the key
+cache re-checked a remembered key on every REST request: one more round trip
+each (docs/performance.md, "REST at full speed"). On PostgreSQL a trigger on
+the keys' table (migration 0009) notifies CHANNEL for every statement that
+changes keys, whoever runs it (a server, the command line, the admin, plain
+SQL), and PostgreSQL delivers the notification when that transaction
+commits. Each server process listens on a connection of its own; while it
+listens, the key cache trusts the keys it remembers, as it does with the
+Redis broker (stepstream/trust/keycache.py). Each time the connection is made
+(again), the cache forgets everything first: what was said while it was
+down was not heard. If the connection breaks, the cache re-checks keys on
+every request until it is back.
+"""
+
+import logging
+import threading
+
+from stepstream import config
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "stepstream_keys"
+_TABLE = "stepstream_apikey"
+_FUNCTION = "stepstream_keys_changed"
+POLL_SECONDS = 1.0  # how soon a stop is seen; notifications wake the thread at once
+RETRY_SECONDS = (0.2, 5.0)  # first and longest wait before connecting again
+
+INSTALL = [
+    f"CREATE OR REPLACE FUNCTION {_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$",
+    f"DROP TRIGGER IF EXISTS {_FUNCTION} ON {_TABLE}",
+    f"CREATE TRIGGER {_FUNCTION} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {_TABLE} "
+    f"FOR EACH STATEMENT EXECUTE FUNCTION {_FUNCTION}()",
+]
+UNINSTALL = [
+    f"DROP TRIGGER IF EXISTS {_FUNCTION} ON {_TABLE}",
+    f"DROP FUNCTION IF EXISTS {_FUNCTION}()",
+]
+
+
+def install(apps, schema_editor) -> None:
+    if schema_editor.connection.vendor == "postgresql":
+        for statement in INSTALL:
+            schema_editor.execute(statement)
+
+
+def uninstall(apps, schema_editor) -> None:
+    if schema_editor.connection.vendor == "postgresql":
+        for statement in UNINSTALL:
+            schema_editor.execute(statement)
+
+
+class Watcher:
+    """A thread holding one LISTEN connection; `listening` while it is up."""
+
+    def __init__(self, connect_kwargs: dict, on_change):
+        self.connect_kwargs = connect_kwargs
+        self.on_change = on_change
+        self.listening = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="keywatch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=POLL_SECONDS + 5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        wait = RETRY_SECONDS[0]
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(**self.connect_kwargs, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.on_change()  # changes made while not listening were not heard
+                    self.listening = True
+                    wait = RETRY_SECONDS[0]
+                    log.info("listening for key changes on PostgreSQL")
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                            self.on_change()
+            except Exception as e:  # noqa: BLE001 - never take the server down; retried
+                if not self._stop.is_set():
+                    log.warning("key change listener lost (%s); keys re-checked each request", e)
+            finally:
+                self.listening = False
+            self._stop.wait(wait)
+            wait = min(wait * 2, RETRY_SECONDS[1])
+
+
+_watcher: Watcher | None = None
+
+
+def listening() -> bool:
+    return _watcher is not None and _watcher.listening
+
+
+def start(on_change) -> None:
+    """Starts listening in this process (a server on PostgreSQL); a no-op on SQLite."""
+    global _watcher
+    from django.db import connection
+
+    if _watcher is not None or connection.vendor != "postgresql":
+        return
+    _watcher = Watcher(config.psycopg_kwargs(connection.settings_dict), on_change)
+    _watcher.start()
+
+
+def stop() -> None:
+    global _watcher
+    if _watcher is not None:
+        _watcher.stop()
+        _watcher = None
