@@ -380,7 +380,10 @@ def do_start_flow(
         return _describe(run, seq)
 
 
-def _load(session: _Session, person_key: str, flow_identifier: str) -> _Run:
+def _load(session: _Session, person_key: str, flow_identifier: str, found=None) -> _Run:
+    """The person's instance of the flow; `found` is what store.read_instance gave, if read."""
+    if found is not None:
+        session.runs[flow_identifier] = _Run(session, *found)
     run = session.run(flow_identifier)
     if run is None:
         raise NotFound(f"Person '{person_key}' has no instance of flow '{flow_identifier}'.")
@@ -397,8 +400,9 @@ def do_transition(
     via: str = "admin",
 ) -> dict:
     with store.writing():
-        session = _session(environment, person_key, via)
-        run = _load(session, person_key, flow_identifier)
+        person, found = store.lock_person_reading(environment.pk, person_key, flow_identifier)
+        session = _Session(environment, person, via)
+        run = _load(session, person_key, flow_identifier, found)
         if run.instance.state != "active":
             raise Conflict(
                 f"Flow '{flow_identifier}' is {run.instance.state}; "

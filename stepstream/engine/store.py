@@ -204,16 +204,46 @@ def lock_person(environment_id: int, person_key: str) -> PersonRow:
     return row
 
 
+def _lock_sql() -> str:
+    return (
+        f"SELECT p.id, p.last_seq, p.rules_version, e.rules_version FROM {P} p "
+        f"JOIN {E} e ON e.id = p.environment_id WHERE p.environment_id = %s "
+        f"AND p.person_key = %s{_for_update('p')}"
+    )
+
+
+def _person_row(row, person_key: str) -> PersonRow | None:
+    return None if row is None else PersonRow(row[0], person_key, row[1], row[2], row[3])
+
+
 def _lock_person(environment_id: int, person_key: str) -> PersonRow | None:
     with connection.cursor() as c:
+        c.execute(_lock_sql(), [environment_id, person_key])
+        return _person_row(c.fetchone(), person_key)
+
+
+def lock_person_reading(environment_id: int, person_key: str, flow_identifier: str):
+    """(the person locked, `read_instance` of their instance of the flow).
+
+    On PostgreSQL in one round trip of two statements. Under READ COMMITTED
+    each statement of a query takes its own snapshot, so the read, which runs
+    once the lock is held, sees what the previous writer committed; a join in
+    the locking statement would re-read only the locked row, with stale steps.
+    """
+    if connection.vendor != "postgresql":
+        person = lock_person(environment_id, person_key)
+        return person, read_instance(person.pk, flow_identifier)
+    person_id = f"(SELECT id FROM {P} WHERE environment_id = %s AND person_key = %s)"
+    with connection.cursor() as c:
         c.execute(
-            f"SELECT p.id, p.last_seq, p.rules_version, e.rules_version FROM {P} p "
-            f"JOIN {E} e ON e.id = p.environment_id WHERE p.environment_id = %s "
-            f"AND p.person_key = %s{_for_update('p')}",
-            [environment_id, person_key],
+            _lock_sql() + "; " + _READ_INSTANCE.replace("%(person)s", person_id),
+            [environment_id, person_key, environment_id, person_key, flow_identifier],
         )
-        row = c.fetchone()
-    return None if row is None else PersonRow(row[0], person_key, row[1], row[2], row[3])
+        person = _person_row(c.fetchone(), person_key)
+        if person is None:
+            raise person_not_found(person_key)
+        c.nextset()
+        return person, _instance(c.fetchall(), flow_identifier)
 
 
 def lock_or_create_person(environment_id: int, person_key: str, data, check=None):
@@ -267,27 +297,30 @@ def instance_states(person_id: int) -> dict[str, tuple]:
         return {r[0]: (py_uuid(r[1]), r[2], r[3]) for r in c.fetchall()}
 
 
+_STEP_COLUMNS = (
+    "s.id, s.identifier, s.name, s.position, s.state, s.activated_at, s.seconds_to_complete"
+)
+_READ_INSTANCE = (
+    f"SELECT i.id, i.flow_id, i.state, {_STEP_COLUMNS} "
+    f"FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
+    "WHERE i.person_id = %(person)s AND i.flow_identifier = %s ORDER BY s.position"
+)
+
+
 def read_instance(person_id: int, flow_identifier: str):
     """(InstanceRow, steps) of the person's instance of a flow, or None."""
     with connection.cursor() as c:
-        c.execute(
-            f"SELECT i.id, i.flow_id, i.state, {_STEP_COLUMNS} "
-            f"FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
-            f"WHERE i.person_id = %s AND i.flow_identifier = %s ORDER BY s.position",
-            [person_id, flow_identifier],
-        )
-        rows = c.fetchall()
+        c.execute(_READ_INSTANCE.replace("%(person)s", "%s"), [person_id, flow_identifier])
+        return _instance(c.fetchall(), flow_identifier)
+
+
+def _instance(rows, flow_identifier: str):
     if not rows:
         return None
     first = rows[0]
     instance = InstanceRow(py_uuid(first[0]), first[1], flow_identifier, first[2])
     steps = [_step_row(r) for r in rows if r[3] is not None]
     return instance, steps
-
-
-_STEP_COLUMNS = (
-    "s.id, s.identifier, s.name, s.position, s.state, s.activated_at, s.seconds_to_complete"
-)
 
 
 def _step_row(r) -> StepRow:
@@ -364,30 +397,6 @@ def bump_event(person_id: int, name: str, at, properties: dict) -> int:
         return c.fetchone()[0]
 
 
-def lock_instance(environment_id: int, person_key: str, flow_identifier: str):
-    """Locks the person, then reads one of their instances with its steps.
-
-    Two statements, not one join: under READ COMMITTED a statement that waited
-    for the person's lock re-reads only the locked row, so steps joined in the
-    same statement would be the stale ones the previous writer just changed.
-    """
-    person = lock_person(environment_id, person_key)
-    with connection.cursor() as c:
-        c.execute(
-            f"SELECT i.id, i.flow_id, i.state, {_STEP_COLUMNS} "
-            f"FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
-            f"WHERE i.person_id = %s AND i.flow_identifier = %s ORDER BY s.position",
-            [person.pk, flow_identifier],
-        )
-        rows = c.fetchall()
-    if not rows:
-        raise NotFound(f"Person '{person_key}' has no instance of flow '{flow_identifier}'.")
-    first = rows[0]
-    instance = InstanceRow(py_uuid(first[0]), first[1], flow_identifier, first[2])
-    steps = [_step_row(r) for r in rows if r[3] is not None]
-    return person, instance, steps
-
-
 def _insert(cursor, table: str, columns: str, rows: list[list]) -> None:
     """Multi-row INSERTs of at most _INSERT_CHUNK rows each (bounded statement size)."""
     width = len(rows[0]) if rows else 0
@@ -460,20 +469,31 @@ def update_states(instance: InstanceRow | None, steps: list[StepRow]) -> None:
     columns (StepRow.move) are written with its state.
     """
     adapt = connection.ops.adapt_datetimefield_value
+    set_flow = f"UPDATE {I} SET state = %s WHERE id = %s"
+    set_step = (
+        f"UPDATE {S} SET state = %s, activated_at = %s, seconds_to_complete = %s WHERE id = %s"
+    )
+    flow_params = [] if instance is None else [[instance.state, db_uuid(instance.id)]]
+    step_params = [
+        [s.state, adapt(s.activated_at), s.seconds_to_complete, db_uuid(s.id)]
+        for s in sorted(steps, key=_by_identifier)
+    ]
     with connection.cursor() as c:
-        if instance is not None:
-            c.execute(
-                f"UPDATE {I} SET state = %s WHERE id = %s", [instance.state, db_uuid(instance.id)]
-            )
-        if steps:
-            c.executemany(
-                f"UPDATE {S} SET state = %s, activated_at = %s, seconds_to_complete = %s "
-                "WHERE id = %s",
-                [
-                    [s.state, adapt(s.activated_at), s.seconds_to_complete, db_uuid(s.id)]
-                    for s in sorted(steps, key=_by_identifier)
-                ],
-            )
+        if connection.vendor == "postgresql":
+            # One round trip: with psycopg's client-side binding a query may hold several
+            # statements, run in their order (executemany's pipeline cost more here).
+            statements = [set_flow] * len(flow_params) + [set_step] * len(step_params)
+            params = flow_params + step_params
+            for first in range(0, len(statements), _INSERT_CHUNK):
+                c.execute(
+                    "; ".join(statements[first : first + _INSERT_CHUNK]),
+                    [value for row in params[first : first + _INSERT_CHUNK] for value in row],
+                )
+            return
+        if flow_params:
+            c.execute(set_flow, flow_params[0])
+        if step_params:
+            c.executemany(set_step, step_params)
 
 
 def _by_identifier(step: StepRow) -> str:
@@ -514,12 +534,21 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
     ]
     with connection.cursor() as c:
         if connection.vendor == "postgresql":
-            c.execute(
-                f"UPDATE {P} SET last_seq = %s WHERE id = %s RETURNING GREATEST("
+            moved = (
+                f"{P} SET last_seq = %s WHERE id = %s RETURNING GREATEST("
                 f"pg_current_xact_id()::text::bigint, (SELECT l.xid FROM {L} l "
-                "WHERE l.person_id = %s AND l.seq = %s))",
-                [person.last_seq, person.pk, person.pk, rows[0][0] - 1],
+                "WHERE l.person_id = %s AND l.seq = %s)) AS xid"
             )
+            moved_params = [person.last_seq, person.pk, person.pk, rows[0][0] - 1]
+            if len(values) <= _INSERT_CHUNK:  # one round trip: the key is read where it is made
+                row = "(" + ", ".join(["%s"] * len(values[0])) + ", (SELECT xid FROM moved))"
+                c.execute(
+                    f"WITH moved AS (UPDATE {moved}) INSERT INTO {L} ({columns}, xid) VALUES "
+                    + ", ".join([row] * len(values)),
+                    moved_params + [value for v in values for value in v],
+                )
+                return
+            c.execute(f"UPDATE {moved}", moved_params)
             key = c.fetchone()[0]
             _insert(c, L, columns + ", xid", [v + [key] for v in values])
             return
