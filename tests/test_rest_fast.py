@@ -7,14 +7,17 @@ kept, a file larger than the bridge holds in memory streamed whole.
 """
 
 import os
+import re
 import uuid
 
 import httpx
 import rest_framework
 
+from stepstream.testing.flows import LOOP_FLOW
 from tests.trust import eventually
 
 IGNORED = {"date", "x-request-id", "content-length"}
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def test_health_on_the_event_loop_answers_as_django_does(server):
@@ -83,3 +86,54 @@ def test_a_person_read_without_django_answers_as_django_does(server):
         assert rest.get("/people/a%2Fb").json() == {"person_key": "a/b", "data": data}
     line = "GET /api/v1/people/nobody 404"
     eventually(lambda: any("fast-read" in x and line in x for x in server.log().splitlines()))
+
+
+def test_a_transition_without_django_answers_and_records_as_django_does(server):
+    """The same calls on two people with the same history, one answered on the event loop's
+    path, one through Django (a query string): the same answers, the same log rows."""
+    keys = server.init_project(f"fast-move-{uuid.uuid4().hex[:8]}")["environments"][0]
+
+    def same(response) -> str:
+        text = UUID.sub("ID", response.text)
+        return text.replace("'fast'", "'P'").replace("'slow'", "'P'")
+
+    with server.rest(keys["secret_key"]) as rest:
+        assert rest.post("/flows", json=LOOP_FLOW).status_code == 201
+        for who in ("fast", "slow"):
+            assert rest.put(f"/people/{who}", json={"data": {}}).status_code == 201
+            assert rest.post(f"/people/{who}/flows", json={"flow": "loop"}).status_code == 201
+        calls = [
+            ("loop", {"transition": "go"}),  # 200
+            ("loop", {"transition": "flip"}),  # 200
+            ("loop", {"transition": "go"}),  # 409: no active step has it
+            ("none", {"transition": "go"}),  # 404: no such instance
+            ("loop", {"transition": ""}),  # 400, answered by Django either way
+            ("loop", ["flip"]),  # 400, answered by Django either way
+        ]
+        for flow, body in calls:
+            path = "/people/{}/flows/" + flow + "/transitions"
+            fast = rest.post(path.format("fast"), json=body, headers={"X-Request-ID": "fast-move"})
+            django = rest.post(path.format("slow") + "?through=django", json=body)
+            assert fast.status_code == django.status_code, (flow, body, fast.text)
+            assert same(fast) == same(django), (flow, body)
+            assert {k: v for k, v in fast.headers.items() if k not in IGNORED} == {
+                k: v for k, v in django.headers.items() if k not in IGNORED
+            }, (flow, body)
+            assert fast.headers["x-request-id"] == "fast-move"
+        logs = [rest.get(f"/people/{who}/events").json() for who in ("fast", "slow")]
+        fields = ("seq", "entity", "identifier", "state", "previous_state", "cause")
+        assert [[{f: e.get(f) for f in fields} for e in log] for log in logs] == [
+            [{f: e.get(f) for f in fields} for e in logs[1]]
+        ] * 2
+        assert logs[0][-1]["cause"]["via"] == "rest"
+        spare = rest.post("/keys", json={"kind": "secret"}).json()
+    with server.rest(spare["key"]) as rest:
+        old = next(k["id"] for k in rest.get("/keys").json() if k["hint"] in keys["secret_key"])
+        assert rest.post(f"/keys/{old}/revoke").status_code == 200
+        with server.rest(keys["secret_key"]) as revoked:
+            flip = {"transition": "flip"}
+            refused = revoked.post("/people/fast/flows/loop/transitions", json=flip)
+            assert refused.status_code == 401
+        assert rest.get("/people/fast/events").json() == logs[0]  # nothing was done
+    line = "POST /api/v1/people/fast/flows/loop/transitions 200"
+    eventually(lambda: any("fast-move" in x and line in x for x in server.log().splitlines()))

@@ -64,8 +64,8 @@ from stepstream.ws.endpoint import websocket_app  # noqa: E402
 async def http_app(scope, receive, send):
     """Routes on the raw path with `%2F` and `%25` kept (stepstream.http.convertors).
 
-    `GET /api/v1/health`, and `GET /api/v1/people/{key}` with a remembered key, are
-    answered without Django (stepstream.http.fast).
+    `GET /api/v1/health`, and `GET /api/v1/people/{key}` and a transition call with a
+    remembered key, are answered without Django (stepstream.http.fast).
     """
     if scope["path"] == fast.HEALTH_PATH and fast.handles(scope):
         return await fast.health(scope, receive, send)
@@ -78,6 +78,14 @@ async def http_app(scope, receive, send):
     read = fast.person_request(scope)
     if read is not None and await fast.person(scope, send, *read):
         return
+    call = fast.transition_request(scope)
+    if call is not None:
+        message = await receive()  # the whole body: stepstream.http.bodylimit read it
+        if message["type"] != "http.request":
+            return
+        if await fast.transition(scope, send, call[:2], call[2], message.get("body", b"")):
+            return
+        receive = fast.replaying(message, receive)
     await django_app(scope, receive, send)
 
 

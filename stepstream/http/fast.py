@@ -1,4 +1,4 @@
-"""`GET /api/v1/health` and `GET /api/v1/people/{key}` answered without Django's request.
+"""`GET /api/v1/health`, `GET /api/v1/people/{key}` and transitions without Django's request.
 
 Everything the health answer says (the hub's counters, the socket layer) lives
 on the event loop already, and the database is not touched (that is
@@ -17,6 +17,14 @@ answer rendered by DRF's own JSON renderer with the headers the DRF view gave.
 A key not remembered (or found revoked), a missing or odd Authorization, a
 query string or an unusual Accept: Django answers, as before, and the key is
 remembered for the next request.
+
+`POST /api/v1/people/{key}/flows/{flow}/transitions` likewise, for a body sent
+as `application/json` that names a transition as the view reads it (the same
+parser, the same checks): the engine call runs on a database thread and its
+answer, or its refusal (404, 409), is the view's. A body the view would refuse
+goes to Django, replayed, which refuses it as before. Through Django, a
+transition spent about a fifth of its server CPU in Django's and DRF's request
+handling (docs/performance.md, "REST at full speed").
 """
 
 import logging
@@ -36,6 +44,9 @@ from stepstream.ws import serving
 
 HEALTH_PATH = "/api/v1/health"
 PERSON_PATH = re.compile(rf"/api/v1/people/({Segment.regex})")  # the route's own converter
+TRANSITION_PATH = re.compile(
+    rf"/api/v1/people/({Segment.regex})/flows/({Segment.regex})/transitions"
+)
 logger = logging.getLogger("stepstream.http")
 _JSON_ACCEPTS = (b"*/*", b"application/json")
 
@@ -138,6 +149,13 @@ def person_request(scope) -> tuple[str, str] | None:
     found = PERSON_PATH.fullmatch(scope["path"])
     if found is None:
         return None
+    key = _bearer(scope)
+    return None if key is None else (found.group(1), key)
+
+
+def _bearer(scope) -> str | None:
+    """The secret key of a request asking for JSON (or anything) with one plain Bearer
+    Authorization header, or None: Django answers anything else."""
     authorization = None
     for name, value in scope["headers"]:
         if name == b"accept" and value.strip() not in _JSON_ACCEPTS:
@@ -152,10 +170,9 @@ def person_request(scope) -> tuple[str, str] | None:
     key = key.strip()
     if scheme.lower() != "bearer" or not key or len(key) > 200:
         return None
-    return found.group(1), key
+    return key
 
 
-_person_headers: list | None = None
 _renderer = None
 
 
@@ -202,7 +219,90 @@ def _read_person(digest: str, entry: tuple, needs_check: bool, segment: str):
 
 async def person(scope, send, segment: str, key: str) -> bool:
     """Answers the read, or returns False (nothing sent) for Django to answer it."""
-    global _person_headers
+    from stepstream.http.api.views import person as view
+
+    return await _answer(scope, send, view, key, _read_person, segment)
+
+
+# -- POST /api/v1/people/{key}/flows/{flow}/transitions -----------------------------------
+
+
+def transition_request(scope) -> tuple[str, str, str] | None:
+    """(the person's and the flow's path segments, the secret key) of a plain transition call
+    with a JSON body, or None."""
+    if scope["method"] != "POST" or scope.get("query_string"):
+        return None
+    found = TRANSITION_PATH.fullmatch(scope["path"])
+    if found is None:
+        return None
+    types = [value for name, value in scope["headers"] if name == b"content-type"]
+    if types != [b"application/json"]:
+        return None
+    key = _bearer(scope)
+    return None if key is None else (found.group(1), found.group(2), key)
+
+
+def transition_named(body: bytes) -> str | None:
+    """The transition a body names, as the view reads it, or None: Django answers the refusal."""
+    from stepstream import text
+    from stepstream.http.api.views import transition_of
+
+    try:
+        return transition_of(text.loads(body, "The request body"))
+    except StepstreamError:
+        return None
+
+
+def _transition(digest, entry, needs_check, segment: str, flow: str, transition: str):
+    """On a database thread: None when the key was revoked (Django answers: 401), else
+    (status, body)."""
+    from stepstream import engine
+    from stepstream.text import validate_person_key
+    from stepstream.trust import keycache
+
+    if needs_check and not keycache.confirm(digest, "secret", entry):
+        return None
+    environment = keycache.environment_of(entry)
+    try:
+        key = validate_person_key(Segment().to_python(segment))
+        flow = Segment().to_python(flow)
+        done = engine.do_transition(environment, key, flow, transition, via="rest")
+    except StepstreamError as e:
+        return _error(e)
+    return 200, _person_response(done)
+
+
+async def transition(scope, send, segments: tuple[str, str], key: str, body: bytes) -> bool:
+    """Makes the transition, or returns False (nothing sent, nothing done) for Django."""
+    from stepstream.http.api.views import person_transition as view
+
+    named = transition_named(body)
+    if named is None:
+        return False
+    return await _answer(scope, send, view, key, _transition, *segments, named)
+
+
+def replaying(message: dict, receive):
+    """`receive` for Django after the body's message was read here."""
+    pending = [message]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+# -- both --------------------------------------------------------------------------------
+
+
+_view_headers: dict = {}
+
+
+async def _answer(scope, send, view, key: str, work, *args) -> bool:
+    """Runs `work(digest, entry, needs_check, *args)` on a database thread for a secret key
+    this process remembers and sends its (status, body) as the DRF `view` would, with its
+    headers, request id, access log line and duration metric; False (nothing sent) when
+    the key is not remembered or `work` found it revoked: Django answers then."""
     from stepstream.trust import keycache, tenants
 
     digest = tenants.digest(key)
@@ -214,26 +314,26 @@ async def person(scope, send, segment: str, key: str) -> bool:
     incoming = b",".join(given).decode("latin-1")
     rid = incoming if sane_request_id(incoming) else new_request_id()
     token = request_id.set(rid)
+    method = scope["method"]
     try:
         try:
-            answer = await dbthreads.run(_read_person, digest, *found, segment)
+            answer = await dbthreads.run(work, digest, *found, *args)
         except StepstreamError as e:  # the database is unavailable (dbthreads)
             answer = _error(e)
         except Exception:  # as Django's handler500 would: logged, a JSON 500
-            logger.exception("GET person failed")
+            logger.exception("%s %s failed", method, view.__name__)
             sentence = "The server failed to answer; it has been logged."
             answer = 500, _person_response({"errors": [sentence], "code": "internal"})
         if answer is None:
             return False
         status, body = answer
-        if _person_headers is None:
-            from stepstream.http.api.views import person as view
-
+        view_headers = _view_headers.get(view)
+        if view_headers is None:
             allow = ", ".join(view.cls().allowed_methods).encode()
-            _person_headers = [(b"content-type", b"application/json"), (b"allow", allow)]
-            _person_headers += _security_headers()
+            view_headers = [(b"content-type", b"application/json"), (b"allow", allow)]
+            view_headers = _view_headers[view] = view_headers + _security_headers()
         headers = [
-            *_person_headers,
+            *view_headers,
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", rid.encode()),
         ]
@@ -243,11 +343,11 @@ async def person(scope, send, segment: str, key: str) -> bool:
         duration = round((time.perf_counter() - started) * 1000, 2)
         access_log.info(
             "%s %s %s %.2fms",
-            "GET",
+            method,
             path,
             status,
             duration,
-            extra={"method": "GET", "path": path, "status": status, "duration_ms": duration},
+            extra={"method": method, "path": path, "status": status, "duration_ms": duration},
         )
         REQUEST_DURATION.observe(time.perf_counter() - started)
         return True

@@ -22,9 +22,13 @@ def person_key(key: str) -> str:
 
 
 def _body(request: Request) -> dict:
-    if not isinstance(request.data, dict):
+    return _object(request.data)
+
+
+def _object(data) -> dict:
+    if not isinstance(data, dict):
         raise Invalid("The request body must be a JSON object.")
-    return request.data
+    return data
 
 
 def _field(body: dict, name: str) -> str:
@@ -117,9 +121,14 @@ def person_flows(request, key):
     return Response(engine.snapshot(env, key)["flows"])
 
 
+def transition_of(data) -> str:
+    """The transition a call's decoded body names (stepstream.http.fast reads it the same way)."""
+    return _field(_object(data), "transition")
+
+
 @api_view(["POST"])
 def person_transition(request, key, flow):
-    transition = _field(_body(request), "transition")
+    transition = transition_of(request.data)
     return Response(
         engine.do_transition(request.auth, person_key(key), flow, transition, via="rest")
     )
