@@ -64,11 +64,9 @@ from stepstream.ws.endpoint import websocket_app  # noqa: E402
 async def http_app(scope, receive, send):
     """Routes on the raw path with `%2F` and `%25` kept (stepstream.http.convertors).
 
-    `GET /api/v1/health`, and `GET /api/v1/people/{key}` and a transition call with a
-    remembered key, are answered without Django (stepstream.http.fast).
+    `GET /api/v1/health` (see `_http`), and `GET /api/v1/people/{key}` and a transition
+    call with a remembered key, are answered without Django (stepstream.http.fast).
     """
-    if scope["path"] == fast.HEALTH_PATH and fast.handles(scope):
-        return await fast.health(scope, receive, send)
     raw = scope.get("raw_path")
     if raw and b"%" in raw:
         try:
@@ -115,7 +113,17 @@ async def lifespan(scope, receive, send):
             return
 
 
-_apps = {"http": limit_body(http_app), "websocket": websocket_app, "lifespan": lifespan}
+_with_body = limit_body(http_app)
+
+
+def _http(scope, receive, send):
+    """A plain `GET /api/v1/health` (no body) is answered at once, without the body reader."""
+    if scope["path"] == fast.HEALTH_PATH and fast.handles(scope):
+        return fast.health(scope, receive, send)
+    return _with_body(scope, receive, send)
+
+
+_apps = {"http": _http, "websocket": websocket_app, "lifespan": lifespan}
 
 from stepstream.http.dashboard.live import dashboard_socket  # noqa: E402
 

@@ -49,6 +49,7 @@ TRANSITION_PATH = re.compile(
 )
 logger = logging.getLogger("stepstream.http")
 _JSON_ACCEPTS = (b"*/*", b"application/json")
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
 
 
 def _security_headers() -> list[tuple[bytes, bytes]]:
@@ -80,11 +81,14 @@ _vendor: str | None = None
 
 
 def handles(scope) -> bool:
-    """True for a plain `GET /api/v1/health` asking for JSON (or anything)."""
+    """True for a plain `GET /api/v1/health` asking for JSON (or anything), with no body:
+    it is answered before the body reader (stepstream.http.bodylimit)."""
     if scope["path"] != HEALTH_PATH or scope["method"] != "GET" or scope.get("query_string"):
         return False
     for name, value in scope["headers"]:
         if name == b"accept" and value.strip() not in _JSON_ACCEPTS:
+            return False
+        if name in _BODY_HEADERS:
             return False
     return True
 
