@@ -5,6 +5,7 @@ database costs one failed job per thread, not a stuck server.
 """
 
 import asyncio
+import contextvars
 import functools
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,5 +39,7 @@ def _job(fn, args, kwargs):
 
 
 async def run(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` on a database thread, in the caller's context (its request id)."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_pool(), functools.partial(_job, fn, args, kwargs))
+    job = functools.partial(contextvars.copy_context().run, _job, fn, args, kwargs)
+    return await loop.run_in_executor(_pool(), job)

@@ -128,6 +128,8 @@ STEPSTREAM = {
     "LOG_POLL_INTERVAL": config.float_setting("STEPSTREAM_LOG_POLL_INTERVAL", 0.1),
     "RECONCILE_INTERVAL": config.float_setting("STEPSTREAM_RECONCILE_INTERVAL", 0.5),
     "DB_THREADS": config.int_setting("STEPSTREAM_DB_THREADS", 8),
+    # on PostgreSQL, listen for the database's notice that keys changed (trust/keywatch.py)
+    "KEY_NOTIFY": config.bool_setting("STEPSTREAM_KEY_NOTIFY", True),
     # group commit (stepstream/engine/groupcommit.py): engine writes queued, at most
     # MAX_BATCH per transaction; a full queue or a job that waited WAIT seconds is
     # refused (503) unwritten. On by default on SQLite only: on PostgreSQL one batch at

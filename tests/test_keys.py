@@ -334,9 +334,20 @@ def test_a_revoked_secret_key_is_refused_at_once_by_every_server_process(twin_se
         current = new_key
 
 
-@pytest.mark.skipif(
+def rechecks(srv) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(srv.url + "/metrics", timeout=5).text
+    families = text_string_to_metric_families(text)
+    return next(f for f in families if f.name == "stepstream_key_rechecks").samples[0].value
+
+
+postgresql_only = pytest.mark.skipif(
     not os.environ.get("DATABASE_URL"), reason="PostgreSQL only: set DATABASE_URL to run"
 )
+
+
+@postgresql_only
 def test_on_postgresql_without_redis_keys_are_not_rechecked_and_any_revocation_is_heard(
     tmp_path,
 ):
@@ -344,13 +355,6 @@ def test_on_postgresql_without_redis_keys_are_not_rechecked_and_any_revocation_i
     without Redis, a remembered key costs no re-check, and a revocation made by plain SQL,
     past every server and signal, is refused by both long before any periodic re-check."""
     import psycopg
-    from prometheus_client.parser import text_string_to_metric_families
-
-    def rechecks(srv) -> float:
-        text = httpx.get(srv.url + "/metrics", timeout=5).text
-        families = text_string_to_metric_families(text)
-        family = next(f for f in families if f.name == "stepstream_key_rechecks")
-        return family.samples[0].value
 
     servers = [Server(tmp_path, REDIS_URL="", STEPSTREAM_KEY_CHECK_INTERVAL=600) for _ in range(2)]
     try:
@@ -392,6 +396,24 @@ def test_on_postgresql_without_redis_keys_are_not_rechecked_and_any_revocation_i
     finally:
         for srv in servers:
             srv.stop()
+
+
+@postgresql_only
+def test_with_key_notify_off_every_request_rechecks_its_key(tmp_path):
+    """STEPSTREAM_KEY_NOTIFY=false (a pooler that cannot pass LISTEN): no listener, and a
+    remembered key is re-checked on every request instead."""
+    srv = Server(tmp_path, REDIS_URL="", STEPSTREAM_KEY_NOTIFY="false").start()
+    try:
+        secret = srv.init_project(f"quiet-{uuid.uuid4().hex[:8]}")["environments"][0]["secret_key"]
+        with srv.rest(secret) as rest:
+            assert rest.get("/flows").status_code == 200
+            before = rechecks(srv)
+            for _ in range(5):
+                assert rest.get("/flows").status_code == 200
+        assert rechecks(srv) >= before + 5
+        assert "listening for key changes" not in srv.log()
+    finally:
+        srv.stop()
 
 
 def test_a_remembered_key_never_hides_a_new_schema_set_on_another_process(twin_servers):

@@ -102,11 +102,15 @@ def listening() -> bool:
 
 
 def start(on_change) -> None:
-    """Starts listening in this process (a server on PostgreSQL); a no-op on SQLite."""
+    """Starts listening in this process (a server on PostgreSQL); a no-op on SQLite, or
+    with STEPSTREAM_KEY_NOTIFY=false (a pooler that cannot pass LISTEN)."""
     global _watcher
+    from django.conf import settings
     from django.db import connection
 
     if _watcher is not None or connection.vendor != "postgresql":
+        return
+    if not settings.STEPSTREAM["KEY_NOTIFY"]:
         return
     _watcher = Watcher(config.psycopg_kwargs(connection.settings_dict), on_change)
     _watcher.start()
