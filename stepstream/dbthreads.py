@@ -1,6 +1,12 @@
 """Runs blocking ORM work off the event loop, in a small pool of database threads.
 
-Every job first drops a connection that failed or went stale, so a restarted
+Each thread keeps its database connection from one job to the next: on
+PostgreSQL, Django's end-of-request close would hand it back to the pool and
+take one again, a sixth of a person read's server CPU (docs/performance.md,
+"REST at full speed"). So a thread holds at most one connection
+(`STEPSTREAM_DB_POOL_SIZE` covers them all). A job that meets a broken
+connection closes it and fails alone (503), and every job first drops a
+connection that an error left unusable or outside autocommit, so a restarted
 database costs one failed job per thread, not a stuck server.
 """
 
@@ -10,7 +16,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connections
+from django.db import InterfaceError, OperationalError, connections
 
 from stepstream.errors import Unavailable
 
@@ -26,8 +32,20 @@ def _pool() -> ThreadPoolExecutor:
     return _executor
 
 
+def _usable_connections() -> None:
+    """Django's close_if_unusable_or_obsolete without the age: the connection is kept."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"] or (
+            conn.errors_occurred and not conn.is_usable()
+        ):
+            conn.close()
+        conn.errors_occurred = False
+
+
 def _job(fn, args, kwargs):
-    close_old_connections()
+    _usable_connections()
     try:
         return fn(*args, **kwargs)
     except (OperationalError, InterfaceError) as e:
