@@ -325,7 +325,7 @@ async def _answer(scope, send, view, key: str, work, *args) -> bool:
         except StepstreamError as e:  # the database is unavailable (dbthreads)
             answer = _error(e)
         except Exception:  # as Django's handler500 would: logged, a JSON 500
-            logger.exception("%s %s failed", method, view.__name__)
+            logger.exception("%s %s failed", method, scope["path"])
             sentence = "The server failed to answer; it has been logged."
             answer = 500, _person_response({"errors": [sentence], "code": "internal"})
         if answer is None:
