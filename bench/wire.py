@@ -159,6 +159,9 @@ class WsClient(asyncio.Protocol):
             self.buffer += data
             return None
         head = data[:end]
+        if self.handshake.done():  # the caller gave up waiting (timed out)
+            self.transport.close()
+            return None
         if not head.startswith(b"HTTP/1.1 101"):
             self.handshake.set_exception(
                 ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1"))

@@ -95,6 +95,32 @@ def key_row(key: str | None, kind: str, revoked_too: bool = False) -> ApiKey | N
     return row
 
 
+_key_rows_sql: dict[str, tuple] = {}  # per database vendor: the query and the converters
+
+
+def _key_rows_query() -> tuple:
+    """The key-and-environment query and its converters, found once per vendor.
+
+    Found again for each of a reconnect storm's small batches, they were two thirds
+    of a one-key read (175 µs, now 57). The converters take the caller's
+    connection; of the one they were found on they read only its settings.
+    """
+    found = _key_rows_sql.get(connection.vendor)
+    if found is None:
+        key_columns = list(ApiKey._meta.concrete_fields)
+        env_columns = list(Environment._meta.concrete_fields)
+        qn = connection.ops.quote_name
+        select = (
+            f"SELECT {rows.columns('k', key_columns)}, "  # noqa: S608 - no input in the text
+            f"{rows.columns('e', env_columns)} "
+            f"FROM {qn(ApiKey._meta.db_table)} k JOIN {qn(Environment._meta.db_table)} e "
+            f"ON e.id = k.environment_id WHERE k.kind = %s AND k.digest IN "
+        )
+        steps = (rows.converters(key_columns), rows.converters(env_columns))
+        found = _key_rows_sql[connection.vendor] = (select, key_columns, env_columns, *steps)
+    return found
+
+
 def key_rows(keys: list[str], kind: str) -> dict[str, ApiKey]:
     """`key_row(key, kind, revoked_too=True)` for many keys in one query: {key: row}.
 
@@ -105,15 +131,8 @@ def key_rows(keys: list[str], kind: str) -> dict[str, ApiKey]:
     wanted = {digest(key): key for key in keys if key and len(key) <= MAX_KEY_LENGTH}
     if not wanted:
         return {}
-    key_columns = list(ApiKey._meta.concrete_fields)
-    env_columns = list(Environment._meta.concrete_fields)
-    qn = connection.ops.quote_name
-    select = (
-        f"SELECT {rows.columns('k', key_columns)}, {rows.columns('e', env_columns)} "  # noqa: S608
-        f"FROM {qn(ApiKey._meta.db_table)} k JOIN {qn(Environment._meta.db_table)} e "
-        f"ON e.id = k.environment_id WHERE k.kind = %s AND k.digest IN "
-    )
-    key_steps, env_steps = rows.converters(key_columns), rows.converters(env_columns)
+    select, key_columns, env_columns, key_steps, env_steps = _key_rows_query()
+    split = len(key_columns)
     digests = list(wanted)
     found = {}
     with connection.cursor() as cursor:
@@ -121,7 +140,6 @@ def key_rows(keys: list[str], kind: str) -> dict[str, ApiKey]:
             chunk = digests[start : start + _CHUNK]
             cursor.execute(select + f"({', '.join(['%s'] * len(chunk))})", [kind, *chunk])
             for values in cursor.fetchall():
-                split = len(key_columns)
                 row = rows.instance(ApiKey, key_columns, values[:split], key_steps)
                 row.environment = rows.instance(Environment, env_columns, values[split:], env_steps)
                 if row.digest in wanted:  # equal to a digest computed here, as SQL compared
