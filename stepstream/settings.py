@@ -101,7 +101,11 @@ LOGGING = {
         "handlers": ["stderr"],
         "level": LOG_LEVEL,
     },
-    "loggers": {"django.request": {"level": "ERROR"}},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        # websockets' "connection open" / "connection closed", per socket (stepstream.ws.transport)
+        "stepstream.ws.websockets": {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"},
+    },
 }
 
 # Stepstream limits and timings (every one overridable from the environment).

@@ -73,3 +73,22 @@ def test_startup_names_what_uvicorn_no_longer_has(settings, monkeypatch):
     monkeypatch.setattr(transport, "_ATTRIBUTES", (*transport._ATTRIBUTES, "renamed_in_uvicorn"))
     with pytest.raises(RuntimeError, match="lacks renamed_in_uvicorn"):
         transport.verify(_config("stepstream.ws.transport:BoundedWebSocketProtocol"))
+
+
+def test_at_info_a_socket_logs_its_access_line_and_not_the_librarys_open_and_closed(tmp_path):
+    """One line per socket at the default level (uvicorn's access line), not three."""
+    from stepstream.testing.servers import Server
+    from tests.wsclient import WsClient
+
+    srv = Server(tmp_path / "srv", STEPSTREAM_LOG_LEVEL="INFO")
+    srv.start()
+    try:
+        key = srv.init_project()["environments"][0]["publishable_key"]
+        for _ in range(3):
+            with WsClient(srv.ws_url, key) as ws:
+                ws.request("get_state", {"person_key": "nobody-in-particular"})
+    finally:
+        srv.stop()
+    log = srv.log()
+    assert log.count('"WebSocket /ws?key=') == 3, log
+    assert "connection open" not in log and "connection closed" not in log, log

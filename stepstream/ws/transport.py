@@ -24,6 +24,7 @@ client controls would otherwise make the server hold memory without bound:
 """
 
 import contextlib
+import logging
 
 from django.conf import settings
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -31,6 +32,13 @@ from websockets.exceptions import InvalidState
 
 CLOSE_TOO_SLOW = 4408
 SLOW_REASON = "Too slow: the client did not read what it was sent; resume with since_seq."
+
+# The websockets library's own lines ("connection open", "connection closed": two per
+# socket at INFO, with nothing to tell one socket from another) go here, at WARNING
+# unless the server logs at DEBUG (stepstream/settings.py). uvicorn's access line per
+# socket ('"WebSocket /ws?key=..." [accepted]', the key redacted) stays as it was.
+# In a reconnect storm each line cost about 50 µs of the event loop's time.
+PROTOCOL_LOGGER = logging.getLogger("stepstream.ws.websockets")
 
 
 def max_incoming_bytes() -> int:
@@ -43,6 +51,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.conn.logger = PROTOCOL_LOGGER
         self.conn.max_message_size = max_incoming_bytes()
         self.stall_timeout = settings.STEPSTREAM["WS_STALL_TIMEOUT"]
         self.held = False  # reading paused because writing is
