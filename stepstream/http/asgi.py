@@ -54,7 +54,7 @@ from stepstream.config import is_first_worker  # noqa: E402
 from stepstream.delivery import runtime  # noqa: E402
 from stepstream.delivery.webhooks import worker as webhook_worker  # noqa: E402
 from stepstream.http import fast, metrics  # noqa: E402
-from stepstream.http.bodylimit import limit_body  # noqa: E402
+from stepstream.http.bodylimit import limit_body, replaying  # noqa: E402
 from stepstream.http.convertors import NotUtf8, routing_path  # noqa: E402
 from stepstream.http.errors import send_error  # noqa: E402
 from stepstream.trust import keycache, keywatch  # noqa: E402
@@ -83,7 +83,7 @@ async def http_app(scope, receive, send):
             return
         if await fast.transition(scope, send, call[:2], call[2], message.get("body", b"")):
             return
-        receive = fast.replaying(message, receive)
+        receive = replaying(message, receive)  # Django reads the body again
     await django_app(scope, receive, send)
 
 

@@ -52,14 +52,17 @@ def limit_body(app):
                 break
         whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         del chunks
-
-        async def replay():
-            nonlocal whole
-            if whole is not None:
-                message, whole = whole, None
-                return message
-            return await receive()
-
-        return await app(scope, replay, send)
+        return await app(scope, replaying(whole, receive), send)
 
     return limited
+
+
+def replaying(message: dict, receive):
+    """`receive` that gives `message` once (a body already read), then the client's own;
+    the message is let go once given."""
+    pending = [message]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay

@@ -286,16 +286,6 @@ async def transition(scope, send, segments: tuple[str, str], key: str, body: byt
     return await _answer(scope, send, view, key, _transition, *segments, named)
 
 
-def replaying(message: dict, receive):
-    """`receive` for Django after the body's message was read here."""
-    pending = [message]
-
-    async def replay():
-        return pending.pop() if pending else await receive()
-
-    return replay
-
-
 # -- both --------------------------------------------------------------------------------
 
 
