@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import gc
 import itertools
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from bench.targets import (
     cpu_seconds,
     database_reachable,
     machine_busy_seconds,
+    own_cpu_seconds,
     reset_bench_database,
     rss_kib,
     wait_for_quiet,
@@ -298,15 +298,20 @@ class CpuMeter:
     """
 
     def __init__(self, pid: int):
-        self.pids = (pid, os.getpid())
-        self.cpu = [cpu_seconds(p) for p in self.pids]
+        self.server = pid
+        self.cpu = self._readings()
         self.machine = machine_busy_seconds()
         self.wall = time.perf_counter()
+
+    def _readings(self) -> tuple[float, float]:
+        # the server is a child of this process: the harness is this process alone
+        return cpu_seconds(self.server), own_cpu_seconds()
 
     def both(self) -> dict:
         wall = max(1e-9, time.perf_counter() - self.wall)
         server, harness = (
-            100 * (cpu_seconds(p) - c) / wall for p, c in zip(self.pids, self.cpu, strict=True)
+            100 * (now - before) / wall
+            for now, before in zip(self._readings(), self.cpu, strict=True)
         )
         machine = 100 * (machine_busy_seconds() - self.machine) / wall
         return {

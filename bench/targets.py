@@ -76,6 +76,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu_seconds() -> float:
+    """User plus system CPU time of this process alone (not the servers it started)."""
+    return _cpu_seconds(os.getpid())
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process and its workers so far."""
     return sum(_cpu_seconds(p) for p in process_tree(pid))
