@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 
 import pytest
 from django.db import connection
@@ -102,6 +103,31 @@ def test_a_failing_write_rolls_back_alone_and_its_caller_gets_its_error(tenv, de
     # the next write of p1 gets the next seq: no gap where the failed one was
     assert engine.do_transition(tenv, "p1", "t", "flip")["seq"] == START_ROWS + FLIP_ROWS
     assert assert_log_replays("p1", tenv) == START_ROWS + FLIP_ROWS
+
+
+def test_a_statement_the_database_refuses_fails_its_job_alone_with_djangos_error(tenv, delivered):
+    """The engine's statements run on the driver's cursor; a refusal still arrives as
+    Django's IntegrityError (what callers map to their answers) and undoes that job only."""
+    from django.db import IntegrityError
+    from django.utils import timezone
+
+    from stepstream.engine import store
+
+    def log_row_at_a_used_seq():
+        person = store.lock_person(tenv.id, "p1")
+        used = (1, "flow", uuid.uuid4(), "t", "active", "inactive", "t", uuid.uuid4())
+        store.append_log(person, [(*used, timezone.now(), {"kind": "test"})])
+
+    jobs = [flip(tenv, "p0"), groupcommit.Job(log_row_at_a_used_seq), flip(tenv, "p2")]
+    groupcommit.run_batch(jobs)
+
+    with pytest.raises(IntegrityError):
+        jobs[1].outcome()
+    assert last_seq(tenv, "p1") == START_ROWS
+    assert assert_log_replays("p1", tenv) == START_ROWS
+    for key in ("p0", "p2"):
+        assert assert_log_replays(key, tenv) == START_ROWS + FLIP_ROWS
+        assert seqs(delivered, tenv, key) == [5, 6]
 
 
 class Crash(BaseException):
