@@ -314,14 +314,21 @@ def _lock_person(environment_id: int, person_key: str) -> PersonRow | None:
 def lock_person_reading(environment_id: int, person_key: str, flow_identifier: str):
     """(the person locked, `read_instance` of their instance of the flow).
 
+    On SQLite in one statement (the writer lock serializes writers already).
     On PostgreSQL in one round trip of two statements. Under READ COMMITTED
     each statement of a query takes its own snapshot, so the read, which runs
     once the lock is held, sees what the previous writer committed; a join in
     the locking statement would re-read only the locked row, with stale steps.
     """
     if not _postgres():
-        person = lock_person(environment_id, person_key)
-        return person, read_instance(person.pk, flow_identifier)
+        with cursor() as c:
+            c.execute(_LOCK_READ_SQLITE, [flow_identifier, environment_id, person_key])
+            rows = c.fetchall()
+        if not rows:
+            raise person_not_found(person_key)
+        first = rows[0]
+        person = PersonRow(first[0], person_key, first[1], first[2], first[3])
+        return person, _instance([r[4:] for r in rows] if first[4] else [], flow_identifier)
     person_id = f"(SELECT id FROM {P} WHERE environment_id = %s AND person_key = %s)"
     with cursor() as c:
         c.execute(
@@ -393,6 +400,15 @@ _READ_INSTANCE = (
     f"SELECT i.id, i.flow_id, i.state, {_STEP_COLUMNS} "
     f"FROM {I} i LEFT JOIN {S} s ON s.instance_id = i.id "
     "WHERE i.person_id = %(person)s AND i.flow_identifier = %s ORDER BY s.position"
+)
+
+
+_LOCK_READ_SQLITE = (
+    f"SELECT p.id, p.last_seq, p.rules_version, e.rules_version, i.id, i.flow_id, i.state, "
+    f"{_STEP_COLUMNS} FROM {P} p JOIN {E} e ON e.id = p.environment_id "
+    f"LEFT JOIN {I} i ON i.person_id = p.id AND i.flow_identifier = %s "
+    f"LEFT JOIN {S} s ON s.instance_id = i.id "
+    "WHERE p.environment_id = %s AND p.person_key = %s ORDER BY s.position"
 )
 
 
