@@ -2,9 +2,10 @@
 
 The ORM costs about 0.3 ms of Python per query to build; a transition made
 through it spent most of its time there (docs/performance.md). These
-statements use the tables the models define, with values converted by the
-models' own fields, so SQLite and PostgreSQL store exactly what the ORM
-would. Everything else keeps using the ORM.
+statements use the tables the models define, with values converted as the
+models' own fields convert them, so SQLite and PostgreSQL store exactly what
+the ORM would; they run on the driver's cursor (`cursor`), without Django's
+per-statement layers. Everything else keeps using the ORM.
 """
 
 import functools
