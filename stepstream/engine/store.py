@@ -161,7 +161,7 @@ def cursor():
     with conn.wrap_database_errors:
         raw = conn.connection.cursor()
         try:
-            yield _Cursor(raw, conn.vendor == "postgresql")
+            yield _Cursor(raw, _postgres())
         finally:
             raw.close()
 
@@ -327,9 +327,9 @@ def lock_person_reading(environment_id: int, person_key: str, flow_identifier: s
             rows = c.fetchall()
         if not rows:
             raise person_not_found(person_key)
-        first = rows[0]
-        person = PersonRow(first[0], person_key, first[1], first[2], first[3])
-        return person, _instance([r[4:] for r in rows] if first[4] else [], flow_identifier)
+        person = _person_row(rows[0], person_key)
+        steps = [r[4:] for r in rows] if rows[0][4] is not None else []
+        return person, _instance(steps, flow_identifier)
     person_id = f"(SELECT id FROM {P} WHERE environment_id = %s AND person_key = %s)"
     with cursor() as c:
         c.execute(
