@@ -11,12 +11,44 @@ The engine uses them to re-evaluate only what a write can change
 (docs/architecture.md, "Rules").
 """
 
+import importlib.machinery
+import importlib.util
+import os
 import re
+import sys
 from dataclasses import dataclass
 
-import cel
-
 from stepstream.errors import Invalid
+
+
+def _load_cel():
+    """The package's compiled module alone, without the package's `__init__`.
+
+    That `__init__` also imports the package's command line (typer,
+    prompt_toolkit, rich): about 170 ms of every Stepstream process's start,
+    for nothing the engine uses. The module is registered under its own name,
+    so a later `import cel` finds it rather than loading it twice (which the
+    extension refuses)."""
+    name = "cel.cel"
+    if name in sys.modules:
+        return sys.modules[name]
+    package = importlib.util.find_spec("cel")
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for folder in package.submodule_search_locations or ():
+            path = os.path.join(folder, "cel" + suffix)
+            if os.path.exists(path):
+                loader = importlib.machinery.ExtensionFileLoader(name, path)
+                spec = importlib.util.spec_from_loader(name, loader)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                loader.exec_module(module)
+                return module
+    import cel  # another layout: the package as it is
+
+    return cel
+
+
+cel = _load_cel()
 
 ROOTS = ("person", "events", "flows", "segments", "now")
 MAX_LENGTH = 4096

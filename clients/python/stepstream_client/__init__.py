@@ -7,8 +7,12 @@ they use, pure and synchronous (state.py); `stepstream-watch` shows it in a
 terminal (watch.py).
 """
 
-from .client import Client, Status, StepstreamError, backoff_delay, connect, websocket_url
-from .state import Applied, FlowState, PersonState, StateChange, StepState
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .client import Client, Status, StepstreamError, backoff_delay, connect, websocket_url
+    from .state import Applied, FlowState, PersonState, StateChange, StepState
 
 __version__ = "0.1.0"
 
@@ -25,3 +29,17 @@ __all__ = [
     "connect",
     "websocket_url",
 ]
+
+_STATE = ("Applied", "FlowState", "PersonState", "StateChange", "StepState")
+
+
+def __getattr__(name: str):
+    """Names are imported on first use, so that `stepstream_client.watch` (which
+    the server's command line registers) does not load the client and
+    `websockets` into every `stepstream` command."""
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = importlib.import_module(".state" if name in _STATE else ".client", __name__)
+    value = getattr(home, name)
+    globals()[name] = value
+    return value
