@@ -144,6 +144,7 @@ def reset_bench_database(url: str) -> None:
         return  # never empty a database the bench does not own
     import psycopg
 
+    _create_bench_database(url)  # a new machine has none yet
     with psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True) as c:
         c.execute("DROP SCHEMA IF EXISTS public CASCADE")
         c.execute("CREATE SCHEMA public")
