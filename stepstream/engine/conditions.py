@@ -33,8 +33,9 @@ def _load_cel():
     if name in sys.modules:
         return sys.modules[name]
     package = importlib.util.find_spec("cel")
+    folders = (package and package.submodule_search_locations) or ()
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        for folder in package.submodule_search_locations or ():
+        for folder in folders:
             path = os.path.join(folder, "cel" + suffix)
             if os.path.exists(path):
                 loader = importlib.machinery.ExtensionFileLoader(name, path)
@@ -43,7 +44,7 @@ def _load_cel():
                 sys.modules[name] = module
                 loader.exec_module(module)
                 return module
-    import cel  # another layout: the package as it is
+    import cel  # another layout (or none installed: its ImportError)
 
     return cel
 
