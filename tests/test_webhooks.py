@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -147,6 +148,90 @@ def test_connect_time_check_resolves_when_allowed(settings):
 
     assert any(r["host"] in ("127.0.0.1", "::1") for r in asyncio.run(resolve()))
     assert not literal_refused("http://127.0.0.1:9/x")
+
+
+# IPv6 addresses carrying an IPv4 address: (url, the IPv4 inside or None when refused as a whole)
+EMBEDDED_PRIVATE = [
+    ("http://[64:ff9b::a9fe:a9fe]/latest/meta-data", "169.254.169.254"),  # NAT64
+    ("http://[64:ff9b::7f00:1]:8000/", "127.0.0.1"),  # NAT64
+    ("http://[2002:7f00:1::]/", "127.0.0.1"),  # 6to4
+    ("http://[::127.0.0.1]/", "127.0.0.1"),  # IPv4-compatible
+    ("http://[::ffff:127.0.0.1]/", "127.0.0.1"),  # IPv4-mapped
+    ("http://[::ffff:a9fe:a9fe]/", "169.254.169.254"),  # IPv4-mapped, hex
+    ("http://[2001:0:7f00:1::f7f7:f7f7]/", "127.0.0.1"),  # Teredo, server 127.0.0.1
+    ("http://[2001:0:808:808::80ff:fefe]/", "127.0.1.1"),  # Teredo, client 127.0.1.1 (XOR'd)
+    ("http://[64:ff9b:1::7f00:1]/", None),  # NAT64 local use: refused whole
+    ("http://[::ffff:0:7f00:1]/", None),  # SIIT IPv4-translated: outside 2000::/3
+]
+EMBEDDED_PUBLIC = [
+    "http://[2001:4860:4860::8888]/hook",  # a public IPv6 address
+    "http://[64:ff9b::808:808]/hook",  # NAT64 of 8.8.8.8
+    "http://[2002:808:808::1]/hook",  # 6to4 of 8.8.8.8
+    "http://[::ffff:8.8.8.8]/hook",  # IPv4-mapped 8.8.8.8
+]
+
+
+@pytest.mark.parametrize("url, inside", EMBEDDED_PRIVATE)
+def test_ipv6_addresses_embedding_a_private_ipv4_are_refused(api, url, inside):
+    response = api.post("/api/v1/webhooks", {"url": url}, format="json")
+    assert response.status_code == 400, response.content
+    said = " ".join(response.json()["errors"])
+    host = urllib.parse.urlsplit(url).hostname
+    assert f"url's host '{host}'" in said and "loopback, private or link-local" in said
+    assert inside is None or f"which embeds {inside}" in said
+    assert "STEPSTREAM_WEBHOOK_ALLOW_PRIVATE=1" in said
+    assert api.get("/api/v1/webhooks").json() == []
+
+
+@pytest.mark.parametrize("url", EMBEDDED_PUBLIC)
+def test_public_ipv6_addresses_and_public_ipv4_embedded_are_accepted(api, url):
+    made = api.post("/api/v1/webhooks", {"url": url}, format="json")
+    assert made.status_code == 201, made.content
+    assert made.json()["url"] == url
+
+
+def test_embedded_ipv4_is_judged_at_registration_and_at_connect_time(settings, monkeypatch):
+    """One judgement: literals, names resolving to such addresses, and the connect-time resolver."""
+    from stepstream.delivery.webhooks import addresses
+    from stepstream.errors import Invalid
+
+    settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": False}
+    for url, inside in EMBEDDED_PRIVATE:
+        host = urllib.parse.urlsplit(url).hostname
+        assert addresses.blocked(host) and addresses.literal_refused(url), url
+        assert inside is None or addresses.refusal(host) == f"{host}, which embeds {inside}"
+    for url in EMBEDDED_PUBLIC:
+        host = urllib.parse.urlsplit(url).hostname
+        assert not addresses.blocked(host) and not addresses.literal_refused(url), url
+    assert addresses.blocked("::1") and addresses.blocked("::") and addresses.blocked("fc00::1")
+
+    # a name whose DNS answer is such an address, at registration
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("64:ff9b::a9fe:a9fe", port, 0, 0))]
+
+    monkeypatch.setattr(addresses.socket, "getaddrinfo", getaddrinfo)
+    with pytest.raises(Invalid, match="64:ff9b::a9fe:a9fe, which embeds 169.254.169.254"):
+        addresses.check_url("https://rebinding.example/hook")
+
+    # and at connect time, where aiohttp resolves with GuardedResolver
+    async def resolve(answer):
+        resolver = addresses.GuardedResolver()
+
+        async def inner(host, port=0, family=socket.AF_INET):
+            return [
+                {"hostname": host, "host": answer, "port": port, "family": socket.AF_INET6}
+                | {"proto": 0, "flags": socket.AI_NUMERICHOST}
+            ]
+
+        resolver._inner.resolve = inner
+        try:
+            return await resolver.resolve("rebinding.example", 443)
+        finally:
+            await resolver.close()
+
+    with pytest.raises(OSError, match="2002:7f00:1::, which embeds 127.0.0.1"):
+        asyncio.run(resolve("2002:7f00:1::"))
+    assert asyncio.run(resolve("64:ff9b::808:808"))[0]["host"] == "64:ff9b::808:808"
 
 
 def test_a_server_refuses_to_send_to_a_private_address_at_connect_time(hook_server):
