@@ -145,6 +145,20 @@ STEPSTREAM = {
     "HTTP_THREADS": config.int_setting("STEPSTREAM_HTTP_THREADS", 8),
     "MAX_FLOW_STEPS": config.int_setting("STEPSTREAM_MAX_FLOW_STEPS", 500),
     "MAX_FLOW_TRANSITIONS": config.int_setting("STEPSTREAM_MAX_FLOW_TRANSITIONS", 2000),
+    # condition budgets (docs/rules.md, "Condition budgets"): the largest inputs a write
+    # may hold, and the most a condition may cost for inputs that large
+    "DATA_MAX_ITEMS": config.int_setting("STEPSTREAM_DATA_MAX_ITEMS", 256),
+    "DATA_MAX_STRING": config.int_setting("STEPSTREAM_DATA_MAX_STRING", 4096),
+    "DATA_MAX_BYTES": config.int_setting("STEPSTREAM_DATA_MAX_BYTES", 32768),
+    "MAX_EVENT_NAMES": config.int_setting("STEPSTREAM_MAX_EVENT_NAMES", 1000),
+    "MAX_FLOWS": config.int_setting("STEPSTREAM_MAX_FLOWS", 1000),
+    "CONDITION_COST_BUDGET": config.int_setting("STEPSTREAM_CONDITION_COST_BUDGET", 100_000),
+    # conditions estimated above this are evaluated in a child process with a deadline
+    "CONDITION_INLINE_COST": config.int_setting("STEPSTREAM_CONDITION_INLINE_COST", 2000),
+    "CONDITION_TIMEOUT": config.float_setting("STEPSTREAM_CONDITION_TIMEOUT", 0.1),
+    "CONDITION_SUSPEND_SECONDS": config.float_setting(
+        "STEPSTREAM_CONDITION_SUSPEND_SECONDS", 300.0
+    ),
     # how often each process re-checks its open connections' keys (revoked: close 4403)
     # and re-reads identity-verification settings; also the delay of the request counters
     "KEY_CHECK_INTERVAL": config.float_setting("STEPSTREAM_KEY_CHECK_INTERVAL", 1.0),
@@ -171,4 +185,12 @@ STEPSTREAM = {
     "WEBHOOK_POLL_INTERVAL": config.float_setting("STEPSTREAM_WEBHOOK_POLL_INTERVAL", 0.1),
     "WEBHOOK_LEASE_SECONDS": config.float_setting("STEPSTREAM_WEBHOOK_LEASE_SECONDS", 6.0),
     "METRICS_TOKEN": config.os.environ.get("STEPSTREAM_METRICS_TOKEN", ""),
+    # dashboard sign-in throttling (stepstream/http/dashboard/throttle.py): after this many
+    # failures in a row for a username or a client address, 429 for LOCKOUT_SECONDS, the
+    # password not checked; at most THROTTLE_ROWS counters are kept (the oldest go first)
+    "LOGIN_MAX_FAILURES": config.int_setting("STEPSTREAM_LOGIN_MAX_FAILURES", 20, maximum=20),
+    "LOGIN_LOCKOUT_SECONDS": config.int_setting("STEPSTREAM_LOGIN_LOCKOUT_SECONDS", 900),
+    "LOGIN_THROTTLE_ROWS": config.int_setting(
+        "STEPSTREAM_LOGIN_THROTTLE_ROWS", 100_000, minimum=100
+    ),
 }

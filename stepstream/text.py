@@ -83,6 +83,11 @@ def _path(parts, prefix: str = "") -> str:
     return path
 
 
+def field_path(prefix: str, parts) -> str:
+    """A field's name for a sentence: `data.a[0]["odd key"]`."""
+    return _path(parts, prefix)
+
+
 # -- the walk -------------------------------------------------------------------
 
 

@@ -578,8 +578,8 @@ def test_concurrent_first_tracks_create_one_person_and_start_once(transactional_
     assert [f["flow"] for f in snapshot["flows"]] == ["onboarding"] and snapshot["seq"] == 2
 
 
-def test_distinct_event_names_per_person_are_bounded(api, env, monkeypatch):
-    monkeypatch.setattr(engine, "MAX_EVENT_NAMES", 3)
+def test_distinct_event_names_per_person_are_bounded(api, env, settings):
+    settings.STEPSTREAM = {**settings.STEPSTREAM, "MAX_EVENT_NAMES": 3}
     for name in ("a", "b", "c"):
         track(api, "many", name)
     response = api.post(url("people", "many", "track"), {"event": "d"}, format="json")

@@ -22,6 +22,7 @@ conditions that read something this transaction changed are evaluated
 
 import uuid
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from stepstream import text
@@ -32,7 +33,6 @@ from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, FlowInstance, Person
 
 MAX_AUTOMATIC_ROUNDS = 10_000
-MAX_EVENT_NAMES = 1000  # distinct tracked event names per person (each is read by conditions)
 VIA = ("rest", "websocket", "admin")
 
 
@@ -566,16 +566,18 @@ def do_track(
     if not isinstance(properties, dict):
         raise Invalid("properties must be a JSON object.")
     text.check(properties, "properties")
+    people.check_sizes(properties, "properties")
+    most_names = settings.STEPSTREAM["MAX_EVENT_NAMES"]
     with store.writing():
         person, created = store.lock_or_create_person(
             environment.pk, person_key, {}, lambda d: people.check_data(environment, d)
         )
         session = _Session(environment, person, via, {"event": event}, created)
         count = store.bump_event(person.pk, event, session.recorder.now, properties)
-        if count == 1 and store.tracked_event_names(person.pk) > MAX_EVENT_NAMES:
+        if count == 1 and store.tracked_event_names(person.pk) > most_names:
             raise Invalid(  # rolls the whole write back
-                f"Person '{person_key}' has tracked {MAX_EVENT_NAMES} different event names, "
-                "the most one person may have; track a known name."
+                f"Person '{person_key}' has tracked {most_names} different event names, "
+                "the most one person may have (STEPSTREAM_MAX_EVENT_NAMES); track a known name."
             )
         session.changed("events", event)
         session.settle()

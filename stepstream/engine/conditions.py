@@ -18,6 +18,7 @@ import re
 import sys
 from dataclasses import dataclass
 
+from stepstream.engine import conditioncost
 from stepstream.errors import Invalid
 
 
@@ -53,6 +54,7 @@ cel = _load_cel()
 
 ROOTS = ("person", "events", "flows", "segments", "now")
 MAX_LENGTH = 4096
+MAX_SEGMENTS = 200  # segments per environment: each write that reads `segments` evaluates them all
 _MACROS = {"all", "exists", "exists_one", "map", "filter"}
 _BUILTIN_NAMES = {
     "true",
@@ -142,6 +144,7 @@ class Condition:
     program: object
     deps: frozenset  # of (root, key or None)
     roots: frozenset  # of root names read
+    cost: int = 0  # worst-case estimate under the input limits (conditioncost)
 
     @property
     def segments(self) -> set[str]:
@@ -186,7 +189,50 @@ def compile_condition(text, where: str, roots=ROOTS) -> Condition:
             f"(the variables are {allowed})."
         )
     used_roots = frozenset(v for v in variables if v in roots) | {r for r, _ in deps}
-    return Condition(text, program, deps, frozenset(used_roots))
+    cost = check_cost(text, where)
+    return Condition(text, program, deps, frozenset(used_roots), cost)
+
+
+def limits() -> conditioncost.Limits:
+    from django.conf import settings
+
+    s = settings.STEPSTREAM
+    return conditioncost.Limits(
+        items=s["DATA_MAX_ITEMS"],
+        string_chars=s["DATA_MAX_STRING"],
+        data_bytes=s["DATA_MAX_BYTES"],
+        event_names=s["MAX_EVENT_NAMES"],
+        flows=s["MAX_FLOWS"],
+        segments=MAX_SEGMENTS,
+    )
+
+
+def budget() -> int:
+    from django.conf import settings
+
+    return settings.STEPSTREAM["CONDITION_COST_BUDGET"]
+
+
+def check_cost(text: str, where: str) -> int:
+    """The condition's worst-case cost, or a 400 naming it and its costliest part."""
+    found = conditioncost.estimate(text, limits())
+    allowed = budget()
+    if found.cost > allowed:
+        part = found.text if len(found.text) <= 120 else found.text[:117] + "..."
+        why = f" Its costliest part is `{part}` ({found.part_cost:,} units)" if part else ""
+        quadratic = ".map(" in part or ".filter(" in part
+        hint = (
+            " `map` and `filter` are quadratic in the items they keep: test with `exists` "
+            "or `all` instead."
+            if quadratic
+            else " Iterate over less (nested macros multiply), or compare smaller values."
+        )
+        raise Invalid(
+            f"{where}: the condition may cost up to {found.cost:,} units for the largest "
+            f"inputs the limits allow, over the budget of {allowed:,} "
+            f"(STEPSTREAM_CONDITION_COST_BUDGET).{why}.{hint}"
+        )
+    return found.cost
 
 
 def reads(dep_set, dirty: dict) -> bool:

@@ -256,6 +256,15 @@ def publish(environment: Environment, body) -> dict:
             .filter(environment=environment, identifier=definition["identifier"])
             .aggregate(v=Max("version"))["v"]
         )
+        most = settings.STEPSTREAM["MAX_FLOWS"]
+        if latest is None and (
+            Flow.objects.filter(environment=environment).values("identifier").distinct().count()
+            >= most
+        ):
+            raise Invalid(
+                f"An environment may have at most {most:,} flows (STEPSTREAM_MAX_FLOWS; "
+                "conditions are costed for that many): publish a new version of one instead."
+            )
         flow = Flow.objects.create(
             environment=environment,
             identifier=definition["identifier"],

@@ -9,6 +9,8 @@ old schema saved before this rule included) fetches a URL or reads a file.
 import json
 from urllib.parse import urljoin
 
+import orjson
+from django.conf import settings
 from django.db import IntegrityError, connection
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -44,10 +46,51 @@ def check_person_key(person_key) -> str:
     return text.validate_person_key(person_key)
 
 
+def check_sizes(value, where: str) -> None:
+    """The limits conditions are costed for (docs/rules.md, "Condition budgets"): items of a
+    list or entries of an object, characters of a string or key, and the JSON's bytes.
+    A 400 naming the field and the setting."""
+    limits = settings.STEPSTREAM
+    most_items, most_chars = limits["DATA_MAX_ITEMS"], limits["DATA_MAX_STRING"]
+    stack = [(value, [])]
+    while stack:
+        item, parts = stack.pop()
+        if isinstance(item, str):
+            if len(item) > most_chars:
+                raise Invalid(
+                    f"{text.field_path(where, parts)} is a string of {len(item):,} characters; "
+                    f"at most {most_chars:,} (STEPSTREAM_DATA_MAX_STRING)."
+                )
+        elif isinstance(item, dict | list):
+            if len(item) > most_items:
+                what = "entries" if isinstance(item, dict) else "items"
+                raise Invalid(
+                    f"{text.field_path(where, parts)} has {len(item):,} {what}; at most "
+                    f"{most_items:,} (STEPSTREAM_DATA_MAX_ITEMS)."
+                )
+            if isinstance(item, dict):
+                for key, member in item.items():
+                    if len(key) > most_chars:
+                        raise Invalid(
+                            f"{text.field_path(where, parts)} has a key of {len(key):,} "
+                            f"characters; at most {most_chars:,} (STEPSTREAM_DATA_MAX_STRING)."
+                        )
+                    stack.append((member, [*parts, key]))
+            else:
+                stack.extend((member, [*parts, i]) for i, member in enumerate(item))
+    size = len(orjson.dumps(value))
+    if size > limits["DATA_MAX_BYTES"]:
+        raise Invalid(
+            f"{where} is {size:,} bytes as JSON; at most {limits['DATA_MAX_BYTES']:,} "
+            "(STEPSTREAM_DATA_MAX_BYTES)."
+        )
+
+
 def check_data(environment: Environment, data) -> dict:
     if not isinstance(data, dict):
         raise Invalid("data must be a JSON object.")
     text.check(data, "data", path="data")
+    check_sizes(data, "data")
     schema = environment.person_schema
     if schema:
         try:

@@ -19,7 +19,7 @@ from stepstream.engine import conditions, rules
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, Flow, FlowInstance, Person, Segment, TrackedEvent
 
-MAX_SEGMENTS = 200  # each write that reads `segments` evaluates them all
+MAX_SEGMENTS = conditions.MAX_SEGMENTS
 SCAN_BUDGET = 5000  # people evaluated per page request at most (bounds its time)
 SEGMENT_ROOTS = rules.SEGMENT_ROOTS
 compiled = rules.compiled
