@@ -28,6 +28,7 @@ LIMITS = {
     "STEPSTREAM_MAX_FLOW_STEPS": 5,
     "STEPSTREAM_MAX_FLOW_TRANSITIONS": 4,
     "STEPSTREAM_MAX_BODY_BYTES": 8192,
+    "STEPSTREAM_DATA_MAX_STRING": 8192,  # the body limit is the one these tests reach
 }
 
 

@@ -11,46 +11,14 @@ The engine uses them to re-evaluate only what a write can change
 (docs/architecture.md, "Rules").
 """
 
-import importlib.machinery
-import importlib.util
-import os
 import re
-import sys
 from dataclasses import dataclass
 
-from stepstream.engine import conditioncost
+from stepstream.celchild import load_cel
+from stepstream.engine import conditioncost, sandbox
 from stepstream.errors import Invalid
 
-
-def _load_cel():
-    """The package's compiled module alone, without the package's `__init__`.
-
-    That `__init__` also imports the package's command line (typer,
-    prompt_toolkit, rich): about 170 ms of every Stepstream process's start,
-    for nothing the engine uses. The module is registered under its own name,
-    so a later `import cel` finds it rather than loading it twice (which the
-    extension refuses)."""
-    name = "cel.cel"
-    if name in sys.modules:
-        return sys.modules[name]
-    package = importlib.util.find_spec("cel")
-    folders = (package and package.submodule_search_locations) or ()
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        for folder in folders:
-            path = os.path.join(folder, "cel" + suffix)
-            if os.path.exists(path):
-                loader = importlib.machinery.ExtensionFileLoader(name, path)
-                spec = importlib.util.spec_from_loader(name, loader)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                loader.exec_module(module)
-                return module
-    import cel  # another layout (or none installed: its ImportError)
-
-    return cel
-
-
-cel = _load_cel()
+cel = load_cel()
 
 ROOTS = ("person", "events", "flows", "segments", "now")
 MAX_LENGTH = 4096
@@ -145,16 +113,21 @@ class Condition:
     deps: frozenset  # of (root, key or None)
     roots: frozenset  # of root names read
     cost: int = 0  # worst-case estimate under the input limits (conditioncost)
+    inline: bool = True  # cheap enough to run in this process (else: engine.sandbox)
 
     @property
     def segments(self) -> set[str]:
         """Segments named literally (`segments.x`, `segments["x"]`)."""
         return {k for r, k in self.deps if r == "segments" and k is not None}
 
-    def evaluate(self, context) -> bool:
-        """True only for a bool true; any evaluation error counts as false."""
+    def evaluate(self, variables: "Variables") -> bool:
+        """True only for a bool true; any evaluation error counts as false.
+
+        A costly condition runs in a child process with a deadline (engine.sandbox)."""
+        if not self.inline:
+            return sandbox.current().evaluate(self.text, variables.values) is True
         try:
-            return self.program.execute(context) is True
+            return self.program.execute(variables.context) is True
         except Exception:
             return False
 
@@ -190,7 +163,7 @@ def compile_condition(text, where: str, roots=ROOTS) -> Condition:
         )
     used_roots = frozenset(v for v in variables if v in roots) | {r for r, _ in deps}
     cost = check_cost(text, where)
-    return Condition(text, program, deps, frozenset(used_roots), cost)
+    return Condition(text, program, deps, frozenset(used_roots), cost, cost <= inline_cost())
 
 
 def limits() -> conditioncost.Limits:
@@ -205,6 +178,12 @@ def limits() -> conditioncost.Limits:
         flows=s["MAX_FLOWS"],
         segments=MAX_SEGMENTS,
     )
+
+
+def inline_cost() -> int:
+    from django.conf import settings
+
+    return settings.STEPSTREAM["CONDITION_INLINE_COST"]
 
 
 def budget() -> int:
@@ -249,5 +228,24 @@ def reads(dep_set, dirty: dict) -> bool:
     return False
 
 
-def context(variables: dict):
-    return cel.Context(variables)
+class Variables:
+    """A condition's variables, and the CEL context made of them once they are read.
+
+    The package converts the values into its own when a context is first
+    executed and keeps them, so one context serves every condition of a write."""
+
+    __slots__ = ("values", "_context")
+
+    def __init__(self, values: dict):
+        self.values = values
+        self._context = None
+
+    @property
+    def context(self):
+        if self._context is None:
+            self._context = cel.Context(self.values)
+        return self._context
+
+
+def context(variables: dict) -> Variables:
+    return Variables(variables)

@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import connections
 
 from stepstream import dbthreads, delivery
+from stepstream.engine import sandbox
 from stepstream.errors import StepstreamError
 from stepstream.http.convertors import Segment
 from stepstream.metrics import REQUEST_DURATION
@@ -106,6 +107,7 @@ def health_body() -> bytes:
             "delivered": dict(hub.stats) if hub else {},
             "hub": {"healthy": hub.healthy, "errors": dict(hub.errors)} if hub else None,
             "websocket": serving.report(),
+            "conditions": sandbox.report(),
         }
     )
 

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from stepstream import engine
-from stepstream.engine import flows, log, people, segments
+from stepstream.engine import flows, log, people, sandbox, segments
 from stepstream.errors import Invalid
 from stepstream.models import Person
 from stepstream.text import check, validate_person_key
@@ -55,6 +55,7 @@ def health(request):
             "delivered": dict(hub.stats) if hub else {},
             "hub": {"healthy": hub.healthy, "errors": dict(hub.errors)} if hub else None,
             "websocket": serving.report(),
+            "conditions": sandbox.report(),
         }
     )
 
