@@ -128,19 +128,25 @@ def _boolean(raw: str) -> bool:
     raise ValueError(raw)
 
 
-def _at_least(parse, minimum):
+def _at_least(parse, minimum, maximum=None):
     def parse_bounded(raw: str):
         value = parse(raw)
         if value != value or value < minimum:  # NaN too
+            raise ValueError(raw)
+        if maximum is not None and value > maximum:
             raise ValueError(raw)
         return value
 
     return parse_bounded
 
 
-def int_setting(name: str, default: int, minimum: int = 1) -> int:
-    """A whole number, at least `minimum` (1 unless said: a zero limit or pool is a typo)."""
-    return _setting(name, default, _at_least(int, minimum), f"a whole number of at least {minimum}")
+def int_setting(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number, at least `minimum` (1 unless said: a zero limit or pool is a typo)
+    and, when given, at most `maximum` (a limit the contract caps)."""
+    kind = f"a whole number of at least {minimum}"
+    if maximum is not None:
+        kind = f"a whole number from {minimum} to {maximum}"
+    return _setting(name, default, _at_least(int, minimum, maximum), kind)
 
 
 def bool_setting(name: str, default: bool) -> bool:
