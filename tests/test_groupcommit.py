@@ -112,11 +112,12 @@ def test_a_statement_the_database_refuses_fails_its_job_alone_with_djangos_error
     from django.utils import timezone
 
     from stepstream.engine import store
+    from stepstream.engine.changes import Change
 
     def log_row_at_a_used_seq():
         person = store.lock_person(tenv.id, "p1")
         used = (1, "flow", uuid.uuid4(), "t", "active", "inactive", "t", uuid.uuid4())
-        store.append_log(person, [(*used, timezone.now(), {"kind": "test"})])
+        store.append_log(person, [Change(*used, timezone.now(), {"kind": "test"})])
 
     jobs = [flip(tenv, "p0"), groupcommit.Job(log_row_at_a_used_seq), flip(tenv, "p2")]
     groupcommit.run_batch(jobs)

@@ -9,7 +9,6 @@ See docs/architecture.md.
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import UTC
 from functools import lru_cache
 
 import orjson
@@ -19,6 +18,7 @@ from django.utils import timezone
 
 from stepstream import rows
 from stepstream.engine import commits, store
+from stepstream.engine.changes import Change
 from stepstream.metrics import STATE_CHANGES
 from stepstream.models import Person, StateChange
 
@@ -48,45 +48,8 @@ def epoch(person_id: int) -> str:
     return hmac.new(secret, b"epoch:%d" % person_id, hashlib.sha256).hexdigest()[:16]
 
 
-def _timestamp(dt) -> str:
-    if isinstance(dt, str):  # already formatted by the database (stepstream/engine/feed.py)
-        return dt
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def event_data(
-    seq,
-    entity,
-    object_id,
-    identifier,
-    state,
-    previous,
-    flow,
-    flow_id,
-    occurred_at,
-    person_key,
-    epoch_text: str = "",
-    cause=None,
-) -> dict:
-    """An event's `data`: the one shape for live events, backlogs and the REST log."""
-    return {
-        "entity": entity,
-        "id": str(object_id),
-        "identifier": identifier,
-        "state": state,
-        "previous_state": previous,
-        "seq": seq,
-        "person_key": person_key,
-        "flow": flow,
-        "flow_id": str(flow_id),
-        "occurred_at": _timestamp(occurred_at),
-        "epoch": epoch_text,
-        "cause": cause or {},  # why it happened (docs/rules.md)
-    }
-
-
 def row_event_data(row: StateChange, person_key: str) -> dict:
-    return event_data(
+    return Change(
         row.seq,
         row.entity,
         row.object_id,
@@ -96,10 +59,8 @@ def row_event_data(row: StateChange, person_key: str) -> dict:
         row.flow_identifier,
         row.flow_instance_id,
         row.occurred_at,
-        person_key,
-        epoch(row.person_id),
         row.cause,
-    )
+    ).event_data(person_key, epoch(row.person_id))
 
 
 class Recorder:
@@ -107,14 +68,23 @@ class Recorder:
 
     def __init__(self, person):
         self.person = person  # anything with pk, person_key and last_seq
-        self.rows: list[tuple] = []
+        self.rows: list[Change] = []
         self.now = timezone.now()
         self.cause: dict = {}  # set by the engine before each change: why it happens
 
-    def change(self, entity, object_id, identifier, previous, state, flow_identifier, flow_id):
+    def change(
+        self,
+        entity: str,
+        object_id,
+        identifier: str,
+        previous: str,
+        state: str,
+        flow_identifier: str,
+        flow_id,
+    ) -> None:
         seq = self.person.last_seq + len(self.rows) + 1
         self.rows.append(
-            (
+            Change(
                 seq,
                 entity,
                 object_id,
@@ -137,10 +107,8 @@ class Recorder:
         key, pid = self.person.person_key, self.person.pk
         life = epoch(pid)
         records = [
-            Record(
-                pid, row[0], row[1], orjson.dumps(event_data(*row[:9], key, life, row[9])).decode()
-            )
-            for row in self.rows
+            Record(pid, c.seq, c.entity, orjson.dumps(c.event_data(key, life)).decode())
+            for c in self.rows
         ]
         commits.send_on_commit(records)
         return self.person.last_seq
@@ -197,8 +165,9 @@ def _records(where: list[str], params: list, order: str, limit: int) -> list[tup
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, limit])
         for values in cursor.fetchall():
-            log_id, person_id, seq, entity, *rest, cause = rows.convert(values[:-1], steps)
-            data = event_data(seq, entity, *rest, values[-1], epoch(person_id), cause)
+            log_id, person_id, *change = rows.convert(values[:-1], steps)
+            data = Change(*change).event_data(values[-1], epoch(person_id))
+            seq, entity = change[0], change[1]
             found.append((log_id, Record(person_id, seq, entity, orjson.dumps(data).decode())))
     return found
 

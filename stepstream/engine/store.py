@@ -27,6 +27,7 @@ from django.db import (
     transaction,
 )
 
+from stepstream.engine.changes import Change
 from stepstream.errors import NotFound
 from stepstream.models import (
     Environment,
@@ -606,11 +607,10 @@ def _by_identifier(step: StepRow) -> str:
     return step.identifier
 
 
-def append_log(person: PersonRow, rows: list[tuple]) -> None:
+def append_log(person: PersonRow, rows: list[Change]) -> None:
     """Inserts log rows (already numbered) and moves the person's last_seq past them.
 
-    Each row: (seq, entity, object_id, identifier, state, previous_state,
-    flow_identifier, flow_instance_id, occurred_at, cause). On PostgreSQL each row
+    On PostgreSQL each row
     also gets its change-feed key `xid` (stepstream/engine/feed.py): this
     transaction's id, raised to the person's previous key if that is higher,
     so a person's keys never go down even if this transaction got its id
@@ -625,18 +625,18 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
     values = [
         [
             person.pk,
-            seq,
-            entity,
-            db_uuid(oid),
-            ident,
-            state,
-            prev,
-            flow,
-            db_uuid(fid),
-            adapt(at),
-            cause(why, connection),
+            c.seq,
+            c.entity,
+            db_uuid(c.object_id),
+            c.identifier,
+            c.state,
+            c.previous_state,
+            c.flow,
+            db_uuid(c.flow_id),
+            adapt(c.occurred_at),
+            cause(c.cause, connection),
         ]
-        for seq, entity, oid, ident, state, prev, flow, fid, at, why in rows
+        for c in rows
     ]
     with cursor() as c:
         if c.postgres:
@@ -645,7 +645,7 @@ def append_log(person: PersonRow, rows: list[tuple]) -> None:
                 f"pg_current_xact_id()::text::bigint, (SELECT l.xid FROM {L} l "
                 "WHERE l.person_id = %s AND l.seq = %s)) AS xid"
             )
-            moved_params = [person.last_seq, person.pk, person.pk, rows[0][0] - 1]
+            moved_params = [person.last_seq, person.pk, person.pk, rows[0].seq - 1]
             if len(values) <= _INSERT_CHUNK:  # one round trip: the key is read where it is made
                 row = "(" + ", ".join(["%s"] * len(values[0])) + ", (SELECT xid FROM moved))"
                 c.execute(

@@ -17,7 +17,7 @@ from datetime import UTC
 from django.db import connection
 from django.db.models import Count, Max, Sum
 
-from stepstream.engine import counters, log, segments
+from stepstream.engine import changes, counters, log, segments
 from stepstream.models import (
     ApiKey,
     Environment,
@@ -313,7 +313,7 @@ def tracked_events(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
             "properties": json.dumps(row.last_properties, ensure_ascii=False)
             if row.last_properties
             else "",
-            "occurred_at": log._timestamp(row.last_at),
+            "occurred_at": changes.timestamp(row.last_at),
             "last_at": row.last_at,
         }
         for row in rows
@@ -359,7 +359,7 @@ def webhooks(env: Environment, deliveries: int = 5) -> list[dict]:
                 "attempt": d.attempt,
                 "status_code": d.status_code,
                 "error": d.error,
-                "at": log._timestamp(d.at),
+                "at": changes.timestamp(d.at),
                 "at_time": d.at,
             }
             for d in WebhookAttempt.objects.filter(webhook=row).order_by("-id")[:deliveries]
