@@ -382,3 +382,21 @@ class StepDuration(models.Model):
                 fields=["flow", "identifier", "bucket", "shard"], name="step_duration_unique"
             )
         ]
+
+
+class LoginThrottle(models.Model):
+    """Failed dashboard sign-ins in a row for one username or one client address.
+
+    Kept by `stepstream/http/dashboard/throttle.py`: `key` is "u:" or "a:" and a
+    keyed digest (HMAC with the server secret) of the username or address, never
+    either in the clear. A row lives at most one lockout time after its last
+    attempt, and the table holds at most STEPSTREAM_LOGIN_THROTTLE_ROWS rows.
+    """
+
+    key = models.CharField(max_length=80, unique=True)
+    failures = models.IntegerField(default=0)
+    last_at = models.DateTimeField()
+    locked_until = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["last_at", "id"], name="login_throttle_last_at")]

@@ -9,10 +9,12 @@ publishable key only (the secret key is made with the command line).
 
 import functools
 import json
+import threading
 
 from django.contrib import messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,7 +24,7 @@ from django.views.decorators.http import require_http_methods
 
 from stepstream.errors import StepstreamError
 from stepstream.http.dashboard import layout as graph_layout
-from stepstream.http.dashboard import queries
+from stepstream.http.dashboard import queries, throttle
 from stepstream.trust import tenants
 
 SLASH_STAND_IN = "\uffff"  # as stepstream.http.asgi swaps an encoded "/" in a path (%2F)
@@ -50,7 +52,27 @@ class StaffLoginForm(AdminAuthenticationForm):
     }
 
 
+class RefusedLoginForm(StaffLoginForm):
+    """The sign-in form of an attempt refused before its password is looked at."""
+
+    def __init__(self, *args, refusal: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.refusal = refusal
+
+    def clean(self):  # never Django's clean(): it would check the password
+        raise ValidationError(self.refusal, code="throttled")
+
+
+# Password checks running at once in this process: each holds one of the threads that
+# serve REST and a core for about 0.25 s (PBKDF2), so a crowd of guessers cannot take
+# them all; one more is answered 503 with Retry-After: 1, unchecked and uncounted.
+PASSWORD_CHECKS_AT_ONCE = 2
+_password_checks = threading.BoundedSemaphore(PASSWORD_CHECKS_AT_ONCE)
+
+
 class LoginView(auth_views.LoginView):
+    """Django's sign-in, throttled per username and per address (throttle.py)."""
+
     template_name = "stepstream/dashboard/login.html"
     authentication_form = StaffLoginForm
     redirect_authenticated_user = False
@@ -58,11 +80,51 @@ class LoginView(auth_views.LoginView):
     def get_default_redirect_url(self):
         return reverse("dashboard:home")
 
+    def post(self, request, *args, **kwargs):
+        username = request.POST.get("username", "")
+        refused = throttle.locked(request, username)  # a read: no count, no password check
+        if refused is not None:
+            return self._refuse(429, refused.retry_after, _locked_out(refused.retry_after))
+        if not _password_checks.acquire(blocking=False):
+            return self._refuse(
+                503, 1, "The server is busy checking other sign-ins: try again in a moment."
+            )
+        try:
+            self.attempt = throttle.count(request, username)  # before the password is checked
+            if self.attempt.refused:
+                retry_after = self.attempt.retry_after
+                return self._refuse(429, retry_after, _locked_out(retry_after))
+            return super().post(request, *args, **kwargs)
+        finally:
+            _password_checks.release()
+
+    def form_valid(self, form):
+        throttle.succeeded(self.attempt)
+        return super().form_valid(form)
+
+    def form_invalid(self, form):
+        throttle.failed(self.attempt, self.request)
+        return super().form_invalid(form)
+
+    def _refuse(self, status: int, retry_after: int, sentence: str):
+        form = RefusedLoginForm(refusal=sentence, **self.get_form_kwargs())
+        form.is_valid()  # its one error, the sentence
+        response = self.render_to_response(self.get_context_data(form=form), status=status)
+        response["Retry-After"] = str(retry_after)
+        return response
+
     def dispatch(self, request, *args, **kwargs):
         response = super().dispatch(request, *args, **kwargs)
         response["Content-Security-Policy"] = CSP
         response["X-Frame-Options"] = "DENY"
         return response
+
+
+def _locked_out(retry_after: int) -> str:
+    return (
+        "Too many failed sign-ins for this username or from this address: "
+        f"try again in {throttle.wait_in_words(retry_after)}."
+    )
 
 
 class LogoutView(auth_views.LogoutView):
