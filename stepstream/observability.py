@@ -32,6 +32,25 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class SuspiciousRequestFilter(logging.Filter):
+    """Django's `django.security.*` records as one warning line, without a traceback.
+
+    Django logs a SuspiciousOperation (a malformed Host header such as a second
+    `Host: a/b`, too many form fields) at ERROR with its traceback, and answers 400:
+    the client's error, not the server's, and the traceback said nothing more
+    than the message. A request of hostile header bytes thus left a traceback in
+    the log (tests/test_http_hardening.py, `test_the_server_is_whole_after_the_byte_storm`,
+    failed whenever the generated headers held a second Host).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("django.security.") and record.exc_info:
+            record.exc_info = record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 # C0, DEL, C1 (NEL among them) and the Unicode line and paragraph separators:
 # everything str.splitlines() or a terminal treats as more than a character
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")

@@ -89,12 +89,14 @@ LOGGING = {
     "filters": {
         "redact": {"()": "stepstream.redact.RedactingFilter"},
         "request_id": {"()": "stepstream.observability.RequestIdFilter"},
+        # a handler's filter: a logger's would miss django.security's children
+        "suspicious": {"()": "stepstream.observability.SuspiciousRequestFilter"},
     },
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["redact", "request_id"],
+            "filters": ["redact", "request_id", "suspicious"],
         }
     },
     "root": {

@@ -7,7 +7,9 @@ answers, a server whose resident memory stays bounded. docs/security.md ("Tested
 against") sums them up.
 """
 
+import asyncio
 import contextlib
+import itertools
 import resource
 import socket
 import threading
@@ -168,6 +170,190 @@ def test_headers_just_under_the_limit_are_served(strict):
     srv, _ = strict
     response = httpx.get(srv.url + "/api/v1/health", headers={"X-Filler": "a" * 60_000}, timeout=10)
     assert response.status_code == 200
+
+
+# Issue 24: a whole request in one read was parsed, and served, before its size was counted;
+# a request line of 64-128 KiB then failed httptools' URL parser (400, not 414).
+
+LIMIT = 64 * 1024
+
+
+def head_of(size: int, start: bytes = HEAD, end: bytes = b"\r\nConnection: close\r\n\r\n") -> bytes:
+    """`start`, filler and `end`: a request head of exactly `size` bytes."""
+    return start + b"a" * (size - len(start) - len(end)) + end
+
+
+def sent_at_once(srv, request: bytes) -> bytes:
+    """The answer to `request` sent with one sendall (the server may read it whole)."""
+    s = dial(srv)
+    try:
+        with contextlib.suppress(OSError):
+            s.sendall(request)
+        return read_answer(s)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("size", [65 * 1024, 127 * 1024, 250 * 1024])
+def test_a_huge_header_sent_at_once_is_answered_431_or_dropped(strict, size):
+    srv, _ = strict
+    answer = sent_at_once(srv, head_of(size))
+    assert answer == b"" or status_of(answer) == 431, answer[:300]
+    if answer:
+        assert json_error(answer)["code"] == "headers_too_large"
+    assert health_ok(srv)
+
+
+def test_a_head_of_exactly_the_limit_sent_at_once_is_served(strict):
+    srv, _ = strict
+    assert status_of(sent_at_once(srv, head_of(LIMIT))) == 200
+    assert status_of(sent_at_once(srv, head_of(LIMIT + 1))) == 431
+
+
+@pytest.mark.parametrize("size", [70_000, 100_000, 120_000])
+def test_a_huge_request_line_sent_at_once_is_answered_414(strict, size):
+    srv, _ = strict
+    line = b"GET /api/v1/health?q=" + b"a" * size + b" HTTP/1.1\r\n"
+    answer = sent_at_once(srv, line + b"Host: x\r\nConnection: close\r\n\r\n")
+    assert status_of(answer) == 414, answer[:300]
+    assert json_error(answer)["code"] == "uri_too_long"
+
+
+@pytest.mark.parametrize("size", [65 * 1024, 127 * 1024])
+def test_a_huge_websocket_upgrade_sent_at_once_is_answered_431_or_dropped(strict, size):
+    srv, keys = strict
+    start = (
+        f"GET /ws?key={keys['publishable_key']} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Filler: "
+    ).encode()
+    answer = sent_at_once(srv, head_of(size, start, b"\r\n\r\n"))
+    assert answer == b"" or status_of(answer) == 431, answer[:300]
+
+
+# The same in-process: the protocol fed one read, or any split of it, exactly as uvloop would.
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self):
+        super().__init__()
+        self.written, self.closing = bytearray(), False
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 2)}.get(name, default)
+
+    def write(self, data):
+        self.written += data
+
+    def close(self):
+        self.closing = True
+
+    abort = close
+
+    def is_closing(self):
+        return self.closing
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+def feed_protocol(reads: list[bytes]) -> tuple[list[str], bytes]:
+    """The paths whose heads the protocol let through, and what it wrote, for these reads."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from stepstream.http import protocol
+
+    let_through: list[str] = []
+
+    class Recording(protocol.StepstreamHttpProtocol):
+        def on_headers_complete(self):
+            super().on_headers_complete()
+            let_through.append(self.scope["path"])
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def run():
+        config = uvicorn.Config(app, http=Recording, lifespan="off", ws="none", log_config=None)
+        config.load()
+        proto = Recording(config=config, server_state=ServerState(), app_state={})
+        transport = _Transport()
+        proto.connection_made(transport)
+        for data in reads:
+            if transport.closing:
+                break
+            proto.data_received(data)
+        proto.connection_lost(None)
+        return bytes(transport.written)
+
+    written = asyncio.run(run())
+    return let_through, written
+
+
+def request_of(path: str, head_size: int, body: bytes = b"") -> bytes:
+    start = (
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nX-F: " % len(body)
+    )
+    return head_of(head_size, start, b"\r\n\r\n") + body
+
+
+@pytest.mark.parametrize("size", [LIMIT + 1, 65 * 1024, 127 * 1024, 250 * 1024])
+def test_a_head_over_the_limit_in_one_read_is_never_let_through(size):
+    let_through, written = feed_protocol([request_of("/a", size)])
+    assert let_through == []
+    assert status_of(written) == 431, written[:200]
+
+
+def test_a_head_of_exactly_the_limit_in_one_read_is_let_through():
+    assert feed_protocol([request_of("/a", LIMIT)])[0] == ["/a"]
+
+
+def test_a_request_line_over_what_httptools_parses_is_414_with_a_larger_limit(monkeypatch):
+    from stepstream.http import protocol
+
+    monkeypatch.setattr(protocol.Limits, "header_bytes", 256 * 1024)
+    let_through, written = feed_protocol(
+        [b"GET /?" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"]
+    )
+    assert let_through == []
+    assert status_of(written) == 414, written[:200]
+    assert feed_protocol([b"GET /?" + b"a" * 65_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"])[0] == ["/"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.one_of(
+                st.integers(100, LIMIT - 200),
+                st.sampled_from([LIMIT - 100, LIMIT + 1, LIMIT + 100]),
+                st.integers(LIMIT + 1, 3 * LIMIT),
+            ),
+            st.binary(max_size=3 * LIMIT),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    cuts=st.lists(st.floats(0, 1), max_size=6),
+)
+def test_no_head_over_the_limit_is_let_through_however_the_reads_split(requests, cuts):
+    """Requests (each with a body) pipelined in one stream, split into reads anywhere: every
+    head up to the first one over the limit is let through, that one and later ones never.
+    (A pipelined head is counted at most a few bytes over: 100 is slack enough here.)"""
+    stream = b"".join(request_of(f"/{i}", size, body) for i, (size, body) in enumerate(requests))
+    points = sorted({0, len(stream), *(int(c * len(stream)) for c in cuts)})
+    let_through, written = feed_protocol([stream[a:b] for a, b in itertools.pairwise(points)])
+    over = next((i for i, (size, _) in enumerate(requests) if size > LIMIT), len(requests))
+    assert let_through == [f"/{i}" for i in range(over)]
+    if over < len(requests):
+        assert b" 431 " in written, written[-300:]
 
 
 # --- item 3: time ------------------------------------------------------------------------------
@@ -515,6 +701,31 @@ def test_any_request_head_gets_one_well_formed_answer_never_a_500(
         head, _, rest = answer.partition(b"\r\n\r\n")
         if b"transfer-encoding: chunked" not in head.lower():
             json_error(answer)
+
+
+@pytest.mark.parametrize("host", [b"a/b", b"[]", b"\xff"])
+def test_a_malformed_second_host_is_a_400_logged_without_a_traceback(strict, host):
+    """Django's DisallowedHost (a SuspiciousOperation): one warning line, not a traceback
+    (the cause of the byte storm's occasional traceback: a generated second Host)."""
+    srv, _ = strict
+    request_id = uuid.uuid4().hex
+    answer = sent_at_once(
+        srv,
+        b"GET / HTTP/1.1\r\nHost: x\r\nHost: "
+        + host
+        + b"\r\nX-Request-ID: "
+        + request_id.encode()
+        + b"\r\nConnection: close\r\n\r\n",
+    )
+    assert status_of(answer) == 400, answer[:300]
+    for _ in range(50):
+        lines = [line for line in srv.log().splitlines() if request_id in line]
+        if any("django.security.DisallowedHost" in line for line in lines):
+            break
+        time.sleep(0.1)
+    logged = srv.log()
+    assert any(" WARNING django.security.DisallowedHost " in line for line in lines), lines
+    assert "Traceback" not in logged, logged[-3000:]
 
 
 def test_the_server_is_whole_after_the_byte_storm(strict):

@@ -8,10 +8,18 @@ server process:
 
 - **Header bytes** (`STEPSTREAM_HTTP_MAX_HEADER_BYTES`, 64 KiB): a request
   whose request line and headers are not complete within that many bytes is
-  answered 414 (the request line alone is that long) or 431 and closed. It is
-  counted on the bytes read, before httptools accumulates them, so the
-  WebSocket upgrade request is bound too; a buffer may overshoot by one read
-  (at most 256 KiB).
+  answered 414 (the request line alone is that long) or 431 and closed,
+  however the bytes are split into reads. The parser is fed at most what the
+  head still has room for at a time (a read of 256 KiB holding a whole
+  request with a 127 KiB header was once parsed whole, and served, before
+  its size was looked at), so no head over the limit reaches the
+  application, the WebSocket upgrade request included. A head that begins
+  in the same feed as the end of the request before it (pipelining) is
+  counted from a lower bound of the bytes before it: never under, at worst
+  over by a byte and the optional whitespace of each earlier request in that
+  feed (so a pipelined head a few bytes under the limit may be refused).
+  httptools cannot parse a URL over 65,535 bytes; with a larger limit, such
+  a request is answered 414 too (it was a 400).
 - **Request time** (`STEPSTREAM_HTTP_REQUEST_TIMEOUT`, 30 s): from the moment
   the server waits for a request (the connection opened, or the previous
   response was sent) until the request, headers and body, is fully read. A
@@ -43,6 +51,7 @@ import logging
 import resource
 import time
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from stepstream.http.errors import error_body
@@ -51,6 +60,13 @@ logger = logging.getLogger("stepstream.http")
 
 # descriptors kept back for the database, log files, Redis and the listener
 _RESERVED_FDS = 64
+
+# the longest URL httptools.parse_url takes (its offsets are 16-bit)
+_MAX_URL_BYTES = 65535
+
+
+class _UrlTooLong(Exception):
+    """Raised from a parser callback to stop the parser: answered 414."""
 
 
 class Limits:
@@ -139,7 +155,12 @@ class StepstreamHttpProtocol(HttpToolsProtocol):
         self._stall: asyncio.TimerHandle | None = None
         self._pending_bytes = 0
         self._phase = "waiting"  # the parser's: waiting, head (line and headers), body
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes of the unfinished head, counted before they are parsed
+        # within one feed of the parser (see _feed): a lower bound of the bytes parsed,
+        # whether a request completed, where the next one began, and what was counted
+        # of the current head before the feed (None: the head was complete)
+        self._parsed, self._completed_here, self._begun_at = 0, False, 0
+        self._counted_before: int | None = 0
         self._running = None  # the cycle whose application runs; self.cycle is the newest
 
     # -- waiting: a deadline and a place among the pending connections
@@ -210,17 +231,73 @@ class StepstreamHttpProtocol(HttpToolsProtocol):
             pending.count(self, len(data))
             if self.transport.is_closing():
                 return
-        counting = self._phase != "body"
-        if counting:
-            self._head_bytes += len(data)
-        super().data_received(data)
-        if (
-            counting
-            and self._phase != "body"
-            and self._head_bytes > Limits.header_bytes
-            and not self.transport.is_closing()
-        ):
-            self._too_large()
+        self._unset_keepalive_if_required()
+        view, start, limit = memoryview(data), 0, Limits.header_bytes
+        while start < len(view):
+            # A body's feed is capped too: a request that begins and ends inside one
+            # feed is then within the limit, whatever follows it.
+            room = limit if self._phase == "body" else limit - self._head_bytes
+            if room <= 0:
+                self._too_large()
+                return
+            piece = view[start : start + room]
+            start += len(piece)
+            if not self._feed(piece):
+                return
+
+    def _feed(self, piece: memoryview) -> bool:
+        """Parses `piece` (uvicorn's data_received, one feed); False when parsing stops."""
+        self._parsed, self._completed_here, self._begun_at = 0, False, 0
+        self._counted_before = None if self._phase == "body" else self._head_bytes
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _UrlTooLong):
+                self._answer_and_close(
+                    414,
+                    "uri_too_long",
+                    f"The request line is longer than the limit of {_MAX_URL_BYTES} bytes.",
+                )
+            else:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+            return False
+        except httptools.HttpParserUpgrade:
+            # what follows the upgrade request in this read is dropped, as uvicorn does
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        if self.transport.is_closing():
+            return False
+        if self._phase != "body":
+            if not self._completed_here:
+                self._head_bytes += len(piece)  # this head's, or CRLFs before it
+            elif self._phase == "head":  # a pipelined request began after one ended here
+                self._head_bytes = len(piece) - self._begun_at
+            else:
+                self._head_bytes = 0  # one ended here; at most CRLFs since
+        return True
+
+    def _head_floor(self) -> int:
+        """Bytes the current request's head surely took in this feed (once complete).
+
+        The head took at least its URL and header bytes as the parser passed them on,
+        ":" and CRLF per header, the request line's frame (method, space, CRLF, and
+        " ICE/1.0", the shortest version, unless it had none) and the final CRLF (not
+        the optional whitespace before a header value); of those, at most what was
+        counted before this feed was in an earlier one.
+        """
+        if self._counted_before is None:  # the head was complete before this feed
+            return 0
+        floor = len(self.url) + len(self.scope["method"]) + 5
+        if self.scope["http_version"] != "0.9":
+            floor += 8
+        for name, value in self.headers:
+            floor += len(name) + len(value) + 3
+        return max(0, floor - self._counted_before)
 
     def _too_large(self) -> None:
         limit = Limits.header_bytes
@@ -240,14 +317,26 @@ class StepstreamHttpProtocol(HttpToolsProtocol):
         super()._start_asgi_task(cycle, app)
 
     def on_message_begin(self) -> None:
+        if self._completed_here:  # pipelined: the previous request ended in this feed
+            self._parsed += self._head_floor()
+            self._begun_at = self._parsed
         super().on_message_begin()
         self._phase = "head"
+        if self._completed_here:
+            self._counted_before = 0  # this head began in this feed
 
     def on_headers_complete(self) -> None:
         self._phase = "body"
+        if len(self.url) > _MAX_URL_BYTES:  # stops the parser; _feed answers 414
+            raise _UrlTooLong()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._parsed += len(body)
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
+        self._completed_here = True
         self._phase, self._head_bytes = "waiting", 0
         self._settle()  # the request is whole: the application's turn, not the client's
         super().on_message_complete()
