@@ -148,7 +148,7 @@ def test_every_page_is_reached_from_the_navigation_and_none_shows_a_key(
         if url in seen or "/logout/" in url or "/rotate/" in url or "/revoke/" in url:
             continue
         seen.add(url)
-        answer = browser.get(url, follow=True)
+        answer = follow(browser, url)  # as a browser sends it, through the ASGI layer
         assert answer.status_code == 200, url
         html = answer.content.decode()
         pages[url] = html
@@ -157,7 +157,7 @@ def test_every_page_is_reached_from_the_navigation_and_none_shows_a_key(
     for path in ("flows/", "flows/onboarding/", "people/", "segments/", "webhooks/", "keys/"):
         assert f"/dashboard/{env.pk}/{path}" in reached, path
     assert f"/dashboard/{env.pk}/people/someone@example.com/" in reached
-    assert f"/dashboard/{env.pk}/people/with/slash/" in reached
+    assert f"/dashboard/{env.pk}/people/with%2Fslash/" in reached  # one segment
     for url, html in pages.items():
         assert keys["secret_key"] not in html, url
         assert keys["publishable_key"] not in html, url
@@ -432,6 +432,60 @@ def test_segments_show_their_sizes_webhooks_their_attempts_people_their_events(b
     assert last and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", last.group(2)), last
 
 
+class CountedCondition:
+    """A compiled condition that counts its evaluations."""
+
+    evaluations = 0
+
+    def __init__(self, condition):
+        self.condition = condition
+
+    def __getattr__(self, name):
+        return getattr(self.condition, name)
+
+    def evaluate(self, context) -> bool:
+        CountedCondition.evaluations += 1
+        return self.condition.evaluate(context)
+
+
+def test_segments_page_scans_a_bounded_number_of_people(browser, env, monkeypatch):
+    """20 segments over 10,000 people took 4.6 s: every segment scanned everyone (its cap
+    counted matches). Now a view evaluates at most SIZES_BUDGET (person, segment) pairs in
+    all, the same first people for every segment, and says how many it scanned."""
+    from stepstream.engine import segments
+    from stepstream.models import Person
+
+    monkeypatch.setattr(segments, "SIZES_BUDGET", 300, raising=False)
+    compiled = segments.compiled
+    monkeypatch.setattr(segments, "compiled", lambda s: CountedCondition(compiled(s)))
+    for n in range(3):
+        segments.put(env, f"s{n}", {"condition": f"has(person.n) && person.n % 3 == {n}"})
+
+    def view(people: int) -> tuple[str, int]:
+        have = Person.objects.filter(environment=env).count()
+        Person.objects.bulk_create(
+            Person(environment=env, person_key=f"u-{i:05}", data={"n": i})
+            for i in range(have, people)
+        )
+        CountedCondition.evaluations = 0
+        with CaptureQueriesContext(connection) as queries_made:
+            page = browser.get(f"/dashboard/{env.pk}/segments/")
+        assert page.status_code == 200
+        assert CountedCondition.evaluations <= 300  # 100 people for each of 3 segments
+        return page.content.decode(), len(queries_made.captured_queries)
+
+    few, few_queries = view(60)  # everyone scanned: exact sizes
+    sizes = dict(re.findall(r'data-segment="(s\d)".*?<td class="num"[^>]*>\s*(\d+)\s*<', few, re.S))
+    assert sizes == {"s0": "20", "s1": "20", "s2": "20"}
+    assert "first" not in few
+
+    many, many_queries = view(1500)
+    assert many_queries == few_queries  # the scan reads the same batches whatever the people
+    text = " ".join(unescape(re.sub(r"<[^>]+>", " ", many)).split())
+    assert "first 100 of 1500 people" in text, text
+    assert re.findall(r"at least (\d+)", text) == ["34", "33", "33"]  # of u-00000 … u-00099
+
+
 def test_keys_are_rotated_and_revoked_only_after_confirming(browser, env, keys):
     from stepstream.trust import tenants
 
@@ -472,6 +526,134 @@ def test_pages_forbid_framing_and_inline_scripts(browser, env):
     assert answer["X-Frame-Options"] == "DENY"
     assert "script-src 'self'" in answer["Content-Security-Policy"]
     assert "no-cache" in answer["Cache-Control"] or "max-age=0" in answer["Cache-Control"]
+
+
+# -- links to any key or identifier ---------------------------------------------
+
+# any browser can make such a person with `identify`; flow identifiers may hold them too
+ODD_KEYS = [
+    "x/../../keys/rotate",
+    ".",
+    "..",
+    "a%b",
+    "a?b#c",
+    "%2E%2E",
+    ".%2e",
+    "...",
+    "a%2Fb",
+    "a/b",
+    "/",
+    "first last",
+    "ünï cødé ✓",
+    "50%off?&#=;",
+]
+
+
+def _browser_path(path: str) -> str:
+    """What a browser sends for a link's path: dot segments removed, "%2E" spelled ones
+    too (the URL standard's single- and double-dot segments)."""
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for i, segment in enumerate(segments):
+        dots = segment.lower().replace("%2e", ".")
+        if dots in (".", ".."):
+            if dots == ".." and out:
+                out.pop()
+            if i == len(segments) - 1:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def follow(client, href: str):
+    """GET an href from a page as a browser sends it and the server routes it.
+
+    The test client would decode the whole path (a %2F too); the server's ASGI layer keeps
+    %2F and %25 (stepstream.http.convertors.routing_path), so the path is handed over as
+    that layer hands it to Django.
+    """
+    from urllib.parse import urlsplit
+
+    from stepstream.http.convertors import routing_path
+
+    assert href.isascii() and " " not in href, href  # every character percent-encoded
+    parts = urlsplit(href)
+    assert not parts.scheme and not parts.netloc and parts.path.startswith("/"), href
+    raw = _browser_path(parts.path).encode()
+    routed = routing_path(raw) if b"%" in raw else raw.decode()
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    return client.get(target, PATH_INFO=routed.encode().decode("latin-1"))
+
+
+def live_config(html: str) -> dict:
+    return json.loads(re.search(r'id="live-config"[^>]*>(.*?)</script>', html).group(1))
+
+
+def test_every_person_key_is_linked_to_its_own_page(browser, env):
+    """`x/../../keys/rotate` linked to the keys page, "." and ".." elsewhere, "%" to a 404."""
+    for key in ODD_KEYS:
+        people.put(env, key, {"key": key})
+    html = browser.get(f"/dashboard/{env.pk}/people/").content.decode()
+    found = {
+        unescape(person): unescape(href)
+        for href, person in re.findall(r'<a href="([^"]+)" data-person="([^"]*)"', html)
+    }
+    assert set(found) == set(ODD_KEYS)
+    for key, href in found.items():
+        page = follow(browser, href)
+        assert page.status_code == 200, (key, href)
+        shown = page.content.decode()
+        assert live_config(shown)["person_key"] == key, (key, href)
+        assert unescape(re.search(r'<h1 class="mono">(.*?)</h1>', shown).group(1)) == key
+
+
+def test_every_flow_identifier_is_linked_to_its_own_page(browser, env):
+    odd = [i for i in ODD_KEYS if i.strip()]
+    for identifier in odd:
+        flows.publish(env, dict(LINEAR_FLOW, identifier=identifier))
+        flows.publish(env, dict(LINEAR_FLOW, identifier=identifier))  # version 2
+        people.put(env, "p", {})
+        engine.do_start_flow(env, "p", identifier)
+    html = browser.get(f"/dashboard/{env.pk}/flows/").content.decode()
+    listed = {
+        unescape(flow): unescape(href)
+        for href, flow in re.findall(r'<a href="([^"]+)" data-flow="([^"]*)"', html)
+    }
+    assert set(listed) == set(odd)
+    person = browser.get(f"/dashboard/{env.pk}/people/p/").content.decode()
+    started = {
+        unescape(flow): unescape(href)
+        for href, flow in re.findall(r'<a href="([^"]+)" data-flow="([^"]*)"', person)
+    }
+    assert set(started) == set(odd)
+    for identifier in odd:
+        page = follow(browser, listed[identifier])
+        assert page.status_code == 200, (identifier, listed[identifier])
+        assert live_config(page.content.decode())["flow"] == identifier
+        # the person's flow card links to the version they are in
+        page = follow(browser, started[identifier])
+        assert page.status_code == 200, (identifier, started[identifier])
+        config = live_config(page.content.decode())
+        assert (config["flow"], config["version"]) == (identifier, 2)
+        # and the flow page's own version links stay on the flow
+        versions = re.findall(r'<a href="([^"]+)"[^>]*>v(\d+)', page.content.decode())
+        assert [int(v) for _, v in versions] == [1, 2]
+        for href, version in versions:
+            config = live_config(follow(browser, unescape(href)).content.decode())
+            assert (config["flow"], config["version"]) == (identifier, int(version))
+
+
+def test_signing_in_from_a_link_to_an_odd_key_comes_back_to_it(staff, env):
+    people.put(env, "a?b#c", {})
+    anonymous = Client()
+    refused = follow(anonymous, f"/dashboard/{env.pk}/people/a%3Fb%23c/")
+    assert refused.status_code == 302
+    from urllib.parse import parse_qs, urlsplit
+
+    back = parse_qs(urlsplit(refused["Location"]).query)["next"][0]
+    anonymous.force_login(staff)
+    assert live_config(follow(anonymous, back).content.decode())["person_key"] == "a?b#c"
 
 
 # -- the layered layout ---------------------------------------------------------

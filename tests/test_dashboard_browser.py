@@ -268,3 +268,121 @@ def test_dashboard_pages_fit_a_phone_screen(tmp_path, browser_page):  # noqa: F8
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (url, box)
     finally:
         server.stop()
+
+
+# any browser can make such a person with `identify`
+ODD_PEOPLE = [
+    "x/../../keys/rotate",
+    ".",
+    "..",
+    "a%b",
+    "a?b#c",
+    "%2E%2E",
+    "first last",
+    "ünï cødé ✓",
+    "50%off?&#=;",
+]
+# step identifiers may hold any character but controls: `"]` ended querySelector's value
+ODD_FLOW = {
+    "identifier": 'odd "]/../flow',
+    "name": "Odd identifiers",
+    "steps": [
+        {"identifier": 'a"]'},
+        {"identifier": "b\\\"]'\\ ✓"},
+        {"identifier": "c"},
+    ],
+    "transitions": [
+        {"identifier": "next", "from": 'a"]', "to": "b\\\"]'\\ ✓"},
+        {"identifier": "next", "from": "b\\\"]'\\ ✓", "to": "c"},
+    ],
+}
+# a cell of a step's row in the funnel table, found however odd its identifier (CSS.escape)
+CELL_IS = """([step, cell, n]) => document.querySelector(
+    `[data-row-step="${CSS.escape(step)}"] [data-cell=${cell}]`)?.textContent === n"""
+
+
+def rest_segment(key: str) -> str:
+    """One REST path segment; "." and ".." spelled %2E (httpx keeps those)."""
+    from urllib.parse import quote
+
+    return key.replace(".", "%2E") if key in (".", "..") else quote(key, safe="")
+
+
+def test_odd_keys_and_identifiers_are_linked_and_followed_live(tmp_path, browser_page):  # noqa: F811
+    """Every person key links to its own page ("x/../../keys/rotate" linked to the keys
+    page, "." and ".." elsewhere, "%" to a 404), and a flow whose step identifiers hold
+    `"]` keeps its live counts (querySelector threw on them)."""
+    page = browser_page
+    server = Server(tmp_path / "data")
+    try:
+        server.start()
+        _make_staff_user(server)
+        keys = server.init_project(f"odd-{uuid.uuid4().hex[:8]}")["environments"][0]
+        rest = server.rest(keys["secret_key"])
+        assert rest.post("/flows", json=ODD_FLOW).status_code == 201, ODD_FLOW
+        for key in ODD_PEOPLE:
+            assert rest.put(f"/people/{rest_segment(key)}", json={"data": {}}).status_code == 201
+        flow_segment = rest_segment(ODD_FLOW["identifier"])
+        for key in ("a?b#c", "a%b"):
+            started = rest.post(
+                f"/people/{rest_segment(key)}/flows", json={"flow": ODD_FLOW["identifier"]}
+            )
+            assert started.status_code == 201, started.text
+        out = server.shell(
+            "from stepstream.trust import tenants\n"
+            f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
+        )
+        env = int(out.strip().splitlines()[-1])
+
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(f"{server.url}/dashboard/login/")
+        page.fill("input[name=username]", USER)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard/")
+        people = f"{server.url}/dashboard/{env}/people/"
+        page.goto(people)
+        page.wait_for_selector("[data-person]")
+        page.screenshot(path="/tmp/dashboard-people-odd-keys-laptop.png", full_page=True)
+        shot(page, "dashboard-people-odd-keys-laptop")
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.reload()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path="/tmp/dashboard-people-odd-keys-phone.png", full_page=True)
+        shot(page, "dashboard-people-odd-keys-phone")
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+        # each link, clicked, opens that person's page
+        listed = page.eval_on_selector_all(
+            "a[data-person]", "els => els.map(e => e.dataset.person)"
+        )
+        assert sorted(listed) == sorted(ODD_PEOPLE)
+        for i, key in enumerate(listed):
+            page.goto(people)
+            page.locator("a[data-person]").nth(i).click()
+            page.wait_for_selector("#live-status[data-status=live]")
+            assert page.inner_text("h1") == key, (key, page.url)
+            config = json.loads(page.text_content("#live-config"))
+            assert config["person_key"] == key, (key, page.url)
+
+        # the person's flow card links to the flow, whose counts follow every change
+        page.goto(people)
+        page.locator("a[data-person]").nth(listed.index("a?b#c")).click()
+        page.click("a[data-flow]")
+        page.wait_for_selector("#live-status[data-status=live]")
+        assert json.loads(page.text_content("#live-config"))["flow"] == ODD_FLOW["identifier"]
+        first, second = (s["identifier"] for s in ODD_FLOW["steps"][:2])
+        page.wait_for_function(CELL_IS, arg=[first, "active", "2"])
+        url = f"/people/{rest_segment('a?b#c')}/flows/{flow_segment}/transitions"
+        assert rest.post(url, json={"transition": "next"}).status_code == 200
+        page.wait_for_function(CELL_IS, arg=[first, "active", "1"])
+        page.wait_for_function(CELL_IS, arg=[second, "active", "1"])
+        page.wait_for_function(CELL_IS, arg=[second, "reached", "1"])
+        assert page.errors == []
+        rest.close()
+    except Exception:
+        if not page.is_closed():
+            shot(page, "failure-odd")
+        raise
+    finally:
+        server.stop()

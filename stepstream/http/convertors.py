@@ -11,7 +11,7 @@ U+FFFF included, means only itself.
 """
 
 import re
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from django.urls import register_converter
 
@@ -53,6 +53,25 @@ def segment_to_identifier(segment: str) -> str:
 def identifier_to_segment(identifier: str) -> str:
     """The routing form of an identifier ("%" first, so "/" stays "%2F")."""
     return identifier.replace("%", "%25").replace("/", "%2F")
+
+
+# RFC 3986's sub-delimiters, ":" and "@": kept as they are in a link, as Django's reverse does
+_LINK_SAFE = "!$&'()*+,;=:@~"
+DOT_SEGMENTS = (".", "..")
+
+
+def link_segment(identifier: str) -> str | None:
+    """The identifier as one path segment of a link, or None for "." and "..".
+
+    Every other character is percent-encoded as UTF-8, "/", "%", "?" and "#" included (the
+    server keeps %2F and %25 for `Segment.to_python`), so a browser sends the segment as
+    written and the route gets the identifier back. "." and ".." cannot be a segment of a
+    link: browsers remove them, spelled %2E or %2E%2E too (the URL standard reads those as
+    dots), so a link carries them in its query string instead.
+    """
+    if identifier in DOT_SEGMENTS:
+        return None
+    return quote(identifier, safe=_LINK_SAFE)
 
 
 class Segment:

@@ -7,8 +7,9 @@ whatever the number of people. `flow_analytics` answers in
 the shape of `GET /flows/{identifier}/analytics` (the contract's Analytics
 section) so it can be swapped for that module's function at merge.
 
-Segment sizes come from the engine's own scan (`engine.segments.size`),
-capped so a page view never scans a large environment whole.
+Segment sizes come from one scan of the first people for all segments
+(`engine.segments.sizes`), bounded in evaluations, so a page view never scans a
+large environment whole.
 """
 
 import json
@@ -323,22 +324,25 @@ def tracked_events(p: Person, limit: int = TIMELINE_LIMIT) -> list[dict]:
 # -- segments, webhooks, keys ------------------------------------------------
 
 
-def segment_list(env: Environment) -> list[dict]:
-    """Segments with their sizes: {"identifier", "name", "condition", "size", "exact"}, the
-    size a count of who matches now (not `exact` past the scan's cap: engine.segments.size)."""
-    answer = []
-    for row in Segment.objects.filter(environment=env).order_by("identifier"):
-        count, exact = segments.size(env, row.identifier)
-        answer.append(
+def segment_list(env: Environment) -> dict:
+    """Segments with their sizes: {"segments": [{"identifier", "name", "condition", "size"}],
+    "scanned", "people"}, each size how many of the first `scanned` people match now (all of
+    them when `scanned` == `people`; engine.segments.sizes bounds the scan)."""
+    rows = list(Segment.objects.filter(environment=env).order_by("identifier"))
+    counted = segments.sizes(env, rows)
+    return {
+        "segments": [
             {
                 "identifier": row.identifier,
                 "name": row.name,
                 "condition": row.condition,
-                "size": count,
-                "exact": exact,
+                "size": counted["sizes"][row.identifier],
             }
-        )
-    return answer
+            for row in rows
+        ],
+        "scanned": counted["scanned"],
+        "people": counted["people"],
+    }
 
 
 def webhooks(env: Environment, deliveries: int = 5) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+import stepstream.http.convertors  # noqa: F401 - registers <seg:...>: one key per segment
 from stepstream.http.dashboard import views
 
 app_name = "dashboard"
@@ -12,9 +13,11 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("<int:env_id>/", views.environment_home, name="environment"),
     path("<int:env_id>/flows/", views.flows, name="flows"),
-    path("<int:env_id>/flows/<path:identifier>/", views.flow, name="flow"),
+    path("<int:env_id>/flows/<seg:identifier>/", views.flow, name="flow"),
+    path("<int:env_id>/flow/", views.flow, name="flow_by_query"),  # ?flow=KEY: "." and ".."
     path("<int:env_id>/people/", views.people, name="people"),
-    path("<int:env_id>/people/<path:person_key>/", views.person, name="person"),
+    path("<int:env_id>/people/<seg:person_key>/", views.person, name="person"),
+    path("<int:env_id>/person/", views.person, name="person_by_query"),  # ?key=KEY
     path("<int:env_id>/segments/", views.segments, name="segments"),
     path("<int:env_id>/webhooks/", views.webhooks, name="webhooks"),
     path("<int:env_id>/keys/", views.keys, name="keys"),

@@ -10,6 +10,7 @@ publishable key only (the secret key is made with the command line).
 import functools
 import json
 import threading
+from urllib.parse import quote, urlencode
 
 from django.contrib import messages
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -24,10 +25,10 @@ from django.views.decorators.http import require_http_methods
 
 from stepstream.errors import StepstreamError
 from stepstream.http.dashboard import layout as graph_layout
+from stepstream.http.dashboard import links as page_links
 from stepstream.http.dashboard import queries, throttle
 from stepstream.trust import tenants
 
-SLASH_STAND_IN = "\uffff"  # as stepstream.http.asgi swaps an encoded "/" in a path (%2F)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
@@ -141,7 +142,7 @@ def staff_page(view):
         user = request.user
         if not (user.is_authenticated and user.is_active and user.is_staff):
             login = reverse("dashboard:login")
-            return redirect(f"{login}?next={request.path}")
+            return redirect(f"{login}?{urlencode({'next': _here(request)})}")
         try:
             response = view(request, *args, **kwargs)
         except NotHere as e:
@@ -152,6 +153,17 @@ def staff_page(view):
         return response
 
     return wrapper
+
+
+def _here(request) -> str:
+    """This page's address, to come back to after signing in.
+
+    `request.path` is decoded but for %2F and %25 (stepstream.http.convertors), so a
+    key's "?", "#" or space is encoded again, as the page's link had it (links.py).
+    """
+    path = quote(request.path, safe="/%!$&'()*+,;=:@~")
+    query = request.META.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
 
 
 def _environment(env_id: int):
@@ -184,7 +196,10 @@ def environment_home(request, env_id: int):
 @staff_page
 def flows(request, env_id: int):
     env = _environment(env_id)
-    return _page(request, "flows.html", env, "flows", flows=queries.flows(env))
+    rows = queries.flows(env)
+    for row in rows:
+        row["href"] = page_links.flow(env.pk, row["flow"].identifier)
+    return _page(request, "flows.html", env, "flows", flows=rows)
 
 
 def _duration(seconds):
@@ -240,8 +255,10 @@ def _funnel(analytics: dict, names: dict) -> dict:
 
 
 @staff_page
-def flow(request, env_id: int, identifier: str):
+def flow(request, env_id: int, identifier: str | None = None):
     env = _environment(env_id)
+    if identifier is None:  # flow/?flow=..: "." and ".." (links.py)
+        identifier = request.GET.get("flow", "")
     version = request.GET.get("version")
     version = int(version) if version and version.isdigit() else None
     flow, versions = queries.flow_version(env, identifier, version)
@@ -278,7 +295,7 @@ def flow(request, env_id: int, identifier: str):
         env,
         "flows",
         flow=flow,
-        versions=versions,
+        versions=[(v, page_links.flow(env.pk, flow.identifier, v)) for v in versions],
         latest=versions[-1],
         drawing=drawn,
         nodes=nodes,
@@ -307,19 +324,21 @@ def people(request, env_id: int):
     counts = queries.flow_counts(p.pk for p in page.object_list)
     for p in page.object_list:
         p.n_flows, p.n_active = counts.get(p.pk, (0, 0))
+        p.href = page_links.person(env.pk, p.person_key)
     return _page(request, "people.html", env, "people", page=page, q=q, numbers=page_numbers(page))
 
 
-def _person_key(raw: str) -> str:
-    return raw.replace(SLASH_STAND_IN, "/")
-
-
 @staff_page
-def person(request, env_id: int, person_key: str):
+def person(request, env_id: int, person_key: str | None = None):
     env = _environment(env_id)
-    p = queries.person(env, _person_key(person_key))
+    if person_key is None:  # person/?key=..: "." and ".." (links.py)
+        person_key = request.GET.get("key", "")
+    p = queries.person(env, person_key)
     if p is None:
         raise NotHere("No person with that key in this environment.", env)
+    instances = queries.person_flows(p)
+    for i in instances:
+        i.href = page_links.flow(env.pk, i.flow_identifier, i.flow.version)
     timeline = queries.timeline(p)
     for event in timeline:
         event["cause_text"] = cause_text(event.get("cause"))
@@ -335,7 +354,7 @@ def person(request, env_id: int, person_key: str):
         env,
         "people",
         person=p,
-        instances=queries.person_flows(p),
+        instances=instances,
         timeline=timeline,
         tracked=queries.tracked_events(p),
         data=json.dumps(p.data, indent=2, ensure_ascii=False) if p.data else "",
@@ -347,11 +366,20 @@ def person(request, env_id: int, person_key: str):
 @staff_page
 def segments(request, env_id: int):
     env = _environment(env_id)
-    rows = queries.segment_list(env)
-    biggest = max([r["size"] or 0 for r in rows] + [1])
-    for row in rows:
-        row["bar"] = round(100 * (row["size"] or 0) / biggest)
-    return _page(request, "segments.html", env, "segments", segments=rows)
+    counted = queries.segment_list(env)
+    scanned = counted["scanned"]
+    for row in counted["segments"]:
+        row["bar"] = round(100 * row["size"] / scanned) if scanned else 0  # of those scanned
+    return _page(
+        request,
+        "segments.html",
+        env,
+        "segments",
+        segments=counted["segments"],
+        scanned=scanned,
+        people=counted["people"],
+        exact=scanned >= counted["people"],
+    )
 
 
 @staff_page

@@ -15,6 +15,12 @@ let lastSeq = config.since_seq ?? 0;
 const seen = new Set();
 let delay = 500;
 
+// An attribute selector for any value: identifiers may hold `"`, `]` or `\`, which would
+// end a quoted value early (querySelector then throws and the page stops following).
+function withData(name, value) {
+  return `[data-${name}="${CSS.escape(String(value))}"]`;
+}
+
 function setStatus(status) {
   if (!pill) return;
   pill.dataset.status = status;
@@ -80,7 +86,7 @@ function applyCounts(active) {
 
 function applyFunnel(steps, instances) {
   for (const [state, n] of Object.entries(instances)) {
-    const kpi = document.querySelector(`[data-kpi="${state}"]`);
+    const kpi = document.querySelector(withData("kpi", state));
     if (kpi) kpi.textContent = String(n);
   }
   const chart = document.querySelector("svg.funnel");
@@ -93,7 +99,7 @@ function applyFunnel(steps, instances) {
     row.querySelector('[data-bar="reached"]').setAttribute("width", ((width * step.reached) / top).toFixed(1));
     row.querySelector('[data-bar="completed"]').setAttribute("width", ((width * step.completed) / top).toFixed(1));
     row.querySelector("[data-numbers]").textContent = `${step.completed} / ${step.reached} · ${rate} · ${row.dataset.median}`;
-    const cells = document.querySelector(`[data-row-step="${row.dataset.funnelStep}"]`);
+    const cells = document.querySelector(withData("row-step", row.dataset.funnelStep));
     if (cells) {
       cells.querySelector('[data-cell="reached"]').textContent = String(step.reached);
       cells.querySelector('[data-cell="completed"]').textContent = String(step.completed);
@@ -102,7 +108,7 @@ function applyFunnel(steps, instances) {
   }
   for (const node of document.querySelectorAll("[data-row-step]")) {
     const cell = node.querySelector('[data-cell="active"]');
-    const graphNode = document.querySelector(`[data-step="${node.dataset.rowStep}"]`);
+    const graphNode = document.querySelector(withData("step", node.dataset.rowStep));
     if (cell && graphNode) cell.textContent = graphNode.dataset.active;
   }
 }
@@ -155,7 +161,7 @@ function timelineItem(e) {
 
 function applyChange(e) {
   const list = document.getElementById("timeline");
-  if (!list || list.querySelector(`li[data-seq="${e.seq}"]`)) return;
+  if (!list || list.querySelector(`li${withData("seq", e.seq)}`)) return;
   const after = [...list.children].find((other) => Number(other.dataset.seq) < e.seq);
   list.insertBefore(timelineItem(e), after ?? null); // newest first
   document.getElementById("timeline-empty")?.remove();
@@ -164,7 +170,7 @@ function applyChange(e) {
   const count = document.getElementById("seq-count");
   if (count) count.textContent = String(Math.max(Number(count.textContent) || 0, e.seq));
   if (e.entity === "step") {
-    const chip = document.querySelector(`[data-step-instance="${e.id}"]`);
+    const chip = document.querySelector(withData("step-instance", e.id));
     if (chip) {
       chip.dataset.state = e.state;
       chip.title = `${e.identifier}: ${e.state}`;
@@ -172,7 +178,7 @@ function applyChange(e) {
       document.getElementById("new-flow-note")?.classList.remove("hidden");
     }
   } else {
-    const badge = document.querySelector(`[data-instance="${e.id}"] [data-instance-state]`);
+    const badge = document.querySelector(`${withData("instance", e.id)} [data-instance-state]`);
     if (badge) {
       badge.dataset.state = e.state;
       badge.textContent = e.state;
