@@ -47,9 +47,9 @@ def build(people: int, seed: int = 7) -> int:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from stepstream.demo import DEMO_FLOW
     from stepstream.engine import _Run, flows
     from stepstream.engine.store import InstanceRow, PersonRow, StepRow
+    from stepstream.http.demo import DEMO_FLOW
     from stepstream.models import FlowInstance, Person, Project, StateChange, StepInstance
     from stepstream.trust import tenants
 

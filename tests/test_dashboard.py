@@ -22,10 +22,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from stepstream import engine
-from stepstream.demo import DEMO_FLOW
 from stepstream.engine import flows, people
 from stepstream.errors import Conflict
 from stepstream.http.dashboard import layout, queries
+from stepstream.http.demo import DEMO_FLOW
 from stepstream.models import ApiKey, StateChange
 from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
 

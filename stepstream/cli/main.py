@@ -35,7 +35,7 @@ def cmd_serve(args) -> int:
         return fail(problem)
     base = f"http://{args.host}:{args.port}"
     if args.demo:
-        from stepstream.demo import ensure_demo
+        from stepstream.http.demo import ensure_demo
 
         print(ensure_demo(base), file=sys.stderr, flush=True)
         os.environ["STEPSTREAM_DEMO"] = "1"  # the /demo page is served only now
@@ -98,8 +98,8 @@ def cmd_reset_demo(args) -> int:
     problem = setup()
     if problem:
         return fail(problem)
-    from stepstream import demo
     from stepstream.errors import StepstreamError
+    from stepstream.http import demo
 
     try:
         print(f"stepstream: {demo.reset()}", file=sys.stderr)

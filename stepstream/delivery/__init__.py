@@ -52,6 +52,12 @@ def keys_changed() -> None:
     broker().publish_keys_changed()
 
 
+def hears_keys() -> bool:
+    """Whether another process's "keys changed" would reach this one now (Redis, healthy)."""
+    current = broker()
+    return current.tells_key_changes and current.healthy
+
+
 def broker() -> Broker:
     global _broker
     if _broker is None:

@@ -91,7 +91,7 @@ def demo(request):
         return error_response(
             404, "not_found", "No demo here: start the server with `stepstream serve --demo`."
         )
-    from stepstream.demo import DEMO_PERSON
+    from stepstream.http.demo import DEMO_PERSON
 
     keys = json.loads(path.read_text())
     context = {"config": {"key": keys["publishable_key"], "personKey": DEMO_PERSON}}
@@ -109,6 +109,6 @@ def demo_reset(request):
     origin = request.headers.get("Origin")
     if origin is not None and origin != f"{request.scheme}://{request.get_host()}":
         return error_response(403, "forbidden", "Only the demo page itself may reset the demo.")
-    from stepstream import demo
+    from stepstream.http import demo
 
     return JsonResponse({"reset": demo.reset()})

@@ -16,8 +16,8 @@ that keys changed:
 * every key saved or deleted here (a revocation, a new key, a cascade from
   a deleted environment) forgets everything in this process once
   committed, then tells the other processes through the broker;
-* with the Redis broker subscribed (`delivery.broker().tells_key_changes`
-  and healthy), a remembered key is used without a query; the broker's message
+* with the Redis broker subscribed and healthy (`Peers.hear`, given by
+  delivery), a remembered key is used without a query; the broker's message
   (or its reconnecting: messages may have been missed) forgets everything;
   each entry is still re-checked after `KEY_CHECK_INTERVAL` (1 s), the bound
   should a message be lost while Redis stays up;
@@ -33,12 +33,13 @@ that keys changed:
 
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save
 
-from stepstream import delivery
 from stepstream.metrics import KEY_RECHECKS
 from stepstream.models import ApiKey, Environment
 from stepstream.trust import keywatch
@@ -59,20 +60,34 @@ def forget() -> None:
         _entries.clear()
 
 
+@dataclass(slots=True)
+class Peers:
+    """How this process tells the others that keys changed, and whether it would hear
+    them: given by delivery, which sits above trust (`watch_keys`, from apps.py)."""
+
+    tell: Callable[[], None]  # publish "keys changed"; never raises
+    hear: Callable[[], bool]  # True while a message from another process would arrive
+
+
+_peers: list[Peers] = []  # the one set by watch_keys
+
+
 def changed() -> None:
     """Keys changed (committed): forget here, and tell every other process."""
     forget()
-    delivery.keys_changed()
+    for peers in _peers:
+        peers.tell()
 
 
 def _on_key_saved_or_deleted(sender, **kwargs) -> None:
     transaction.on_commit(changed)
 
 
-def watch_keys() -> None:
+def watch_keys(peers: Peers) -> None:
     """Any key saved (revoked, made) or deleted (with its environment, from the admin
-    too) makes every process forget, once committed (called by the app's ready())."""
-    delivery.on_keys_changed(forget)
+    too) makes every process forget, once committed (called by the app's ready(), with
+    delivery's broker as `peers`; delivery calls `forget` when others tell)."""
+    _peers[:] = [peers]
     post_save.connect(_on_key_saved_or_deleted, sender=ApiKey, dispatch_uid="keycache-save")
     post_delete.connect(_on_key_saved_or_deleted, sender=ApiKey, dispatch_uid="keycache-delete")
 
@@ -80,8 +95,7 @@ def watch_keys() -> None:
 def _trusted() -> bool:
     if keywatch.listening():
         return True
-    broker = delivery.broker()
-    return broker.tells_key_changes and broker.healthy
+    return any(peers.hear() for peers in _peers)
 
 
 def _environment(env_id: int, project_id: int, identifier: str) -> Environment:
