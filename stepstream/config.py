@@ -7,6 +7,7 @@ directory and database before Django starts.
 import os
 import secrets
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import unquote, urlparse
 
 WORKER_INDEX_ENV = "STEPSTREAM_WORKER_INDEX"  # set by `serve --workers N` for each worker
@@ -165,3 +166,57 @@ def choice_setting(name: str, default: str, choices: list[str]) -> str:
         return raw.lower()
 
     return _setting(name, default, parse, "one of " + ", ".join(choices))
+
+
+class StepstreamSettings(TypedDict):
+    """What settings.STEPSTREAM holds (stepstream/settings.py), each with its type."""
+
+    REDIS_URL: str | None
+    WS_MAX_MESSAGE_BYTES: int
+    WS_RATE_PER_SECOND: int
+    WS_RATE_BURST: int
+    WS_MAX_SUBSCRIPTIONS: int
+    WS_MAX_CONNECTIONS_PER_KEY: int
+    WS_OUTBOX_LIMIT: int
+    WS_MAX_BUFFER_BYTES: int
+    WS_STALL_TIMEOUT: float
+    WS_COMPRESSION: bool
+    WS_PING_INTERVAL: float
+    WS_PING_TIMEOUT: float
+    LOG_POLL_INTERVAL: float
+    RECONCILE_INTERVAL: float
+    DB_THREADS: int
+    KEY_NOTIFY: bool
+    GROUP_COMMIT: bool
+    GROUP_COMMIT_MAX_BATCH: int
+    GROUP_COMMIT_QUEUE: int
+    GROUP_COMMIT_WAIT: float
+    HTTP_THREADS: int
+    MAX_FLOW_STEPS: int
+    MAX_FLOW_TRANSITIONS: int
+    DATA_MAX_ITEMS: int
+    DATA_MAX_STRING: int
+    DATA_MAX_BYTES: int
+    MAX_EVENT_NAMES: int
+    MAX_FLOWS: int
+    CONDITION_COST_BUDGET: int
+    CONDITION_INLINE_COST: int
+    CONDITION_TIMEOUT: float
+    CONDITION_SUSPEND_SECONDS: float
+    KEY_CHECK_INTERVAL: float
+    HTTP_MAX_HEADER_BYTES: int
+    HTTP_REQUEST_TIMEOUT: float
+    HTTP_MAX_PENDING: int
+    HTTP_MAX_PENDING_BYTES: int
+    WEBHOOK_ALLOW_PRIVATE: bool
+    WEBHOOK_RETRY_HOURS: float
+    WEBHOOK_RETRY_BASE_SECONDS: float
+    WEBHOOK_RETRY_MAX_SECONDS: float
+    WEBHOOK_TIMEOUT_SECONDS: float
+    WEBHOOK_CONCURRENCY: int
+    WEBHOOK_POLL_INTERVAL: float
+    WEBHOOK_LEASE_SECONDS: float
+    METRICS_TOKEN: str
+    LOGIN_MAX_FAILURES: int
+    LOGIN_LOCKOUT_SECONDS: int
+    LOGIN_THROTTLE_ROWS: int

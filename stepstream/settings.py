@@ -111,7 +111,7 @@ LOGGING = {
 }
 
 # Stepstream limits and timings (every one overridable from the environment).
-STEPSTREAM = {
+STEPSTREAM: config.StepstreamSettings = {
     "REDIS_URL": config.redis_url(),
     "WS_MAX_MESSAGE_BYTES": config.int_setting("STEPSTREAM_WS_MAX_MESSAGE_BYTES", 64 * 1024),
     "WS_RATE_PER_SECOND": config.int_setting("STEPSTREAM_WS_RATE_PER_SECOND", 200),
