@@ -87,13 +87,28 @@ def person_schema(request):
     return Response(env.person_schema or {})
 
 
+def _person_data(request: Request) -> dict:
+    """The `data` object of `PUT /people/{key}`: required, so that a body of bare fields
+    (`{"plan": "pro"}`) is refused rather than stored as an empty person."""
+    body = _body(request)
+    data = body.get("data")
+    if isinstance(data, dict):
+        return data
+    if "data" in body:
+        raise Invalid("data must be a JSON object.")
+    fields = ", ".join(str(name)[:40] for name in sorted(body)[:5])
+    given = f" (it has {fields})" if fields else ""
+    raise Invalid(
+        f'The request body must have a "data" object{given}: send {{"data": {{...}}}}, '
+        'for example {"data": {"plan": "pro"}}; {"data": {}} for a person with no data.'
+    )
+
+
 @api_view(["GET", "PUT", "DELETE"])
 def person(request, key):
     env, key = request.auth, person_key(key)
     if request.method == "PUT":
-        body = _body(request)
-        data = body.get("data", {})
-        described, created = engine.do_put_person(env, key, data, via="rest")
+        described, created = engine.do_put_person(env, key, _person_data(request), via="rest")
         return Response(described, status=201 if created else 200)
     if request.method == "DELETE":
         people.delete(env, key)
