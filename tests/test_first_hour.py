@@ -1,5 +1,6 @@
 """A newcomer's first hour (issue 28): mistakes answered with a sentence that says what to do."""
 
+import httpx
 import pytest
 
 BASE = "/api/v1"
@@ -40,3 +41,51 @@ def test_a_data_object_still_makes_the_person(api):
     answer = api.put(f"{BASE}/people/u", {"data": {"plan": "pro"}, "extra": 1}, format="json")
     assert answer.status_code == 200
     assert answer.json() == {"person_key": "u", "data": {"plan": "pro"}}
+
+
+# -- a publishable key on REST ---------------------------------------------------------------
+
+
+def _publishable_sentence(errors: list[str]) -> None:
+    assert len(errors) == 1, errors
+    sentence = errors[0]
+    assert "publishable key (pk_" in sentence and "secret key (sk_" in sentence, sentence
+
+
+def test_a_publishable_key_on_rest_is_named_as_such(keys):
+    from tests.openapi import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {keys['publishable_key']}")
+    response = client.get(f"{BASE}/flows")
+    _publishable_sentence(errors_of(response, 401))
+    assert response.json()["code"] == "unauthenticated"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="stepstream"'
+
+
+def test_a_wrong_secret_key_still_says_so(keys):
+    from tests.openapi import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer sk_" + "x" * 43)
+    assert errors_of(client.get(f"{BASE}/flows"), 401) == ["The secret key is not valid."]
+
+
+def test_every_path_of_a_live_server_says_the_same_of_a_publishable_key(server, tenant):
+    """The routes the event-loop path answers (stepstream/http/fast.py) and DRF's alike."""
+    publishable, secret = tenant["dev"]["publishable_key"], tenant["dev"]["secret_key"]
+    with server.rest(secret) as rest:
+        assert rest.put("/people/first-hour", json={"data": {}}).status_code in (200, 201)
+        assert rest.get("/people/first-hour").status_code == 200  # remembered: fast path next
+    headers = {"Authorization": f"Bearer {publishable}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=server.url + BASE, headers=headers, timeout=10) as client:
+        answers = [
+            client.get("/people/first-hour"),
+            client.post(
+                "/people/first-hour/flows/onboarding/transitions", json={"transition": "x"}
+            ),
+            client.get("/flows"),
+        ]
+    sentences = {tuple(errors_of(answer, 401)) for answer in answers}
+    assert len(sentences) == 1, sentences
+    _publishable_sentence(list(sentences.pop()))
