@@ -89,3 +89,36 @@ def test_every_path_of_a_live_server_says_the_same_of_a_publishable_key(server, 
     sentences = {tuple(errors_of(answer, 401)) for answer in answers}
     assert len(sentences) == 1, sentences
     _publishable_sentence(list(sentences.pop()))
+
+
+# -- 415: say "send application/json" ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_body_that_is_not_json_is_told_to_send_json(api, content_type):
+    response = api.generic("PUT", f"{BASE}/people/u", b"plan=pro", content_type=content_type)
+    errors = errors_of(response, 415)
+    assert response.json()["code"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in errors[0] and content_type in errors[0], errors
+
+
+def test_every_path_of_a_live_server_says_send_json(server, tenant, person_key):
+    """A transition (a route the event-loop path answers for JSON) and a plain DRF route."""
+    headers = {"Authorization": f"Bearer {tenant['dev']['secret_key']}"}
+    with httpx.Client(base_url=server.url + BASE, headers=headers, timeout=10) as client:
+        answers = [
+            client.post(
+                f"/people/{person_key}/flows/onboarding/transitions",
+                content=b'{"transition": "next"}',
+                headers={"Content-Type": "text/plain"},
+            ),
+            client.put(
+                f"/people/{person_key}", content=b"plan=pro", headers={"Content-Type": "text/plain"}
+            ),
+            client.post(f"/people/{person_key}/flows", data={"flow": "onboarding"}),
+        ]
+    for answer in answers:
+        (sentence,) = errors_of(answer, 415)
+        assert "send it as JSON, with the header 'Content-Type: application/json'" in sentence

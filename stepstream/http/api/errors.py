@@ -17,6 +17,15 @@ def _sentences(detail) -> list[str]:
     return [str(detail)]
 
 
+def unsupported_media_type(media_type: str) -> str:
+    """The 415's sentence: what was sent, and what to send instead."""
+    given = f'"{media_type[:100]}"' if media_type else "no Content-Type"
+    return (
+        f"The request body was sent as {given}: send it as JSON, with the header "
+        "'Content-Type: application/json'."
+    )
+
+
 def exception_handler(exc, context):
     if isinstance(exc, StepstreamError):
         return Response({"errors": exc.messages, "code": exc.code}, status=exc.status)
@@ -41,6 +50,13 @@ def exception_handler(exc, context):
         return Response(
             {"errors": ["The database is unavailable; retry shortly."], "code": "unavailable"},
             status=503,
+        )
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        request = context.get("request")
+        media_type = getattr(request, "content_type", "") or ""
+        return Response(
+            {"errors": [unsupported_media_type(media_type)], "code": exc.default_code},
+            status=exc.status_code,
         )
     if isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "invalid"
