@@ -122,3 +122,49 @@ def test_every_path_of_a_live_server_says_send_json(server, tenant, person_key):
     for answer in answers:
         (sentence,) = errors_of(answer, 415)
         assert "send it as JSON, with the header 'Content-Type: application/json'" in sentence
+
+
+# -- REDIS_URL checked before serving -----------------------------------------------------------
+
+
+def _serve(tmp_path, redis_url: str, *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    from stepstream.testing.servers import free_port
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(STEPSTREAM_DATA_DIR=str(tmp_path / "data"), REDIS_URL=redis_url)
+    command = [sys.executable, "-m", "stepstream", "serve", "--port", str(free_port()), *extra]
+    return subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "redis_url, complaint",
+    [
+        ("redis://127.0.0.1:1/0", "cannot reach Redis at REDIS_URL (redis://127.0.0.1:1/0): "),
+        (
+            "redis://:hunter2@127.0.0.1:1/0",
+            "cannot reach Redis at REDIS_URL (redis://127.0.0.1:1/0)",
+        ),
+        ("localhost:6379", "REDIS_URL must start with redis://, rediss:// or unix://"),
+        ("u:hunter2@localhost:6379", "REDIS_URL must start with redis://"),
+        ("redis://127.0.0.1:63o9/0", "REDIS_URL (redis://127.0.0.1:63o9/0) is not valid: "),
+        ("redis://127.0.0.1:6379/zero", "REDIS_URL's database (its path) must be a whole number"),
+    ],
+)
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")])
+def test_a_wrong_or_unreachable_redis_url_fails_serve_in_one_line(
+    tmp_path, redis_url, complaint, workers
+):
+    done = _serve(tmp_path, redis_url, *workers)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stepstream: "), done.stderr
+    assert complaint in lines[0], lines
+    assert "hunter2" not in done.stderr + done.stdout
+    assert "uvicorn" not in done.stderr and "Traceback" not in done.stderr

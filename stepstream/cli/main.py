@@ -10,7 +10,7 @@ import sys
 
 from stepstream import __version__
 from stepstream.cli.server import build_server
-from stepstream.cli.setup import database_label, fail, setup
+from stepstream.cli.setup import database_label, fail, redis_problem, setup
 
 
 def _port_problem(host: str, port: int) -> str | None:
@@ -27,7 +27,7 @@ def _port_problem(host: str, port: int) -> str | None:
 
 
 def cmd_serve(args) -> int:
-    problem = setup()
+    problem = setup() or redis_problem()
     if problem:
         return fail(problem)
     problem = _port_problem(args.host, args.port)

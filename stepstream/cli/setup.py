@@ -5,7 +5,9 @@ A leaf module: the commands import it, it imports no command.
 
 import hmac
 import os
+import re
 import sys
+from urllib.parse import urlparse
 
 from stepstream import config
 
@@ -58,6 +60,57 @@ def _postgresql_problem() -> str | None:
         if "FATAL:" in reason:
             reason = reason.split("FATAL:", 1)[1].strip()
         return f"cannot reach the database ({where}): {reason}"
+    return None
+
+
+def _redis_label(url: str) -> str:
+    """REDIS_URL as it may be shown: without its user and password."""
+    head, at, host = url.rpartition("@")
+    if at:
+        scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", head)
+        url = (scheme.group(0) if scheme else "") + host
+    return url[:200]
+
+
+def redis_problem() -> str | None:
+    """One connection to REDIS_URL before the server starts, or None when it is unset or
+    answers: a wrong or unreachable one otherwise fails in the lifespan with uvicorn's lines,
+    or, its database path ignored by redis-py, starts on another database."""
+    url = config.redis_url()
+    if url is None:
+        return None
+    import redis
+
+    shown = _redis_label(url)
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        return (
+            f"REDIS_URL must start with redis://, rediss:// or unix:// "
+            f"(e.g. redis://127.0.0.1:6379/0), not {shown!r}."
+        )
+    database = parsed.path.strip("/")
+    if parsed.scheme != "unix" and database and not database.isdigit():
+        return (
+            f"REDIS_URL's database (its path) must be a whole number, as in "
+            f"redis://127.0.0.1:6379/0, not {database[:40]!r} ({shown})."
+        )
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    except ValueError as e:  # a port that is not a number, an unknown option
+        return f"REDIS_URL ({shown}) is not valid: {str(e).rstrip('.')}."
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        if parsed.password:
+            reason = reason.replace(parsed.password, "***")
+        if isinstance(e, redis.AuthenticationError):  # a ConnectionError to redis-py
+            return f"Redis at REDIS_URL ({shown}) refused the connection: {reason}"
+        if isinstance(e, redis.ConnectionError | redis.TimeoutError):
+            return f"cannot reach Redis at REDIS_URL ({shown}): {reason}"
+        return f"Redis at REDIS_URL ({shown}) refused the connection: {reason}"
+    finally:
+        client.close()
     return None
 
 
