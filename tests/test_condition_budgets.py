@@ -295,3 +295,19 @@ def test_segment_listing_and_flow_publish_use_the_same_estimate(env):
         segments.put(env, "bomb", {"condition": BOMB})
     with pytest.raises(Invalid):
         flows.publish(env, flow_with(start_when=BOMB))
+
+
+def test_a_condition_saved_under_a_larger_budget_still_loads_and_runs_apart(api, settings):
+    """Lowering the budget never breaks an environment: what is stored is not refused
+    again when loaded, and, being costly, it is evaluated in the child process."""
+    condition = "has(person.tags) && person.tags.exists(a, person.tags.exists(b, a == b))"
+    budget = settings.STEPSTREAM
+    settings.STEPSTREAM = {**budget, "CONDITION_COST_BUDGET": 10**12}
+    publish(api, flow_with(start_when=condition))
+    settings.STEPSTREAM = budget
+    assert api.post(url("flows"), flow_with(start_when=condition), format="json").status_code == 400
+    before = sandbox.report()["evaluated_apart"]
+    response = api.put(url("people", "stored"), {"data": {"tags": [1, 2]}}, format="json")
+    assert response.status_code == 201
+    assert [f["flow"] for f in api.get(url("people", "stored", "flows")).json()] == ["costly"]
+    assert sandbox.report()["evaluated_apart"] > before

@@ -137,8 +137,13 @@ def _first_line(message: str) -> str:
     return line.replace("Failed to parse expression", "syntax error in").strip()
 
 
-def compile_condition(text, where: str, roots=ROOTS) -> Condition:
-    """Compiles user text or raises a 400 naming `where` (e.g. `transitions[2].condition`)."""
+def compile_condition(text, where: str, roots=ROOTS, saving: bool = True) -> Condition:
+    """Compiles user text or raises a 400 naming `where` (e.g. `transitions[2].condition`).
+
+    `saving`: the budget is enforced. A condition saved before (under an older
+    estimate or a larger budget) is loaded with `saving=False`: never refused
+    once stored, it is costed all the same and, when costly, evaluated apart
+    (engine.sandbox), so a lowered budget cannot break an environment's writes."""
     if not isinstance(text, str) or not text.strip():
         raise Invalid(f"{where}: a condition must be a non-empty string of CEL.")
     if len(text) > MAX_LENGTH:
@@ -162,7 +167,7 @@ def compile_condition(text, where: str, roots=ROOTS) -> Condition:
             f"(the variables are {allowed})."
         )
     used_roots = frozenset(v for v in variables if v in roots) | {r for r, _ in deps}
-    cost = check_cost(text, where)
+    cost = check_cost(text, where) if saving else estimated_cost(text)
     return Condition(text, program, deps, frozenset(used_roots), cost, cost <= inline_cost())
 
 
@@ -190,6 +195,10 @@ def budget() -> int:
     from django.conf import settings
 
     return settings.STEPSTREAM["CONDITION_COST_BUDGET"]
+
+
+def estimated_cost(text: str) -> int:
+    return conditioncost.estimate(text, limits()).cost
 
 
 def check_cost(text: str, where: str) -> int:

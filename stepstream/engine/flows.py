@@ -39,7 +39,7 @@ class Graph:
 
 
 def _condition(text: str, where: str) -> Condition | None:
-    return conditions.compile_condition(text, where) if text else None
+    return conditions.compile_condition(text, where, saving=False) if text else None
 
 
 _graphs: dict[int, Graph] = {}

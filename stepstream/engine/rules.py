@@ -41,7 +41,9 @@ def compiled(segment: Segment) -> conditions.Condition:
     key = (segment.pk, segment.version, segment.condition)
     found = _compiled.get(key)
     if found is None:
-        found = conditions.compile_condition(segment.condition, "condition", SEGMENT_ROOTS)
+        found = conditions.compile_condition(
+            segment.condition, "condition", SEGMENT_ROOTS, saving=False
+        )
         with _lock:
             _compiled[key] = found
     return found
