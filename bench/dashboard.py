@@ -47,7 +47,8 @@ def build(people: int, seed: int = 7) -> int:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from stepstream.engine import _Run, flows
+    from stepstream.engine import flows
+    from stepstream.engine.sessions import Run
     from stepstream.engine.store import InstanceRow, PersonRow, StepRow
     from stepstream.http.demo import DEMO_FLOW
     from stepstream.models import FlowInstance, Person, Project, StateChange, StepInstance
@@ -82,7 +83,7 @@ def build(people: int, seed: int = 7) -> int:
         person = PersonRow(pk, f"user-{i:06}@example.com", 0)
         instance = InstanceRow(uuid.uuid4(), flow_id, "onboarding", "inactive")
         steps = [StepRow(uuid.uuid4(), s, n, k) for k, (s, n) in enumerate(graph.steps)]
-        run = _Run(person, instance, steps)
+        run = Run(person, instance, steps)
         at = base + timedelta(seconds=rng.uniform(0, 25 * 86400))
         stamps = []
         run.set_flow("active", previous="inactive")

@@ -128,12 +128,11 @@ def writecost(args) -> dict:
     from django.db import connection
 
     from stepstream import engine
-    from stepstream.engine import people
 
     env, _ = _tenant(LOOP_FLOW)
     keys = [f"w{i}" for i in range(args.threads * 4)]
     for key in keys:
-        people.put(env, key, {})
+        engine.do_put_person(env, key, {})
         engine.do_start_flow(env, key, "loop")
 
     def run(seconds: float) -> float:
@@ -548,7 +547,6 @@ def webhooks(args) -> dict:
     from django.db import connection
 
     from stepstream import engine
-    from stepstream.engine import people
 
     result = {"vendor": connection.vendor, "concurrency": args.concurrency}
     server = _server(
@@ -600,7 +598,7 @@ def webhooks(args) -> dict:
         env, keys = _tenant(LOOP_FLOW)
         persons = [f"l{i}" for i in range(args.people)]
         for key in persons:
-            people.put(env, key, {})
+            engine.do_put_person(env, key, {})
             engine.do_start_flow(env, key, "loop")
         flips = int(args.rate * args.seconds)
         proc, url = _start_receiver(flips * 2, timeout=args.seconds + 120)

@@ -20,17 +20,6 @@ from django.db import InterfaceError, OperationalError, connections
 
 from stepstream.errors import Unavailable
 
-_executor: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(
-            max_workers=settings.STEPSTREAM["DB_THREADS"], thread_name_prefix="stepstream-db"
-        )
-    return _executor
-
 
 def _usable_connections() -> None:
     """Django's close_if_unusable_or_obsolete without the age: the connection is kept."""
@@ -56,8 +45,22 @@ def _job(fn, args, kwargs):
         raise Unavailable("The database is unavailable; retry shortly.") from e
 
 
-async def run(fn, *args, **kwargs):
-    """`fn(*args, **kwargs)` on a database thread, in the caller's context (its request id)."""
-    loop = asyncio.get_running_loop()
-    job = functools.partial(contextvars.copy_context().run, _job, fn, args, kwargs)
-    return await loop.run_in_executor(_pool(), job)
+class DbThreads:
+    """The database threads of one runtime (stepstream.http.runtime), made when it starts
+    and shut down with it; a hub made on its own (tests) has its own."""
+
+    def __init__(self, threads: int | None = None):
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads or settings.STEPSTREAM["DB_THREADS"],
+            thread_name_prefix="stepstream-db",
+        )
+
+    async def run(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` on a database thread, in the caller's context (its request
+        id)."""
+        loop = asyncio.get_running_loop()
+        job = functools.partial(contextvars.copy_context().run, _job, fn, args, kwargs)
+        return await loop.run_in_executor(self._executor, job)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -31,7 +31,7 @@ def history(env, linear_flow, clock):
     """a: welcome; b: welcome->profile; c: to the end; d: paused; e: exited; f: deleted."""
     clock(0)
     for key in "abcdef":
-        people.put(env, key, {})
+        engine.do_put_person(env, key, {})
         engine.do_start_flow(env, key, "onboarding")
     clock(10)
     for key in "bf":
@@ -98,7 +98,7 @@ def test_a_step_completed_again_counts_once_with_its_first_time(api, env, clock)
     flows.publish(env, LOOP_FLOW)
     for key, first in (("l", 5), ("m", 100), ("n", 7)):
         clock(0)
-        people.put(env, key, {})
+        engine.do_put_person(env, key, {})
         engine.do_start_flow(env, key, "loop")
         engine.do_transition(env, key, "loop", "go")  # a active at 0
         clock(first)
@@ -131,7 +131,7 @@ def test_a_restarted_instance_counts_only_as_its_new_instance(api, env, linear_f
     """r's first instance completed welcome in 50 s; its new one has not: only s's 2 s counts."""
     clock(0)
     for key in "rs":
-        people.put(env, key, {})
+        engine.do_put_person(env, key, {})
         engine.do_start_flow(env, key, "onboarding")
     clock(2)
     engine.do_transition(env, "s", "onboarding", "next")
@@ -223,7 +223,7 @@ def test_a_random_history_agrees_with_the_log(env, clock):
     flows.publish(env, LINEAR_FLOW)
     keys = [f"k{i}" for i in range(12)]
     for key in keys:
-        people.put(env, key, {})
+        engine.do_put_person(env, key, {})
     seconds = 0.0
     for _ in range(800):
         seconds += rng.randrange(1, 90_000_000) / 1e6

@@ -762,10 +762,10 @@ def test_seq_counts_across_flows(api, started, person):
 def foreign(other_env):
     """A person with a running flow in the production environment."""
     from stepstream import engine
-    from stepstream.engine import flows, people
+    from stepstream.engine import flows
 
     flows.publish(other_env, {**LINEAR_FLOW, "identifier": "secret-flow"})
-    people.put(other_env, "carol", {"ssn": "123"})
+    engine.do_put_person(other_env, "carol", {"ssn": "123"})
     engine.do_start_flow(other_env, "carol", "secret-flow")
     return other_env
 

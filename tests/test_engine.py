@@ -3,14 +3,14 @@
 import pytest
 
 from stepstream import engine
-from stepstream.engine import flows, people
+from stepstream.engine import flows
 from stepstream.errors import Conflict, NotFound
 from stepstream.models import FlowInstance, Person, StateChange
 from stepstream.testing.flows import LINEAR_FLOW, log_rows, states
 
 
 def person(env, key="alice"):
-    people.put(env, key, {})
+    engine.do_put_person(env, key, {})
     return Person.objects.get(environment=env, person_key=key)
 
 

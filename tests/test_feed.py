@@ -70,7 +70,7 @@ def assert_exactly_once_in_order(events, last_seqs: dict):
 
 def test_feed_pages_through_every_change_once_in_order(api, env, linear_flow):
     for key in ("ann", "bob", "cy"):
-        people.put(env, key, {})
+        engine.do_put_person(env, key, {})
         engine.do_start_flow(env, key, "onboarding")
     engine.do_transition(env, "bob", "onboarding", "next")
     engine.do_transition(env, "ann", "onboarding", "next")
@@ -97,7 +97,7 @@ def test_empty_feed_still_gives_a_cursor(api):
 
 def test_deleted_people_leave_the_feed(api, env, linear_flow):
     for key in ("gone", "stays"):
-        people.put(env, key, {})
+        engine.do_put_person(env, key, {})
         engine.do_start_flow(env, key, "onboarding")
     people.delete(env, "gone")
     events, _ = read_all(api_get(api), expect=2)
@@ -107,7 +107,7 @@ def test_deleted_people_leave_the_feed(api, env, linear_flow):
 def test_bad_cursors_and_limits_are_400(api, keys, project, env, linear_flow):
     from rest_framework.test import APIClient
 
-    people.put(env, "p", {})
+    engine.do_put_person(env, "p", {})
     engine.do_start_flow(env, "p", "onboarding")
     cursor = api.get("/api/v1/events").json()["next"]
     other = APIClient()
@@ -140,7 +140,7 @@ def test_postgres_a_row_committed_out_of_id_order_is_not_skipped(env, linear_flo
     from stepstream.engine import feed
 
     for key in ("early", "late"):
-        people.put(env, key, {})
+        engine.do_put_person(env, key, {})
     settings = connection.settings_dict
     dsn = dict(
         dbname=settings["NAME"],
@@ -260,7 +260,7 @@ def test_postgres_a_writer_whose_transaction_id_is_older_still_comes_after_in_se
     if connection.vendor != "postgresql":
         pytest.skip("one writer at a time on SQLite")
 
-    people.put(env, "p", {})
+    engine.do_put_person(env, "p", {})
     engine.do_start_flow(env, "p", "onboarding")  # seq 1, 2
     has_xid, t1_done = threading.Event(), threading.Event()
     failures = []

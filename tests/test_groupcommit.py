@@ -19,7 +19,7 @@ import pytest
 from django.db import connection
 
 from stepstream import engine
-from stepstream.engine import commits, flows, groupcommit, people
+from stepstream.engine import commits, flows, groupcommit
 from stepstream.errors import Conflict, Unavailable
 from stepstream.models import Person, StateChange
 from tests.test_concurrency import assert_log_replays, run_threads, same_transition_race, toggle
@@ -44,7 +44,7 @@ def tenv(transactional_db):
     env = environment_for_key(keys["secret_key"], "secret")
     flows.publish(env, toggle("t"))
     for i in range(4):
-        people.put(env, f"p{i}", {})
+        engine.do_put_person(env, f"p{i}", {})
         engine.do_start_flow(env, f"p{i}", "t")
     return env
 
@@ -214,7 +214,7 @@ def test_each_persons_order_holds_across_batches_under_concurrent_callers(tenv, 
     """Callers in threads go through the real queue: many batches, each person in order."""
     callers, calls = 8, 15
     for i in range(4, callers):
-        people.put(tenv, f"p{i}", {})
+        engine.do_put_person(tenv, f"p{i}", {})
         engine.do_start_flow(tenv, f"p{i}", "t")
     answers: dict[str, list[int]] = {f"p{i}": [] for i in range(callers)}
     sizes: list[int] = []

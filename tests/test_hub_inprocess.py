@@ -56,10 +56,9 @@ async def test_a_socket_closed_for_slowness_mid_dispatch_does_not_stall_the_othe
 def test_the_log_cannot_be_deleted_row_by_row_in_the_admin(admin_client, env, linear_flow):
     """Issue 10, item 14: a deleted log row would be a gap clients can never fill."""
     from stepstream import engine
-    from stepstream.engine import people
     from stepstream.models import StateChange
 
-    people.merge(env, "alice", {})
+    engine.do_identify(env, "alice", {})
     engine.do_start_flow(env, "alice", "onboarding")
     row = StateChange.objects.filter(person__person_key="alice").first()
     listing = admin_client.get("/admin/stepstream/statechange/")
@@ -109,11 +108,13 @@ class Recorder:
 def logged_person(transactional_db, env):
     """A person whose real log holds a few dozen rows of both entities; its Records."""
     from stepstream import engine
-    from stepstream.engine import flows, log, people
+    from stepstream.engine import flows, log
+    from stepstream.models import Person
     from stepstream.testing.flows import LOOP_FLOW
 
     flows.publish(env, LOOP_FLOW)
-    person = people.merge(env, PERSON, {})
+    engine.do_identify(env, PERSON, {})
+    person = Person.objects.get(environment=env, person_key=PERSON)
     engine.do_start_flow(env, PERSON, "loop")
     engine.do_transition(env, PERSON, "loop", "go")
     for _ in range(FLIPS):

@@ -251,10 +251,10 @@ def _share_sqlite_writer_lock() -> None:
     """On SQLite, the engine's per-process writer lock becomes one for all the workers."""
     from django.db import connection
 
-    from stepstream.engine import store
+    from stepstream.engine import db
 
     if connection.vendor == "sqlite":
-        store.share_writer_lock(FileWriterLock(connection.settings_dict["NAME"] + ".writers.lock"))
+        db.share_writer_lock(FileWriterLock(connection.settings_dict["NAME"] + ".writers.lock"))
 
 
 def worker_main(argv=None) -> int:

@@ -2,30 +2,31 @@
 
 Generation, delivery and resume are explained in docs/architecture.md.
 
-The engine calls `notify_committed` after each commit. Records reach the hub
-of this process directly and other processes through the broker; every hub
-also follows the log itself, so a record missed by both still arrives.
+A server process's delivery is one `Node` (Centrifuge's word): its broker,
+its hub, and who hears that keys changed. The runtime (stepstream.http.runtime)
+builds it in the ASGI lifespan, registers `notify_committed` with the engine's
+commits, and stops it on shutdown. Records reach the hub of this process
+directly and other processes through the broker; every hub also follows the
+log itself, so a record missed by both still arrives.
 """
 
 import os
+from collections.abc import Callable
 
 from django.conf import settings
 
 from stepstream.delivery.broker import Broker
 
-_hub = None
-_broker: Broker | None = None
-_key_listeners: list = []
 
-
-def make_broker() -> Broker:
+def make_broker(on_keys: Callable[[], None] | None = None) -> Broker:
     """Redis between processes when REDIS_URL is set; else the relay of `serve --workers N`
-    when this is one of its workers; else nothing (one process)."""
+    when this is one of its workers; else nothing (one process). `on_keys` is called when
+    another process says keys changed, or may have said so unheard (a reconnect)."""
     url = settings.STEPSTREAM["REDIS_URL"]
     if url:
         from stepstream.delivery.broker_redis import RedisBroker
 
-        return RedisBroker(url)
+        return RedisBroker(url, on_keys)
     relay = os.environ.get("STEPSTREAM_RELAY_SOCKET")
     if relay:
         from stepstream.delivery.broker_relay import RelayBroker
@@ -36,47 +37,60 @@ def make_broker() -> Broker:
     return MemoryBroker()
 
 
-def on_keys_changed(callback) -> None:
-    """Calls `callback()` whenever another process says keys changed, or may have said so
-    unheard (the broker reconnected): stepstream.trust.keycache forgets what it holds."""
-    _key_listeners.append(callback)
+def tell_keys_changed() -> None:
+    """For a process without a Node (a command): tells the servers that keys changed, with a
+    broker of its own for the one message."""
+    broker = make_broker()
+    try:
+        broker.publish_keys_changed()
+    finally:
+        broker.close()
 
 
-def keys_heard() -> None:
-    for callback in list(_key_listeners):
-        callback()
+class Node:
+    """This process's delivery: the broker, the hub once started, and the listeners of
+    "keys changed"."""
 
+    def __init__(self, db):
+        self.db = db  # stepstream.dbthreads.DbThreads
+        self._key_listeners: list[Callable[[], None]] = []
+        self.broker = make_broker(self.keys_heard)
+        self.hub = None
 
-def keys_changed() -> None:
-    """Tells every other process that keys changed (revoked, rotated); never raises."""
-    broker().publish_keys_changed()
+    async def start(self):
+        from stepstream.delivery.hub import Hub
 
+        hub = Hub(self.broker, self.db)
+        await hub.start()
+        self.hub = hub
+        return hub
 
-def hears_keys() -> bool:
-    """Whether another process's "keys changed" would reach this one now (Redis, healthy)."""
-    current = broker()
-    return current.tells_key_changes and current.healthy
+    async def stop(self) -> None:
+        hub, self.hub = self.hub, None
+        if hub is not None:
+            await hub.stop()
+        self.broker.close()
 
+    def on_keys_changed(self, callback: Callable[[], None]) -> None:
+        """Calls `callback()` whenever another process says keys changed, or may have said
+        so unheard (the broker reconnected): stepstream.trust.keycache forgets what it holds."""
+        self._key_listeners.append(callback)
 
-def broker() -> Broker:
-    global _broker
-    if _broker is None:
-        _broker = make_broker()
-    return _broker
+    def keys_heard(self) -> None:
+        for callback in list(self._key_listeners):
+            callback()
 
+    def keys_changed(self) -> None:
+        """Tells every other process that keys changed (revoked, rotated); never raises."""
+        self.broker.publish_keys_changed()
 
-def set_hub(hub) -> None:
-    global _hub
-    _hub = hub
+    def hears_keys(self) -> bool:
+        """Whether another process's "keys changed" would reach this one now (Redis, healthy)."""
+        return self.broker.tells_key_changes and self.broker.healthy
 
-
-def current_hub():
-    return _hub
-
-
-def notify_committed(records) -> None:
-    """Called after commit, from whichever thread committed."""
-    hub = _hub
-    if hub is not None:
-        hub.feed_threadsafe(records)
-    broker().publish(records)
+    def notify_committed(self, records) -> None:
+        """Called after commit, from whichever thread committed."""
+        hub = self.hub
+        if hub is not None:
+            hub.feed_threadsafe(records)
+        self.broker.publish(records)

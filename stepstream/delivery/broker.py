@@ -36,7 +36,7 @@ class Broker:
     def publish_keys_changed(self) -> None:
         """Tells every other process that keys changed; never blocks long, never raises.
 
-        A broker that crosses processes calls `stepstream.delivery.keys_heard()` in
+        A broker that crosses processes calls its `on_keys` (the Node's `keys_heard`) in
         each of them when the message arrives, and whenever it (re)subscribes.
         """
 
@@ -49,3 +49,6 @@ class Broker:
     @property
     def healthy(self) -> bool:
         return True
+
+    def close(self) -> None:
+        """Lets go of connections the broker holds (its listen task is the hub's)."""

@@ -7,6 +7,7 @@ whatever the number of subscribers: fan-out to sockets happens in each hub.
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import redis
 import redis.asyncio as aioredis
@@ -33,8 +34,9 @@ class RedisBroker(Broker):
     cross_process = True
     tells_key_changes = True
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, on_keys: Callable[[], None] | None = None):
         self.url = url
+        self.on_keys = on_keys or (lambda: None)
         self.channel = channel_name()
         self.keys_channel = KEYS_PREFIX + self.channel.removeprefix(CHANNEL_PREFIX)
         self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
@@ -59,6 +61,9 @@ class RedisBroker(Broker):
             self.skipped += len(records)
             log.warning("redis publish failed, the log relay will deliver: %s", e)
 
+    def close(self) -> None:
+        self._client.close()
+
     def publish_keys_changed(self) -> None:
         try:
             self._client.publish(self.keys_channel, b"1")
@@ -67,8 +72,7 @@ class RedisBroker(Broker):
             log.warning("redis publish of a key change failed: %s", e)
 
     async def listen(self, on_records, on_gap) -> None:
-        from stepstream.delivery import keys_heard
-
+        keys_heard = self.on_keys
         backoff = 0.1
         while True:
             client = aioredis.Redis.from_url(self.url, socket_connect_timeout=1.0)

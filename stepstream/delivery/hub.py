@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 import orjson
 from django.conf import settings
 
-from stepstream import dbthreads
+from stepstream.dbthreads import DbThreads
 from stepstream.delivery.message import Message
 from stepstream.engine import log
 from stepstream.engine.log import Record
@@ -100,8 +100,11 @@ class PersonChannel:
 
 
 class Hub:
-    def __init__(self, broker):
+    def __init__(self, broker, db: DbThreads | None = None):
         self.broker = broker
+        # the runtime's database threads; a hub made on its own (tests) has its own
+        self._own_db = db is None
+        self.db = db if db is not None else DbThreads()
         self.channels: dict[int, PersonChannel] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         # every task the hub starts, so stop() can cancel them all and none is lost
@@ -115,7 +118,7 @@ class Hub:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         try:
-            self._last_id = await dbthreads.run(log.last_id)
+            self._last_id = await self.db.run(log.last_id)
         except Exception:  # the database may be down at start; the tail retries
             logger.warning("could not read the log position at start", exc_info=True)
         self._spawn(self._supervise("tail", self._follow_log), "tail")
@@ -135,6 +138,8 @@ class Hub:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.tasks.difference_update(tasks)
+        if self._own_db:
+            self.db.shutdown()
 
     @property
     def healthy(self) -> bool:
@@ -249,7 +254,7 @@ class Hub:
                 if target is not None and target <= channel.head:
                     return
                 try:
-                    records = await dbthreads.run(
+                    records = await self.db.run(
                         log.read_records, channel.person_id, channel.head, None, None, FILL_PAGE
                     )
                 except Exception:
@@ -271,9 +276,9 @@ class Hub:
                 if self.broker.cross_process and self.broker.healthy:
                     continue  # the broker is fast; reconciliation is the safety net
                 if not self.channels:
-                    self._last_id = await dbthreads.run(log.last_id)
+                    self._last_id = await self.db.run(log.last_id)
                     continue
-                self._last_id, records = await dbthreads.run(log.read_new, self._last_id)
+                self._last_id, records = await self.db.run(log.read_new, self._last_id)
                 if records:
                     self.feed(records, "tail")
             except Exception:
@@ -289,7 +294,7 @@ class Hub:
                 ids = list(self.channels)
                 for start in range(0, len(ids), 500):
                     chunk = ids[start : start + 500]
-                    latest = await dbthreads.run(_last_seqs, chunk)
+                    latest = await self.db.run(_last_seqs, chunk)
                     for person_id, last_seq in latest:
                         channel = self.channels.get(person_id)
                         if channel is not None and last_seq > channel.head:
@@ -344,7 +349,7 @@ class Hub:
         read never sends a record twice.
         """
         while after < upto and not sub.conn.closed and not sub.ended:
-            records = await dbthreads.run(
+            records = await self.db.run(
                 log.read_records, sub.person_id, after, upto, sub.entity, BACKLOG_PAGE
             )
             if sub.ended or sub.conn.closed:

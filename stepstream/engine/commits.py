@@ -3,7 +3,8 @@
 As Zulip's `do_*` actions call `send_event_on_commit`, the engine hands the
 records of a transaction to `send_on_commit`; whoever delivers them (the
 hub of this process, the broker to the others) registers with `listen` when
-the app starts (`stepstream.apps`). The engine so imports nothing of
+a server's runtime starts, and leaves with `unlisten` when it stops
+(`stepstream.http.runtime`). The engine so imports nothing of
 delivery, and a rolled-back transaction announces nothing.
 """
 
@@ -17,6 +18,11 @@ _listeners: list[Callable[[list], None]] = []
 def listen(callback: Callable[[list], None]) -> None:
     if callback not in _listeners:
         _listeners.append(callback)
+
+
+def unlisten(callback: Callable[[list], None]) -> None:
+    if callback in _listeners:
+        _listeners.remove(callback)
 
 
 def send_on_commit(records: list) -> None:

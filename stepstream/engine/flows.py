@@ -1,13 +1,13 @@
 """Publishing flow versions and the immutable graphs the engine runs on."""
 
 from dataclasses import dataclass, field
-from threading import Lock
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
 from stepstream import text
+from stepstream.bounded import BoundedMemo
 from stepstream.engine import conditions, rules
 from stepstream.engine.conditions import Condition
 from stepstream.errors import Invalid, NotFound
@@ -42,8 +42,9 @@ def _condition(text: str, where: str) -> Condition | None:
     return conditions.compile_condition(text, where, saving=False) if text else None
 
 
-_graphs: dict[int, Graph] = {}
-_graphs_lock = Lock()
+MAX_GRAPHS = 10_000  # compiled flow versions kept per process
+# compiled flow versions: versions never change, so a memo for the whole process
+_graphs: BoundedMemo[Graph] = BoundedMemo(MAX_GRAPHS)
 
 
 def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Graph:
@@ -83,8 +84,7 @@ def graph(flow_id: int) -> Graph:
         return cached
     flow = Flow.objects.get(pk=flow_id)
     compiled = _compile(flow, list(flow.steps.all()), list(flow.transitions.all()))
-    with _graphs_lock:
-        _graphs[flow_id] = compiled
+    _graphs.put(flow_id, compiled)
     return compiled
 
 
@@ -296,8 +296,7 @@ def publish(environment: Environment, body) -> dict:
             for i, t in enumerate(definition["transitions"])
         )
         rules.bump(environment.pk)
-    with _graphs_lock:
-        _graphs[flow.pk] = _compile(flow, steps, transitions)
+    _graphs.put(flow.pk, _compile(flow, steps, transitions))
     return describe(flow)
 
 

@@ -42,7 +42,7 @@ from collections import deque
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections
 
-from stepstream.engine import store
+from stepstream.engine import db
 from stepstream.errors import Unavailable
 
 
@@ -146,7 +146,7 @@ def grouped(write):
 def run_batch(jobs: list[Job]) -> None:
     """Runs `jobs` in one transaction, each in a savepoint; answers each once committed.
 
-    On SQLite the transaction takes this process's writer lock (store.writing).
+    On SQLite the transaction takes this process's writer lock (db.writing).
     """
     _, _, max_wait = _limits()
     now = time.monotonic()
@@ -161,14 +161,14 @@ def run_batch(jobs: list[Job]) -> None:
         _one_by_one(ready)
         return
     try:
-        with store.writing():
+        with db.writing():
             for job in ready:
                 _run_one(job)
     except _Retry:
         _one_by_one(ready)
         return
     except BaseException as e:  # nothing of the batch was committed: each caller learns it
-        if isinstance(e, OperationalError) and store.retryable(e):
+        if isinstance(e, OperationalError) and db.retryable(e):
             _one_by_one(ready)
             return
         _broken(e)
@@ -186,10 +186,10 @@ class _Retry(Exception):
 
 def _run_one(job: Job) -> None:
     try:
-        with store.job_savepoint():
+        with db.job_savepoint():
             job.result = job.context.run(job.fn, *job.args, **job.kwargs)
     except OperationalError as e:
-        if store.retryable(e):
+        if db.retryable(e):
             raise _Retry from e
         job.error = e
     except Exception as e:  # the job's own error: its savepoint is rolled back, others go on

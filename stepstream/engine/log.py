@@ -33,7 +33,6 @@ class Record:
     data: str  # JSON text of the event's `data` object
 
 
-@lru_cache(maxsize=65536)
 def epoch(person_id: int) -> str:
     """Names one life of a person's log: it changes when the log restarts at 1.
 
@@ -44,8 +43,14 @@ def epoch(person_id: int) -> str:
     epoch it knows, and learns that the log restarted instead of silently
     replaying another history.
     """
-    secret = settings.SECRET_KEY.encode()
-    return hmac.new(secret, b"epoch:%d" % person_id, hashlib.sha256).hexdigest()[:16]
+    return _epoch(settings.SECRET_KEY, person_id)
+
+
+@lru_cache(maxsize=65536)
+def _epoch(secret: str, person_id: int) -> str:
+    """Memoized with the secret it is keyed with: a changed SECRET_KEY is never served
+    an epoch made with the old one."""
+    return hmac.new(secret.encode(), b"epoch:%d" % person_id, hashlib.sha256).hexdigest()[:16]
 
 
 def row_event_data(row: StateChange, person_key: str) -> dict:
@@ -114,11 +119,9 @@ class Recorder:
         return self.person.last_seq
 
 
-def _count(records: list[Record]) -> None:
+def count_changes(records: list[Record]) -> None:
+    """A commit's changes into `stepstream_state_changes_total`: listened to by the runtime."""
     STATE_CHANGES.inc(len(records))
-
-
-commits.listen(_count)
 
 
 def read_since(person: Person, since_seq: int, limit: int = 1000) -> list[dict]:

@@ -11,7 +11,7 @@ from urllib.parse import urljoin
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, connection
+from django.db import connection
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from referencing import Registry
@@ -19,7 +19,7 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from stepstream import text
-from stepstream.engine import store
+from stepstream.engine import db, store
 from stepstream.errors import Invalid
 from stepstream.models import Environment, Person
 
@@ -223,60 +223,7 @@ def locked(environment: Environment, person_key: str) -> Person:
         raise store.person_not_found(person_key) from None
 
 
-@store.retried
-def put(environment: Environment, person_key: str, data) -> tuple[Person, bool]:
-    """Creates or replaces a person's data; True when created."""
-    check_person_key(person_key)
-    check_data(environment, data)
-    for _ in range(2):
-        try:
-            with store.writing():
-                updated = Person.objects.filter(
-                    environment=environment, person_key=person_key
-                ).update(data=data)
-                if updated:
-                    return get(environment, person_key), False
-                return Person.objects.create(
-                    environment=environment, person_key=person_key, data=data
-                ), True
-        except IntegrityError:
-            continue  # created concurrently: replace it instead
-    raise Invalid(f"person_key '{person_key}' is being created concurrently; retry.")
-
-
-@store.retried
-def merge(environment: Environment, person_key: str, data) -> Person:
-    """Creates the person, or merges top-level keys of `data` into theirs."""
-    check_person_key(person_key)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise Invalid("data must be a JSON object.")
-    for _ in range(2):
-        try:
-            with store.writing():
-                person = (
-                    Person.objects.select_for_update()
-                    .filter(environment=environment, person_key=person_key)
-                    .first()
-                )
-                if person is None:
-                    check_data(environment, data)
-                    return Person.objects.create(
-                        environment=environment, person_key=person_key, data=data
-                    )
-                if data:
-                    merged = {**person.data, **data}
-                    check_data(environment, merged)
-                    person.data = merged
-                    person.save(update_fields=["data"])
-                return person
-        except IntegrityError:
-            continue
-    raise Invalid(f"person_key '{person_key}' is being created concurrently; retry.")
-
-
-@store.retried
+@db.retried
 def delete(environment: Environment, person_key: str) -> None:
     deleted, _ = Person.objects.filter(environment=environment, person_key=person_key).delete()
     if not deleted:

@@ -7,11 +7,11 @@ and by segment version (`segments.compiled`).
 """
 
 from dataclasses import dataclass
-from threading import Lock
 
 from django.db import connection
 from django.db.models import F
 
+from stepstream.bounded import BoundedMemo
 from stepstream.engine import conditions
 from stepstream.models import Environment, Flow, Segment
 
@@ -28,9 +28,10 @@ class EnvRules:
     uses_now: bool = False
 
 
-_cache: dict[int, EnvRules] = {}
-_compiled: dict[tuple, conditions.Condition] = {}
-_lock = Lock()
+MAX_ENVIRONMENTS = 10_000  # environments whose rules a process keeps compiled
+MAX_SEGMENTS_COMPILED = 20_000  # segment versions kept compiled
+_cache: BoundedMemo[EnvRules] = BoundedMemo(MAX_ENVIRONMENTS)
+_compiled: BoundedMemo[conditions.Condition] = BoundedMemo(MAX_SEGMENTS_COMPILED)
 
 
 def compiled(segment: Segment) -> conditions.Condition:
@@ -44,8 +45,7 @@ def compiled(segment: Segment) -> conditions.Condition:
         found = conditions.compile_condition(
             segment.condition, "condition", SEGMENT_ROOTS, saving=False
         )
-        with _lock:
-            _compiled[key] = found
+        _compiled.put(key, found)
     return found
 
 
@@ -57,8 +57,7 @@ def bump(environment_id: int) -> None:
     rolled-back rows can come back, and a stale entry must never match them.
     """
     Environment.objects.filter(pk=environment_id).update(rules_version=F("rules_version") + 1)
-    with _lock:
-        _cache.pop(environment_id, None)
+    _cache.pop(environment_id)
 
 
 def env_rules(environment_id: int, version: int, graph) -> EnvRules:
@@ -87,8 +86,7 @@ def env_rules(environment_id: int, version: int, graph) -> EnvRules:
         start_when = compiled_graph.start_when
         uses_now = uses_now or bool(start_when and ("now", None) in start_when.deps)
     loaded = EnvRules(version, starters, found, uses_now)
-    with _lock:
-        _cache[environment_id] = loaded
+    _cache.put(environment_id, loaded)
     return loaded
 
 

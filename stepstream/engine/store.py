@@ -8,26 +8,18 @@ the ORM would; they run on the driver's cursor (`cursor`), without Django's
 per-statement layers. Everything else keeps using the ORM.
 """
 
-import functools
-import random
-import re
-import threading
-import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db import (
-    DEFAULT_DB_ALIAS,
     IntegrityError,
-    OperationalError,
     connection,
-    connections,
     transaction,
 )
 
 from stepstream.engine.changes import Change
+from stepstream.engine.db import _postgres, cursor, db_datetime, db_uuid, py_uuid
 from stepstream.errors import NotFound
 from stepstream.models import (
     Environment,
@@ -46,7 +38,6 @@ E = Environment._meta.db_table
 T = TrackedEvent._meta.db_table
 _cause_field = StateChange._meta.get_field("cause")
 _data_field = Person._meta.get_field("data")
-_uuid_field = StepInstance._meta.pk
 _INSERT_CHUNK = 500
 
 
@@ -89,194 +80,6 @@ class StepRow:
             self.activated_at = now
         elif state == "completed" and self.seconds_to_complete is None and self.activated_at:
             self.seconds_to_complete = max((now - self.activated_at).total_seconds(), 0.0)
-
-
-_sqlite_writers = threading.Lock()
-_jobs = threading.local()
-
-
-def share_writer_lock(lock) -> None:
-    """Replaces this process's SQLite writer lock, e.g. by one held across processes.
-
-    `serve --workers` passes a file lock so that workers take turns as threads
-    do (store.writing); SQLite's busy handler alone lets one process starve.
-    """
-    global _sqlite_writers
-    _sqlite_writers = lock
-
-
-_QMARK = re.compile(r"(?<!%)%s")  # Django's own conversion to SQLite's placeholders
-_qmarked: dict[str, str] = {}
-
-
-class _Cursor:
-    """The driver's cursor, taking Django's `%s` placeholders on either database."""
-
-    __slots__ = ("raw", "postgres")
-
-    def __init__(self, raw, postgres: bool):
-        self.raw = raw
-        self.postgres = postgres
-
-    def _sql(self, sql: str) -> str:
-        if self.postgres:
-            return sql
-        converted = _qmarked.get(sql)
-        if converted is None:
-            if len(_qmarked) >= 1024:  # statements with IN lists vary: keep it bounded
-                _qmarked.clear()
-            converted = _qmarked[sql] = _QMARK.sub("?", sql).replace("%%", "%")
-        return converted
-
-    def execute(self, sql: str, params=()) -> None:
-        self.raw.execute(self._sql(sql), params)
-
-    def executemany(self, sql: str, rows) -> None:
-        self.raw.executemany(self._sql(sql), rows)
-
-    def fetchone(self):
-        return self.raw.fetchone()
-
-    def fetchall(self):
-        return self.raw.fetchall()
-
-    def nextset(self):
-        return self.raw.nextset()
-
-
-@contextmanager
-def cursor():
-    """A cursor of the driver's own, with Django's error classes, for this module's statements.
-
-    Django's cursor passes each statement through several layers (the
-    connection proxy and asgiref's locals, thread and event-loop checks, the
-    placeholder conversion, the error wrapper), about a fifth of the CPU of a
-    change (docs/performance.md, "Group commit"). The statements run on the
-    same connection and in the same transaction; a driver error is raised as
-    Django's (IntegrityError, OperationalError with the driver's as its
-    cause), as Django's cursor would. Not seen by Django's query log.
-    """
-    conn = connections[DEFAULT_DB_ALIAS]
-    if conn.connection is None:
-        conn.ensure_connection()
-    with conn.wrap_database_errors:
-        raw = conn.connection.cursor()
-        try:
-            yield _Cursor(raw, _postgres())
-        finally:
-            raw.close()
-
-
-@contextmanager
-def job_savepoint():
-    """One group-commit job (stepstream/engine/groupcommit.py): a savepoint of the batch.
-
-    Issued on the driver's connection directly: Django's savepoint costs two
-    trips through its cursor wrappers, about as much as the commit a batch
-    saves. What Django's would also do is done here: on an error the job's
-    `on_commit` callbacks are dropped with its rows, and the transaction is
-    usable again. The `writing()` blocks inside add no savepoint of their own.
-    """
-    conn = connections[DEFAULT_DB_ALIAS]
-    raw = conn.connection
-    callbacks = len(conn.run_on_commit)
-    raw.execute("SAVEPOINT stepstream_job")
-    _jobs.active = True
-    try:
-        yield
-    except BaseException:
-        raw.execute("ROLLBACK TO SAVEPOINT stepstream_job")
-        raw.execute("RELEASE SAVEPOINT stepstream_job")
-        del conn.run_on_commit[callbacks:]
-        conn.needs_rollback = False
-        raise
-    else:
-        raw.execute("RELEASE SAVEPOINT stepstream_job")
-    finally:
-        _jobs.active = False
-
-
-@contextmanager
-def writing():
-    """A write transaction; on SQLite, this process's writers first take turns on a lock.
-
-    SQLite has one write lock per file. A thread that finds it taken sleeps in
-    SQLite's busy handler, whose sleeps grow to 100 ms whenever the lock
-    frees, so eight database threads contending for it made p99 latency
-    reach seconds (docs/performance.md). Queueing on a Python lock hands the
-    write lock over at once. Other processes still meet the busy timeout.
-    Inside an enclosing transaction the lock is not taken: that transaction
-    may already hold the write lock, and waiting here could deadlock on it.
-    """
-    if _postgres() or connections[DEFAULT_DB_ALIAS].in_atomic_block:
-        with transaction.atomic(savepoint=not getattr(_jobs, "active", False)):
-            yield
-        return
-    with _sqlite_writers, transaction.atomic():
-        yield
-
-
-# PostgreSQL's deadlock_detected and serialization_failure: the transaction was
-# rolled back whole and can simply run again.
-_RETRYABLE = {"40P01", "40001"}
-ATTEMPTS = 3
-
-
-def retryable(error: OperationalError) -> bool:
-    """A deadlock's victim or a serialization failure: rolled back whole, safe to run again."""
-    return getattr(error.__cause__, "sqlstate", None) in _RETRYABLE
-
-
-def retried(write):
-    """Runs a write again (up to 3 times) when PostgreSQL made it a deadlock's victim.
-
-    Each person's writes are serialized by their row lock, but two people's
-    writes meet on shared rows: the counters kept by triggers
-    (stepstream/engine/counters.py). Writes take those in one order
-    (update_states), which removes the common cycles, not every one (a restart,
-    two completions in one write). PostgreSQL breaks a cycle by aborting one
-    transaction; nothing of it was committed or sent (on-commit callbacks are
-    dropped with it), so running it again is safe. Inside an enclosing
-    transaction nothing is retried: that one is lost too.
-    """
-
-    @functools.wraps(write)
-    def run(*args, **kwargs):
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                return write(*args, **kwargs)
-            except OperationalError as e:
-                if not retryable(e) or attempt == ATTEMPTS or connection.in_atomic_block:
-                    raise
-                time.sleep(random.uniform(0, 0.02 * attempt))  # let the winner commit first
-
-    return run
-
-
-@functools.cache
-def _postgres() -> bool:
-    """The database of this process: PostgreSQL (native UUIDs, aware datetimes) or SQLite."""
-    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
-
-
-def db_uuid(value: uuid.UUID):
-    """A UUID as the model's field stores it: itself on PostgreSQL, 32 hex digits on SQLite."""
-    if not isinstance(value, uuid.UUID):
-        return _uuid_field.get_db_prep_value(value, connection, prepared=False)
-    return value if _postgres() else value.hex
-
-
-def db_datetime(value: datetime | None):
-    """A datetime as Django stores it: itself on PostgreSQL, naive UTC text on SQLite."""
-    if value is None or _postgres():
-        return value
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return str(value)
-
-
-def py_uuid(value) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def _for_update(alias: str) -> str:

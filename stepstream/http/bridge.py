@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 
 from stepstream.http.errors import send_error
+from stepstream.http.health import RUNTIME_KEY
 
 logger = logging.getLogger("stepstream.http")
 
@@ -112,12 +113,18 @@ def is_api(path: str) -> bool:
 
 
 class DjangoBridge:
-    """An ASGI app calling a WSGI app on `threads` threads (`api_app` for REST API paths)."""
+    """An ASGI app calling a WSGI app on `threads` threads (`api_app` for REST API paths),
+    each request's environ carrying the runtime (stepstream.http.runtime) under
+    RUNTIME_KEY. Made and shut down by the runtime."""
 
-    def __init__(self, app, threads: int, api_app=None):
+    def __init__(self, app, threads: int, api_app=None, runtime=None):
         self.app = app
         self.api_app = api_app or app
+        self.runtime = runtime
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def __call__(self, scope, receive, send):
         chunks = []
@@ -129,6 +136,7 @@ class DjangoBridge:
             if not message.get("more_body"):
                 break
         environ = build_environ(scope, io.BytesIO(b"".join(chunks)))
+        environ[RUNTIME_KEY] = self.runtime
         del chunks
         loop = asyncio.get_running_loop()
         response = _Response(loop, send)

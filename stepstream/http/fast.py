@@ -27,21 +27,19 @@ transition spent about a fifth of its server CPU in Django's and DRF's request
 handling (docs/performance.md, "REST at full speed").
 """
 
+import functools
 import logging
 import re
 import time
 
 import orjson
 from django.conf import settings
-from django.db import connections
 
-from stepstream import dbthreads, delivery
-from stepstream.engine import sandbox
 from stepstream.errors import StepstreamError
 from stepstream.http.convertors import Segment
+from stepstream.http.health import health_report
 from stepstream.metrics import REQUEST_DURATION
 from stepstream.observability import access_log, new_request_id, request_id, sane_request_id
-from stepstream.ws import serving
 
 HEALTH_PATH = "/api/v1/health"
 PERSON_PATH = re.compile(rf"/api/v1/people/({Segment.regex})")  # the route's own converter
@@ -77,10 +75,6 @@ def _allow() -> bytes:
     return ", ".join(health.cls().allowed_methods).encode()
 
 
-_headers: list | None = None
-_vendor: str | None = None
-
-
 def handles(scope) -> bool:
     """True for a plain `GET /api/v1/health` asking for JSON (or anything), with no body:
     it is answered before the body reader (stepstream.http.bodylimit)."""
@@ -92,57 +86,6 @@ def handles(scope) -> bool:
         if name in _BODY_HEADERS:
             return False
     return True
-
-
-def health_body() -> bytes:
-    global _vendor
-    if _vendor is None:
-        _vendor = connections["default"].vendor
-    hub = delivery.current_hub()
-    return orjson.dumps(
-        {
-            "status": "ok",
-            "database": _vendor,
-            "broker": type(delivery.broker()).__name__,
-            "delivered": dict(hub.stats) if hub else {},
-            "hub": {"healthy": hub.healthy, "errors": dict(hub.errors)} if hub else None,
-            "websocket": serving.report(),
-            "conditions": sandbox.report(),
-        }
-    )
-
-
-async def health(scope, receive, send) -> None:
-    global _headers
-    started = time.perf_counter()
-    given = [value for name, value in scope["headers"] if name == b"x-request-id"]
-    incoming = b",".join(given).decode("latin-1")  # as Django joins repeated headers
-    rid = incoming if sane_request_id(incoming) else new_request_id()
-    token = request_id.set(rid)
-    try:
-        if _headers is None:
-            _headers = [(b"content-type", b"application/json"), (b"allow", _allow())]
-            _headers += _security_headers()
-        body = health_body()
-        headers = [
-            *_headers,
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", rid.encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        duration = round((time.perf_counter() - started) * 1000, 2)
-        access_log.info(
-            "%s %s %s %.2fms",
-            "GET",
-            HEALTH_PATH,
-            200,
-            duration,
-            extra={"method": "GET", "path": HEALTH_PATH, "status": 200, "duration_ms": duration},
-        )
-    finally:
-        request_id.reset(token)
-        REQUEST_DURATION.observe(time.perf_counter() - started)
 
 
 # -- GET /api/v1/people/{key} ------------------------------------------------------------
@@ -179,23 +122,23 @@ def _bearer(scope) -> str | None:
     return key
 
 
-_renderer = None
+@functools.cache
+def _renderer():
+    """DRF's own JSON renderer (stateless: one serves every request)."""
+    from rest_framework.renderers import JSONRenderer
+
+    return JSONRenderer()
 
 
 def _person_response(data) -> bytes:
-    global _renderer
-    if _renderer is None:
-        from rest_framework.renderers import JSONRenderer
-
-        _renderer = JSONRenderer()
-    return _renderer.render(data, "application/json", {})
+    return _renderer().render(data, "application/json", {})
 
 
 def _error(e: StepstreamError) -> tuple[int, bytes]:
     return e.status, _person_response({"errors": e.messages, "code": e.code})
 
 
-def _read_person(digest: str, entry: tuple, needs_check: bool, segment: str):
+def _read_person(memory, digest: str, entry, needs_check: bool, segment: str):
     """On a database thread: None when the key was revoked (Django answers: 401), else
     (status, body). The key's re-check, when needed, rides in the read's round trip."""
     from stepstream.engine import people, store
@@ -205,29 +148,22 @@ def _read_person(digest: str, entry: tuple, needs_check: bool, segment: str):
     try:
         key = validate_person_key(Segment().to_python(segment))
     except StepstreamError as e:  # answered after the key is known good, as DRF does
-        if needs_check and not keycache.confirm(digest, "secret", entry):
+        if needs_check and not memory.confirm(digest, "secret", entry):
             return None
         return _error(e)
-    environment = keycache.environment_of(entry)
+    environment = entry.environment()
     if not needs_check:
         try:
             return 200, _person_response(people.describe_by_key(environment, key))
         except StepstreamError as e:
             return _error(e)
-    check = (keycache.live_check_sql(), [entry[0]])
+    check = (keycache.live_check_sql(), [entry.key_id])
     live, found = people.describe_by_key(environment, key, also=check)
-    if not keycache.confirmed(digest, "secret", entry, live is not None):
+    if not memory.confirmed(digest, "secret", entry, live is not None):
         return None
     if found is None:
         return _error(store.person_not_found(key))
     return 200, _person_response(found)
-
-
-async def person(scope, send, segment: str, key: str) -> bool:
-    """Answers the read, or returns False (nothing sent) for Django to answer it."""
-    from stepstream.http.api.views import person as view
-
-    return await _answer(scope, send, view, key, _read_person, segment)
 
 
 # -- POST /api/v1/people/{key}/flows/{flow}/transitions -----------------------------------
@@ -259,16 +195,15 @@ def transition_named(body: bytes) -> str | None:
         return None
 
 
-def _transition(digest, entry, needs_check, segment: str, flow: str, transition: str):
+def _transition(memory, digest, entry, needs_check, segment: str, flow: str, transition: str):
     """On a database thread: None when the key was revoked (Django answers: 401), else
     (status, body)."""
     from stepstream import engine
     from stepstream.text import validate_person_key
-    from stepstream.trust import keycache
 
-    if needs_check and not keycache.confirm(digest, "secret", entry):
+    if needs_check and not memory.confirm(digest, "secret", entry):
         return None
-    environment = keycache.environment_of(entry)
+    environment = entry.environment()
     try:
         key = validate_person_key(Segment().to_python(segment))
         flow = Segment().to_python(flow)
@@ -278,74 +213,127 @@ def _transition(digest, entry, needs_check, segment: str, flow: str, transition:
     return 200, _person_response(done)
 
 
-async def transition(scope, send, segments: tuple[str, str], key: str, body: bytes) -> bool:
-    """Makes the transition, or returns False (nothing sent, nothing done) for Django."""
-    from stepstream.http.api.views import person_transition as view
-
-    named = transition_named(body)
-    if named is None:
-        return False
-    return await _answer(scope, send, view, key, _transition, *segments, named)
-
-
 # -- both --------------------------------------------------------------------------------
 
 
-_view_headers: dict = {}
+class FastPath:
+    """The answers made without Django, for one runtime: its database threads, and the
+    headers each view answers with, found once."""
 
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self._health_headers: list | None = None
+        self._view_headers: dict = {}
 
-async def _answer(scope, send, view, key: str, work, *args) -> bool:
-    """Runs `work(digest, entry, needs_check, *args)` on a database thread for a secret key
-    this process remembers and sends its (status, body) as the DRF `view` would, with its
-    headers, request id, access log line and duration metric; False (nothing sent) when
-    the key is not remembered or `work` found it revoked: Django answers then."""
-    from stepstream.trust import keycache, tenants
-
-    digest = tenants.digest(key)
-    found = keycache.remembered(digest, "secret")
-    if found is None:
-        return False
-    started = time.perf_counter()
-    given = [value for name, value in scope["headers"] if name == b"x-request-id"]
-    incoming = b",".join(given).decode("latin-1")
-    rid = incoming if sane_request_id(incoming) else new_request_id()
-    token = request_id.set(rid)
-    method = scope["method"]
-    try:
+    async def health(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        given = [value for name, value in scope["headers"] if name == b"x-request-id"]
+        incoming = b",".join(given).decode("latin-1")  # as Django joins repeated headers
+        rid = incoming if sane_request_id(incoming) else new_request_id()
+        token = request_id.set(rid)
         try:
-            answer = await dbthreads.run(work, digest, *found, *args)
-        except StepstreamError as e:  # the database is unavailable (dbthreads)
-            answer = _error(e)
-        except Exception:  # as Django's handler500 would: logged, a JSON 500
-            logger.exception("%s %s failed", method, scope["path"])
-            sentence = "The server failed to answer; it has been logged."
-            answer = 500, _person_response({"errors": [sentence], "code": "internal"})
-        if answer is None:
+            if self._health_headers is None:
+                self._health_headers = [
+                    (b"content-type", b"application/json"),
+                    (b"allow", _allow()),
+                    *_security_headers(),
+                ]
+            body = orjson.dumps(health_report(self.runtime))
+            headers = [
+                *self._health_headers,
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid.encode()),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            duration = round((time.perf_counter() - started) * 1000, 2)
+            access_log.info(
+                "%s %s %s %.2fms",
+                "GET",
+                HEALTH_PATH,
+                200,
+                duration,
+                extra={
+                    "method": "GET",
+                    "path": HEALTH_PATH,
+                    "status": 200,
+                    "duration_ms": duration,
+                },
+            )
+        finally:
+            request_id.reset(token)
+            REQUEST_DURATION.observe(time.perf_counter() - started)
+
+    async def person(self, scope, send, segment: str, key: str) -> bool:
+        """Answers the read, or returns False (nothing sent) for Django to answer it."""
+        from stepstream.http.api.views import person as view
+
+        return await self._answer(scope, send, view, key, _read_person, segment)
+
+    async def transition(
+        self, scope, send, segments: tuple[str, str], key: str, body: bytes
+    ) -> bool:
+        """Makes the transition, or returns False (nothing sent, nothing done) for Django."""
+        from stepstream.http.api.views import person_transition as view
+
+        named = transition_named(body)
+        if named is None:
             return False
-        status, body = answer
-        view_headers = _view_headers.get(view)
-        if view_headers is None:
-            allow = ", ".join(view.cls().allowed_methods).encode()
-            view_headers = [(b"content-type", b"application/json"), (b"allow", allow)]
-            view_headers = _view_headers[view] = view_headers + _security_headers()
-        headers = [
-            *view_headers,
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", rid.encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        path = scope["path"]
-        duration = round((time.perf_counter() - started) * 1000, 2)
-        access_log.info(
-            "%s %s %s %.2fms",
-            method,
-            path,
-            status,
-            duration,
-            extra={"method": method, "path": path, "status": status, "duration_ms": duration},
-        )
-        REQUEST_DURATION.observe(time.perf_counter() - started)
-        return True
-    finally:
-        request_id.reset(token)
+        return await self._answer(scope, send, view, key, _transition, *segments, named)
+
+    async def _answer(self, scope, send, view, key: str, work, *args) -> bool:
+        """Runs `work(memory, digest, entry, needs_check, *args)` on a database thread for a secret
+        key this process remembers and sends its (status, body) as the DRF `view` would,
+        with its headers, request id, access log line and duration metric; False (nothing
+        sent) when the key is not remembered or `work` found it revoked: Django answers."""
+        from stepstream.trust import tenants
+
+        digest = tenants.digest(key)
+        memory = self.runtime.keys
+        found = memory.remembered(digest, "secret")
+        if found is None:
+            return False
+        started = time.perf_counter()
+        given = [value for name, value in scope["headers"] if name == b"x-request-id"]
+        incoming = b",".join(given).decode("latin-1")
+        rid = incoming if sane_request_id(incoming) else new_request_id()
+        token = request_id.set(rid)
+        method = scope["method"]
+        try:
+            try:
+                answer = await self.runtime.db.run(work, memory, digest, *found, *args)
+            except StepstreamError as e:  # the database is unavailable (dbthreads)
+                answer = _error(e)
+            except Exception:  # as Django's handler500 would: logged, a JSON 500
+                logger.exception("%s %s failed", method, scope["path"])
+                sentence = "The server failed to answer; it has been logged."
+                answer = 500, _person_response({"errors": [sentence], "code": "internal"})
+            if answer is None:
+                return False
+            status, body = answer
+            view_headers = self._view_headers.get(view)
+            if view_headers is None:
+                allow = ", ".join(view.cls().allowed_methods).encode()
+                view_headers = [(b"content-type", b"application/json"), (b"allow", allow)]
+                view_headers = self._view_headers[view] = view_headers + _security_headers()
+            headers = [
+                *view_headers,
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid.encode()),
+            ]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            path = scope["path"]
+            duration = round((time.perf_counter() - started) * 1000, 2)
+            access_log.info(
+                "%s %s %s %.2fms",
+                method,
+                path,
+                status,
+                duration,
+                extra={"method": method, "path": path, "status": status, "duration_ms": duration},
+            )
+            REQUEST_DURATION.observe(time.perf_counter() - started)
+            return True
+        finally:
+            request_id.reset(token)

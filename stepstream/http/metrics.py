@@ -22,49 +22,49 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from stepstream import delivery
 from stepstream.http.views import error_response
 from stepstream.metrics import REGISTRY, REQUEST_DURATION
-from stepstream.ws import guard
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 _CONNECTIONS_HELP = "Open WebSocket connections."
 _SUBSCRIPTIONS_HELP = "Live state_change subscriptions."
 
 
-def _live_counts() -> tuple[int, int]:
-    hub = delivery.current_hub()
+def live_counts(runtime) -> tuple[int, int]:
+    """Open connections and live subscriptions of one runtime (stepstream.http.runtime)."""
+    hub = runtime.node.hub
     subscriptions = sum(len(c.subs) for c in list(hub.channels.values())) if hub else 0
-    return len(guard._connections), subscriptions
+    return len(runtime.guard.connections), subscriptions
 
 
-class _LiveGauges:
-    """Open connections and subscriptions of this process, read when scraped."""
+class LiveGauges:
+    """Open connections and subscriptions of this process, read when scraped: registered by
+    the runtime while it runs."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
 
     def collect(self):
-        connections, subscriptions = _live_counts()
+        connections, subscriptions = live_counts(self.runtime)
         yield GaugeMetricFamily("stepstream_connections", _CONNECTIONS_HELP, value=connections)
         yield GaugeMetricFamily(
             "stepstream_subscriptions", _SUBSCRIPTIONS_HELP, value=subscriptions
         )
 
 
-if MULTIPROCESS:
-    # summed over the workers alive (the parent marks a dead one's file)
-    _CONNECTIONS = Gauge(
-        "stepstream_connections", _CONNECTIONS_HELP, multiprocess_mode="livesum", registry=None
-    )
-    _SUBSCRIPTIONS = Gauge(
-        "stepstream_subscriptions", _SUBSCRIPTIONS_HELP, multiprocess_mode="livesum", registry=None
-    )
-else:
-    REGISTRY.register(_LiveGauges())
+# in `serve --workers N`: summed over the workers alive (the parent marks a dead one's file)
+_CONNECTIONS = Gauge(
+    "stepstream_connections", _CONNECTIONS_HELP, multiprocess_mode="livesum", registry=None
+)
+_SUBSCRIPTIONS = Gauge(
+    "stepstream_subscriptions", _SUBSCRIPTIONS_HELP, multiprocess_mode="livesum", registry=None
+)
 
 
-async def write_live_gauges() -> None:
+async def write_live_gauges(runtime) -> None:
     """In a worker of `serve --workers N`: the gauges into the shared files, every second."""
     while True:
-        connections, subscriptions = _live_counts()
+        connections, subscriptions = live_counts(runtime)
         _CONNECTIONS.set(connections)
         _SUBSCRIPTIONS.set(subscriptions)
         await asyncio.sleep(1.0)

@@ -109,21 +109,75 @@ class Grant:
     expires: float
 
 
-_policies: dict[int, Policy] = {}  # environment id -> what this process enforces
-_counts: Counter = Counter()  # (environment id, signed?) -> requests since the last flush
+class Policies:
+    """What one server process enforces per environment (mode and secret, as last read) and
+    the signed/unsigned requests it counted since the last flush: owned by the runtime's
+    connection guard (stepstream.ws.guard), which re-reads and flushes them each interval."""
 
+    def __init__(self) -> None:
+        self._policies: dict[int, Policy] = {}  # environment id -> what is enforced
+        self._counts: Counter = Counter()  # (environment id, signed?) -> requests
 
-def remember(environment: Environment) -> None:
-    """Takes the environment's mode and secret as loaded (at connect)."""
-    _policies[environment.pk] = Policy(environment.verification_mode, environment.identity_secret)
+    def remember(self, environment: Environment) -> None:
+        """Takes the environment's mode and secret as loaded (at connect)."""
+        self._policies[environment.pk] = Policy(
+            environment.verification_mode, environment.identity_secret
+        )
 
+    def policy(self, environment: Environment) -> Policy:
+        found = self._policies.get(environment.pk)
+        if found is None:
+            self.remember(environment)
+            found = self._policies[environment.pk]
+        return found
 
-def policy(environment: Environment) -> Policy:
-    found = _policies.get(environment.pk)
-    if found is None:
-        remember(environment)
-        found = _policies[environment.pk]
-    return found
+    def update(self, fresh: dict[int, Policy], keep) -> None:
+        """Installs freshly read policies; forgets environments no connection uses any more."""
+        keep = set(keep)
+        for pk in list(self._policies):
+            if pk not in keep:
+                del self._policies[pk]
+        for pk, found in fresh.items():
+            if pk in keep:
+                self._policies[pk] = found
+
+    def take_counts(self) -> Counter:
+        taken, self._counts = self._counts, Counter()
+        return taken
+
+    def put_back(self, counts: Counter) -> None:
+        """Counts a failed flush could not save, kept for the next one."""
+        self._counts.update(counts)
+
+    def check(self, environment: Environment, person_key: str, data: dict) -> Grant | None:
+        """Applies the environment's verification mode to one request naming `person_key`.
+
+        Returns the Grant of a valid token (whatever the mode, so a subscription
+        made before verification was enforced keeps living by its token), else None.
+        """
+        found = self.policy(environment)
+        token = data.get(TOKEN_FIELD)
+        if found.mode == "off":
+            if token is None or not found.secret:
+                return None
+            try:
+                return _grant(found.secret, verify_token(token, found.secret, person_key))
+            except (Unauthenticated, Forbidden):
+                return None
+        if found.mode == "enforce":
+            try:
+                claims = verify_token(token, found.secret, person_key)
+            except (Unauthenticated, Forbidden):
+                self._counts[(environment.pk, False)] += 1
+                raise
+            self._counts[(environment.pk, True)] += 1
+            return _grant(found.secret, claims)
+        try:
+            grant = _grant(found.secret, verify_token(token, found.secret, person_key))
+        except (Unauthenticated, Forbidden):
+            grant = None
+        self._counts[(environment.pk, grant is not None)] += 1
+        return grant
 
 
 def load_policies(environment_ids) -> dict[int, Policy]:
@@ -132,23 +186,6 @@ def load_policies(environment_ids) -> dict[int, Policy]:
         "pk", "verification_mode", "identity_secret"
     )
     return {pk: Policy(mode, secret) for pk, mode, secret in rows}
-
-
-def update_policies(fresh: dict[int, Policy], keep) -> None:
-    """Installs freshly read policies; forgets environments no connection uses any more."""
-    keep = set(keep)
-    for pk in list(_policies):
-        if pk not in keep:
-            del _policies[pk]
-    for pk, found in fresh.items():
-        if pk in keep:
-            _policies[pk] = found
-
-
-def take_counts() -> Counter:
-    global _counts
-    taken, _counts = _counts, Counter()
-    return taken
 
 
 def save_counts(counts: Counter) -> None:
@@ -220,37 +257,6 @@ def verify_token(token, secret: str, person_key: str) -> dict:
 
 def _grant(secret: str, claims: dict) -> Grant:
     return Grant(secret, float(claims["exp"]))
-
-
-def check(environment: Environment, person_key: str, data: dict) -> Grant | None:
-    """Applies the environment's verification mode to one request naming `person_key`.
-
-    Returns the Grant of a valid token (whatever the mode, so a subscription
-    made before verification was enforced keeps living by its token), else None.
-    """
-    found = policy(environment)
-    token = data.get(TOKEN_FIELD)
-    if found.mode == "off":
-        if token is None or not found.secret:
-            return None
-        try:
-            return _grant(found.secret, verify_token(token, found.secret, person_key))
-        except (Unauthenticated, Forbidden):
-            return None
-    if found.mode == "enforce":
-        try:
-            claims = verify_token(token, found.secret, person_key)
-        except (Unauthenticated, Forbidden):
-            _counts[(environment.pk, False)] += 1
-            raise
-        _counts[(environment.pk, True)] += 1
-        return _grant(found.secret, claims)
-    try:
-        grant = _grant(found.secret, verify_token(token, found.secret, person_key))
-    except (Unauthenticated, Forbidden):
-        grant = None
-    _counts[(environment.pk, grant is not None)] += 1
-    return grant
 
 
 def lapsed(found: Policy, grant: Grant | None, now: float) -> str | None:

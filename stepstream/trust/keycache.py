@@ -1,4 +1,4 @@
-"""This process's memory of secret keys it has already looked up (the REST hot path).
+"""A server's memory of secret keys it has already looked up (the REST hot path).
 
 Looking a key up (its digest, then the row and its environment through the
 ORM) was a third of the time of every REST request (docs/performance.md,
@@ -34,7 +34,7 @@ that keys changed:
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -42,40 +42,41 @@ from django.db.models.signals import post_delete, post_save
 
 from stepstream.metrics import KEY_RECHECKS
 from stepstream.models import ApiKey, Environment
-from stepstream.trust import keywatch
 
 MAX_ENTRIES = 10_000  # live keys remembered; beyond, the memory starts again
 _ENV_FIELDS = ["id", "project_id", "identifier"]  # the rest is deferred: read when used
 
-_entries: dict[tuple[str, str], tuple[int, int, int, str, float]] = {}
-_lock = threading.Lock()
-_generation = 0  # grows with every forget: a lookup that raced one is not remembered
-
-
-def forget() -> None:
-    """Forgets every remembered key (keys changed here or elsewhere, or messages were missed)."""
-    global _generation
-    with _lock:
-        _generation += 1
-        _entries.clear()
-
 
 @dataclass(slots=True)
 class Peers:
-    """How this process tells the others that keys changed, and whether it would hear
-    them: given by delivery, which sits above trust (`watch_keys`, from apps.py)."""
+    """How this process tells the others that keys changed, whether it would hear them,
+    and what it forgets when they change: given by the layers above trust, a command's
+    from apps.py, a server's by its runtime (stepstream.http.runtime) while it runs."""
 
     tell: Callable[[], None]  # publish "keys changed"; never raises
-    hear: Callable[[], bool]  # True while a message from another process would arrive
+    # True while another process's change would be heard: the broker's message (Redis,
+    # healthy) or PostgreSQL's own notice (stepstream.trust.keywatch, listening)
+    hear: Callable[[], bool]
+    forget: Callable[[], None] = lambda: None  # the runtime's KeyMemory.forget
 
 
-_peers: list[Peers] = []  # the one set by watch_keys
+# the one in use: a command's (tells with a broker of its own, hears nothing), or while a
+# runtime runs, its own (its broker, its key listener, its memory)
+_peers: list[Peers] = []
+
+
+def use_peers(peers: Peers | None) -> None:
+    _peers[:] = [peers] if peers is not None else []
+
+
+def current_peers() -> Peers | None:
+    return _peers[0] if _peers else None
 
 
 def changed() -> None:
     """Keys changed (committed): forget here, and tell every other process."""
-    forget()
-    for peers in _peers:
+    for peers in list(_peers):
+        peers.forget()
         peers.tell()
 
 
@@ -86,15 +87,13 @@ def _on_key_saved_or_deleted(sender, **kwargs) -> None:
 def watch_keys(peers: Peers) -> None:
     """Any key saved (revoked, made) or deleted (with its environment, from the admin
     too) makes every process forget, once committed (called by the app's ready(), with
-    delivery's broker as `peers`; delivery calls `forget` when others tell)."""
-    _peers[:] = [peers]
+    a command's `peers`)."""
+    use_peers(peers)
     post_save.connect(_on_key_saved_or_deleted, sender=ApiKey, dispatch_uid="keycache-save")
     post_delete.connect(_on_key_saved_or_deleted, sender=ApiKey, dispatch_uid="keycache-delete")
 
 
 def _trusted() -> bool:
-    if keywatch.listening():
-        return True
     return any(peers.hear() for peers in _peers)
 
 
@@ -110,24 +109,6 @@ def _still_live(key_id: int) -> bool:
         return cursor.fetchone() is not None
 
 
-def remembered(digest: str, kind: str) -> tuple | None:
-    """(entry, needs_check) for a remembered key, without touching the database, or None.
-
-    For callers on the event loop (stepstream.http.fast): they run `confirm()` on a
-    database thread when `needs_check`, then `environment_of(entry)`.
-    """
-    entry = _entries.get((digest, kind))
-    if entry is None:
-        return None
-    fresh = time.monotonic() - entry[4] < settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
-    return entry, not (fresh and _trusted())
-
-
-def confirm(digest: str, kind: str, entry: tuple) -> bool:
-    """Re-checks a remembered key by its row id (a database thread); forgets it if revoked."""
-    return confirmed(digest, kind, entry, _still_live(entry[0]))
-
-
 def live_check_sql() -> str:
     """The re-check as a scalar subquery taking the key's row id: a caller may run it in
     the same round trip as its own query (stepstream.http.fast). Counted as a re-check."""
@@ -135,46 +116,88 @@ def live_check_sql() -> str:
     return f"(SELECT 1 FROM {ApiKey._meta.db_table} WHERE id = %s AND revoked_at IS NULL)"
 
 
-def confirmed(digest: str, kind: str, entry: tuple, live: bool) -> bool:
-    """Records the outcome of a re-check: the key is trusted again, or forgotten."""
-    if live:
-        _entries[(digest, kind)] = (*entry[:4], time.monotonic())
-        return True
-    with _lock:
-        _entries.pop((digest, kind), None)
-    return False
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A remembered live key: its row, its environment's fields, and when it was checked."""
+
+    key_id: int
+    environment_id: int
+    project_id: int
+    identifier: str  # the environment's
+    checked_at: float  # monotonic
+
+    def environment(self) -> Environment:
+        return _environment(self.environment_id, self.project_id, self.identifier)
 
 
-def environment_of(entry: tuple) -> Environment:
-    return _environment(entry[1], entry[2], entry[3])
+class KeyMemory:
+    """The keys one runtime remembers (stepstream.http.runtime); bounded by MAX_ENTRIES."""
 
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Entry] = {}
+        self._lock = threading.Lock()
+        self._generation = 0  # grows with every forget: a lookup that raced one is dropped
 
-def environment(digest: str, kind: str, lookup) -> Environment | None:
-    """The environment of the live key with this digest and kind, or None.
+    def forget(self) -> None:
+        """Forgets every remembered key (keys changed here or elsewhere, or messages were
+        missed)."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
 
-    `lookup()` is the full lookup (tenants.key_row), run when the key is not
-    remembered. The answer is an instance of its own for the caller.
-    """
-    entry = _entries.get((digest, kind))
-    now = time.monotonic()
-    if entry is not None:
-        key_id, env_id, project_id, identifier, checked_at = entry
-        fresh = now - checked_at < settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
-        if (fresh and _trusted()) or _still_live(key_id):
-            if not fresh:
-                _entries[(digest, kind)] = (key_id, env_id, project_id, identifier, now)
-            return _environment(env_id, project_id, identifier)
-        with _lock:
-            _entries.pop((digest, kind), None)
-        return None
-    generation = _generation
-    row = lookup()
-    if row is None:
-        return None
-    env = row.environment
-    with _lock:
-        if generation == _generation:
-            if len(_entries) >= MAX_ENTRIES:
-                _entries.clear()
-            _entries[(digest, kind)] = (row.pk, env.pk, env.project_id, env.identifier, now)
-    return env
+    def remembered(self, digest: str, kind: str) -> tuple[Entry, bool] | None:
+        """(entry, needs_check) for a remembered key, without touching the database, or None.
+
+        For callers on the event loop (stepstream.http.fast): they run `confirm()` on a
+        database thread when `needs_check`, then `entry.environment()`.
+        """
+        entry = self._entries.get((digest, kind))
+        if entry is None:
+            return None
+        fresh = time.monotonic() - entry.checked_at < settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
+        return entry, not (fresh and _trusted())
+
+    def confirm(self, digest: str, kind: str, entry: Entry) -> bool:
+        """Re-checks a remembered key by its row id (a database thread); forgets it if
+        revoked."""
+        return self.confirmed(digest, kind, entry, _still_live(entry.key_id))
+
+    def confirmed(self, digest: str, kind: str, entry: Entry, live: bool) -> bool:
+        """Records the outcome of a re-check: the key is trusted again, or forgotten."""
+        if live:
+            self._entries[(digest, kind)] = replace(entry, checked_at=time.monotonic())
+            return True
+        with self._lock:
+            self._entries.pop((digest, kind), None)
+        return False
+
+    def environment(self, digest: str, kind: str, lookup) -> Environment | None:
+        """The environment of the live key with this digest and kind, or None.
+
+        `lookup()` is the full lookup (tenants.key_row), run when the key is not
+        remembered. The answer is an instance of its own for the caller.
+        """
+        entry = self._entries.get((digest, kind))
+        now = time.monotonic()
+        if entry is not None:
+            fresh = now - entry.checked_at < settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
+            if (fresh and _trusted()) or _still_live(entry.key_id):
+                if not fresh:
+                    self._entries[(digest, kind)] = replace(entry, checked_at=now)
+                return entry.environment()
+            with self._lock:
+                self._entries.pop((digest, kind), None)
+            return None
+        generation = self._generation
+        row = lookup()
+        if row is None:
+            return None
+        env = row.environment
+        with self._lock:
+            if generation == self._generation:
+                if len(self._entries) >= MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[(digest, kind)] = Entry(
+                    row.pk, env.pk, env.project_id, env.identifier, now
+                )
+        return env

@@ -94,30 +94,15 @@ class Watcher:
             wait = min(wait * 2, RETRY_SECONDS[1])
 
 
-_watcher: Watcher | None = None
-
-
-def listening() -> bool:
-    return _watcher is not None and _watcher.listening
-
-
-def start(on_change) -> None:
-    """Starts listening in this process (a server on PostgreSQL); a no-op on SQLite, or
-    with STEPSTREAM_KEY_NOTIFY=false (a pooler that cannot pass LISTEN)."""
-    global _watcher
+def start(on_change) -> Watcher | None:
+    """A started listener for this process (a server on PostgreSQL), owned by the runtime,
+    which stops it; None on SQLite, or with STEPSTREAM_KEY_NOTIFY=false (a pooler that
+    cannot pass LISTEN)."""
     from django.conf import settings
     from django.db import connection
 
-    if _watcher is not None or connection.vendor != "postgresql":
-        return
-    if not settings.STEPSTREAM["KEY_NOTIFY"]:
-        return
-    _watcher = Watcher(config.psycopg_kwargs(connection.settings_dict), on_change)
-    _watcher.start()
-
-
-def stop() -> None:
-    global _watcher
-    if _watcher is not None:
-        _watcher.stop()
-        _watcher = None
+    if connection.vendor != "postgresql" or not settings.STEPSTREAM["KEY_NOTIFY"]:
+        return None
+    watcher = Watcher(config.psycopg_kwargs(connection.settings_dict), on_change)
+    watcher.start()
+    return watcher

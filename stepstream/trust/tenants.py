@@ -147,15 +147,21 @@ def key_rows(keys: list[str], kind: str) -> dict[str, ApiKey]:
     return found
 
 
-def environment_for_key(key: str | None, kind: str) -> Environment | None:
+def environment_for_key(
+    key: str | None, kind: str, memory: "keycache.KeyMemory | None" = None
+) -> Environment | None:
     """The environment a live key of this kind belongs to, or None.
 
-    Remembered once found (stepstream.trust.keycache): no query per request
-    while the broker can tell of revocations, one small one otherwise.
+    With a server runtime's `memory` (stepstream.trust.keycache), remembered once
+    found: no query per request while the broker can tell of revocations, one
+    small one otherwise. Without (a command, a test client), looked up each time.
     """
     if not key or not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
         return None
-    return keycache.environment(digest(key), kind, lambda: key_row(key, kind))
+    if memory is None:
+        row = key_row(key, kind)
+        return row.environment if row is not None else None
+    return memory.environment(digest(key), kind, lambda: key_row(key, kind))
 
 
 # -- lifecycle ----------------------------------------------------------------

@@ -1,11 +1,10 @@
 """The WebSocket actions: each checks its fields, then calls the engine or the hub."""
 
-from stepstream import dbthreads, engine
+from stepstream import engine
 from stepstream.engine import log
 from stepstream.errors import Conflict, Invalid, RateLimited
 from stepstream.text import validate_identifier, validate_person_key
 from stepstream.trust import identity
-from stepstream.ws import positions
 
 ENTITIES = ("flow", "step")
 
@@ -27,7 +26,7 @@ def _verified(conn, data: dict, *checked) -> tuple[str, identity.Grant | None]:
     for check in checked:
         check(data)
     # 401 / 403 when verification refuses
-    return person_key, identity.check(conn.environment, person_key, data)
+    return person_key, conn.gateway.guard.policies.check(conn.environment, person_key, data)
 
 
 def _person(conn, data: dict, *checked) -> str:
@@ -61,7 +60,7 @@ async def subscribe_state_change(conn, data, request_id):
         existing.grant = grant  # a fresh token extends the subscription's life
         return None
     # shared with the other subscribes waiting now: one database job for all of them
-    person_id, last_seq = await positions.position(conn.environment, person_key)
+    person_id, last_seq = await conn.gateway.positions.position(conn.environment, person_key)
     if since_seq is not None and epoch is not None and epoch != log.epoch(person_id):
         raise Conflict(
             f"epoch '{epoch[:100]}' is not the current epoch of person '{person_key}': their "
@@ -119,17 +118,17 @@ def _person_data(data: dict) -> dict | None:
 
 async def identify(conn, data, request_id):
     person_key = _person(conn, data, _person_data)
-    return await dbthreads.run(_identify, conn.environment, person_key, data.get("data"))
+    return await conn.gateway.db.run(_identify, conn.environment, person_key, data.get("data"))
 
 
 async def get_state(conn, data, request_id):
-    return await dbthreads.run(engine.snapshot, conn.environment, _person(conn, data))
+    return await conn.gateway.db.run(engine.snapshot, conn.environment, _person(conn, data))
 
 
 async def transition(conn, data, request_id):
     person_key = _person(conn, data, lambda d: _text(d, "flow"), lambda d: _text(d, "transition"))
     flow, name = data["flow"], data["transition"]
-    return await dbthreads.run(
+    return await conn.gateway.db.run(
         engine.do_transition, conn.environment, person_key, flow, name, via="websocket"
     )
 
@@ -150,12 +149,12 @@ async def track(conn, data, request_id):
     """Records a tracked event for the person; rules it sets off run in the same transaction."""
     person_key = _person(conn, data, lambda d: _text(d, "event"), _properties)
     event, properties = data["event"], data.get("properties")
-    return await dbthreads.run(_track, conn.environment, person_key, event, properties)
+    return await conn.gateway.db.run(_track, conn.environment, person_key, event, properties)
 
 
 async def restart(conn, data, request_id):
     person_key = _person(conn, data, lambda d: _text(d, "flow"))
-    return await dbthreads.run(
+    return await conn.gateway.db.run(
         engine.do_restart, conn.environment, person_key, data["flow"], via="websocket"
     )
 

@@ -13,7 +13,7 @@ as before (a key revoked before a connect arrived is seen revoked).
 import asyncio
 from collections.abc import Callable, Hashable
 
-from stepstream import dbthreads
+from stepstream.dbthreads import DbThreads
 
 
 class Batched:
@@ -23,8 +23,11 @@ class Batched:
     keys found; a key it leaves out gets `missing(key)` raised, or None.
     """
 
-    def __init__(self, read: Callable[[list], dict], missing: Callable | None = None):
+    def __init__(
+        self, read: Callable[[list], dict], db: DbThreads, missing: Callable | None = None
+    ):
         self._read = read
+        self._db = db
         self._missing = missing
         self._waiting: dict[Hashable, list[asyncio.Future]] = {}
         self._draining: asyncio.Task | None = None
@@ -46,7 +49,7 @@ class Batched:
             batch = dict(waiting)
             waiting.clear()
             try:
-                found = await dbthreads.run(self._read, list(batch))
+                found = await self._db.run(self._read, list(batch))
             except Exception as error:  # e.g. the database is down: each waiter answers so
                 for futures in batch.values():
                     for future in futures:

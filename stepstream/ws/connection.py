@@ -43,6 +43,7 @@ class Connection:
         "environment",
         "key_id",
         "hub",
+        "gateway",
         "subscriptions",
         "closed",
         "close_code",
@@ -59,8 +60,9 @@ class Connection:
         "__weakref__",
     )
 
-    def __init__(self, send, environment, hub, key_id: int | None = None):
+    def __init__(self, send, environment, hub, key_id: int | None = None, gateway=None):
         self._send = send
+        self.gateway = gateway  # stepstream.ws.endpoint.Gateway: database threads, policies
         self._transport: Transport = writer_for(send)
         self.environment = environment
         self.key_id = key_id  # the ApiKey row it opened with: revoking it closes this (4403)

@@ -8,7 +8,6 @@ docs/performance.md). Here a socket is a receive loop plus a writer task.
 
 import itertools
 import logging
-import os
 import secrets
 import weakref
 from collections import Counter
@@ -16,7 +15,7 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
-from stepstream.delivery import runtime
+from stepstream.dbthreads import DbThreads
 from stepstream.models import Environment
 from stepstream.observability import request_id
 from stepstream.trust import origins, tenants
@@ -24,6 +23,7 @@ from stepstream.ws import guard, protocol
 from stepstream.ws.batched import Batched
 from stepstream.ws.connection import Connection
 from stepstream.ws.frames import forget_handshake
+from stepstream.ws.positions import Positions
 
 logger = logging.getLogger("stepstream.ws")
 
@@ -33,42 +33,6 @@ CLOSE_TRY_LATER = 1013
 # close reasons: at most 123 bytes (RFC 6455), plain sentences a browser can show
 BAD_KEY_REASON = "Missing or wrong key: connect with the environment's publishable key."
 ORIGIN_REASON = "This page's origin is not on the environment's allowed origins for this key."
-
-open_per_environment: Counter = Counter()
-_connection_ids = itertools.count(1)
-_prefix: tuple[int, str] = (0, "")  # (pid, random prefix): a forked worker makes its own
-
-
-def _connection_name() -> str:
-    """Names a connection in log lines: unique per process (a random prefix, renewed in a
-    forked child) without a uuid4, an os.urandom call, per connection."""
-    global _prefix
-    pid = os.getpid()
-    if _prefix[0] != pid:
-        _prefix = (pid, secrets.token_hex(3))
-    return f"ws-{_prefix[1]}{next(_connection_ids):06x}"
-
-
-async def websocket_app(scope, receive, send) -> None:
-    admitted = await _admit(scope, receive, send)
-    if admitted is None:
-        return
-    environment, key_id = admitted
-    hub = await runtime.ensure_hub()
-    await send({"type": "websocket.accept"})
-    forget_handshake(scope, send)
-    open_per_environment[environment.pk] += 1
-    conn = Connection(send, environment, hub, key_id=key_id)
-    guard.track(conn)
-    try:
-        while await _handle(conn, await receive()):
-            pass
-    finally:
-        guard.untrack(conn)
-        open_per_environment[environment.pk] -= 1
-        if open_per_environment[environment.pk] <= 0:
-            del open_per_environment[environment.pk]
-        await conn.finish()
 
 
 async def _handle(conn: Connection, message: dict) -> bool:
@@ -90,68 +54,8 @@ def _read_keys(keys: list[str]) -> dict:
     return tenants.key_rows(keys, "publishable")
 
 
-_key_rows = Batched(_read_keys)  # connects waiting at the same moment share one job
-
-
 def _plausible(key) -> bool:
     return isinstance(key, str) and 0 < len(key) <= tenants.MAX_KEY_LENGTH
-
-
-async def _admit(scope, receive, send):
-    """(environment, key id) for a socket that may open, else None once it is refused.
-
-    A function of its own so the key, its row and the parsed query are freed
-    when it returns, not held for the socket's lifetime.
-    """
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return None
-    if scope.get("path") != "/ws":
-        await send({"type": "websocket.close", "code": 4404})
-        return None
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    key = (query.get("key") or [None])[0]
-    try:
-        key_row = await _key_rows.get(key) if _plausible(key) else None
-    except Exception:
-        logger.warning("key lookup failed; refusing the connection for now")
-        await _close_after_accept(send, CLOSE_TRY_LATER, "The server cannot check keys now.")
-        return None
-    if key_row is None:
-        await _close_after_accept(send, CLOSE_BAD_KEY, BAD_KEY_REASON)
-        return None
-    if key_row.revoked_at is not None:
-        await _close_after_accept(send, CLOSE_REFUSED, guard.REVOKED_REASON)
-        return None
-    environment = _shared(key_row.environment)
-    if not origins.allowed(environment, scope):
-        await _close_after_accept(send, CLOSE_REFUSED, ORIGIN_REASON)
-        return None
-    if open_per_environment[environment.pk] >= settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_KEY"]:
-        await _close_after_accept(
-            send, CLOSE_TRY_LATER, "Too many connections with this key; try again later."
-        )
-        return None
-    request_id.set(_connection_name())  # names this connection in log lines
-    return environment, key_row.pk
-
-
-_environments: "weakref.WeakValueDictionary[int, Environment]" = weakref.WeakValueDictionary()
-
-
-def _shared(fresh: Environment) -> Environment:
-    """One Environment object for all of an environment's sockets in this process.
-
-    Each new socket's freshly read row refreshes it, so a changed schema
-    reaches the sockets already open too.
-    """
-    shared = _environments.get(fresh.pk)
-    if shared is None:
-        _environments[fresh.pk] = fresh
-        return fresh
-    for field in Environment._meta.concrete_fields:
-        setattr(shared, field.attname, getattr(fresh, field.attname))
-    return shared
 
 
 async def _close_after_accept(send, code: int, reason: str = "") -> None:
@@ -161,3 +65,99 @@ async def _close_after_accept(send, code: int, reason: str = "") -> None:
     """
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class Gateway:
+    """The /ws endpoint of one runtime (stepstream.http.runtime): its database threads,
+    delivery hub and connection guard, the connects and subscribes being read in batches,
+    and the sockets open per environment. Called as the ASGI WebSocket app."""
+
+    def __init__(self, db: DbThreads, node, watch: guard.Guard):
+        self.db = db
+        self.node = node  # stepstream.delivery.Node: its hub is started with the runtime
+        self.guard = watch
+        self.positions = Positions(db)
+        self.open_per_environment: Counter = Counter()
+        # connects waiting at the same moment share one job
+        self._key_rows = Batched(_read_keys, db)
+        self._environments: weakref.WeakValueDictionary[int, Environment] = (
+            weakref.WeakValueDictionary()
+        )
+        # names connections in log lines: unique per process (a runtime is made after the
+        # fork of `serve --workers`) without a uuid4, an os.urandom call, per connection
+        self._ids = itertools.count(1)
+        self._prefix = f"ws-{secrets.token_hex(3)}"
+
+    async def __call__(self, scope, receive, send) -> None:
+        admitted = await self._admit(scope, receive, send)
+        if admitted is None:
+            return
+        environment, key_id = admitted
+        hub = self.node.hub
+        await send({"type": "websocket.accept"})
+        forget_handshake(scope, send)
+        self.open_per_environment[environment.pk] += 1
+        conn = Connection(send, environment, hub, key_id=key_id, gateway=self)
+        self.guard.track(conn)
+        try:
+            while await _handle(conn, await receive()):
+                pass
+        finally:
+            self.guard.untrack(conn)
+            self.open_per_environment[environment.pk] -= 1
+            if self.open_per_environment[environment.pk] <= 0:
+                del self.open_per_environment[environment.pk]
+            await conn.finish()
+
+    async def _admit(self, scope, receive, send):
+        """(environment, key id) for a socket that may open, else None once it is refused.
+
+        A function of its own so the key, its row and the parsed query are freed
+        when it returns, not held for the socket's lifetime.
+        """
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return None
+        if scope.get("path") != "/ws":
+            await send({"type": "websocket.close", "code": 4404})
+            return None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        key = (query.get("key") or [None])[0]
+        try:
+            key_row = await self._key_rows.get(key) if _plausible(key) else None
+        except Exception:
+            logger.warning("key lookup failed; refusing the connection for now")
+            await _close_after_accept(send, CLOSE_TRY_LATER, "The server cannot check keys now.")
+            return None
+        if key_row is None:
+            await _close_after_accept(send, CLOSE_BAD_KEY, BAD_KEY_REASON)
+            return None
+        if key_row.revoked_at is not None:
+            await _close_after_accept(send, CLOSE_REFUSED, guard.REVOKED_REASON)
+            return None
+        environment = self._shared(key_row.environment)
+        if not origins.allowed(environment, scope):
+            await _close_after_accept(send, CLOSE_REFUSED, ORIGIN_REASON)
+            return None
+        most = settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_KEY"]
+        if self.open_per_environment[environment.pk] >= most:
+            await _close_after_accept(
+                send, CLOSE_TRY_LATER, "Too many connections with this key; try again later."
+            )
+            return None
+        request_id.set(f"{self._prefix}{next(self._ids):06x}")  # names it in log lines
+        return environment, key_row.pk
+
+    def _shared(self, fresh: Environment) -> Environment:
+        """One Environment object for all of an environment's sockets in this process.
+
+        Each new socket's freshly read row refreshes it, so a changed schema
+        reaches the sockets already open too.
+        """
+        shared = self._environments.get(fresh.pk)
+        if shared is None:
+            self._environments[fresh.pk] = fresh
+            return fresh
+        for field in Environment._meta.concrete_fields:
+            setattr(shared, field.attname, getattr(fresh, field.attname))
+        return shared

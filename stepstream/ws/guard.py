@@ -23,7 +23,7 @@ import time
 
 from django.conf import settings
 
-from stepstream import dbthreads
+from stepstream.dbthreads import DbThreads
 from stepstream.models import ApiKey
 from stepstream.trust import identity
 
@@ -31,22 +31,6 @@ logger = logging.getLogger("stepstream.ws")
 
 CLOSE_KEY_REVOKED = 4403
 REVOKED_REASON = "This publishable key was revoked: use the environment's new key."
-
-_connections: set = set()
-_task: asyncio.Task | None = None
-
-
-def track(conn) -> None:
-    """Watches a new connection (its `key_id` and `environment` are set)."""
-    global _task
-    identity.remember(conn.environment)
-    _connections.add(conn)
-    if _task is None or _task.done():
-        _task = asyncio.get_running_loop().create_task(_watch())
-
-
-def untrack(conn) -> None:
-    _connections.discard(conn)
 
 
 def _read(key_ids: set[int], environment_ids: set[int], counts) -> tuple[set[int], dict]:
@@ -60,53 +44,76 @@ def _read(key_ids: set[int], environment_ids: set[int], counts) -> tuple[set[int
     return key_ids - live, identity.load_policies(environment_ids)
 
 
-async def check_once() -> None:
-    conns = list(_connections)
-    key_ids = {c.key_id for c in conns}
-    environment_ids = {c.environment.pk for c in conns}
-    counts = identity.take_counts()
-    try:
-        revoked, policies = await dbthreads.run(_read, key_ids, environment_ids, counts)
-    except Exception:
-        for key, n in counts.items():  # keep them for the next round
-            identity._counts[key] += n
-        raise
-    identity.update_policies(policies, {c.environment.pk for c in _connections})
-    if revoked:
-        closing = [c for c in _connections if c.key_id in revoked]
-        if closing:
-            logger.info("closing %d connection(s) whose key was revoked", len(closing))
-        for conn in closing:
-            conn.close(CLOSE_KEY_REVOKED, REVOKED_REASON)
+class Guard:
+    """The open connections of one runtime, what verification each environment enforces
+    for them, and the task that re-checks both every interval."""
 
+    def __init__(self, db: DbThreads):
+        self.db = db
+        self.connections: set = set()
+        self.policies = identity.Policies()
+        self._task: asyncio.Task | None = None
 
-def end_lapsed(now: float | None = None) -> int:
-    """Ends the subscriptions whose token no longer lets them live; how many it ended."""
-    now = time.time() if now is None else now
-    ended = 0
-    for conn in list(_connections):
-        found = identity.policy(conn.environment)
-        if found.mode != "enforce" or conn.closed:
-            continue
-        for (person_key, entity), sub in list(conn.subscriptions.items()):
-            reason = identity.lapsed(found, sub.grant, now)
-            if reason is not None:
-                conn.end_subscription(person_key, entity, 401, [reason])
-                ended += 1
-    return ended
+    def track(self, conn) -> None:
+        """Watches a new connection (its `key_id` and `environment` are set)."""
+        self.policies.remember(conn.environment)
+        self.connections.add(conn)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._watch())
 
+    def untrack(self, conn) -> None:
+        self.connections.discard(conn)
 
-async def _watch() -> None:
-    interval = settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
-    while True:
-        await asyncio.sleep(interval)
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def check_once(self) -> None:
+        conns = list(self.connections)
+        key_ids = {c.key_id for c in conns}
+        environment_ids = {c.environment.pk for c in conns}
+        counts = self.policies.take_counts()
         try:
-            await check_once()
-        except asyncio.CancelledError:
+            revoked, policies = await self.db.run(_read, key_ids, environment_ids, counts)
+        except Exception:
+            self.policies.put_back(counts)  # kept for the next round
             raise
-        except Exception:
-            logger.warning("could not re-check keys and verification settings", exc_info=True)
-        try:
-            end_lapsed()
-        except Exception:
-            logger.warning("could not end lapsed subscriptions", exc_info=True)
+        self.policies.update(policies, {c.environment.pk for c in self.connections})
+        if revoked:
+            closing = [c for c in self.connections if c.key_id in revoked]
+            if closing:
+                logger.info("closing %d connection(s) whose key was revoked", len(closing))
+            for conn in closing:
+                conn.close(CLOSE_KEY_REVOKED, REVOKED_REASON)
+
+    def end_lapsed(self, now: float | None = None) -> int:
+        """Ends the subscriptions whose token no longer lets them live; how many it ended."""
+        now = time.time() if now is None else now
+        ended = 0
+        for conn in list(self.connections):
+            found = self.policies.policy(conn.environment)
+            if found.mode != "enforce" or conn.closed:
+                continue
+            for (person_key, entity), sub in list(conn.subscriptions.items()):
+                reason = identity.lapsed(found, sub.grant, now)
+                if reason is not None:
+                    conn.end_subscription(person_key, entity, 401, [reason])
+                    ended += 1
+        return ended
+
+    async def _watch(self) -> None:
+        interval = settings.STEPSTREAM["KEY_CHECK_INTERVAL"]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("could not re-check keys and verification settings", exc_info=True)
+            try:
+                self.end_lapsed()
+            except Exception:
+                logger.warning("could not end lapsed subscriptions", exc_info=True)

@@ -9,6 +9,7 @@ before (docs/architecture.md).
 
 from django.db import connection
 
+from stepstream.dbthreads import DbThreads
 from stepstream.engine.store import person_not_found
 from stepstream.models import Person
 from stepstream.ws.batched import Batched
@@ -39,9 +40,12 @@ def _read(wanted: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int
     return found
 
 
-_positions = Batched(_read, missing=lambda wanted: person_not_found(wanted[1]))
+class Positions:
+    """The batched reader of one runtime's database threads."""
 
+    def __init__(self, db: DbThreads):
+        self._batched = Batched(_read, db, missing=lambda wanted: person_not_found(wanted[1]))
 
-async def position(environment, person_key: str) -> tuple[int, int]:
-    """(person id, last seq) of the environment's person; NotFound when there is none."""
-    return await _positions.get((environment.pk, person_key))
+    async def position(self, environment, person_key: str) -> tuple[int, int]:
+        """(person id, last seq) of the environment's person; NotFound when there is none."""
+        return await self._batched.get((environment.pk, person_key))

@@ -42,7 +42,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from stepstream import dbthreads
+from stepstream.dbthreads import DbThreads
 from stepstream.delivery.webhooks import signing
 from stepstream.delivery.webhooks.addresses import GuardedResolver, literal_refused
 from stepstream.engine import feed
@@ -147,7 +147,8 @@ class _Entry:
 
 
 class HookWorker:
-    def __init__(self, row: dict, owner: str):
+    def __init__(self, row: dict, owner: str, db: DbThreads):
+        self.db = db
         self.id = row["id"]
         self.environment_id = row["environment_id"]
         self.url = row["url"]
@@ -211,7 +212,7 @@ class HookWorker:
             items = []
             if room >= BATCH:
                 try:
-                    items = await dbthreads.run(
+                    items = await self.db.run(
                         feed.read, self.environment_id, read_xid, read_id, BATCH
                     )
                 except Exception:
@@ -237,7 +238,7 @@ class HookWorker:
         recovered, self.recovered = self.recovered, False
         for tries in range(1000):
             try:
-                moved = await dbthreads.run(
+                moved = await self.db.run(
                     save_position,
                     self.id,
                     self.owner,
@@ -296,7 +297,7 @@ class HookWorker:
             WEBHOOK_DELIVERIES.labels("failure").inc()
             self.failing = True
             try:
-                disabled = await dbthreads.run(note_failure, self.id, [record])
+                disabled = await self.db.run(note_failure, self.id, [record])
             except Exception:
                 disabled = False
             if disabled:
@@ -306,7 +307,7 @@ class HookWorker:
                 random.uniform(0.5, 1.0) * min(ceiling, _conf("WEBHOOK_RETRY_MAX_SECONDS"))
             )
             try:
-                enabled = await dbthreads.run(still_enabled, self.id, self.owner)
+                enabled = await self.db.run(still_enabled, self.id, self.owner)
             except Exception:
                 enabled = True  # the database is away; keep trying
             if not enabled:
@@ -342,7 +343,8 @@ class HookWorker:
 class Deliverer:
     """Claims webhooks (leases) every second and runs one HookWorker per claimed webhook."""
 
-    def __init__(self):
+    def __init__(self, db: DbThreads):
+        self.db = db
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.workers: dict[int, asyncio.Task] = {}
         self.task: asyncio.Task | None = None
@@ -353,7 +355,7 @@ class Deliverer:
     async def _scan(self) -> None:
         while True:
             try:
-                rows = await dbthreads.run(claim, self.owner)
+                rows = await self.db.run(claim, self.owner)
                 owned = {row["id"]: row for row in rows}
                 for hook_id, task in list(self.workers.items()):
                     if hook_id not in owned or task.done():
@@ -361,7 +363,7 @@ class Deliverer:
                         del self.workers[hook_id]
                 for hook_id, row in owned.items():
                     if hook_id not in self.workers:
-                        worker = HookWorker(row, self.owner)
+                        worker = HookWorker(row, self.owner, self.db)
                         self.workers[hook_id] = asyncio.create_task(worker.run())
             except Exception:
                 logger.warning("claiming webhooks failed; retrying", exc_info=True)
@@ -374,23 +376,6 @@ class Deliverer:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.workers.clear()
         try:
-            await dbthreads.run(release, self.owner)  # a restarted server takes over at once
+            await self.db.run(release, self.owner)  # a restarted server takes over at once
         except Exception:
             logger.warning("could not release webhook leases", exc_info=True)
-
-
-_deliverer: Deliverer | None = None
-
-
-async def start() -> None:
-    global _deliverer
-    if _deliverer is None:
-        _deliverer = Deliverer()
-        await _deliverer.start()
-
-
-async def stop() -> None:
-    global _deliverer
-    if _deliverer is not None:
-        deliverer, _deliverer = _deliverer, None
-        await deliverer.stop()

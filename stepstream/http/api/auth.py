@@ -4,6 +4,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 
+from stepstream.http.health import RUNTIME_KEY
 from stepstream.trust import tenants
 
 MISSING_KEY = "Missing secret key: send the header 'Authorization: Bearer <secret key>'."
@@ -28,7 +29,9 @@ class SecretKeyAuthentication(BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise AuthenticationFailed(MISSING_KEY)
-        environment = tenants.environment_for_key(key.strip(), "secret")
+        runtime = request.META.get(RUNTIME_KEY)  # the server's, with its key memory
+        memory = runtime.keys if runtime is not None else None
+        environment = tenants.environment_for_key(key.strip(), "secret", memory)
         if environment is None:
             raise AuthenticationFailed(wrong_key(key.strip()))
         return (None, environment)

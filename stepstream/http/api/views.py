@@ -3,15 +3,15 @@
 import logging
 
 import orjson
-from django.db import connection
 from django.http import HttpResponse
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from stepstream import engine
-from stepstream.engine import flows, log, people, sandbox, segments
+from stepstream.engine import flows, log, people, segments
 from stepstream.errors import Invalid
+from stepstream.http.health import RUNTIME_KEY
 from stepstream.models import Person
 from stepstream.text import check, validate_person_key
 
@@ -43,21 +43,9 @@ def _field(body: dict, name: str) -> str:
 @authentication_classes([])
 @permission_classes([])
 def health(request):
-    from stepstream import delivery
-    from stepstream.ws import serving
+    from stepstream.http.health import health_report
 
-    hub = delivery.current_hub()
-    return Response(
-        {
-            "status": "ok",
-            "database": connection.vendor,
-            "broker": type(delivery.broker()).__name__,
-            "delivered": dict(hub.stats) if hub else {},
-            "hub": {"healthy": hub.healthy, "errors": dict(hub.errors)} if hub else None,
-            "websocket": serving.report(),
-            "conditions": sandbox.report(),
-        }
-    )
+    return Response(health_report(request.META.get(RUNTIME_KEY)))
 
 
 @api_view(["GET"])

@@ -36,8 +36,7 @@ from urllib.parse import urlsplit
 import orjson
 from django.conf import settings
 
-from stepstream import dbthreads
-from stepstream.delivery import runtime
+from stepstream.dbthreads import DbThreads
 from stepstream.http.dashboard import queries
 from stepstream.ws.connection import Connection
 
@@ -107,43 +106,56 @@ async def _refuse(send, code: int, reason: str) -> None:
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-async def dashboard_socket(scope, receive, send) -> None:
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return
-    if not _same_origin(scope):
-        await _refuse(send, CLOSE_FORBIDDEN, "The dashboard only serves its own pages.")
-        return
-    session_key = _session_key(scope)
-    try:
-        user_id = await dbthreads.run(staff_user_id, session_key)
-    except Exception:  # noqa: BLE001 - the database is down: try again later
-        await _refuse(send, 1013, "The database is unavailable; retry shortly.")
-        return
-    if user_id is None:
-        await _refuse(send, CLOSE_SIGNED_OUT, "Sign in at /dashboard/login/.")
-        return
-    hub = await runtime.ensure_hub()
-    await send({"type": "websocket.accept"})
-    conn = Connection(send, None, hub)
-    socket = DashboardSocket(conn, session_key)
-    checker = asyncio.get_running_loop().create_task(socket.check_session())
-    try:
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            if message["type"] == "websocket.receive":
-                await socket.handle(message.get("text") or "")
-    finally:
-        checker.cancel()
-        flows.unwatch_all(conn)
-        await conn.finish()
+class LiveDashboard:
+    """/dashboard/live for one runtime (stepstream.http.runtime): its database threads, its
+    hub (people's timelines) and the live counts of the flows some page shows."""
+
+    def __init__(self, db: DbThreads, node):
+        self.db = db
+        self.node = node
+        self.flows = FlowCounts(db)
+
+    async def __call__(self, scope, receive, send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if not _same_origin(scope):
+            await _refuse(send, CLOSE_FORBIDDEN, "The dashboard only serves its own pages.")
+            return
+        session_key = _session_key(scope)
+        try:
+            user_id = await self.db.run(staff_user_id, session_key)
+        except Exception:  # noqa: BLE001 - the database is down: try again later
+            await _refuse(send, 1013, "The database is unavailable; retry shortly.")
+            return
+        if user_id is None:
+            await _refuse(send, CLOSE_SIGNED_OUT, "Sign in at /dashboard/login/.")
+            return
+        await send({"type": "websocket.accept"})
+        conn = Connection(send, None, self.node.hub)
+        socket = DashboardSocket(conn, session_key, self.db, self.flows)
+        checker = asyncio.get_running_loop().create_task(socket.check_session())
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message["type"] == "websocket.receive":
+                    await socket.handle(message.get("text") or "")
+        finally:
+            checker.cancel()
+            self.flows.unwatch_all(conn)
+            await conn.finish()
+
+    async def stop(self) -> None:
+        await self.flows.stop()
 
 
 class DashboardSocket:
-    def __init__(self, conn: Connection, session_key: str):
+    def __init__(self, conn: Connection, session_key: str, db: DbThreads, flows: "FlowCounts"):
         self.conn = conn
+        self.db = db
+        self.flows = flows
         self.session_key = session_key
         self.watches = 0
 
@@ -154,7 +166,7 @@ class DashboardSocket:
         while not self.conn.closed:
             await asyncio.sleep(SESSION_CHECK_INTERVAL)
             with contextlib.suppress(Exception):  # a database hiccup is not a sign-out
-                if await dbthreads.run(staff_user_id, self.session_key) is None:
+                if await self.db.run(staff_user_id, self.session_key) is None:
                     self.conn.close(CLOSE_SIGNED_OUT)
                     return
 
@@ -186,17 +198,17 @@ class DashboardSocket:
         identifier, version = request.get("flow"), request.get("version")
         if not isinstance(identifier, str) or not isinstance(version, int | None):
             return self.reply(event="error", errors=["flow must be a flow identifier."])
-        flow_pk = await dbthreads.run(_flow_pk, env_id, identifier, version)
+        flow_pk = await self.db.run(_flow_pk, env_id, identifier, version)
         if flow_pk is None:
             return self.reply(event="error", errors=[f"No flow {identifier[:255]!r}."])
         self.watches += 1
-        await flows.watch(self.conn, flow_pk, env_id, identifier)
+        await self.flows.watch(self.conn, flow_pk, env_id, identifier)
 
     async def watch_person(self, env_id: int, request: dict) -> None:
         person_key, since = request.get("person_key"), request.get("since_seq", 0)
         if not isinstance(person_key, str) or not isinstance(since, int) or since < 0:
             return self.reply(event="error", errors=["person_key and since_seq are required."])
-        found = await dbthreads.run(_person, env_id, person_key)
+        found = await self.db.run(_person, env_id, person_key)
         if found is None:
             return self.reply(event="error", errors=["No such person."])
         person_id, last_seq = found
@@ -260,9 +272,10 @@ class _Watch:
 
 
 class FlowCounts:
-    """One per process: live step counts for every flow version some dashboard shows."""
+    """One per runtime: live step counts for every flow version some dashboard shows."""
 
-    def __init__(self):
+    def __init__(self, db: DbThreads):
+        self.db = db
         self.watches: dict[int, _Watch] = {}
         self.task: asyncio.Task | None = None
         self.last_id: int | None = None
@@ -276,9 +289,15 @@ class FlowCounts:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._follow())
         # a fresh count for the newcomer: changes from here on mark the watch dirty
-        counts = await dbthreads.run(_counts, flow_pk)
+        counts = await self.db.run(_counts, flow_pk)
         conn.push(self._message(watch, counts))
         watch.dirty = True  # a recount racing this one may have pushed older numbers
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def unwatch_all(self, conn: Connection) -> None:
         for flow_pk in [pk for pk, w in self.watches.items() if conn in w.conns]:
@@ -313,14 +332,14 @@ class FlowCounts:
 
     async def _poll(self, last_full: float) -> float:
         self.stats["polls"] += 1
-        position = await dbthreads.run(queries.log_position)
+        position = await self.db.run(queries.log_position)
         if self.last_id is None:
             self.last_id = position
             for watch in self.watches.values():
                 watch.dirty = True
         elif position > self.last_id:
             env_ids = {w.env_id for w in self.watches.values()}
-            touched = await dbthreads.run(queries.touched_flows, self.last_id, position, env_ids)
+            touched = await self.db.run(queries.touched_flows, self.last_id, position, env_ids)
             self.last_id = position
             for watch in self.watches.values():
                 if (watch.env_id, watch.identifier) in touched:
@@ -333,7 +352,7 @@ class FlowCounts:
             if not watch.dirty:
                 continue
             watch.dirty = False
-            counts = await dbthreads.run(_counts, watch.flow_pk)
+            counts = await self.db.run(_counts, watch.flow_pk)
             self.stats["recounts"] += 1
             if counts != watch.counts:
                 watch.counts = counts
@@ -341,6 +360,3 @@ class FlowCounts:
                 for conn in list(watch.conns):
                     conn.push(text)
         return last_full
-
-
-flows = FlowCounts()

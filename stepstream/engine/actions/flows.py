@@ -1,0 +1,129 @@
+"""Engine actions on a person's flows: start, transition, pause, resume, exit, restart.
+
+Each `do_*` locks the person, computes the new states in memory, writes the
+changed rows and their state-change log rows in one transaction, and hands
+the log rows to delivery after commit (Zulip's do_* pattern), through a
+`Session` (stepstream.engine.sessions) that settles the rules in the same
+transaction. Each is run by group commit (stepstream/engine/groupcommit.py).
+"""
+
+from django.db import IntegrityError, transaction
+
+from stepstream.engine import db, flows, groupcommit, store
+from stepstream.engine.sessions import Session, describe, load
+from stepstream.engine.sessions import session as session_for
+from stepstream.errors import Conflict
+from stepstream.models import Environment
+
+
+@groupcommit.grouped
+@db.retried
+def do_start_flow(
+    environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
+) -> dict:
+    with db.writing():
+        session = session_for(environment, person_key, via)
+        flow_id = flows.latest_id(environment, flow_identifier)
+        if store.has_instance(session.person.pk, flow_identifier):
+            raise Conflict(f"Person '{person_key}' already has flow '{flow_identifier}'.")
+        run = session.start(flow_identifier, flow_id, session.call("start"))
+        session.settle()
+        try:
+            with transaction.atomic():
+                seq = session.save()
+        except IntegrityError:
+            raise Conflict(f"Person '{person_key}' already has flow '{flow_identifier}'.") from None
+        return describe(run, seq)
+
+
+@groupcommit.grouped
+@db.retried
+def do_transition(
+    environment: Environment,
+    person_key: str,
+    flow_identifier: str,
+    transition: str,
+    via: str = "admin",
+) -> dict:
+    with db.writing():
+        person, found = store.lock_person_reading(environment.pk, person_key, flow_identifier)
+        session = Session(environment, person, via)
+        run = load(session, person_key, flow_identifier, found)
+        if run.instance.state != "active":
+            raise Conflict(
+                f"Flow '{flow_identifier}' is {run.instance.state}; "
+                "only an active flow takes transitions."
+            )
+        eligible = [t for t in run.graph.guarded.get(transition, ()) if run.active(t[0])]
+        edges = [(a, b) for a, b, cond in eligible if cond is None or session.holds(cond)]
+        if not edges:
+            if eligible:
+                texts = list(dict.fromkeys(cond.text for _, _, cond in eligible))
+                raise Conflict(
+                    f"Transition '{transition}' of flow '{flow_identifier}' is not allowed now: "
+                    + "; ".join(f"its condition `{t}` is false" for t in texts)
+                    + "."
+                )
+            raise Conflict(
+                f"No active step of flow '{flow_identifier}' has transition '{transition}'."
+            )
+        session.recorder.cause = session.call("transition", transition=transition)
+        run.take(edges)
+        run.settle()
+        session.settle()
+        return describe(run, session.save())
+
+
+_FLOW_MOVES = {
+    "pause": ({"active"}, "inactive"),
+    "resume": ({"inactive"}, "active"),
+    "exit": ({"active", "inactive"}, "exited"),
+}
+
+
+@groupcommit.grouped
+@db.retried
+def do_flow_action(
+    environment: Environment,
+    person_key: str,
+    flow_identifier: str,
+    action: str,
+    via: str = "admin",
+) -> dict:
+    """Pause, resume or exit: the flow's state changes, its steps keep theirs."""
+    allowed, target = _FLOW_MOVES[action]
+    with db.writing():
+        session = session_for(environment, person_key, via)
+        run = load(session, person_key, flow_identifier)
+        if run.instance.state not in allowed:
+            raise Conflict(f"Cannot {action} flow '{flow_identifier}': it is {run.instance.state}.")
+        session.recorder.cause = session.call(action)
+        run.set_flow(target)
+        session.settle()
+        return describe(run, session.save())
+
+
+@groupcommit.grouped
+@db.retried
+def do_restart(
+    environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
+) -> dict:
+    """Replaces the person's instance with a new one of the latest version.
+
+    The old instance becomes `exited` first (unless completed or exited);
+    its rows are then removed (a person has one current instance per flow),
+    its log rows stay.
+    """
+    with db.writing():
+        session = session_for(environment, person_key, via)
+        old = load(session, person_key, flow_identifier)
+        cause = session.call("restart")
+        if old.instance.state not in ("completed", "exited"):
+            session.recorder.cause = cause
+            old.set_flow("exited")
+        store.delete_instance(old.instance.id)
+        del session.runs[flow_identifier]
+        flow_id = flows.latest_id(environment, flow_identifier)
+        run = session.start(flow_identifier, flow_id, cause)
+        session.settle()
+        return describe(run, session.save())

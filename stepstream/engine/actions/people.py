@@ -1,0 +1,113 @@
+"""Engine actions on a person: their data replaced or merged, an event tracked.
+
+These write the person, then settle the rules in the same transaction
+(stepstream.engine.sessions), so a write may start flows and move steps: the
+only writers of person data, as the engine is of states.
+"""
+
+from django.conf import settings
+
+from stepstream import text
+from stepstream.engine import db, groupcommit, people, store
+from stepstream.engine.sessions import Session
+from stepstream.errors import Invalid
+from stepstream.models import Environment
+
+
+def _data_changes(old: dict, new: dict) -> set[str]:
+    return {k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING)}
+
+
+_MISSING = object()
+
+
+@groupcommit.grouped
+@db.retried
+def do_put_person(
+    environment: Environment, person_key: str, data, via: str = "admin"
+) -> tuple[dict, bool]:
+    """Creates or replaces a person's data; (their description, True when created)."""
+    people.check_person_key(person_key)
+    people.check_data(environment, data)
+    with db.writing():
+        person, created = store.lock_or_create_person(environment.pk, person_key, data)
+        session = Session(environment, person, via, {"data": True}, created)
+        if not created:
+            old = store.person_data(person.pk)
+            changes = _data_changes(old, data)
+            if changes:
+                store.write_person_data(person.pk, data)
+            for key in changes:
+                session.changed("person", key)
+        session.set_data(data)
+        session.settle()
+        session.save()
+    return {"person_key": person_key, "data": data}, created
+
+
+@groupcommit.grouped
+@db.retried
+def do_identify(environment: Environment, person_key: str, data, via: str = "admin") -> dict:
+    """Creates the person, or merges top-level keys of `data` into theirs; their data."""
+    people.check_person_key(person_key)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise Invalid("data must be a JSON object.")
+    with db.writing():
+        person, created = store.lock_or_create_person(
+            environment.pk, person_key, data, lambda d: people.check_data(environment, d)
+        )
+        session = Session(environment, person, via, {"data": True}, created)
+        merged = data
+        if not created and data:
+            old = store.person_data(person.pk)
+            merged = {**old, **data}
+            changes = _data_changes(old, merged)
+            if changes:
+                people.check_data(environment, merged)
+                store.write_person_data(person.pk, merged)
+            for key in changes:
+                session.changed("person", key)
+        elif not created:
+            merged = store.person_data(person.pk)
+        session.set_data(merged)
+        session.settle()
+        session.save()
+    return merged
+
+
+def check_event_name(name) -> str:
+    return text.validate_identifier(name, "event")
+
+
+@groupcommit.grouped
+@db.retried
+def do_track(
+    environment: Environment, person_key: str, event, properties=None, via: str = "admin"
+) -> dict:
+    """Counts one tracked event for the person (created with {} if unknown), then the rules."""
+    people.check_person_key(person_key)
+    check_event_name(event)
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        raise Invalid("properties must be a JSON object.")
+    text.check(properties, "properties")
+    people.check_sizes(properties, "properties")
+    most_names = settings.STEPSTREAM["MAX_EVENT_NAMES"]
+    with db.writing():
+        person, created = store.lock_or_create_person(
+            environment.pk, person_key, {}, lambda d: people.check_data(environment, d)
+        )
+        session = Session(environment, person, via, {"event": event}, created)
+        count = store.bump_event(person.pk, event, session.recorder.now, properties)
+        if count == 1 and store.tracked_event_names(person.pk) > most_names:
+            raise Invalid(  # rolls the whole write back
+                f"Person '{person_key}' has tracked {most_names} different event names, "
+                "the most one person may have (STEPSTREAM_MAX_EVENT_NAMES); track a known name."
+            )
+        session.changed("events", event)
+        session.settle()
+        seq = session.save()
+    return {"person_key": person_key, "event": event, "count": count, "seq": seq}
