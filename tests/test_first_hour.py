@@ -168,3 +168,44 @@ def test_a_wrong_or_unreachable_redis_url_fails_serve_in_one_line(
     assert complaint in lines[0], lines
     assert "hunter2" not in done.stderr + done.stdout
     assert "uvicorn" not in done.stderr and "Traceback" not in done.stderr
+
+
+# -- the Python client: a caught error prints nothing ---------------------------------------------
+
+CAUGHT = """
+import asyncio, gc, logging, sys
+from stepstream_client import StepstreamError, connect
+
+if sys.argv[3] == "logging":
+    logging.basicConfig()  # an application with logging set up, at WARNING
+
+
+async def main():
+    try:
+        async with connect(sys.argv[1], sys.argv[2], "first-hour", request_timeout=5):
+            print("live")
+    except StepstreamError as e:
+        print("caught", e.code)
+
+
+for _ in range(3):
+    asyncio.run(main())
+    gc.collect()  # where asyncio reports a future whose exception nobody read
+"""
+
+
+@pytest.mark.parametrize("key", ["wrong", "secret"])
+@pytest.mark.parametrize("logging_set_up", ["", "logging"])
+def test_a_refused_key_caught_by_the_caller_prints_nothing(server, tenant, key, logging_set_up):
+    import subprocess
+    import sys
+
+    given = tenant["dev"]["secret_key"] if key == "secret" else "pk_" + "x" * 43
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", CAUGHT, server.url, given, logging_set_up],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["caught", "invalid_key"] * 3, done.stdout + done.stderr
+    assert done.stderr == ""

@@ -63,8 +63,11 @@ __all__ = [
     "websocket_url",
 ]
 
-# the name it always had, so logging set up for it keeps working
+# the name it always had, so logging set up for it keeps working; a library's
+# NullHandler: with no logging configured, nothing reaches stderr (Python's
+# "last resort" handler printed every warning there, even of errors the caller caught)
 logger = logging.getLogger("stepstream.client")
+logger.addHandler(logging.NullHandler())
 
 _random = random.random  # the jitter's source (a test may pin it)
 
@@ -607,6 +610,12 @@ class Client:
             raise StepstreamError(f"{action}: no answer", code="timeout") from None
         finally:
             self._pending.pop(request_id, None)
+            # the reader may have failed it (the socket closed) while the send raised:
+            # read here, else asyncio reports "Future exception was never retrieved"
+            if not waiter.done():
+                waiter.cancel()
+            elif not waiter.cancelled():
+                waiter.exception()
 
     # -- applying changes ----------------------------------------------------
 
@@ -677,7 +686,10 @@ class Client:
 
     def _fail(self, error: StepstreamError) -> None:
         self.error = error
-        logger.error("stepstream: %s", error)
+        # raised to whoever waits (start, wait_live, wait_for): theirs to report; logged
+        # as a warning only when nobody waits for it
+        level = logging.DEBUG if self._waiters else logging.WARNING
+        logger.log(level, "stepstream: %s", error)
         self._closing = True
         self._finish()
 
