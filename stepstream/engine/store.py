@@ -17,6 +17,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from django.db import (
     DEFAULT_DB_ALIAS,
@@ -259,7 +260,7 @@ def _postgres() -> bool:
     return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
-def db_uuid(value: uuid.UUID):
+def db_uuid(value: uuid.UUID | str):
     """A UUID as the model's field stores it: itself on PostgreSQL, 32 hex digits on SQLite."""
     if not isinstance(value, uuid.UUID):
         return _uuid_field.get_db_prep_value(value, connection, prepared=False)
@@ -369,7 +370,12 @@ def person_data(person_id: int) -> dict:
     with cursor() as c:
         c.execute(f"SELECT data FROM {P} WHERE id = %s", [person_id])
         raw = c.fetchone()[0]
-    return _data_field.from_db_value(raw, None, connection) if isinstance(raw, str) else raw
+    # no expression: the field's from_db_value only asks whether it is a key transform
+    return (
+        _data_field.from_db_value(raw, None, connection)  # type: ignore[arg-type]
+        if isinstance(raw, str)
+        else raw
+    )
 
 
 def write_person_data(person_id: int, data: dict) -> None:
@@ -633,7 +639,7 @@ def append_log(person: PersonRow, rows: list[Change]) -> None:
             c.previous_state,
             c.flow,
             db_uuid(c.flow_id),
-            adapt(c.occurred_at),
+            adapt(cast(datetime, c.occurred_at)),  # the recorder's changes: datetimes, not text
             cause(c.cause, connection),
         ]
         for c in rows

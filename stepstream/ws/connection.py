@@ -26,6 +26,7 @@ from collections import deque
 
 from django.conf import settings
 
+from stepstream.delivery.hub import Subscription
 from stepstream.delivery.message import Message
 from stepstream.ws.writer import Transport, writer_for
 
@@ -65,7 +66,7 @@ class Connection:
         self.environment = environment
         self.key_id = key_id  # the ApiKey row it opened with: revoking it closes this (4403)
         self.hub = hub
-        self.subscriptions: dict[tuple[str, str], object] = {}
+        self.subscriptions: dict[tuple[str, str], Subscription] = {}
         self.closed = False
         self.close_code: int | None = None
         self._outbox: deque[Message] | tuple = _EMPTY
@@ -98,7 +99,7 @@ class Connection:
         if not self._outbox and self._transport.write(message):
             return
         size = sys.getsizeof(message.text)
-        if self._outbox is _EMPTY:
+        if not isinstance(self._outbox, deque):  # _EMPTY
             self._outbox = deque()
         if len(self._outbox) >= self._limit or self._held() + size > self._max_bytes:
             logger.info(
@@ -131,6 +132,7 @@ class Connection:
     async def _write(self) -> None:
         """Sends the outbox through ASGI, then ends: the next push may go direct again."""
         send, outbox, half = self._send, self._outbox, self._limit // 2
+        assert isinstance(outbox, deque)  # push made it before starting this writer
         try:
             while outbox and not self.closed:
                 await send({"type": "websocket.send", "text": outbox[0].text})

@@ -76,8 +76,8 @@ async def handle(conn, text: str) -> str:
     except StepstreamError as error:
         return render_error(request_id, error, action)
     except DataError:
-        error = Invalid("A value in the request cannot be stored (bad characters or size).")
-        return render_error(request_id, error, action)
+        refused = Invalid("A value in the request cannot be stored (bad characters or size).")
+        return render_error(request_id, refused, action)
     except Exception:
         logger.exception("unexpected error handling action %r", action)
         return render(request_id, 500, ["Internal server error."], action, code="internal")

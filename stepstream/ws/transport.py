@@ -23,6 +23,7 @@ client controls would otherwise make the server hold memory without bound:
   the application has taken the last one.
 """
 
+import asyncio
 import contextlib
 import logging
 
@@ -55,7 +56,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.conn.max_message_size = max_incoming_bytes()
         self.stall_timeout = settings.STEPSTREAM["WS_STALL_TIMEOUT"]
         self.held = False  # reading paused because writing is
-        self._stall = None
+        self._stall: asyncio.TimerHandle | None = None
 
     # -- back-pressure from writes to reads ---------------------------------
 

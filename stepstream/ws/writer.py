@@ -21,7 +21,7 @@ from stepstream.ws import serving
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 except ImportError:  # pragma: no cover - another ASGI server: everything goes through `send`
-    WebSocketsSansIOProtocol = None
+    WebSocketsSansIOProtocol = None  # type: ignore[misc,assignment]  # the class, or None
 
 
 class Transport(Protocol):

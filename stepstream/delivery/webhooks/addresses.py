@@ -98,7 +98,7 @@ def check_url(url) -> str:
         found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise Invalid(f"url's host '{parts.hostname}' does not resolve.") from None
-    bad = sorted({why for info in found if (why := refusal(info[4][0])) is not None})
+    bad = sorted({why for info in found if (why := refusal(str(info[4][0]))) is not None})
     if bad:
         raise Invalid(
             f"url's host '{parts.hostname}' resolves to a loopback, private or link-local "

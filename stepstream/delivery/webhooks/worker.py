@@ -34,6 +34,7 @@ import time
 import uuid
 from collections import deque
 from datetime import timedelta
+from typing import Literal, TypedDict
 
 import aiohttp
 import orjson
@@ -59,14 +60,35 @@ MAX_RESPONSE_BYTES = 64 * 1024  # read (and ignored) from an answer, so the conn
 SCAN_INTERVAL = 1.0
 
 
-def _conf(name: str):
+_Seconds = Literal[
+    "WEBHOOK_LEASE_SECONDS",
+    "WEBHOOK_RETRY_HOURS",
+    "WEBHOOK_RETRY_BASE_SECONDS",
+    "WEBHOOK_RETRY_MAX_SECONDS",
+    "WEBHOOK_TIMEOUT_SECONDS",
+    "WEBHOOK_POLL_INTERVAL",
+]
+
+
+def _conf(name: _Seconds) -> float:
     return settings.STEPSTREAM[name]
+
+
+class HookRow(TypedDict):
+    """A claimed webhook, as claim() reads it."""
+
+    id: int
+    environment_id: int
+    url: str
+    secret: str
+    position_xid: int
+    position_id: int
 
 
 # -- database jobs (run on the database threads) ----------------------------
 
 
-def claim(owner: str) -> list[dict]:
+def claim(owner: str) -> list[HookRow]:
     """Takes or renews the leases of enabled webhooks that no live process holds."""
     now = timezone.now()
     until = now + timedelta(seconds=_conf("WEBHOOK_LEASE_SECONDS"))
@@ -147,7 +169,7 @@ class _Entry:
 
 
 class HookWorker:
-    def __init__(self, row: dict, owner: str):
+    def __init__(self, row: HookRow, owner: str):
         self.id = row["id"]
         self.environment_id = row["environment_id"]
         self.url = row["url"]
@@ -158,7 +180,7 @@ class HookWorker:
         self.failing = False
         self.recovered = False
         self.saves = 0
-        self.limit = asyncio.Semaphore(_conf("WEBHOOK_CONCURRENCY"))
+        self.limit = asyncio.Semaphore(settings.STEPSTREAM["WEBHOOK_CONCURRENCY"])
         self.refused = literal_refused(self.url)
         self.client: aiohttp.ClientSession | None = None
 
@@ -167,7 +189,9 @@ class HookWorker:
         timeout = _conf("WEBHOOK_TIMEOUT_SECONDS")
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=_conf("WEBHOOK_CONCURRENCY"), resolver=GuardedResolver(), ttl_dns_cache=10
+                limit=settings.STEPSTREAM["WEBHOOK_CONCURRENCY"],
+                resolver=GuardedResolver(),
+                ttl_dns_cache=10,
             ),
             timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
             trust_env=False,  # no proxies from the environment
@@ -316,6 +340,7 @@ class HookWorker:
         if self.refused:
             return None, "refused: the URL's address is not public"
         headers = signing.headers(self.secret, message_id, int(time.time()), body)
+        assert self.client is not None  # made by run(), before any post
         try:
             async with self.client.post(
                 self.url, data=body, headers=headers, allow_redirects=False
