@@ -1,7 +1,7 @@
 """`stepstream watch`: one person's flows and steps as a live table in the terminal.
 
-    stepstream watch --url http://127.0.0.1:8000 --key pk_... --person demo-user
-    stepstream-watch --url http://127.0.0.1:8000 --key pk_... --person demo-user
+    stepstream watch --key pk_... --person demo-user   # a server at http://127.0.0.1:8000
+    stepstream-watch --url https://stepstream.example.com --key pk_... --person demo-user
 
 The same command in the server's command line and on its own, for the client
 distribution alone (`pip install "./clients/python[watch]"`; the table is
@@ -35,6 +35,7 @@ STATUS_STYLES = {"live": "green", "connecting": "yellow", "reconnecting": "yello
 
 
 HELP = "show a person's flows and steps live in the terminal"
+DEFAULT_URL = "http://127.0.0.1:8000"  # where `stepstream serve` listens by default
 DESCRIPTION = "Shows one person's flows and steps as a live table; Ctrl-C stops."
 
 
@@ -52,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--url",
+        default=DEFAULT_URL,
+        help="the server's base URL (default: %(default)s, where `stepstream serve` listens)",
+    )
     p.add_argument("--key", required=True, help="the environment's publishable key (pk_...)")
     p.add_argument("--person", required=True, help="the person's person_key")
     p.add_argument("--person-token", help="the person's token, when identity verification is on")
