@@ -1,0 +1,106 @@
+"""Dependency hygiene (issue 28): what the shipped code needs, and what replaced what it dropped."""
+
+import io
+import re
+
+from stepstream_client.state import FlowState
+from stepstream_client.watch import Screen, event_line, render
+
+# -- `stepstream watch` without rich: its own table and redraw --------------------------------
+
+
+class _Terminal(io.StringIO):
+    """A terminal as far as Screen uses one: lines, a cursor row, CR, LF, CSI n A and CSI J."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def screen(self) -> list[str]:
+        rows, row = [""], 0
+        text = re.sub(r"\x1b\[[0-9;]*m", "", self.getvalue())  # colours do not move anything
+        for token in re.findall(r"\x1b\[\d*[AJ]|\r|\n|[^\x1b\r\n]+", text):
+            if token == "\n":
+                row += 1
+                rows += [""] * (row + 1 - len(rows))
+            elif token == "\r":
+                pass  # every line here is written whole from column 0
+            elif token.endswith("A"):
+                row -= int(token[2:-1] or 1)
+                assert row >= 0, "the cursor went above the screen"
+            elif token.endswith("J"):
+                del rows[row:]
+                rows.append("")
+            else:
+                rows[row] += token
+        return rows[:-1] if rows[-1] == "" else rows
+
+
+class _Client:
+    def __init__(self, states: list[str], status: str = "live"):
+        self.person_key, self.status, self.seq = "alice", status, {"flow": 1, "step": 2}
+        steps = [
+            {"id": str(i), "identifier": name, "name": "", "state": state}
+            for i, (name, state) in enumerate(zip(["welcome", "profile"], states, strict=True))
+        ]
+        instance = {"id": "f", "flow": "onboarding", "version": 1, "state": "active"}
+        self.flows = {"onboarding": FlowState.from_instance({**instance, "steps": steps}, 2)}
+
+
+def test_the_watch_table_is_redrawn_in_place_below_the_event_lines(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    terminal = _Terminal()
+    screen = Screen(terminal)
+    screen.print([("watching alice", "")])
+    screen.show(render(_Client(["active", "inactive"], status="connecting")))
+    screen.show(render(_Client(["active", "inactive"])))
+    change = {
+        "occurred_at": "2026-01-01T10:00:03.000000Z",
+        "seq": 3,
+        "entity": "step",
+        "flow": "onboarding",
+        "identifier": "welcome",
+        "previous_state": "active",
+        "state": "completed",
+    }
+    screen.print(event_line(change))
+    screen.show(render(_Client(["completed", "active"])))
+    assert "\x1b[1;36m" in terminal.getvalue()  # "active" in bold cyan on a terminal
+    assert terminal.screen() == [
+        "watching alice",
+        "10:00:03 #3    step onboarding/welcome  active → completed",
+        "alice  live",
+        "┌────────────┬───┬────────────┬─────────┬────────────┐",
+        "│ flow       │ v │ flow state │ step    │ step state │",
+        "├────────────┼───┼────────────┼─────────┼────────────┤",
+        "│ onboarding │ 1 │ active     │ welcome │ completed  │",
+        "│            │   │            │ profile │ active     │",
+        "└────────────┴───┴────────────┴─────────┴────────────┘",
+        "resume points: flow #1, step #2",
+    ]
+
+
+def test_the_watch_table_is_cut_to_the_terminal_so_a_redraw_erases_it_all(monkeypatch):
+    import os
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setattr("shutil.get_terminal_size", lambda: os.terminal_size((30, 6)))
+    terminal = _Terminal()
+    screen = Screen(terminal)
+    screen.show(render(_Client(["active", "inactive"])))
+    screen.show(render(_Client(["completed", "active"])))
+    assert "\x1b[1" not in terminal.getvalue()  # NO_COLOR
+    shown = terminal.screen()
+    assert len(shown) == 4 and shown[-1] == "…", shown
+    assert all(len(line) <= 29 for line in shown), shown
+
+
+def test_the_watch_output_elsewhere_has_no_escapes_and_each_table_once():
+    out = io.StringIO()
+    screen = Screen(out)
+    table = render(_Client(["active", "inactive"]))
+    screen.show(table)
+    screen.show(table)  # unchanged: not printed again
+    screen.print([("a line", "bold")])
+    text = out.getvalue()
+    assert "\x1b" not in text
+    assert text.count("alice  live") == 1 and text.endswith("a line\n")
