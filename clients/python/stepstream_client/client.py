@@ -42,12 +42,13 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Origin
 
 from .state import ENTITIES, Applied, Entity, FlowState, PersonState, StateChange, StepState
 
@@ -416,7 +417,7 @@ class Client:
                 ping_timeout=self._heartbeat or None,
                 close_timeout=2,
                 max_size=None,
-                origin=self._origin,
+                origin=Origin(self._origin) if self._origin is not None else None,
             )
         except InvalidStatus as e:
             if e.response.status_code in (401, 403) and not self._ever_live:
@@ -572,7 +573,8 @@ class Client:
                 if message.get("event") == "subscription_ended":
                     self._subscription_ended(ws, message)
                     continue
-                waiter = self._pending.pop(message.get("request_id"), None)
+                # the server echoes the request_id this client sent: one of its ints
+                waiter = self._pending.pop(cast(int, message.get("request_id")), None)
                 if waiter is None or waiter.done():
                     continue
                 if message.get("status") == 200:

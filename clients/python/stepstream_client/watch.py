@@ -27,6 +27,10 @@ import os
 import shutil
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stepstream_client.state import StateChange
 
 STATE_STYLES = {
     "active": "bold cyan",
@@ -109,10 +113,10 @@ class InSeqOrder:
 
     def __init__(self, emit, first: int, hold: float = 0.5):
         self._emit, self._next, self._hold = emit, first, hold
-        self._held: dict[int, dict] = {}
+        self._held: dict[int, StateChange] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, change: dict) -> None:
+    def add(self, change: StateChange) -> None:
         seq = change["seq"]
         if seq < self._next:
             self._emit(change)

@@ -120,7 +120,7 @@ async def dashboard_socket(scope, receive, send) -> None:
     except Exception:  # noqa: BLE001 - the database is down: try again later
         await _refuse(send, 1013, "The database is unavailable; retry shortly.")
         return
-    if user_id is None:
+    if user_id is None or session_key is None:  # no key finds no user
         await _refuse(send, CLOSE_SIGNED_OUT, "Sign in at /dashboard/login/.")
         return
     hub = await runtime.ensure_hub()
