@@ -104,3 +104,59 @@ def test_the_watch_output_elsewhere_has_no_escapes_and_each_table_once():
     text = out.getvalue()
     assert "\x1b" not in text
     assert text.count("alice  live") == 1 and text.endswith("a line\n")
+
+
+# -- the WSGI environ, without a2wsgi ------------------------------------------------------------
+
+
+def test_the_wsgi_environ_of_an_asgi_request():
+    from stepstream.http.bridge import wsgi_environ
+
+    body = io.BytesIO(b'{"data": {}}')
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "PUT",
+        "scheme": "http",
+        "root_path": "",
+        "path": "/api/v1/people/zoë/x",  # percent-decoded by the server
+        "query_string": b"a=1&b=%C3%A9",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50123),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"12"),
+            (b"content_length", b"999"),  # not Content-Length: a header of its own
+            (b"x-request-id", b"abc"),
+            (b"accept", b"text/html"),
+            (b"accept", b"application/json"),
+            (b"user-agent", "é".encode()),
+        ],
+    }
+    environ = wsgi_environ(scope, body)
+    assert environ.pop("wsgi.input") is body
+    assert environ.pop("wsgi.errors") is not None
+    assert environ == {
+        "REQUEST_METHOD": "PUT",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/api/v1/people/zoë/x".encode().decode("latin-1"),  # PEP 3333's native
+        "QUERY_STRING": "a=1&b=%C3%A9",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "50123",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "12",
+        "HTTP_CONTENT_LENGTH": "999",
+        "HTTP_X_REQUEST_ID": "abc",
+        "HTTP_ACCEPT": "text/html,application/json",  # repeated: joined, as Django reads it
+        "HTTP_USER_AGENT": "é".encode().decode("latin-1"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    prefixed = wsgi_environ({**scope, "root_path": "/api"}, body)
+    assert (prefixed["SCRIPT_NAME"], prefixed["PATH_INFO"][:10]) == ("/api", "/v1/people")
