@@ -160,3 +160,15 @@ def test_the_wsgi_environ_of_an_asgi_request():
     }
     prefixed = wsgi_environ({**scope, "root_path": "/api"}, body)
     assert (prefixed["SCRIPT_NAME"], prefixed["PATH_INFO"][:10]) == ("/api", "/v1/people")
+
+
+# -- the OpenAPI document: YAML by hand, JSON at run time ----------------------------------------
+
+
+def test_the_shipped_openapi_json_is_exactly_the_yaml():
+    from tests.openapi_json import COPY, generated
+
+    assert COPY.read_text(encoding="utf-8") == generated(), (
+        "stepstream/http/api/openapi.json is not openapi.yaml's copy: "
+        "run `python -m tests.openapi_json` and commit both"
+    )

@@ -13,7 +13,6 @@ from functools import cache
 from importlib.resources import files
 
 import orjson
-import yaml
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils.html import escape
@@ -25,9 +24,12 @@ METHODS = ("get", "put", "post", "delete", "patch")
 
 @cache
 def document() -> dict:
-    """The OpenAPI document as a dict (parsed once; callers must not change it)."""
-    text = files("stepstream.http.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    """The OpenAPI document as a dict (parsed once; callers must not change it).
+
+    Read from openapi.json, the copy of openapi.yaml that `python -m tests.openapi_json`
+    writes (tests/test_dependencies.py checks it is exact): no YAML parser at run time.
+    """
+    return orjson.loads(files("stepstream.http.api").joinpath("openapi.json").read_bytes())
 
 
 @cache
