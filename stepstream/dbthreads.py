@@ -13,12 +13,17 @@ database costs one failed job per thread, not a stuck server.
 import asyncio
 import contextvars
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from stepstream.errors import Unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _executor: ThreadPoolExecutor | None = None
 
@@ -44,7 +49,7 @@ def _usable_connections() -> None:
         conn.errors_occurred = False
 
 
-def _job(fn, args, kwargs):
+def _job(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     _usable_connections()
     try:
         return fn(*args, **kwargs)
@@ -56,7 +61,7 @@ def _job(fn, args, kwargs):
         raise Unavailable("The database is unavailable; retry shortly.") from e
 
 
-async def run(fn, *args, **kwargs):
+async def run(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """`fn(*args, **kwargs)` on a database thread, in the caller's context (its request id)."""
     loop = asyncio.get_running_loop()
     job = functools.partial(contextvars.copy_context().run, _job, fn, args, kwargs)

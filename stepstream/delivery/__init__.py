@@ -8,14 +8,20 @@ also follows the log itself, so a record missed by both still arrives.
 """
 
 import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from stepstream.delivery.broker import Broker
+from stepstream.engine.log import Record
 
-_hub = None
+if TYPE_CHECKING:
+    from stepstream.delivery.hub import Hub
+
+_hub: "Hub | None" = None
 _broker: Broker | None = None
-_key_listeners: list = []
+_key_listeners: list[Callable[[], None]] = []
 
 
 def make_broker() -> Broker:
@@ -36,7 +42,7 @@ def make_broker() -> Broker:
     return MemoryBroker()
 
 
-def on_keys_changed(callback) -> None:
+def on_keys_changed(callback: Callable[[], None]) -> None:
     """Calls `callback()` whenever another process says keys changed, or may have said so
     unheard (the broker reconnected): stepstream.trust.keycache forgets what it holds."""
     _key_listeners.append(callback)
@@ -65,16 +71,16 @@ def broker() -> Broker:
     return _broker
 
 
-def set_hub(hub) -> None:
+def set_hub(hub: "Hub | None") -> None:
     global _hub
     _hub = hub
 
 
-def current_hub():
+def current_hub() -> "Hub | None":
     return _hub
 
 
-def notify_committed(records) -> None:
+def notify_committed(records: Sequence[Record]) -> None:
     """Called after commit, from whichever thread committed."""
     hub = _hub
     if hub is not None:

@@ -118,10 +118,18 @@ def _save_attempts(hook_id: int, attempts: list[WebhookAttempt], prune: bool) ->
             WebhookAttempt.objects.filter(webhook_id=hook_id, id__lte=cutoff[0]).delete()
 
 
-def save_position(hook_id, owner, xid, row_id, attempts, prune, recovered) -> bool:
+def save_position(
+    hook_id: int,
+    owner: str,
+    xid: int,
+    row_id: int,
+    attempts: list[WebhookAttempt],
+    prune: bool,
+    recovered: bool,
+) -> bool:
     """Moves the position past an acknowledged batch, if this process still holds the lease."""
     with transaction.atomic():
-        changes = {"position_xid": xid, "position_id": row_id}
+        changes: dict[str, int | None] = {"position_xid": xid, "position_id": row_id}
         if recovered:
             changes["failing_since"] = None
         moved = Webhook.objects.filter(
@@ -132,7 +140,7 @@ def save_position(hook_id, owner, xid, row_id, attempts, prune, recovered) -> bo
     return bool(moved)
 
 
-def note_failure(hook_id, attempts) -> bool:
+def note_failure(hook_id: int, attempts: list[WebhookAttempt]) -> bool:
     """Records a failure; True when the retry window is over and the webhook is now disabled."""
     now = timezone.now()
     window = timedelta(hours=_conf("WEBHOOK_RETRY_HOURS"))
@@ -149,7 +157,7 @@ def note_failure(hook_id, attempts) -> bool:
     return bool(disabled)
 
 
-def still_enabled(hook_id, owner) -> bool:
+def still_enabled(hook_id: int, owner: str) -> bool:
     return Webhook.objects.filter(pk=hook_id, state="enabled", lease_owner=owner).exists()
 
 
@@ -163,13 +171,13 @@ class Stop(Exception):
 class _Entry:
     __slots__ = ("item", "acked")
 
-    def __init__(self, item: feed.Item):
+    def __init__(self, item: feed.Item) -> None:
         self.item = item
         self.acked = False
 
 
 class HookWorker:
-    def __init__(self, row: HookRow, owner: str):
+    def __init__(self, row: HookRow, owner: str) -> None:
         self.id = row["id"]
         self.environment_id = row["environment_id"]
         self.url = row["url"]
@@ -281,7 +289,9 @@ class HookWorker:
             raise Stop
         self.xid, self.row_id = last.xid, last.id
 
-    async def _lane(self, person_id: int, queue: deque, queues: dict) -> None:
+    async def _lane(
+        self, person_id: int, queue: deque[_Entry], queues: dict[int, deque[_Entry]]
+    ) -> None:
         """One person's events, each sent only after the previous one was acknowledged."""
         while queue:
             entry = queue[0]
@@ -367,10 +377,10 @@ class HookWorker:
 class Deliverer:
     """Claims webhooks (leases) every second and runs one HookWorker per claimed webhook."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.workers: dict[int, asyncio.Task] = {}
-        self.task: asyncio.Task | None = None
+        self.workers: dict[int, asyncio.Task[None]] = {}
+        self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._scan())
