@@ -18,8 +18,9 @@
   each only after the previous one was acknowledged (2xx). When the whole
   batch is acknowledged the position moves past it, in the database. A
   server killed at any moment resends at most one batch: at least once.
-* Failures: retried with exponential backoff and full jitter
-  (STEPSTREAM_WEBHOOK_RETRY_BASE_SECONDS doubling up to ..._MAX_SECONDS);
+* Failures: retried with exponential backoff and equal jitter (`retry_delay`:
+  retry n waits 0.5 to 1 times STEPSTREAM_WEBHOOK_RETRY_BASE_SECONDS x 2^(n-1),
+  capped at ..._MAX_SECONDS);
   `failing_since` is kept on the row, and once it is older than
   STEPSTREAM_WEBHOOK_RETRY_HOURS the webhook is disabled, its position still
   before the event that failed, so `enable` resumes exactly there.
@@ -33,6 +34,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Literal, TypedDict
 
@@ -72,6 +74,23 @@ _Seconds = Literal[
 
 def _conf(name: _Seconds) -> float:
     return settings.STEPSTREAM[name]
+
+
+def retry_delay(
+    attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds before retry `attempt` (1 first): exponential backoff with equal jitter,
+    a random time between half and all of `min(cap, base * 2**(attempt - 1))`.
+
+    Equal rather than full jitter (docs/webhooks.md): a retry never follows its
+    failure at once (full jitter's random(0, x) may wait nothing), and the first
+    comes after 1 to 2 s at the default base of 2 s, well within the 10 s the
+    contract promises. One sender per webhook retries, not a crowd, so spreading
+    retries over the whole window matters less than for reconnecting clients
+    (whose backoff is full jitter: stepstream_client.backoff_delay).
+    """
+    ceiling = min(cap, base * 2 ** min(attempt - 1, 30))
+    return ceiling * (0.5 + 0.5 * rand())
 
 
 class HookRow(TypedDict):
@@ -335,10 +354,8 @@ class HookWorker:
                 disabled = False
             if disabled:
                 raise Stop
-            ceiling = _conf("WEBHOOK_RETRY_BASE_SECONDS") * 2 ** min(attempt - 1, 30)
-            await asyncio.sleep(
-                random.uniform(0.5, 1.0) * min(ceiling, _conf("WEBHOOK_RETRY_MAX_SECONDS"))
-            )
+            base, cap = _conf("WEBHOOK_RETRY_BASE_SECONDS"), _conf("WEBHOOK_RETRY_MAX_SECONDS")
+            await asyncio.sleep(retry_delay(attempt, base, cap))
             try:
                 enabled = await dbthreads.run(still_enabled, self.id, self.owner)
             except Exception:
