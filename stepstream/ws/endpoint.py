@@ -127,9 +127,10 @@ async def _admit(scope, receive, send):
     if not origins.allowed(environment, scope):
         await _close_after_accept(send, CLOSE_REFUSED, ORIGIN_REASON)
         return None
-    if open_per_environment[environment.pk] >= settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_KEY"]:
+    limit = settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_ENVIRONMENT"]
+    if open_per_environment[environment.pk] >= limit:
         await _close_after_accept(
-            send, CLOSE_TRY_LATER, "Too many connections with this key; try again later."
+            send, CLOSE_TRY_LATER, "Too many connections to this environment; try again later."
         )
         return None
     request_id.set(_connection_name())  # names this connection in log lines
