@@ -3,6 +3,7 @@ server sends is in docs/protocol.md's table, and the per-environment connection 
 its name, STEPSTREAM_WS_MAX_CONNECTIONS_PER_ENVIRONMENT, its old per-key name still read."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,39 @@ from stepstream import config
 ROOT = Path(__file__).resolve().parent.parent
 NEW = "STEPSTREAM_WS_MAX_CONNECTIONS_PER_ENVIRONMENT"
 OLD = "STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY"
+
+# sent by uvicorn's WebSocket protocol on the server's behalf (stepstream.ws.transport's base)
+UVICORN_SENDS = {1009: "a message over ws_max_size", 1012: "shutdown"}
+
+
+def _sent_by_the_code() -> set[int]:
+    codes = set(UVICORN_SENDS)
+    for package in ("ws", "delivery"):
+        for path in (ROOT / "stepstream" / package).rglob("*.py"):
+            text = path.read_text()
+            codes |= {int(c) for c in re.findall(r"\bclose\(\s*(\d{4})\b", text)}
+            codes |= {int(c) for c in re.findall(r"\bCLOSE_\w+\s*=\s*(\d{4})\b", text)}
+    return codes
+
+
+def _documented() -> dict[int, str]:
+    section = (ROOT / "docs" / "protocol.md").read_text().split("\n## Close codes\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return {int(m[1]): m[2] for m in re.finditer(r"^\| (\d{4}) \| ([^|]+) \|", section, re.M)}
+
+
+def test_every_close_code_the_server_sends_is_in_the_protocol_table():
+    sent, documented = _sent_by_the_code(), _documented()
+    assert {1011, 1012, 1013, 4401, 4403, 4408} <= sent  # the search finds them
+    assert sent - set(documented) == set(), f"sent but not documented: {sent - set(documented)}"
+
+
+def test_1011_and_1012_say_when_they_are_sent():
+    documented = _documented()
+    assert "internal error" in documented[1011]
+    assert "stopping or restarting" in documented[1012] and "log" in documented[1012]
+    assert "not sent by Stepstream" in documented[1001]
+
 
 # -- STEPSTREAM_WS_MAX_CONNECTIONS_PER_ENVIRONMENT, the old name still read -------------------
 
