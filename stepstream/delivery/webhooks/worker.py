@@ -89,7 +89,7 @@ def retry_delay(
     retries over the whole window matters less than for reconnecting clients
     (whose backoff is full jitter: stepstream_client.backoff_delay).
     """
-    ceiling = min(cap, base * 2 ** min(attempt - 1, 30))
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 30))
     return ceiling * (0.5 + 0.5 * rand())
 
 
