@@ -23,12 +23,18 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from stepstream.delivery.hub import Subscription
+from stepstream.delivery.hub import Hub, Subscription
 from stepstream.delivery.message import Message
+from stepstream.ws import Send
 from stepstream.ws.writer import Transport, writer_for
+
+if TYPE_CHECKING:
+    from stepstream.models import Environment
 
 logger = logging.getLogger("stepstream.ws")
 
@@ -60,7 +66,13 @@ class Connection:
         "__weakref__",
     )
 
-    def __init__(self, send, environment, hub, key_id: int | None = None):
+    def __init__(
+        self,
+        send: Send,
+        environment: "Environment | None",  # None: a dashboard socket (http/dashboard/live.py)
+        hub: Hub,
+        key_id: int | None = None,
+    ) -> None:
         self._send = send
         self._transport: Transport = writer_for(send)
         self.environment = environment
@@ -69,10 +81,10 @@ class Connection:
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
         self.closed = False
         self.close_code: int | None = None
-        self._outbox: deque[Message] | tuple = _EMPTY
+        self._outbox: deque[Message] | tuple[()] = _EMPTY
         self._bytes = 0  # what the outbox holds (its strings' memory)
         self._max_bytes = settings.STEPSTREAM["WS_MAX_BUFFER_BYTES"]
-        self._writer: asyncio.Task | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._room: asyncio.Event | None = None
         self._limit = settings.STEPSTREAM["WS_OUTBOX_LIMIT"]
         rate = settings.STEPSTREAM["WS_RATE_PER_SECOND"]
@@ -177,13 +189,15 @@ class Connection:
             self._send_close(writer, code, reason)
         )
 
-    async def _send_close(self, writer: asyncio.Task | None, code: int, reason: str) -> None:
+    async def _send_close(self, writer: asyncio.Task[None] | None, code: int, reason: str) -> None:
         if writer is not None:
             await asyncio.gather(writer, return_exceptions=True)
         with contextlib.suppress(Exception):  # the client may be gone already
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
-    def end_subscription(self, person_key: str, entity: str, status: int, errors) -> None:
+    def end_subscription(
+        self, person_key: str, entity: str, status: int, errors: Iterable[str]
+    ) -> None:
         """Ends one subscription and tells the client why (`subscription_ended`)."""
         sub = self.subscriptions.pop((person_key, entity), None)
         if sub is None:
@@ -191,7 +205,7 @@ class Connection:
         self.hub.unsubscribe(sub)
         self.push(sub.end_message(person_key, status, list(errors)))
 
-    def end(self, sub, status: int, errors) -> None:
+    def end(self, sub: Subscription, status: int, errors: Iterable[str]) -> None:
         """Ends `sub` (one of this connection's subscriptions), whatever its key."""
         for (person_key, entity), found in list(self.subscriptions.items()):
             if found is sub:

@@ -17,10 +17,10 @@ from urllib.parse import parse_qs
 from django.conf import settings
 
 from stepstream.delivery import runtime
-from stepstream.models import Environment
+from stepstream.models import ApiKey, Environment
 from stepstream.observability import request_id
 from stepstream.trust import origins, tenants
-from stepstream.ws import guard, protocol
+from stepstream.ws import AsgiMessage, Receive, Scope, Send, guard, protocol
 from stepstream.ws.batched import Batched
 from stepstream.ws.connection import Connection
 from stepstream.ws.frames import forget_handshake
@@ -34,7 +34,7 @@ CLOSE_TRY_LATER = 1013
 BAD_KEY_REASON = "Missing or wrong key: connect with the environment's publishable key."
 ORIGIN_REASON = "This page's origin is not on the environment's allowed origins for this key."
 
-open_per_environment: Counter = Counter()
+open_per_environment: Counter[int] = Counter()
 _connection_ids = itertools.count(1)
 _prefix: tuple[int, str] = (0, "")  # (pid, random prefix): a forked worker makes its own
 
@@ -49,7 +49,7 @@ def _connection_name() -> str:
     return f"ws-{_prefix[1]}{next(_connection_ids):06x}"
 
 
-async def websocket_app(scope, receive, send) -> None:
+async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
     admitted = await _admit(scope, receive, send)
     if admitted is None:
         return
@@ -71,12 +71,12 @@ async def websocket_app(scope, receive, send) -> None:
         await conn.finish()
 
 
-async def _handle(conn: Connection, message: dict) -> bool:
+async def _handle(conn: Connection, message: AsgiMessage) -> bool:
     """Answers one incoming message; False once the socket is gone.
 
     Its own function so an idle socket's frame holds no last message.
     """
-    kind = message["type"]
+    kind: str = message["type"]
     if kind == "websocket.receive":
         text = message.get("text")
         if text is None:
@@ -85,19 +85,20 @@ async def _handle(conn: Connection, message: dict) -> bool:
     return kind != "websocket.disconnect"
 
 
-def _read_keys(keys: list[str]) -> dict:
+def _read_keys(keys: list[str]) -> dict[str, ApiKey]:
     """Each distinct key once: in a reconnect storm the sockets share a few keys."""
     return tenants.key_rows(keys, "publishable")
 
 
-_key_rows = Batched(_read_keys)  # connects waiting at the same moment share one job
+# connects waiting at the same moment share one job
+_key_rows: Batched[str, ApiKey] = Batched(_read_keys)
 
 
-def _plausible(key) -> bool:
+def _plausible(key: object) -> bool:
     return isinstance(key, str) and 0 < len(key) <= tenants.MAX_KEY_LENGTH
 
 
-async def _admit(scope, receive, send):
+async def _admit(scope: Scope, receive: Receive, send: Send) -> tuple[Environment, int] | None:
     """(environment, key id) for a socket that may open, else None once it is refused.
 
     A function of its own so the key, its row and the parsed query are freed
@@ -155,7 +156,7 @@ def _shared(fresh: Environment) -> Environment:
     return shared
 
 
-async def _close_after_accept(send, code: int, reason: str = "") -> None:
+async def _close_after_accept(send: Send, code: int, reason: str = "") -> None:
     """A close code and reason a browser can read (a close before accept is only an HTTP 403).
 
     Nothing else is sent before it: the socket serves nothing.

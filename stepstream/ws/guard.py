@@ -20,6 +20,8 @@ process, in one database round trip of three small queries:
 import asyncio
 import logging
 import time
+from collections import Counter
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -27,29 +29,35 @@ from stepstream import dbthreads
 from stepstream.models import ApiKey
 from stepstream.trust import identity
 
+if TYPE_CHECKING:
+    from stepstream.ws.connection import Connection
+
 logger = logging.getLogger("stepstream.ws")
 
 CLOSE_KEY_REVOKED = 4403
 REVOKED_REASON = "This publishable key was revoked: use the environment's new key."
 
-_connections: set = set()
-_task: asyncio.Task | None = None
+_connections: set["Connection"] = set()
+_task: asyncio.Task[None] | None = None
 
 
-def track(conn) -> None:
+def track(conn: "Connection") -> None:
     """Watches a new connection (its `key_id` and `environment` are set)."""
     global _task
+    assert conn.environment is not None  # a /ws socket's; only the dashboard's has none
     identity.remember(conn.environment)
     _connections.add(conn)
     if _task is None or _task.done():
         _task = asyncio.get_running_loop().create_task(_watch())
 
 
-def untrack(conn) -> None:
+def untrack(conn: "Connection") -> None:
     _connections.discard(conn)
 
 
-def _read(key_ids: set[int], environment_ids: set[int], counts) -> tuple[set[int], dict]:
+def _read(
+    key_ids: set[int | None], environment_ids: set[int], counts: Counter[tuple[int, bool]]
+) -> tuple[set[int | None], dict[int, identity.Policy]]:
     if counts:
         identity.save_counts(counts)
     live = set(
@@ -63,7 +71,7 @@ def _read(key_ids: set[int], environment_ids: set[int], counts) -> tuple[set[int
 async def check_once() -> None:
     conns = list(_connections)
     key_ids = {c.key_id for c in conns}
-    environment_ids = {c.environment.pk for c in conns}
+    environment_ids = {c.environment.pk for c in conns if c.environment is not None}
     counts = identity.take_counts()
     try:
         revoked, policies = await dbthreads.run(_read, key_ids, environment_ids, counts)
@@ -71,7 +79,9 @@ async def check_once() -> None:
         for key, n in counts.items():  # keep them for the next round
             identity._counts[key] += n
         raise
-    identity.update_policies(policies, {c.environment.pk for c in _connections})
+    identity.update_policies(
+        policies, {c.environment.pk for c in _connections if c.environment is not None}
+    )
     if revoked:
         closing = [c for c in _connections if c.key_id in revoked]
         if closing:
@@ -85,6 +95,8 @@ def end_lapsed(now: float | None = None) -> int:
     now = time.time() if now is None else now
     ended = 0
     for conn in list(_connections):
+        if conn.environment is None:  # never: tracked sockets have one (track)
+            continue
         found = identity.policy(conn.environment)
         if found.mode != "enforce" or conn.closed:
             continue

@@ -10,7 +10,7 @@ before (docs/architecture.md).
 from django.db import connection
 
 from stepstream.engine.store import person_not_found
-from stepstream.models import Person
+from stepstream.models import Environment, Person
 from stepstream.ws.batched import Batched
 
 CHUNK = 500  # people per query (SQLite's bound parameters stay well under its limit)
@@ -22,7 +22,7 @@ def _read(wanted: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int
     by_environment: dict[int, list[str]] = {}
     for environment_id, key in wanted:
         by_environment.setdefault(environment_id, []).append(key)
-    found = {}
+    found: dict[tuple[int, str], tuple[int, int]] = {}
     table = connection.ops.quote_name(Person._meta.db_table)
     with connection.cursor() as cursor:
         for environment_id, keys in by_environment.items():
@@ -39,9 +39,13 @@ def _read(wanted: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int
     return found
 
 
-_positions = Batched(_read, missing=lambda wanted: person_not_found(wanted[1]))
+_positions: Batched[tuple[int, str], tuple[int, int]] = Batched(
+    _read, missing=lambda wanted: person_not_found(wanted[1])
+)
 
 
-async def position(environment, person_key: str) -> tuple[int, int]:
+async def position(environment: Environment, person_key: str) -> tuple[int, int]:
     """(person id, last seq) of the environment's person; NotFound when there is none."""
-    return await _positions.get((environment.pk, person_key))
+    found = await _positions.get((environment.pk, person_key))
+    assert found is not None  # a person not found raises (missing)
+    return found
