@@ -19,6 +19,7 @@ import os
 import pickle
 import struct
 import sys
+from typing import Any
 
 HEADER = struct.Struct(">I")
 MAX_PROGRAMS = 256  # compiled programs a child keeps
@@ -43,6 +44,7 @@ def load_cel():
             if os.path.exists(path):
                 loader = importlib.machinery.ExtensionFileLoader(name, path)
                 spec = importlib.util.spec_from_loader(name, loader)
+                assert spec is not None  # always, for a loader given
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[name] = module
                 loader.exec_module(module)
@@ -64,7 +66,7 @@ def _read_exactly(stream, n: int) -> bytes:
 
 def main() -> None:
     cel = load_cel()
-    programs: dict[str, object] = {}
+    programs: dict[str, Any] = {}  # the package's compiled programs
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(HEADER.pack(0))  # ready: the server's deadlines start from here
     stdout.flush()

@@ -141,6 +141,36 @@ def _at_least(parse, minimum, maximum=None):
     return parse_bounded
 
 
+# Settings renamed: the old name is still read while the new one is unset (documented
+# as deprecated in the README and docs/security.md; `serve` warns when it is used).
+RENAMED = {
+    # it always counted an environment's sockets, all its publishable keys together
+    "STEPSTREAM_WS_MAX_CONNECTIONS_PER_ENVIRONMENT": "STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY",
+}
+
+
+def renamed(name: str) -> str:
+    """The variable to read for the setting `name`: itself, or its deprecated old name
+    when only that one is set."""
+    old = RENAMED[name]
+    if os.environ.get(name, "").strip() or not os.environ.get(old, "").strip():
+        return name
+    return old
+
+
+def deprecated_names() -> list[str]:
+    """A sentence for each deprecated name set in the environment."""
+    sentences = []
+    for name, old in RENAMED.items():
+        if not os.environ.get(old, "").strip():
+            continue
+        if renamed(name) == old:
+            sentences.append(f"{old} is deprecated: set {name} instead (same meaning).")
+        else:
+            sentences.append(f"{old} is deprecated and ignored: {name} is set.")
+    return sentences
+
+
 def int_setting(name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     """A whole number, at least `minimum` (1 unless said: a zero limit or pool is a typo)
     and, when given, at most `maximum` (a limit the contract caps)."""
@@ -176,7 +206,7 @@ class StepstreamSettings(TypedDict):
     WS_RATE_PER_SECOND: int
     WS_RATE_BURST: int
     WS_MAX_SUBSCRIPTIONS: int
-    WS_MAX_CONNECTIONS_PER_KEY: int
+    WS_MAX_CONNECTIONS_PER_ENVIRONMENT: int
     WS_OUTBOX_LIMIT: int
     WS_MAX_BUFFER_BYTES: int
     WS_STALL_TIMEOUT: float

@@ -13,12 +13,17 @@ database costs one failed job per thread, not a stuck server.
 import asyncio
 import contextvars
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from stepstream.errors import Unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _usable_connections() -> None:
@@ -33,7 +38,7 @@ def _usable_connections() -> None:
         conn.errors_occurred = False
 
 
-def _job(fn, args, kwargs):
+def _job(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     _usable_connections()
     try:
         return fn(*args, **kwargs)
@@ -49,13 +54,13 @@ class DbThreads:
     """The database threads of one runtime (stepstream.http.runtime), made when it starts
     and shut down with it; a hub made on its own (tests) has its own."""
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None) -> None:
         self._executor = ThreadPoolExecutor(
             max_workers=threads or settings.STEPSTREAM["DB_THREADS"],
             thread_name_prefix="stepstream-db",
         )
 
-    async def run(self, fn, *args, **kwargs):
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(*args, **kwargs)` on a database thread, in the caller's context (its request
         id)."""
         loop = asyncio.get_running_loop()

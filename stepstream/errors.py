@@ -20,6 +20,8 @@ class StepstreamError(Exception):
 
 class Invalid(StepstreamError):
     status, code = 400, "invalid"
+    # set on a WebSocket message's error once its request_id is read (stepstream.text)
+    request_id: object
 
 
 class Unauthenticated(StepstreamError):

@@ -28,7 +28,7 @@ class TransactionId(models.Func):
 
     output_field = models.BigIntegerField()
 
-    def as_sql(self, compiler, connection, **extra):
+    def as_sql(self, compiler, connection, function=None, template=None, arg_joiner=None, **extra):
         if connection.vendor == "postgresql":
             return "(pg_current_xact_id()::text::bigint)", []
         return "0", []

@@ -117,8 +117,10 @@ STEPSTREAM: config.StepstreamSettings = {
     "WS_RATE_PER_SECOND": config.int_setting("STEPSTREAM_WS_RATE_PER_SECOND", 200),
     "WS_RATE_BURST": config.int_setting("STEPSTREAM_WS_RATE_BURST", 400),
     "WS_MAX_SUBSCRIPTIONS": config.int_setting("STEPSTREAM_WS_MAX_SUBSCRIPTIONS", 200),
-    "WS_MAX_CONNECTIONS_PER_KEY": config.int_setting(
-        "STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY", 20000
+    # open sockets per environment (all its publishable keys) and process; the old
+    # name, STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY, is still read (deprecated)
+    "WS_MAX_CONNECTIONS_PER_ENVIRONMENT": config.int_setting(
+        config.renamed("STEPSTREAM_WS_MAX_CONNECTIONS_PER_ENVIRONMENT"), 20000
     ),
     "WS_OUTBOX_LIMIT": config.int_setting("STEPSTREAM_WS_OUTBOX_LIMIT", 5000),
     # what one socket may make the server hold for it (queued answers and events,

@@ -121,7 +121,9 @@ def _number(token: _Number):
 
 
 def _bad_string(value: str, what: str = "") -> _Problem:
-    found = _BAD_CHARACTER.search(value).group()
+    bad = _BAD_CHARACTER.search(value)
+    assert bad is not None  # asked only about a string that has one
+    found = bad.group()
     if found == "\x00":
         return _Problem(f"{what}must not contain NUL (\\u0000) characters.")
     return _Problem(
@@ -342,7 +344,7 @@ def deep_field(raw: str) -> str | None:
     """
     stack: list[list] = []  # per open container: [is an object, its current key or index]
     parts: list = []  # where each open container (but the outermost) sits in its parent
-    last_string = None
+    last_string: str | None = None
     for match in _TOKENS.finditer(raw):
         token = match.group()
         if token in "[{":
@@ -360,7 +362,7 @@ def deep_field(raw: str) -> str | None:
         elif token == ":":
             if stack and stack[-1][0]:
                 try:
-                    stack[-1][1] = json.loads(last_string)
+                    stack[-1][1] = "" if last_string is None else json.loads(last_string)
                 except (TypeError, ValueError):
                     stack[-1][1] = ""
         elif token == ",":

@@ -38,6 +38,29 @@ class RawWs:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(header + mask + masked)
 
+    def wait_first_message(self, timeout: float = 10.0) -> None:
+        """Receives until the first message is whole in the buffer (read_all still returns it)."""
+        self.sock.settimeout(timeout)
+        while True:
+            data = self.buffer
+            if len(data) >= 2:
+                length, offset = data[1] & 0x7F, 2
+                if length == 126:
+                    length, offset = (
+                        (struct.unpack("!H", data[2:4])[0], 4) if len(data) >= 4 else (1 << 64, 4)
+                    )
+                elif length == 127:
+                    length, offset = (
+                        (struct.unpack("!Q", data[2:10])[0], 10)
+                        if len(data) >= 10
+                        else (1 << 64, 10)
+                    )
+                if len(data) >= offset + length:
+                    return
+            chunk = self.sock.recv(4096)
+            assert chunk, "closed before the first message"
+            self.buffer += chunk
+
     def read_all(self, timeout: float = 10.0) -> tuple[list[dict], int | None]:
         """Reads until a close frame or the end: (the JSON messages, the close code or None).
 

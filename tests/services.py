@@ -7,11 +7,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
 import pytest
 
 from stepstream.testing.servers import free_port
+from tests.waiting import wait_until
 
 
 def _pg_bin(name: str) -> str | None:
@@ -115,15 +115,15 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
+            """the private redis answers PING"""
             ping = subprocess.run(
                 ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
             )
-            if ping.stdout.strip() == "PONG":
-                return
-            time.sleep(0.05)
-        raise RuntimeError("private redis did not start")
+            return ping.stdout.strip() == "PONG"
+
+        wait_until(answers, timeout=10, interval=0.05)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -300,7 +300,8 @@ def test_sdk_follows_a_flow_started_later_and_applies_its_own_transitions(tmp_pa
                }""",
             {"key": keys["publishable_key"], "tokens": [short, token]},
         )
-        time.sleep(4)  # the first token expired: the subscriptions ended and were renewed
+        # the first token lapses (2 s): the subscriptions end and are renewed with a fresh one
+        page.wait_for_function("() => window.asked >= 2", timeout=15000)
         assert rest.post("/people/sdk-user/flows/onboarding/exit").status_code == 200
         page.wait_for_function("() => window.renewing.flow('onboarding').state === 'exited'")
         assert page.evaluate("() => [window.renewing.status, window.asked >= 2]") == ["live", True]

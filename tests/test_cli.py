@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.waiting import wait_until
+
 STARTUP_SECONDS = 20
 
 
@@ -72,17 +74,22 @@ class Server:
         return self.err_path.read_text()
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.stderr}")
             with contextlib.suppress(httpx.HTTPError):
                 response = httpx.get(f"{self.base}/api/v1/health", timeout=2)
                 if response.status_code == 200:
                     assert response.json()["status"] == "ok"
-                    return
-            time.sleep(0.1)
-        pytest.fail(f"serve did not answer /api/v1/health in {STARTUP_SECONDS} s:\n{self.stderr}")
+                    return True
+            return False
+
+        try:
+            wait_until(healthy, STARTUP_SECONDS, interval=0.1)
+        except AssertionError:
+            pytest.fail(
+                f"serve did not answer /api/v1/health in {STARTUP_SECONDS} s:\n{self.stderr}"
+            )
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -79,12 +79,19 @@ async def test_a_lapsed_token_is_renewed_from_the_callback_and_nothing_is_missed
             seen = []
             client.on_event(lambda change: seen.append(change["seq"]))
             start = client.seq["step"]
-            for _ in range(8):  # 8 s: the subscriptions end and are renewed at least once
+            # changes go on, each awaited by the client, until the first token lapsed and a
+            # fresh one was asked for (the subscriptions ended and were renewed), and after
+            renewed_for = 0
+            deadline = time.monotonic() + 30
+            while renewed_for < 5:
+                assert time.monotonic() < deadline, "no token was asked for after the first"
                 flipped = rest.post(
                     "/people/ann/flows/loop/transitions", json={"transition": "flip"}
                 )
                 assert flipped.is_success
-                await asyncio.sleep(1.0)
+                made = rest.get("/people/ann/flows").json()[0]["seq"]
+                await client.wait_for(lambda c, made=made: c.seq["step"] >= made, 10)
+                renewed_for += len(handed_out) >= 2
             last = rest.get("/people/ann/flows").json()[0]["seq"]
             await client.wait_for(lambda c: c.seq["step"] >= last, 10)
             assert client.status == "live"

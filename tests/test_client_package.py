@@ -112,10 +112,39 @@ def test_the_client_installs_alone_without_django_and_reads_a_live_state(
     assert answer["flows"]["onboarding"]["profile"] == "active"
 
 
-def test_stepstream_watch_without_rich_says_how_to_get_it(venv, tmp_path, server, tenant):
-    """The client alone does not bring rich: watching says what to install, not a traceback."""
-    args = ["--url", server.url, "--key", tenant["dev"]["publishable_key"], "--person", "x"]
-    done = run([str(venv / "bin" / "stepstream-watch"), *args], check=False, cwd=tmp_path)
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
-    assert 'pip install "./clients/python[watch]"' in done.stderr
+def test_stepstream_watch_draws_its_table_with_the_client_alone(
+    venv, tmp_path, server, tenant, rest, person_key
+):
+    """No table library: the client alone (websockets, nothing else) watches; its output,
+    not a terminal here, is each table printed whole."""
+    import signal
+    import time
+
+    norich = run([str(venv / "bin" / "python"), "-c", "import rich"], check=False, cwd=tmp_path)
+    assert norich.returncode != 0
+    assert rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"}).is_success
+    key = tenant["dev"]["publishable_key"]
+    args = ["--url", server.url, "--key", key, "--person", person_key]
+    out = tmp_path / "watch.out"
+    with open(out, "w") as sink:
+        watching = subprocess.Popen(
+            [str(venv / "bin" / "stepstream-watch"), *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=clean_env(),
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while "│ welcome │ active" not in out.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        watching.send_signal(signal.SIGINT)  # only this test's own process
+        assert watching.wait(timeout=10) == 0
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+            watching.wait(timeout=10)
+    text = out.read_text()
+    assert f"{person_key}  live" in text, text
+    assert "│ onboarding │ 1 │ active     │ welcome │ active" in text, text
+    assert "\x1b[" not in text and "Traceback" not in text, text

@@ -221,7 +221,7 @@ def test_feed_read_during_concurrent_writes_in_two_processes_is_exactly_once(tmp
                     collected.extend(page["events"])
                     after = page["next"]
                     if not page["events"]:
-                        time.sleep(0.01)
+                        time.sleep(0.01)  # a follower polls the feed, as a consumer would
             collected.append(after)
 
         threads = [threading.Thread(target=writer, args=(i,)) for i in range(16)]
@@ -231,8 +231,7 @@ def test_feed_read_during_concurrent_writes_in_two_processes_is_exactly_once(tmp
             t.start()
         for t in threads:
             t.join()
-        time.sleep(0.5)
-        stop.set()
+        stop.set()  # what the follower has not read yet is read below
         follow.join()
         after = collected.pop()
         assert not errors, errors[:3]

@@ -168,3 +168,128 @@ def test_a_wrong_or_unreachable_redis_url_fails_serve_in_one_line(
     assert complaint in lines[0], lines
     assert "hunter2" not in done.stderr + done.stdout
     assert "uvicorn" not in done.stderr and "Traceback" not in done.stderr
+
+
+# -- the Python client: a caught error prints nothing ---------------------------------------------
+
+CAUGHT = """
+import asyncio, gc, logging, sys
+from stepstream_client import StepstreamError, connect
+
+if sys.argv[3] == "logging":
+    logging.basicConfig()  # an application with logging set up, at WARNING
+
+
+async def main():
+    try:
+        async with connect(sys.argv[1], sys.argv[2], "first-hour", request_timeout=5):
+            print("live")
+    except StepstreamError as e:
+        print("caught", e.code)
+
+
+for _ in range(3):
+    asyncio.run(main())
+    gc.collect()  # where asyncio reports a future whose exception nobody read
+"""
+
+
+@pytest.mark.parametrize("key", ["wrong", "secret"])
+@pytest.mark.parametrize("logging_set_up", ["", "logging"])
+def test_a_refused_key_caught_by_the_caller_prints_nothing(server, tenant, key, logging_set_up):
+    import subprocess
+    import sys
+
+    given = tenant["dev"]["secret_key"] if key == "secret" else "pk_" + "x" * 43
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", CAUGHT, server.url, given, logging_set_up],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["caught", "invalid_key"] * 3, done.stdout + done.stderr
+    assert done.stderr == ""
+
+
+# -- the examples a newcomer copies first ------------------------------------------------------
+
+
+def _block(markdown: str, language: str, after: str) -> str:
+    """The first ```language block after the text `after`."""
+    import re
+
+    found = re.search(rf"```{language}\n(.*?)```", markdown.split(after, 1)[1], re.S)
+    assert found, f"no ```{language} block after {after!r}"
+    return found.group(1)
+
+
+def test_the_client_readme_example_is_a_script_that_runs(server, tenant, person_key):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parent.parent / "clients" / "python" / "README.md"
+    code = _block(readme.read_text(), "python", "A script")
+    assert "asyncio.run(main())" in code
+    code = code.replace("http://127.0.0.1:8000", server.url)
+    code = code.replace("pk_…", tenant["dev"]["publishable_key"]).replace("demo-user", person_key)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "None\n", "")
+
+
+def test_the_readme_browser_example_runs_in_a_browser_as_written(server, tenant, person_key):
+    import os
+    import time
+    from pathlib import Path
+
+    chromium = "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.skip(f"no Chromium at {chromium}: `apt-get install -y chromium`")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    html = _block(readme.read_text(), "html", "In the browser")
+    assert html.startswith('<script type="module">'), html
+    html = html.replace("http://localhost:8000", server.url)
+    html = html.replace("pk_…", tenant["dev"]["publishable_key"]).replace("user-1", person_key)
+    with server.rest(tenant["dev"]["secret_key"]) as rest:
+        assert rest.post(f"/people/{person_key}/flows", json={"flow": "onboarding"}).is_success
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                logged: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.on("console", lambda message: logged.append(message.text))
+                page.set_content(f"<!doctype html><title>README</title>{html}")
+                deadline = time.monotonic() + 20
+                steps: dict = {}
+                while time.monotonic() < deadline:
+                    page.wait_for_timeout(100)  # the page's console lines come in meanwhile
+                    flows = rest.get(f"/people/{person_key}/flows").json()
+                    steps = {s["identifier"]: s["state"] for s in flows[0]["steps"]}
+                    if steps["profile"] == "active" and logged:
+                        break
+                assert steps == {"welcome": "completed", "profile": "active", "done": "inactive"}
+                assert errors == []
+                assert logged and logged[0].startswith("active"), logged
+            finally:
+                browser.close()
+
+
+def test_watch_defaults_to_the_local_server(capsys):
+    import argparse
+
+    from stepstream.cli.main import parser
+    from stepstream_client import watch
+
+    args = ["watch", "--key", "pk_x", "--person", "p"]
+    assert parser().parse_args(args).url == "http://127.0.0.1:8000"
+    alone = argparse.ArgumentParser()
+    watch.add_arguments(alone)
+    assert alone.parse_args(args[1:]).url == "http://127.0.0.1:8000"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["watch", "--help"])
+    assert "default: http://127.0.0.1:8000" in " ".join(capsys.readouterr().out.split())

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from stepstream.testing.flows import LINEAR_FLOW
 from stepstream.testing.servers import Server
+from tests.waiting import wait_until
 
 MiB = 1024 * 1024
 
@@ -64,6 +65,20 @@ def status_of(answer: bytes) -> int | None:
     if not answer.startswith(b"HTTP/1.1 "):
         return None
     return int(answer[9:12])
+
+
+def server_queues(server, s: socket.socket) -> tuple[int, int] | None:
+    """The server's end of a loopback connection, as the kernel sees it (Linux /proc):
+    (bytes it has written that the client has not read, bytes it has not read yet)."""
+    local = f"0100007F:{server.port:04X}"
+    remote = f"0100007F:{s.getsockname()[1]:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                tx, rx = fields[4].split(":")
+                return int(tx, 16), int(rx, 16)
+    return None
 
 
 def json_error(answer: bytes) -> dict:
@@ -390,7 +405,7 @@ def test_a_trickled_head_is_dropped_however_slowly_it_comes(strict):
     try:
         for byte in request:
             s.send(bytes([byte]))
-            time.sleep(0.1)
+            time.sleep(0.1)  # the behaviour under test: a client trickling its head
     except OSError:
         pass
     answer = read_answer(s)
@@ -442,7 +457,8 @@ def test_slow_bodies_do_not_hold_rest_threads(server, tenant):
                 + b"\r\nContent-Type: application/json\r\nContent-Length: 50000\r\n\r\n{"
             )
             stalled.append(s)
-        time.sleep(0.5)
+        # the server has read every head (its end of each connection has nothing unread)
+        wait_until(lambda: all(server_queues(server, s) == (0, 0) for s in stalled), timeout=10)
         for _ in range(3):
             started = time.monotonic()
             assert health_ok(server, timeout=5) and rest_thread_ok(server, timeout=5)
@@ -469,14 +485,14 @@ def test_responses_left_unread_do_not_hold_rest_threads(strict):
             s.connect(("127.0.0.1", srv.port))
             s.sendall(request * 30)
             readers.append(s)
-        time.sleep(0.5)
+        # the server is answering each and its answers wait, unread, on its side
+        wait_until(lambda: all((server_queues(srv, s) or (0, 0))[0] > 0 for s in readers), 10)
         started = time.monotonic()
         assert health_ok(srv, timeout=10) and rest_thread_ok(srv, timeout=10)
         assert time.monotonic() - started < 6
     finally:
         for s in readers:
             s.close()
-    time.sleep(0.5)
     for _ in range(3):  # every thread is free again once the readers left
         assert rest_thread_ok(srv, timeout=5)
 
@@ -541,14 +557,13 @@ def test_waiting_connections_are_capped_oldest_dropped_first(tmp_path):
         resource.prlimit(srv.process.pid, resource.RLIMIT_NOFILE, (400, 400))
         sockets, stop = _hold_silent_and_trickling(srv, 500)
         try:
-            time.sleep(1.0)
-            for _ in range(3):
-                assert health_ok(srv, timeout=5)
-            assert open_fds(srv.process.pid) < 400
             oldest = sockets[0]
             oldest.setblocking(True)
             oldest.settimeout(5)
-            assert read_answer(oldest) == b""  # dropped without a word
+            assert read_answer(oldest) == b""  # dropped without a word: the cap was reached
+            for _ in range(3):
+                assert health_ok(srv, timeout=5)
+            assert open_fds(srv.process.pid) < 400
             newest = sockets[-1]
             newest.settimeout(0.2)
             with pytest.raises(TimeoutError):
@@ -574,7 +589,7 @@ def test_unfinished_request_bytes_are_capped_oldest_dropped_first(tmp_path):
                 b"\r\nContent-Length: 1000000\r\n\r\n" % i + b" " * 300_000
             )
             sockets.append(s)
-            time.sleep(0.2)
+            time.sleep(0.2)  # the order under test: each body older than the next
         assert read_answer(sockets[0]) == b""  # dropped
         sockets[-1].settimeout(0.5)
         with pytest.raises(TimeoutError):
@@ -718,11 +733,13 @@ def test_a_malformed_second_host_is_a_400_logged_without_a_traceback(strict, hos
         + b"\r\nConnection: close\r\n\r\n",
     )
     assert status_of(answer) == 400, answer[:300]
-    for _ in range(50):
+
+    def warned() -> list[str]:
+        """the request's DisallowedHost line is in the log"""
         lines = [line for line in srv.log().splitlines() if request_id in line]
-        if any("django.security.DisallowedHost" in line for line in lines):
-            break
-        time.sleep(0.1)
+        return lines if any("django.security.DisallowedHost" in line for line in lines) else []
+
+    lines = wait_until(warned, timeout=5, interval=0.05)
     logged = srv.log()
     assert any(" WARNING django.security.DisallowedHost " in line for line in lines), lines
     assert "Traceback" not in logged, logged[-3000:]
@@ -814,8 +831,13 @@ def test_control_characters_never_reach_a_log_line(server):
         response = httpx.get(server.url + path, timeout=5)
         assert response.status_code == 401
     httpx.get(server.url + "/nowhere%0A" + quote(FORGED), timeout=5)
-    time.sleep(0.5)
-    lines = server.log().splitlines()
+
+    def last_logged() -> list[str]:
+        """the last request's access line is in the log"""
+        lines = server.log().splitlines()
+        return lines if any("/nowhere" in line for line in lines) else []
+
+    lines = wait_until(last_logged, timeout=5, interval=0.05)
     assert any("forged-by-a-client" in line for line in lines)  # it was logged...
     assert not [line for line in lines if line.startswith("2026-01-01")]  # ...escaped
     assert "\x1b" not in server.log()

@@ -9,6 +9,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from stepstream.engine.log import Record
+from tests.waiting import until
 
 
 async def test_a_socket_closed_for_slowness_mid_dispatch_does_not_stall_the_others(settings):
@@ -37,9 +38,16 @@ async def test_a_socket_closed_for_slowness_mid_dispatch_does_not_stall_the_othe
     for conn in slow + fast:
         conn.subscriptions[("p", "step")] = hub.subscribe(conn, 1, 0, "step", 7, None)
     records = [Record(1, seq, "step", f'{{"seq":{seq}}}') for seq in range(1, 6)]
+
+    def sent_to_every_reader(seq: int) -> bool:
+        return all(
+            sum(m["type"] == "websocket.send" for m in received.get(n, [])) >= seq
+            for n in range(10)
+        )
+
     for record in records:  # the 4th overflows the slow ones mid-dispatch
         hub.feed([record])  # raised "Set changed size during iteration"
-        await asyncio.sleep(0.01)
+        await until(lambda seq=record.seq: sent_to_every_reader(seq), timeout=5)
     assert all(conn.close_code == 4408 for conn in slow)
     assert hub.channels[1].head == 5
     assert len(hub.channels[1].subs) == len(fast)
@@ -167,16 +175,19 @@ async def _run(records, steps) -> list[tuple[list[int], list[int]]]:
                 expected = [r.seq for r in records if r.seq > start and r.entity == entity]
                 subs.append((sub, conn, expected))
             if pause is not None:
-                await asyncio.sleep(pause)
+                await asyncio.sleep(pause)  # the scenario's interleaving (none, a turn, a wait)
         # the reconcile loop: the log has rows up to `last`; it fills whatever was dropped
         channel = hub.channels[person_id]
         hub._schedule_fill(channel, last)
-        for _ in range(500):
+
+        def settled() -> bool:
             if all(s.cursor >= last and not s.catching_up for s, _, _ in subs) and not hub.tasks:
-                break
+                return True
             if not channel.filling and channel.head < last:
                 hub._schedule_fill(channel, last)
-            await asyncio.sleep(0.01)
+            return False
+
+        await until(settled, timeout=5)
         assert not hub.errors
         return [(conn.seqs, expected) for _, conn, expected in subs]
     finally:
@@ -261,10 +272,7 @@ async def test_a_crashing_catch_up_closes_its_socket_instead_of_stalling(monkeyp
     conn = Recorder()
     with caplog.at_level(logging.ERROR, logger="stepstream.delivery"):
         hub.subscribe(conn, 1, 5, "step", 1, 2)  # behind: it catches up
-        for _ in range(100):
-            if conn.closed and not hub.tasks:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: conn.closed and not hub.tasks, timeout=5)
     assert conn.closed
     assert hub.errors == {"catch-up": 1}
     assert any("crashed" in r.getMessage() for r in caplog.records)

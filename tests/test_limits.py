@@ -81,7 +81,7 @@ def test_request_rate_per_connection_is_429_then_recovers(clients):
     assert limited and all(r["code"] == "rate_limited" for r in limited)
     assert "slow down" in limited[0]["errors"][0]
     assert_unaffected(bystander)
-    time.sleep(1.1)
+    time.sleep(1.1)  # the behaviour under test: the rate's second refills the bucket
     assert flooder.request("ping")["status"] == 200
 
 

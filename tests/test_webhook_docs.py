@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from stepstream.delivery.webhooks import signing
+from tests import receiver
 
 DOC = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
 SECRET = signing.new_secret()
@@ -56,6 +57,13 @@ def test_python_example(index):
     scope: dict = {}
     exec(example("python"), scope)
     assert scope["verify"](SECRET, headers, body) is valid, name
+
+
+@pytest.mark.parametrize("index", range(len(NAMES)), ids=NAMES)
+def test_the_standardwebhooks_package_agrees(index):
+    """The server's signatures, checked by the reference library (tests/receiver.py)."""
+    name, headers, body, valid = cases()[index]
+    assert receiver.verify(SECRET, headers, body) is valid, name
 
 
 @pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")

@@ -512,7 +512,7 @@ def test_a_webhook_failing_past_the_window_is_disabled_and_enable_resumes_where_
             tries = len(receiver.requests)
             for _ in range(3):
                 flip(rest, "d")  # made while disabled: must arrive after enable
-            time.sleep(1.0)
+            time.sleep(1.0)  # an absence: ten of the idle webhook's polls, and nothing sent
             assert len(receiver.requests) == tries  # nothing is sent while disabled
             healthy["ok"] = True
             enabled = rest.post(f"/webhooks/{hook['id']}/enable")
@@ -563,7 +563,7 @@ def test_two_server_processes_send_each_event_once(hook_server):
                     flip(rest_b if i % 2 else rest_a, key)
             want = expected_events(rest_a, people)
             assert receiver.wait_for(lambda: first_receipts_set(receiver) >= want)
-            time.sleep(1.0)  # a second sender would show up as duplicates by now
+            time.sleep(1.0)  # an absence: a second sender would show up as duplicates by now
             ids = [r["headers"]["webhook-id"] for r in receiver.requests]
             assert len(ids) == len(set(ids)) == len(want)
         finally:

@@ -1,7 +1,6 @@
 """Delivery from the log: only committed changes, from any writer, resumable without loss."""
 
 import threading
-import time
 
 import httpx
 import pytest
@@ -158,7 +157,7 @@ def test_a_client_too_slow_is_closed_with_4408_and_resumes_without_loss(slow_ser
                 "data": {"person_key": "slowpoke", "entity": "step"},
             }
         )
-        time.sleep(0.3)
+        reader.wait_first_message()  # subscribed (the answer stays for read_all below)
         # up to 30 x 800 step events, not read while they are sent, until the server lets
         # the socket go (about 3 MB fill the socket buffers, the transport and the outbox)
         for i in range(30):

@@ -509,7 +509,7 @@ def test_flooding_pings_gets_one_response_each_some_429_and_recovers(limited):
         # the other connection, meanwhile, is not limited
         for _ in range(10):
             assert calm.request("ping")["status"] == 200
-        time.sleep(1.1)
+        time.sleep(1.1)  # the behaviour under test: a second refills the bucket (20 per second)
         for _ in range(10):
             assert_still_open(flood)
 

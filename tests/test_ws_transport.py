@@ -1,11 +1,10 @@
 """Issue 14: the socket write path behind one interface, and /health saying which one serves."""
 
-import asyncio
-
 import httpx
 import pytest
 
 from stepstream.testing.servers import RESPONSE_HOOKS
+from tests.waiting import until
 
 
 def test_a_real_serve_reports_the_sansio_protocol_and_direct_writes(server, ws):
@@ -38,7 +37,7 @@ async def test_under_another_asgi_server_a_socket_writes_through_asgi_send(setti
     conn = Connection(send, None, Hub(MemoryBroker()))
     for n in range(5):
         conn.push(f'{{"n":{n}}}')
-    await asyncio.sleep(0.05)
+    await until(lambda: len(sent) >= 5, timeout=5)
     assert [m["text"] for m in sent] == [f'{{"n":{n}}}' for n in range(5)]
     await conn.finish()
 

@@ -6,6 +6,8 @@ import time
 
 import jwt
 
+from tests.waiting import wait_until
+
 
 def mint(secret: str, person_key: str, expires_in: float = 300, **claims) -> str:
     payload = {"sub": person_key, "exp": int(time.time() + expires_in), **claims}
@@ -42,11 +44,4 @@ def with_signature_flipped(token: str) -> str:
 
 def eventually(check, timeout: float = 6.0, interval: float = 0.05):
     """Calls `check` until it returns something truthy; returns it (or fails at the deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {check.__doc__ or check}")
-        time.sleep(interval)
+    return wait_until(check, timeout, interval)

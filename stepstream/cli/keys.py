@@ -20,6 +20,7 @@ def _run(args) -> int:
     from stepstream.errors import StepstreamError
     from stepstream.trust import tenants
 
+    answer: dict | list[dict]
     try:
         environment = tenants.find_environment(args.environment)
         if args.keys_command == "rotate":

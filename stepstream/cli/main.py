@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from stepstream import __version__
+from stepstream import __version__, config
 from stepstream.cli.server import build_server
 from stepstream.cli.setup import database_label, fail, redis_problem, setup
 
@@ -40,6 +40,8 @@ def cmd_serve(args) -> int:
         print(ensure_demo(base), file=sys.stderr, flush=True)
         os.environ["STEPSTREAM_DEMO"] = "1"  # the /demo page is served only now
     log = logging.getLogger("stepstream")  # so STEPSTREAM_LOG_FORMAT=json makes it JSON
+    for sentence in config.deprecated_names():  # renamed settings, the old name still read
+        log.warning(sentence)
     if args.workers > 1:
         from django.db import connections
 

@@ -155,15 +155,17 @@ def _check(slots: list[Slot], host, port, run_dir) -> bool:
             if now >= slot.restart_at:
                 slot.start(host, port, run_dir)
             continue
-        code = slot.process.poll()
+        process = slot.process
+        assert process is not None  # every slot is started before the first check
+        code = process.poll()
         if code is None:
             if now - slot.started > FAST_EXIT:
                 slot.fast_exits = 0
             continue
         if now - slot.started < FAST_EXIT:
             slot.fast_exits += 1
-        log.error("worker %d (pid %d) ended with %s", slot.index, slot.process.pid, code)
-        _forget_gauges(run_dir, slot.process.pid)
+        log.error("worker %d (pid %d) ended with %s", slot.index, process.pid, code)
+        _forget_gauges(run_dir, process.pid)
         if slot.fast_exits >= MAX_FAST_EXITS:
             log.error("worker %d failed to start %d times: stopping", slot.index, MAX_FAST_EXITS)
             return True

@@ -11,11 +11,17 @@ log itself, so a record missed by both still arrives.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from stepstream.delivery.broker import Broker
+from stepstream.engine.log import Record
+
+if TYPE_CHECKING:
+    from stepstream.dbthreads import DbThreads
+    from stepstream.delivery.hub import Hub
 
 
 def make_broker(on_keys: Callable[[], None] | None = None) -> Broker:
@@ -51,13 +57,13 @@ class Node:
     """This process's delivery: the broker, the hub once started, and the listeners of
     "keys changed"."""
 
-    def __init__(self, db):
-        self.db = db  # stepstream.dbthreads.DbThreads
+    def __init__(self, db: "DbThreads") -> None:
+        self.db = db
         self._key_listeners: list[Callable[[], None]] = []
         self.broker = make_broker(self.keys_heard)
-        self.hub = None
+        self.hub: Hub | None = None
 
-    async def start(self):
+    async def start(self) -> "Hub":
         from stepstream.delivery.hub import Hub
 
         hub = Hub(self.broker, self.db)
@@ -73,7 +79,7 @@ class Node:
 
     def on_keys_changed(self, callback: Callable[[], None]) -> None:
         """Calls `callback()` whenever another process says keys changed, or may have said
-        so unheard (the broker reconnected): stepstream.trust.keycache forgets what it holds."""
+        so unheard (the broker reconnected): the runtime's key memory forgets what it holds."""
         self._key_listeners.append(callback)
 
     def keys_heard(self) -> None:
@@ -88,7 +94,7 @@ class Node:
         """Whether another process's "keys changed" would reach this one now (Redis, healthy)."""
         return self.broker.tells_key_changes and self.broker.healthy
 
-    def notify_committed(self, records) -> None:
+    def notify_committed(self, records: Sequence[Record]) -> None:
         """Called after commit, from whichever thread committed."""
         hub = self.hub
         if hub is not None:

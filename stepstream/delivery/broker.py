@@ -7,14 +7,18 @@ order, drops what it has already passed, and reads gaps from the log. The
 broker only makes delivery fast.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 
 from stepstream.engine.log import Record
 
+# what a broker's listener calls: with records heard, and when some may have been missed
+OnRecords = Callable[[list[Record]], None]
+OnGap = Callable[[], None]
 
-def encode(records) -> bytes:
+
+def encode(records: Iterable[Record]) -> bytes:
     """Records as one JSON array: how every cross-process broker carries them."""
     return orjson.dumps([[r.person_id, r.seq, r.entity, r.data] for r in records])
 
@@ -30,7 +34,7 @@ class Broker:
     # without a re-check (stepstream/trust/keycache.py).
     tells_key_changes = False
 
-    def publish(self, records) -> None:
+    def publish(self, records: Sequence[Record]) -> None:
         """Sends committed records to every process; never blocks long, never raises."""
 
     def publish_keys_changed(self) -> None:
@@ -40,7 +44,7 @@ class Broker:
         each of them when the message arrives, and whenever it (re)subscribes.
         """
 
-    async def listen(self, on_records: Callable, on_gap: Callable) -> None:
+    async def listen(self, on_records: OnRecords, on_gap: OnGap) -> None:
         """Feeds records from other processes until cancelled.
 
         Calls `on_gap()` whenever records may have been missed (reconnects).

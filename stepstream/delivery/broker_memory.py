@@ -6,9 +6,9 @@ other processes on the same SQLite file see the rows by following the log.
 
 import asyncio
 
-from stepstream.delivery.broker import Broker
+from stepstream.delivery.broker import Broker, OnGap, OnRecords
 
 
 class MemoryBroker(Broker):
-    async def listen(self, on_records, on_gap) -> None:
+    async def listen(self, on_records: OnRecords, on_gap: OnGap) -> None:
         await asyncio.Event().wait()

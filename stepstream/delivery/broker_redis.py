@@ -7,12 +7,13 @@ whatever the number of subscribers: fan-out to sockets happens in each hub.
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 import redis.asyncio as aioredis
 
-from stepstream.delivery.broker import Broker, decode, encode
+from stepstream.delivery.broker import Broker, OnGap, OnRecords, decode, encode
+from stepstream.engine.log import Record
 
 CHANNEL_PREFIX = "stepstream:changes:"
 KEYS_PREFIX = "stepstream:keys:"  # "keys changed": every process forgets the keys it remembers
@@ -34,7 +35,7 @@ class RedisBroker(Broker):
     cross_process = True
     tells_key_changes = True
 
-    def __init__(self, url: str, on_keys: Callable[[], None] | None = None):
+    def __init__(self, url: str, on_keys: Callable[[], None] | None = None) -> None:
         self.url = url
         self.on_keys = on_keys or (lambda: None)
         self.channel = channel_name()
@@ -49,7 +50,7 @@ class RedisBroker(Broker):
     def healthy(self) -> bool:
         return self._listening and time.monotonic() >= self._down_until
 
-    def publish(self, records) -> None:
+    def publish(self, records: Sequence[Record]) -> None:
         if time.monotonic() < self._down_until:
             self.skipped += len(records)
             return
@@ -71,7 +72,7 @@ class RedisBroker(Broker):
             # the others keep re-checking each key they remember every KEY_CHECK_INTERVAL
             log.warning("redis publish of a key change failed: %s", e)
 
-    async def listen(self, on_records, on_gap) -> None:
+    async def listen(self, on_records: OnRecords, on_gap: OnGap) -> None:
         keys_heard = self.on_keys
         backoff = 0.1
         while True:
@@ -98,7 +99,7 @@ class RedisBroker(Broker):
             finally:
                 self._listening = False
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis
                     await client.aclose()
                 except (redis.RedisError, OSError):
                     pass

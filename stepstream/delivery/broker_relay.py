@@ -19,8 +19,10 @@ A frame: 4-byte big-endian payload length, one kind byte, the payload.
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
-from stepstream.delivery.broker import Broker, decode, encode
+from stepstream.delivery.broker import Broker, OnGap, OnRecords, decode, encode
+from stepstream.engine.log import Record
 
 log = logging.getLogger("stepstream.delivery")
 
@@ -67,7 +69,7 @@ class RelayBroker(Broker):
         writer = self._writer
         return writer is not None and not writer.is_closing()
 
-    def publish(self, records) -> None:
+    def publish(self, records: Sequence[Record]) -> None:
         """From any thread: the frame is written by the event loop, never waiting here."""
         loop = self._loop
         if self._writer is None or loop is None:
@@ -94,7 +96,7 @@ class RelayBroker(Broker):
         writer.write(data)
         self.published += count
 
-    async def listen(self, on_records, on_gap) -> None:
+    async def listen(self, on_records: OnRecords, on_gap: OnGap) -> None:
         backoff = 0.05
         while True:
             writer = None
@@ -146,7 +148,7 @@ class _Peer:
 class Relay:
     """Copies each frame a worker sends to every other worker (one loop, no decoding)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.peers: set[_Peer] = set()
         self.frames = 0
         self.started = time.monotonic()

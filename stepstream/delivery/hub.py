@@ -20,6 +20,8 @@ How a record reaches a socket (docs/architecture.md has the whole story):
 import asyncio
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from django.conf import settings
@@ -29,6 +31,10 @@ from stepstream.delivery.message import Message
 from stepstream.engine import log
 from stepstream.engine.log import Record
 from stepstream.metrics import EVENTS_DELIVERED
+
+if TYPE_CHECKING:
+    from stepstream.delivery.broker import Broker
+    from stepstream.trust.identity import Grant
 
 logger = logging.getLogger("stepstream.delivery")
 
@@ -40,6 +46,21 @@ DELETED = (
 BACKLOG_PAGE = 500
 FILL_PAGE = 1000
 RESTART_DELAY = 1.0  # seconds before a crashed background loop runs again
+
+
+class Subscriber(Protocol):
+    """What a subscription is delivered to: a socket (stepstream.ws.connection.Connection)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def push(self, message: Message) -> None: ...
+
+    async def room(self) -> None: ...
+
+    def close(self, code: int) -> None: ...
+
+    def end(self, sub: "Subscription", status: int, errors: list[str]) -> None: ...
 
 
 class Subscription:
@@ -55,7 +76,9 @@ class Subscription:
         "grant",
     )
 
-    def __init__(self, conn, person_id: int, entity: str, request_id, cursor: int):
+    def __init__(
+        self, conn: Subscriber, person_id: int, entity: str, request_id: object, cursor: int
+    ) -> None:
         self.conn = conn
         self.person_id = person_id
         self.entity = entity
@@ -67,7 +90,7 @@ class Subscription:
         # set once it is unsubscribed or ended: a backlog page read meanwhile is dropped
         self.ended = False
         # the person token it lives by (stepstream.trust.identity.Grant), or None
-        self.grant = None
+        self.grant: Grant | None = None
 
     def end_message(self, person_key: str, status: int, errors: list[str]) -> Message:
         """`subscription_ended`, with the request_id of the request that made it."""
@@ -91,7 +114,7 @@ class Subscription:
 class PersonChannel:
     __slots__ = ("person_id", "head", "pending", "subs", "filling")
 
-    def __init__(self, person_id: int, head: int):
+    def __init__(self, person_id: int, head: int) -> None:
         self.person_id = person_id
         self.head = head
         self.pending: dict[int, Record] = {}
@@ -100,7 +123,7 @@ class PersonChannel:
 
 
 class Hub:
-    def __init__(self, broker, db: DbThreads | None = None):
+    def __init__(self, broker: "Broker", db: DbThreads | None = None) -> None:
         self.broker = broker
         # the runtime's database threads; a hub made on its own (tests) has its own
         self._own_db = db is None
@@ -108,9 +131,9 @@ class Hub:
         self.channels: dict[int, PersonChannel] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         # every task the hub starts, so stop() can cancel them all and none is lost
-        self.tasks: set[asyncio.Task] = set()
-        self.stats = defaultdict(int)
-        self.errors: Counter = Counter()  # crashes per task name, reported by /health
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stats: defaultdict[str, int] = defaultdict(int)
+        self.errors: Counter[str] = Counter()  # crashes per task name, reported by /health
         self._last_id = 0
 
     # -- lifecycle -------------------------------------------------------
@@ -146,14 +169,14 @@ class Hub:
         """False once any hub task has crashed: /health says so (the loops restart anyway)."""
         return not self.errors
 
-    def _spawn(self, coro, name: str) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Starts a task the hub owns: kept until done, cancelled by stop(), its crash logged."""
         task = asyncio.get_running_loop().create_task(coro, name=f"hub-{name}")
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         if task.cancelled():
             return
@@ -165,7 +188,7 @@ class Hub:
         self.errors[name] += 1
         logger.error("delivery hub task %r crashed", name, exc_info=exc)
 
-    async def _supervise(self, name: str, run) -> None:
+    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Runs a background loop for the hub's lifetime, restarting it if it crashes or ends."""
         while True:
             try:
@@ -181,18 +204,18 @@ class Hub:
 
     # -- input -----------------------------------------------------------
 
-    def feed_threadsafe(self, records) -> None:
+    def feed_threadsafe(self, records: Iterable[Record]) -> None:
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.feed, records, "local")
 
-    def _from_broker(self, records) -> None:
+    def _from_broker(self, records: Iterable[Record]) -> None:
         self.feed(records, "broker")
 
     def _on_broker_gap(self) -> None:
         for channel in self.channels.values():
             self._schedule_fill(channel, None)
 
-    def feed(self, records, source: str = "local") -> None:
+    def feed(self, records: Iterable[Record], source: str = "local") -> None:
         for record in records:
             channel = self.channels.get(record.person_id)
             if channel is None or record.seq <= channel.head:
@@ -322,7 +345,13 @@ class Hub:
     # -- subscriptions ---------------------------------------------------
 
     def subscribe(
-        self, conn, person_id: int, last_seq: int, entity: str, request_id, since_seq: int | None
+        self,
+        conn: Subscriber,
+        person_id: int,
+        last_seq: int,
+        entity: str,
+        request_id: object,
+        since_seq: int | None,
     ) -> Subscription:
         """Registers a subscription; its backlog (if any) is sent after the caller's response."""
         channel = self.channels.get(person_id)
@@ -408,7 +437,7 @@ class Hub:
                 sub.catching_up = False
 
 
-def _last_seqs(person_ids):
+def _last_seqs(person_ids: list[int]) -> list[tuple[int, int]]:
     """(id, last seq) of these people: plain SQL, as building the ORM's IN (...) of 500 ids
     cost more than running it, twice a second for every subscribed person."""
     from django.db import connection
@@ -424,4 +453,5 @@ def _last_seqs(person_ids):
             f"SELECT id, last_seq FROM {table} WHERE id IN ({marks})",  # noqa: S608 - no input
             list(person_ids),
         )
-        return cursor.fetchall()
+        rows: list[tuple[int, int]] = cursor.fetchall()
+    return rows

@@ -20,7 +20,9 @@ a person deletes theirs, and the triggers take both out of the counters. All
 of it is read in one snapshot, so the numbers agree with each other.
 """
 
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Sum
@@ -47,7 +49,8 @@ def _flow(environment: Environment, identifier: str, version: int | None) -> Flo
 
 def _counts(flow_id: int) -> dict[str, dict[str, int]]:
     """{step identifier, or "" for the instances: {state: how many now}}, from the counters."""
-    rows = (
+    # Mapping: the sums' names are made here, beyond what the type checker reads of annotate()
+    rows: Iterable[Mapping[str, Any]] = (
         StepCount.objects.filter(flow_id=flow_id)
         .values("identifier")
         .annotate(*(Sum(f"n_{s}") for s in INSTANCE_STATES))

@@ -177,7 +177,7 @@ class _Parser:
     def __init__(self, text: str, variables: _Roots):
         self.text = text
         self.toks = [
-            (m.lastgroup, m.group(), m.start())
+            (m.lastgroup or "", m.group(), m.start())  # every alternative is a named group
             for m in _TOKEN.finditer(text)
             if m.lastgroup != "space"
         ]

@@ -13,10 +13,14 @@ The engine uses them to re-evaluate only what a write can change
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from stepstream.celchild import load_cel
 from stepstream.engine import conditioncost, sandbox
 from stepstream.errors import Invalid
+
+if TYPE_CHECKING:
+    from cel.cel import Program
 
 cel = load_cel()
 
@@ -57,7 +61,8 @@ _TOKEN = re.compile(
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
-    return [(m.lastgroup, m.group()) for m in _TOKEN.finditer(text) if m.lastgroup != "space"]
+    # every alternative of _TOKEN is a named group: lastgroup is never None
+    return [(m.lastgroup or "", m.group()) for m in _TOKEN.finditer(text) if m.lastgroup != "space"]
 
 
 def _literal_key(token: str) -> str | None:
@@ -109,7 +114,7 @@ def analyse(text: str) -> tuple[frozenset, set[str]]:
 @dataclass(frozen=True, slots=True)
 class Condition:
     text: str
-    program: object
+    program: "Program"
     deps: frozenset  # of (root, key or None)
     roots: frozenset  # of root names read
     cost: int = 0  # worst-case estimate under the input limits (conditioncost)
@@ -132,7 +137,7 @@ class Condition:
             return False
 
 
-def _first_line(message: str) -> str:
+def _first_line(message: object) -> str:
     line = str(message).split("\n")[0]
     return line.replace("Failed to parse expression", "syntax error in").strip()
 

@@ -193,7 +193,7 @@ def _postgres() -> bool:
     return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
-def db_uuid(value: uuid.UUID):
+def db_uuid(value: uuid.UUID | str):
     """A UUID as the model's field stores it: itself on PostgreSQL, 32 hex digits on SQLite."""
     if not isinstance(value, uuid.UUID):
         return _uuid_field.get_db_prep_value(value, connection, prepared=False)

@@ -74,12 +74,12 @@ def decode_cursor(environment_id: int, cursor: str | None) -> tuple[int, int]:
         text = f"{env}.{xid}.{row_id}"
         if not hmac.compare_digest(digest, _digest(text)):
             raise ValueError
-        env, xid, row_id = int(env), int(xid), int(row_id)
+        position = int(env), int(xid), int(row_id)
     except (ValueError, UnicodeDecodeError):
         raise bad from None
-    if env != environment_id:
+    if position[0] != environment_id:
         raise Invalid("The cursor 'after' belongs to another environment.")
-    return xid, row_id
+    return position[1], position[2]
 
 
 def horizon() -> int | None:

@@ -52,7 +52,8 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
     incoming = {t.to_step for t in transitions}
     by_identifier: dict[str, list[tuple[str, str]]] = {}
     guarded: dict[str, list[tuple]] = {}
-    auto_rules, auto_deps = [], set()
+    auto_rules: list[tuple[str, str, str, Condition | None]] = []
+    auto_deps: set[tuple[str, str | None]] = set()
     for i, t in enumerate(transitions):
         by_identifier.setdefault(t.identifier, []).append((t.from_step, t.to_step))
         cond = _condition(t.condition, f"transitions[{i}].condition")

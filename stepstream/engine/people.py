@@ -7,6 +7,8 @@ old schema saved before this rule included) fetches a URL or reads a file.
 """
 
 import json
+from collections.abc import Sequence
+from typing import Any, overload
 from urllib.parse import urljoin
 
 import orjson
@@ -30,10 +32,11 @@ DATA_KEYWORDS = frozenset({"const", "enum", "examples", "default"})
 
 def _retrieve_nothing(uri: str):
     """The registry's only way to fetch: it never does (no network, no files)."""
-    raise NoSuchResource(ref=uri)
+    # referencing's classes are attrs classes its stubs describe in a form mypy does not read
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
 
-REGISTRY = Registry(retrieve=_retrieve_nothing)
+REGISTRY = Registry(retrieve=_retrieve_nothing)  # type: ignore[call-arg]  # as above
 
 
 def _validator(schema: dict) -> Draft202012Validator:
@@ -52,7 +55,7 @@ def check_sizes(value, where: str) -> None:
     A 400 naming the field and the setting."""
     limits = settings.STEPSTREAM
     most_items, most_chars = limits["DATA_MAX_ITEMS"], limits["DATA_MAX_STRING"]
-    stack = [(value, [])]
+    stack: list[tuple[object, list[str | int]]] = [(value, [])]
     while stack:
         item, parts = stack.pop()
         if isinstance(item, str):
@@ -131,7 +134,8 @@ def _references(schema, path: str, base: str, found: list) -> None:
 
 def _check_references(schema: dict) -> None:
     found: list = []
-    root = schema.get("$id") if isinstance(schema.get("$id"), str) else ""
+    given = schema.get("$id")
+    root = given if isinstance(given, str) else ""
     _references(schema, "", root, found)
     problems = [
         f"The schema at {where}: '{ref[:100]}' points outside the schema; a reference may "
@@ -150,6 +154,7 @@ def _check_references(schema: dict) -> None:
     if problems:
         raise Invalid(*problems)
     validator = _validator(schema)
+    probe: object
     try:  # a schema whose references lead back to themselves never ends
         for probe in ({}, [], "", 0, None):
             validator.is_valid(probe)
@@ -183,7 +188,15 @@ def get(environment: Environment, person_key: str) -> Person:
         raise store.person_not_found(person_key) from None
 
 
-def describe_by_key(environment: Environment, person_key: str, also: tuple = ()) -> dict:
+@overload
+def describe_by_key(environment: Environment, person_key: str, also: tuple[()] = ()) -> dict: ...
+@overload
+def describe_by_key(
+    environment: Environment, person_key: str, also: tuple[str, Sequence[Any]]
+) -> tuple[Any, dict | None]: ...
+def describe_by_key(
+    environment: Environment, person_key: str, also: tuple[()] | tuple[str, Sequence[Any]] = ()
+) -> dict | tuple[Any, dict | None]:
     """`describe(get(...))` in one plain query: the ORM's query building took twice as long
     as the database's answer on the hottest REST read (docs/performance.md).
 
@@ -192,7 +205,7 @@ def describe_by_key(environment: Environment, person_key: str, also: tuple = ())
     """
     table = Person._meta.db_table
     sql = f"(SELECT data FROM {table} WHERE environment_id = %s AND person_key = %s)"
-    params = [environment.pk, person_key]
+    params: list[int | str] = [environment.pk, person_key]
     with connection.cursor() as cursor:
         if also:
             cursor.execute(f"SELECT {also[0]}, {sql}", [*also[1], *params])

@@ -49,7 +49,10 @@ class _Child:
             stderr=subprocess.DEVNULL,
             close_fds=True,
         )
-        self.out = self.process.stdout.fileno()
+        # both are pipes
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+        self.out = self.stdout.fileno()
         try:  # started and loaded: only then do evaluations' deadlines run
             ready = self._read(HEADER.size, time.monotonic() + START_TIMEOUT)
         except (TimeoutError, EOFError):
@@ -61,8 +64,8 @@ class _Child:
 
     def ask(self, payload: bytes, deadline: float):
         """The child's answer, or TimeoutError once `deadline` (monotonic) has passed."""
-        self.process.stdin.write(HEADER.pack(len(payload)) + payload)
-        self.process.stdin.flush()
+        self.stdin.write(HEADER.pack(len(payload)) + payload)
+        self.stdin.flush()
         header = self._read(HEADER.size, deadline)
         (length,) = HEADER.unpack(header)
         return pickle.loads(self._read(length, deadline))
@@ -85,7 +88,7 @@ class _Child:
             self.process.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             pass
-        for stream in (self.process.stdin, self.process.stdout):
+        for stream in (self.stdin, self.stdout):
             with contextlib.suppress(OSError):
                 stream.close()
 

@@ -66,7 +66,7 @@ def put(environment: Environment, identifier, body) -> tuple[dict, bool]:
         created = segment is None
         if created and Segment.objects.filter(environment=environment).count() >= MAX_SEGMENTS:
             raise Invalid(f"An environment may have at most {MAX_SEGMENTS} segments.")
-        if created:
+        if segment is None:
             segment = Segment.objects.create(
                 environment=environment, identifier=identifier, name=name, condition=condition
             )

@@ -143,9 +143,9 @@ class Session:
         self.runs: dict[str, Run] = {}
         self._instances: dict[str, tuple] | None = None
         self._values: dict = {}
-        self._context = None
+        self._context: conditions.Variables | None = None
         self._context_roots: frozenset = frozenset()
-        self._rules = None
+        self._rules: rules.EnvRules | None = None
         self._affected: dict = {}
 
     # --- what changed -------------------------------------------------------
@@ -212,6 +212,7 @@ class Session:
     def _value(self, root: str):
         if root in self._values:
             return self._values[root]
+        value: object
         if root == "person":
             value = store.person_data(self.person.pk)
         elif root == "events":
@@ -308,6 +309,7 @@ class Session:
                     if not self._ready(flow, active_steps.get(flow, ())):
                         continue
                     run = self.run(flow)
+                    assert run is not None  # an active instance of theirs: it exists
                 if run.instance.state == "active" and run.graph.auto_rules and run.settle():
                     progressed = True
             if not progressed:

@@ -11,6 +11,7 @@ per-statement layers. Everything else keeps using the ORM.
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from django.db import (
     IntegrityError,
@@ -172,7 +173,12 @@ def person_data(person_id: int) -> dict:
     with cursor() as c:
         c.execute(f"SELECT data FROM {P} WHERE id = %s", [person_id])
         raw = c.fetchone()[0]
-    return _data_field.from_db_value(raw, None, connection) if isinstance(raw, str) else raw
+    # no expression: the field's from_db_value only asks whether it is a key transform
+    return (
+        _data_field.from_db_value(raw, None, connection)  # type: ignore[arg-type]
+        if isinstance(raw, str)
+        else raw
+    )
 
 
 def write_person_data(person_id: int, data: dict) -> None:
@@ -436,7 +442,7 @@ def append_log(person: PersonRow, rows: list[Change]) -> None:
             c.previous_state,
             c.flow,
             db_uuid(c.flow_id),
-            adapt(c.occurred_at),
+            adapt(cast(datetime, c.occurred_at)),  # the recorder's changes: datetimes, not text
             cause(c.cause, connection),
         ]
         for c in rows

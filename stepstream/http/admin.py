@@ -57,7 +57,7 @@ class TrackedEventInline(admin.TabularInline):
     """What the person has done (docs/rules.md): one aggregate per event name."""
 
     model = TrackedEvent
-    fields = ["name", "count", "first_at", "last_at", "last_properties"]
+    fields = ("name", "count", "first_at", "last_at", "last_properties")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -95,7 +95,7 @@ class FlowAdmin(admin.ModelAdmin):
 
 class StepInstanceInline(admin.TabularInline):
     model = StepInstance
-    fields = ["identifier", "name", "state"]
+    fields = ("identifier", "name", "state")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -113,8 +113,7 @@ def _engine_action(name):
                 modeladmin.message_user(request, str(e), messages.WARNING)
 
     run.__name__ = f"{name}_flows"
-    run.short_description = f"{name.capitalize()} the selected flow instances"
-    return run
+    return admin.action(description=f"{name.capitalize()} the selected flow instances")(run)
 
 
 @admin.register(FlowInstance)
@@ -200,7 +199,7 @@ class WebhookForm(forms.ModelForm):
 
 class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
-    fields = ["at", "message_id", "person_key", "seq", "attempt", "status_code", "error"]
+    fields = ("at", "message_id", "person_key", "seq", "attempt", "status_code", "error")
     readonly_fields = fields
     ordering = ["-id"]
     extra = 0

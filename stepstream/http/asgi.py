@@ -72,6 +72,7 @@ class Application:
         answered without Django (stepstream.http.fast).
         """
         runtime = self.runtime
+        assert runtime is not None  # routed here only once it runs (__call__)
         raw = scope.get("raw_path")
         if raw and b"%" in raw:
             try:
@@ -105,9 +106,9 @@ class Application:
                 self.runtime = runtime
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                runtime, self.runtime = self.runtime, None
-                if runtime is not None:
-                    await runtime.stop()
+                running, self.runtime = self.runtime, None
+                if running is not None:
+                    await running.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -17,9 +17,9 @@ import asyncio
 import contextvars
 import io
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from a2wsgi.wsgi import build_environ
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 
@@ -29,6 +29,49 @@ from stepstream.http.health import RUNTIME_KEY
 logger = logging.getLogger("stepstream.http")
 
 STREAM_AFTER = 256 * 1024
+
+
+_CGI_NAMES = {b"content-length": "CONTENT_LENGTH", b"content-type": "CONTENT_TYPE"}
+
+
+def wsgi_environ(scope, body: io.BytesIO) -> dict:
+    """The WSGI environ (PEP 3333) of an ASGI HTTP request whose whole body is `body`.
+
+    Strings are "native": the request's bytes read as latin-1 (the path, already
+    percent-decoded by the server, as its UTF-8 bytes); a repeated header is
+    joined with commas, as the CGI variables of WSGI servers are.
+    """
+    script_name = scope.get("root_path", "").encode("utf-8").decode("latin-1")
+    path_info = scope["path"].encode("utf-8").decode("latin-1")
+    if script_name and path_info.startswith(script_name):
+        path_info = path_info[len(script_name) :]
+    server_name, server_port = scope.get("server") or ("localhost", 80)
+    environ = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path_info,
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": str(server_port or 0),
+        "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": body,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    client = scope.get("client")
+    if client is not None:
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+    for raw_name, raw_value in scope["headers"]:
+        name = _CGI_NAMES.get(raw_name)
+        if name is None:
+            name = "HTTP_" + raw_name.decode("latin-1").upper().replace("-", "_")
+        value = raw_value.decode("latin-1")
+        environ[name] = f"{environ[name]},{value}" if name in environ else value
+    return environ
 
 
 class _Response:
@@ -135,7 +178,7 @@ class DjangoBridge:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        environ = build_environ(scope, io.BytesIO(b"".join(chunks)))
+        environ = wsgi_environ(scope, io.BytesIO(b"".join(chunks)))
         environ[RUNTIME_KEY] = self.runtime
         del chunks
         loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+from typing import Any
 
 from stepstream import config, engine
 from stepstream.engine import flows, people
@@ -92,7 +93,7 @@ PLAN_TIP_FLOW = {
         },
     ],
 }
-RULE_FLOWS = (HABITS_FLOW, PLAN_TIP_FLOW)
+RULE_FLOWS: tuple[dict[str, Any], ...] = (HABITS_FLOW, PLAN_TIP_FLOW)
 
 
 def _publish_rule_flows(env) -> None:
@@ -108,6 +109,7 @@ def _create() -> dict:
     keys = tenants.create_project("Stepstream demo")
     dev = keys["environments"][0]
     env = tenants.environment_for_key(dev["secret_key"], "secret")
+    assert env is not None  # its key was just made
     flows.publish(env, DEMO_FLOW)
     _publish_rule_flows(env)
     engine.do_put_person(env, DEMO_PERSON, {"name": "Demo User"})
@@ -161,7 +163,8 @@ def ensure_demo(base_url: str) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(keys, f)
-    env: Environment = tenants.environment_for_key(keys["secret_key"], "secret")
+    env = tenants.environment_for_key(keys["secret_key"], "secret")
+    assert env is not None  # its key was found above, or just made
     _publish_rule_flows(env)
     _ensure_person(env)
     sk, pk = keys["secret_key"], keys["publishable_key"]

@@ -11,8 +11,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:  # httpx is the test extra's: imported where a REST client is made
+    import httpx
 
 # Called with every answer of a `Server.rest` client: the test suite adds its
 # OpenAPI check here (tests/conftest.py), so each REST answer it gets is
@@ -74,9 +78,10 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
+                with urllib.request.urlopen(self.url + "/api/v1/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):  # not listening yet, or not healthy
                 pass
             time.sleep(0.1)
         self.stop()
@@ -115,7 +120,10 @@ class Server:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def rest(self, secret_key: str) -> httpx.Client:
+    def rest(self, secret_key: str) -> "httpx.Client":
+        """An httpx client for the REST API with this secret key (httpx: the test extra)."""
+        import httpx
+
         return httpx.Client(
             base_url=self.url + "/api/v1",
             headers={"Authorization": f"Bearer {secret_key}"},

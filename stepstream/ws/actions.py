@@ -1,41 +1,65 @@
 """The WebSocket actions: each checks its fields, then calls the engine or the hub."""
 
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
 from stepstream import engine
 from stepstream.engine import log
 from stepstream.errors import Conflict, Invalid, RateLimited
 from stepstream.text import validate_identifier, validate_person_key
 from stepstream.trust import identity
 
+if TYPE_CHECKING:
+    from stepstream.models import Environment
+    from stepstream.ws.connection import Connection
+    from stepstream.ws.endpoint import Gateway
+
+Data = dict[str, Any]  # an action's `data` object, as the client sent it
+
 ENTITIES = ("flow", "step")
 
 
-def _text(data: dict, field: str) -> str:
+def _text(data: Data, field: str) -> str:
     return validate_identifier(data.get(field), f"data.{field}")
 
 
-def _entity(data: dict) -> str:
+def _entity(data: Data) -> str:
     entity = data.get("entity")
-    if entity not in ENTITIES:
+    if not isinstance(entity, str) or entity not in ENTITIES:
         raise Invalid("data.entity must be 'flow' or 'step'.")
     return entity
 
 
-def _verified(conn, data: dict, *checked) -> tuple[str, identity.Grant | None]:
+def _environment(conn: "Connection") -> "Environment":
+    """The socket's environment: every /ws socket has one (only the dashboard's has none)."""
+    assert conn.environment is not None
+    return conn.environment
+
+
+def _gateway(conn: "Connection") -> "Gateway":
+    """The socket's endpoint: its database threads, positions and verification policies."""
+    assert conn.gateway is not None  # every /ws socket's (made by the Gateway)
+    return conn.gateway
+
+
+def _verified(
+    conn: "Connection", data: Data, *checked: Callable[[Data], object]
+) -> tuple[str, identity.Grant | None]:
     """The request's person_key and its token's grant, once its fields are checked."""
     person_key = validate_person_key(data.get("person_key"), "data.person_key")
     for check in checked:
         check(data)
     # 401 / 403 when verification refuses
-    return person_key, conn.gateway.guard.policies.check(conn.environment, person_key, data)
+    return person_key, _gateway(conn).guard.policies.check(_environment(conn), person_key, data)
 
 
-def _person(conn, data: dict, *checked) -> str:
+def _person(conn: "Connection", data: Data, *checked: Callable[[Data], object]) -> str:
     """The request's person_key, once its other fields are checked and identity verified."""
     return _verified(conn, data, *checked)[0]
 
 
-def _since_seq(data: dict) -> int | None:
-    value = data.get("since_seq")
+def _since_seq(data: Data) -> int | None:
+    value: object = data.get("since_seq")
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -43,14 +67,14 @@ def _since_seq(data: dict) -> int | None:
     return value
 
 
-def _epoch(data: dict) -> str | None:
-    value = data.get("epoch")
+def _epoch(data: Data) -> str | None:
+    value: object = data.get("epoch")
     if value is not None and (not isinstance(value, str) or len(value) > 100):
         raise Invalid("data.epoch must be a string: the epoch of an event or of get_state.")
     return value
 
 
-async def subscribe_state_change(conn, data, request_id):
+async def subscribe_state_change(conn: "Connection", data: Data, request_id: object) -> Any:
     from django.conf import settings
 
     person_key, grant = _verified(conn, data, _entity, _since_seq, _epoch)
@@ -60,7 +84,7 @@ async def subscribe_state_change(conn, data, request_id):
         existing.grant = grant  # a fresh token extends the subscription's life
         return None
     # shared with the other subscribes waiting now: one database job for all of them
-    person_id, last_seq = await conn.gateway.positions.position(conn.environment, person_key)
+    person_id, last_seq = await _gateway(conn).positions.position(_environment(conn), person_key)
     if since_seq is not None and epoch is not None and epoch != log.epoch(person_id):
         raise Conflict(
             f"epoch '{epoch[:100]}' is not the current epoch of person '{person_key}': their "
@@ -92,7 +116,7 @@ async def subscribe_state_change(conn, data, request_id):
     return None
 
 
-async def unsubscribe_state_change(conn, data, request_id):
+async def unsubscribe_state_change(conn: "Connection", data: Data, request_id: object) -> Any:
     person_key = _person(conn, data, _entity)
     sub = conn.subscriptions.pop((person_key, data["entity"]), None)
     if sub is not None:
@@ -100,7 +124,7 @@ async def unsubscribe_state_change(conn, data, request_id):
     return None
 
 
-def _identify(environment, person_key, data):
+def _identify(environment: "Environment", person_key: str, data: Data | None) -> Data:
     # the connection's environment was read at connect: a schema set since then applies
     environment.refresh_from_db(fields=["person_schema"])
     merged = engine.do_identify(environment, person_key, data, via="websocket")
@@ -109,61 +133,62 @@ def _identify(environment, person_key, data):
     return state
 
 
-def _person_data(data: dict) -> dict | None:
+def _person_data(data: Data) -> Data | None:
     person_data = data.get("data")
     if person_data is not None and not isinstance(person_data, dict):
         raise Invalid("data.data must be a JSON object.")
     return person_data
 
 
-async def identify(conn, data, request_id):
+async def identify(conn: "Connection", data: Data, request_id: object) -> Any:
     person_key = _person(conn, data, _person_data)
-    return await conn.gateway.db.run(_identify, conn.environment, person_key, data.get("data"))
+    return await _gateway(conn).db.run(_identify, _environment(conn), person_key, data.get("data"))
 
 
-async def get_state(conn, data, request_id):
-    return await conn.gateway.db.run(engine.snapshot, conn.environment, _person(conn, data))
+async def get_state(conn: "Connection", data: Data, request_id: object) -> Any:
+    return await _gateway(conn).db.run(engine.snapshot, _environment(conn), _person(conn, data))
 
 
-async def transition(conn, data, request_id):
+async def transition(conn: "Connection", data: Data, request_id: object) -> Any:
     person_key = _person(conn, data, lambda d: _text(d, "flow"), lambda d: _text(d, "transition"))
     flow, name = data["flow"], data["transition"]
-    return await conn.gateway.db.run(
-        engine.do_transition, conn.environment, person_key, flow, name, via="websocket"
+    return await _gateway(conn).db.run(
+        engine.do_transition, _environment(conn), person_key, flow, name, via="websocket"
     )
 
 
-def _properties(data: dict) -> None:
+def _properties(data: Data) -> None:
     value = data.get("properties")
     if value is not None and not isinstance(value, dict):
         raise Invalid("data.properties must be a JSON object.")
 
 
-def _track(environment, person_key, event, properties):
+def _track(environment: "Environment", person_key: str, event: str, properties: Data | None) -> Any:
     # the connection's environment was read at connect: a schema set since then applies
     environment.refresh_from_db(fields=["person_schema"])
     return engine.do_track(environment, person_key, event, properties, via="websocket")
 
 
-async def track(conn, data, request_id):
+async def track(conn: "Connection", data: Data, request_id: object) -> Any:
     """Records a tracked event for the person; rules it sets off run in the same transaction."""
     person_key = _person(conn, data, lambda d: _text(d, "event"), _properties)
     event, properties = data["event"], data.get("properties")
-    return await conn.gateway.db.run(_track, conn.environment, person_key, event, properties)
+    return await _gateway(conn).db.run(_track, _environment(conn), person_key, event, properties)
 
 
-async def restart(conn, data, request_id):
+async def restart(conn: "Connection", data: Data, request_id: object) -> Any:
     person_key = _person(conn, data, lambda d: _text(d, "flow"))
-    return await conn.gateway.db.run(
-        engine.do_restart, conn.environment, person_key, data["flow"], via="websocket"
+    return await _gateway(conn).db.run(
+        engine.do_restart, _environment(conn), person_key, data["flow"], via="websocket"
     )
 
 
-async def ping(conn, data, request_id):
+async def ping(conn: "Connection", data: Data, request_id: object) -> Any:
     return None
 
 
-ACTIONS = {
+Action = Callable[["Connection", Data, object], Awaitable[Any]]
+ACTIONS: dict[str, Action] = {
     "subscribe_state_change": subscribe_state_change,
     "unsubscribe_state_change": unsubscribe_state_change,
     "identify": identify,

@@ -12,11 +12,15 @@ as before (a key revoked before a connect arrived is seen revoked).
 
 import asyncio
 from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from stepstream.dbthreads import DbThreads
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
-class Batched:
+
+class Batched(Generic[K, V]):
     """`await batched.get(key)`: the value `read` gives for `key`, read with its neighbours.
 
     `read(keys)` runs on a database thread and returns {key: value} for the
@@ -24,26 +28,29 @@ class Batched:
     """
 
     def __init__(
-        self, read: Callable[[list], dict], db: DbThreads, missing: Callable | None = None
-    ):
+        self,
+        read: Callable[[list[K]], dict[K, V]],
+        db: DbThreads,
+        missing: Callable[[K], Exception] | None = None,
+    ) -> None:
         self._read = read
         self._db = db
         self._missing = missing
-        self._waiting: dict[Hashable, list[asyncio.Future]] = {}
-        self._draining: asyncio.Task | None = None
+        self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
+        self._draining: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the two above belong to
 
-    async def get(self, key: Hashable):
+    async def get(self, key: K) -> V | None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests run several): nothing carries over
             self._loop, self._waiting, self._draining = loop, {}, None
-        future = loop.create_future()
+        future: asyncio.Future[V | None] = loop.create_future()
         self._waiting.setdefault(key, []).append(future)
         if self._draining is None or self._draining.done():
             self._draining = loop.create_task(self._drain(self._waiting))
         return await future
 
-    async def _drain(self, waiting: dict) -> None:
+    async def _drain(self, waiting: dict[K, list[asyncio.Future[V | None]]]) -> None:
         """Serves the waiting requests, one database job per round, until none waits."""
         while waiting:
             batch = dict(waiting)

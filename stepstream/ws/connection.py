@@ -23,11 +23,19 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from stepstream.delivery.hub import Hub, Subscription
 from stepstream.delivery.message import Message
+from stepstream.ws import Send
 from stepstream.ws.writer import Transport, writer_for
+
+if TYPE_CHECKING:
+    from stepstream.models import Environment
+    from stepstream.ws.endpoint import Gateway
 
 logger = logging.getLogger("stepstream.ws")
 
@@ -60,20 +68,27 @@ class Connection:
         "__weakref__",
     )
 
-    def __init__(self, send, environment, hub, key_id: int | None = None, gateway=None):
+    def __init__(
+        self,
+        send: Send,
+        environment: "Environment | None",  # None: a dashboard socket (http/dashboard/live.py)
+        hub: Hub,
+        key_id: int | None = None,
+        gateway: "Gateway | None" = None,  # the /ws endpoint's (None: dashboard, tests)
+    ) -> None:
         self._send = send
         self.gateway = gateway  # stepstream.ws.endpoint.Gateway: database threads, policies
         self._transport: Transport = writer_for(send)
         self.environment = environment
         self.key_id = key_id  # the ApiKey row it opened with: revoking it closes this (4403)
         self.hub = hub
-        self.subscriptions: dict[tuple[str, str], object] = {}
+        self.subscriptions: dict[tuple[str, str], Subscription] = {}
         self.closed = False
         self.close_code: int | None = None
-        self._outbox: deque[Message] | tuple = _EMPTY
+        self._outbox: deque[Message] | tuple[()] = _EMPTY
         self._bytes = 0  # what the outbox holds (its strings' memory)
         self._max_bytes = settings.STEPSTREAM["WS_MAX_BUFFER_BYTES"]
-        self._writer: asyncio.Task | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._room: asyncio.Event | None = None
         self._limit = settings.STEPSTREAM["WS_OUTBOX_LIMIT"]
         rate = settings.STEPSTREAM["WS_RATE_PER_SECOND"]
@@ -100,7 +115,7 @@ class Connection:
         if not self._outbox and self._transport.write(message):
             return
         size = sys.getsizeof(message.text)
-        if self._outbox is _EMPTY:
+        if not isinstance(self._outbox, deque):  # _EMPTY
             self._outbox = deque()
         if len(self._outbox) >= self._limit or self._held() + size > self._max_bytes:
             logger.info(
@@ -133,6 +148,7 @@ class Connection:
     async def _write(self) -> None:
         """Sends the outbox through ASGI, then ends: the next push may go direct again."""
         send, outbox, half = self._send, self._outbox, self._limit // 2
+        assert isinstance(outbox, deque)  # push made it before starting this writer
         try:
             while outbox and not self.closed:
                 await send({"type": "websocket.send", "text": outbox[0].text})
@@ -177,13 +193,15 @@ class Connection:
             self._send_close(writer, code, reason)
         )
 
-    async def _send_close(self, writer: asyncio.Task | None, code: int, reason: str) -> None:
+    async def _send_close(self, writer: asyncio.Task[None] | None, code: int, reason: str) -> None:
         if writer is not None:
             await asyncio.gather(writer, return_exceptions=True)
         with contextlib.suppress(Exception):  # the client may be gone already
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
-    def end_subscription(self, person_key: str, entity: str, status: int, errors) -> None:
+    def end_subscription(
+        self, person_key: str, entity: str, status: int, errors: Iterable[str]
+    ) -> None:
         """Ends one subscription and tells the client why (`subscription_ended`)."""
         sub = self.subscriptions.pop((person_key, entity), None)
         if sub is None:
@@ -191,7 +209,7 @@ class Connection:
         self.hub.unsubscribe(sub)
         self.push(sub.end_message(person_key, status, list(errors)))
 
-    def end(self, sub, status: int, errors) -> None:
+    def end(self, sub: Subscription, status: int, errors: Iterable[str]) -> None:
         """Ends `sub` (one of this connection's subscriptions), whatever its key."""
         for (person_key, entity), found in list(self.subscriptions.items()):
             if found is sub:

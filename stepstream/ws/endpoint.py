@@ -11,19 +11,23 @@ import logging
 import secrets
 import weakref
 from collections import Counter
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from django.conf import settings
 
 from stepstream.dbthreads import DbThreads
-from stepstream.models import Environment
+from stepstream.models import ApiKey, Environment
 from stepstream.observability import request_id
 from stepstream.trust import origins, tenants
-from stepstream.ws import guard, protocol
+from stepstream.ws import AsgiMessage, Receive, Scope, Send, guard, protocol
 from stepstream.ws.batched import Batched
 from stepstream.ws.connection import Connection
 from stepstream.ws.frames import forget_handshake
 from stepstream.ws.positions import Positions
+
+if TYPE_CHECKING:
+    from stepstream.delivery import Node
 
 logger = logging.getLogger("stepstream.ws")
 
@@ -35,12 +39,12 @@ BAD_KEY_REASON = "Missing or wrong key: connect with the environment's publishab
 ORIGIN_REASON = "This page's origin is not on the environment's allowed origins for this key."
 
 
-async def _handle(conn: Connection, message: dict) -> bool:
+async def _handle(conn: Connection, message: AsgiMessage) -> bool:
     """Answers one incoming message; False once the socket is gone.
 
     Its own function so an idle socket's frame holds no last message.
     """
-    kind = message["type"]
+    kind: str = message["type"]
     if kind == "websocket.receive":
         text = message.get("text")
         if text is None:
@@ -49,16 +53,16 @@ async def _handle(conn: Connection, message: dict) -> bool:
     return kind != "websocket.disconnect"
 
 
-def _read_keys(keys: list[str]) -> dict:
+def _read_keys(keys: list[str]) -> dict[str, ApiKey]:
     """Each distinct key once: in a reconnect storm the sockets share a few keys."""
     return tenants.key_rows(keys, "publishable")
 
 
-def _plausible(key) -> bool:
+def _plausible(key: object) -> bool:
     return isinstance(key, str) and 0 < len(key) <= tenants.MAX_KEY_LENGTH
 
 
-async def _close_after_accept(send, code: int, reason: str = "") -> None:
+async def _close_after_accept(send: Send, code: int, reason: str = "") -> None:
     """A close code and reason a browser can read (a close before accept is only an HTTP 403).
 
     Nothing else is sent before it: the socket serves nothing.
@@ -72,28 +76,29 @@ class Gateway:
     delivery hub and connection guard, the connects and subscribes being read in batches,
     and the sockets open per environment. Called as the ASGI WebSocket app."""
 
-    def __init__(self, db: DbThreads, node, watch: guard.Guard):
+    def __init__(self, db: DbThreads, node: "Node", watch: guard.Guard) -> None:
         self.db = db
         self.node = node  # stepstream.delivery.Node: its hub is started with the runtime
         self.guard = watch
         self.positions = Positions(db)
-        self.open_per_environment: Counter = Counter()
         # connects waiting at the same moment share one job
-        self._key_rows = Batched(_read_keys, db)
+        self._key_rows: Batched[str, ApiKey] = Batched(_read_keys, db)
         self._environments: weakref.WeakValueDictionary[int, Environment] = (
             weakref.WeakValueDictionary()
         )
+        self.open_per_environment: Counter[int] = Counter()
         # names connections in log lines: unique per process (a runtime is made after the
         # fork of `serve --workers`) without a uuid4, an os.urandom call, per connection
         self._ids = itertools.count(1)
         self._prefix = f"ws-{secrets.token_hex(3)}"
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         admitted = await self._admit(scope, receive, send)
         if admitted is None:
             return
         environment, key_id = admitted
         hub = self.node.hub
+        assert hub is not None  # started with the runtime, before any socket
         await send({"type": "websocket.accept"})
         forget_handshake(scope, send)
         self.open_per_environment[environment.pk] += 1
@@ -109,7 +114,9 @@ class Gateway:
                 del self.open_per_environment[environment.pk]
             await conn.finish()
 
-    async def _admit(self, scope, receive, send):
+    async def _admit(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[Environment, int] | None:
         """(environment, key id) for a socket that may open, else None once it is refused.
 
         A function of its own so the key, its row and the parsed query are freed
@@ -139,10 +146,10 @@ class Gateway:
         if not origins.allowed(environment, scope):
             await _close_after_accept(send, CLOSE_REFUSED, ORIGIN_REASON)
             return None
-        most = settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_KEY"]
+        most = settings.STEPSTREAM["WS_MAX_CONNECTIONS_PER_ENVIRONMENT"]
         if self.open_per_environment[environment.pk] >= most:
             await _close_after_accept(
-                send, CLOSE_TRY_LATER, "Too many connections with this key; try again later."
+                send, CLOSE_TRY_LATER, "Too many connections to this environment; try again later."
             )
             return None
         request_id.set(f"{self._prefix}{next(self._ids):06x}")  # names it in log lines

@@ -1,9 +1,10 @@
 """What a socket's opening handshake leaves behind, dropped once it is accepted."""
 
+from stepstream.ws import Scope, Send
 from stepstream.ws.writer import sansio_protocol
 
 
-def forget_handshake(scope, send) -> None:
+def forget_handshake(scope: Scope, send: Send) -> None:
     """Drops the opening handshake's headers once the socket is accepted.
 
     Nothing reads them later, yet uvicorn keeps the request and response (with
@@ -16,5 +17,6 @@ def forget_handshake(scope, send) -> None:
         for handshake in (getattr(protocol, "request", None), getattr(protocol, "response", None)):
             if handshake is not None:
                 handshake.headers.clear()  # websockets' parser still holds the request
-        protocol.request = None
-        protocol.response = None
+        # dropped on purpose, though uvicorn types them as always set: nothing reads them now
+        protocol.request = None  # type: ignore[assignment]
+        protocol.response = None  # type: ignore[assignment]

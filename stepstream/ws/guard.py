@@ -20,6 +20,8 @@ process, in one database round trip of three small queries:
 import asyncio
 import logging
 import time
+from collections import Counter
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -27,13 +29,18 @@ from stepstream.dbthreads import DbThreads
 from stepstream.models import ApiKey
 from stepstream.trust import identity
 
+if TYPE_CHECKING:
+    from stepstream.ws.connection import Connection
+
 logger = logging.getLogger("stepstream.ws")
 
 CLOSE_KEY_REVOKED = 4403
 REVOKED_REASON = "This publishable key was revoked: use the environment's new key."
 
 
-def _read(key_ids: set[int], environment_ids: set[int], counts) -> tuple[set[int], dict]:
+def _read(
+    key_ids: set[int], environment_ids: set[int], counts: "Counter[tuple[int, bool]]"
+) -> tuple[set[int], dict[int, identity.Policy]]:
     if counts:
         identity.save_counts(counts)
     live = set(
@@ -48,20 +55,21 @@ class Guard:
     """The open connections of one runtime, what verification each environment enforces
     for them, and the task that re-checks both every interval."""
 
-    def __init__(self, db: DbThreads):
+    def __init__(self, db: DbThreads) -> None:
         self.db = db
-        self.connections: set = set()
+        self.connections: set[Connection] = set()
         self.policies = identity.Policies()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def track(self, conn) -> None:
+    def track(self, conn: "Connection") -> None:
         """Watches a new connection (its `key_id` and `environment` are set)."""
+        assert conn.environment is not None  # a /ws socket's; only the dashboard's has none
         self.policies.remember(conn.environment)
         self.connections.add(conn)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._watch())
 
-    def untrack(self, conn) -> None:
+    def untrack(self, conn: "Connection") -> None:
         self.connections.discard(conn)
 
     async def stop(self) -> None:
@@ -72,15 +80,17 @@ class Guard:
 
     async def check_once(self) -> None:
         conns = list(self.connections)
-        key_ids = {c.key_id for c in conns}
-        environment_ids = {c.environment.pk for c in conns}
+        key_ids = {c.key_id for c in conns if c.key_id is not None}
+        environment_ids = {c.environment.pk for c in conns if c.environment is not None}
         counts = self.policies.take_counts()
         try:
             revoked, policies = await self.db.run(_read, key_ids, environment_ids, counts)
         except Exception:
             self.policies.put_back(counts)  # kept for the next round
             raise
-        self.policies.update(policies, {c.environment.pk for c in self.connections})
+        self.policies.update(
+            policies, {c.environment.pk for c in self.connections if c.environment is not None}
+        )
         if revoked:
             closing = [c for c in self.connections if c.key_id in revoked]
             if closing:
@@ -93,6 +103,8 @@ class Guard:
         now = time.time() if now is None else now
         ended = 0
         for conn in list(self.connections):
+            if conn.environment is None:  # never: tracked sockets have one (track)
+                continue
             found = self.policies.policy(conn.environment)
             if found.mode != "enforce" or conn.closed:
                 continue

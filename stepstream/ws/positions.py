@@ -11,7 +11,7 @@ from django.db import connection
 
 from stepstream.dbthreads import DbThreads
 from stepstream.engine.store import person_not_found
-from stepstream.models import Person
+from stepstream.models import Environment, Person
 from stepstream.ws.batched import Batched
 
 CHUNK = 500  # people per query (SQLite's bound parameters stay well under its limit)
@@ -23,7 +23,7 @@ def _read(wanted: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int
     by_environment: dict[int, list[str]] = {}
     for environment_id, key in wanted:
         by_environment.setdefault(environment_id, []).append(key)
-    found = {}
+    found: dict[tuple[int, str], tuple[int, int]] = {}
     table = connection.ops.quote_name(Person._meta.db_table)
     with connection.cursor() as cursor:
         for environment_id, keys in by_environment.items():
@@ -43,9 +43,13 @@ def _read(wanted: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int
 class Positions:
     """The batched reader of one runtime's database threads."""
 
-    def __init__(self, db: DbThreads):
-        self._batched = Batched(_read, db, missing=lambda wanted: person_not_found(wanted[1]))
+    def __init__(self, db: DbThreads) -> None:
+        self._batched: Batched[tuple[int, str], tuple[int, int]] = Batched(
+            _read, db, missing=lambda wanted: person_not_found(wanted[1])
+        )
 
-    async def position(self, environment, person_key: str) -> tuple[int, int]:
+    async def position(self, environment: Environment, person_key: str) -> tuple[int, int]:
         """(person id, last seq) of the environment's person; NotFound when there is none."""
-        return await self._batched.get((environment.pk, person_key))
+        found = await self._batched.get((environment.pk, person_key))
+        assert found is not None  # a person not found raises (missing)
+        return found

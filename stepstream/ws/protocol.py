@@ -6,6 +6,8 @@ result or the StepstreamError with the same status and code as REST.
 
 import json
 import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from django.conf import settings
@@ -15,11 +17,21 @@ from stepstream import text as strict_json
 from stepstream.errors import Invalid, RateLimited, StepstreamError, TooLarge
 from stepstream.ws.actions import ACTIONS
 
+if TYPE_CHECKING:
+    from stepstream.ws.connection import Connection
+
 logger = logging.getLogger("stepstream.ws")
 
 
-def render(request_id, status: int, errors=(), action=None, data=None, code=None) -> str:
-    response = {"request_id": request_id, "errors": list(errors), "status": status}
+def render(
+    request_id: object,
+    status: int,
+    errors: Iterable[str] = (),
+    action: str | None = None,
+    data: object = None,
+    code: str | None = None,
+) -> str:
+    response: dict[str, Any] = {"request_id": request_id, "errors": list(errors), "status": status}
     if action is not None:
         response["action"] = action
     if code is not None:
@@ -38,11 +50,11 @@ def render(request_id, status: int, errors=(), action=None, data=None, code=None
         return orjson.dumps(response).decode()
 
 
-def render_error(request_id, error: StepstreamError, action=None) -> str:
+def render_error(request_id: object, error: StepstreamError, action: str | None = None) -> str:
     return render(request_id, error.status, error.messages, action, code=error.code)
 
 
-async def handle(conn, text: str) -> str:
+async def handle(conn: "Connection", text: str) -> str:
     request_id = None
     action = None
     try:
@@ -76,8 +88,8 @@ async def handle(conn, text: str) -> str:
     except StepstreamError as error:
         return render_error(request_id, error, action)
     except DataError:
-        error = Invalid("A value in the request cannot be stored (bad characters or size).")
-        return render_error(request_id, error, action)
+        refused = Invalid("A value in the request cannot be stored (bad characters or size).")
+        return render_error(request_id, refused, action)
     except Exception:
         logger.exception("unexpected error handling action %r", action)
         return render(request_id, 500, ["Internal server error."], action, code="internal")

@@ -7,9 +7,10 @@ writes it, and it imports neither.
 """
 
 from collections import Counter
+from typing import Any
 
 _started: dict[str, str | None] = {"protocol": None, "writes": None}
-_sockets: Counter = Counter()
+_sockets: Counter[str] = Counter()
 
 
 def record(protocol: str, writes: str) -> None:
@@ -21,6 +22,6 @@ def chosen(writes: str) -> None:
     _sockets[writes] += 1
 
 
-def report() -> dict:
+def report() -> dict[str, Any]:
     """{"protocol", "writes", "sockets"}: None where this process was not started by `serve`."""
     return {**_started, "sockets": dict(_sockets)}

@@ -23,12 +23,18 @@ client controls would otherwise make the server hold memory without bound:
   the application has taken the last one.
 """
 
+import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+
+if TYPE_CHECKING:
+    from uvicorn import Config
+    from uvicorn._types import ASGIReceiveEvent
 
 CLOSE_TOO_SLOW = 4408
 SLOW_REASON = "Too slow: the client did not read what it was sent; resume with since_seq."
@@ -49,13 +55,13 @@ def max_incoming_bytes() -> int:
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     """Stops reading from a client whose answers cannot be sent; closes one that never reads."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn.logger = PROTOCOL_LOGGER
         self.conn.max_message_size = max_incoming_bytes()
         self.stall_timeout = settings.STEPSTREAM["WS_STALL_TIMEOUT"]
         self.held = False  # reading paused because writing is
-        self._stall = None
+        self._stall: asyncio.TimerHandle | None = None
 
     # -- back-pressure from writes to reads ---------------------------------
 
@@ -77,7 +83,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
             if not self.read_paused and not self.transport.is_closing():
                 self.transport.resume_reading()
 
-    async def receive(self):
+    async def receive(self) -> "ASGIReceiveEvent":
         """As uvicorn's, but reading stays paused while writing is."""
         message = await self.queue.get()
         if self.read_paused and self.queue.empty():
@@ -86,7 +92,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.transport.resume_reading()
         return message
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
@@ -141,7 +147,7 @@ _ATTRIBUTES = (
 _METHODS = ("pause_writing", "resume_writing", "receive", "connection_lost", "send")
 
 
-def verify(config) -> None:
+def verify(config: "Config") -> None:
     """Checks that uvicorn serves WebSockets with this class, and has what it relies on.
 
     Loads `config` (a uvicorn.Config naming this class as `ws`) and builds one

@@ -16,12 +16,12 @@ from typing import Protocol
 from websockets.protocol import State
 
 from stepstream.delivery.message import Message
-from stepstream.ws import serving
+from stepstream.ws import Send, serving
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 except ImportError:  # pragma: no cover - another ASGI server: everything goes through `send`
-    WebSocketsSansIOProtocol = None
+    WebSocketsSansIOProtocol = None  # type: ignore[misc,assignment]  # the class, or None
 
 
 class Transport(Protocol):
@@ -47,7 +47,7 @@ class DirectWriter:
     __slots__ = ("_protocol",)
     name = "direct"
 
-    def __init__(self, protocol):
+    def __init__(self, protocol: "WebSocketsSansIOProtocol") -> None:
         self._protocol = protocol
 
     def write(self, message: Message) -> bool:
@@ -99,7 +99,7 @@ class AsgiWriter:
 _ASGI = AsgiWriter()  # stateless: one for every socket
 
 
-def sansio_protocol(send):
+def sansio_protocol(send: Send) -> "WebSocketsSansIOProtocol | None":
     """uvicorn's sans-I/O protocol object behind an ASGI `send`, or None under anything else."""
     protocol = getattr(send, "__self__", None)
     if WebSocketsSansIOProtocol is None or not isinstance(protocol, WebSocketsSansIOProtocol):
@@ -107,7 +107,7 @@ def sansio_protocol(send):
     return protocol
 
 
-def writer_for(send) -> Transport:
+def writer_for(send: Send) -> Transport:
     """The write path for one socket: direct under uvicorn's sans-I/O protocol, else ASGI."""
     protocol = sansio_protocol(send)
     writer: Transport = DirectWriter(protocol) if protocol is not None else _ASGI

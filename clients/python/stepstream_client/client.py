@@ -42,12 +42,13 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Origin
 
 from .state import ENTITIES, Applied, Entity, FlowState, PersonState, StateChange, StepState
 
@@ -63,8 +64,11 @@ __all__ = [
     "websocket_url",
 ]
 
-# the name it always had, so logging set up for it keeps working
+# the name it always had, so logging set up for it keeps working; a library's
+# NullHandler: with no logging configured, nothing reaches stderr (Python's
+# "last resort" handler printed every warning there, even of errors the caller caught)
 logger = logging.getLogger("stepstream.client")
+logger.addHandler(logging.NullHandler())
 
 _random = random.random  # the jitter's source (a test may pin it)
 
@@ -413,7 +417,7 @@ class Client:
                 ping_timeout=self._heartbeat or None,
                 close_timeout=2,
                 max_size=None,
-                origin=self._origin,
+                origin=Origin(self._origin) if self._origin is not None else None,
             )
         except InvalidStatus as e:
             if e.response.status_code in (401, 403) and not self._ever_live:
@@ -569,7 +573,8 @@ class Client:
                 if message.get("event") == "subscription_ended":
                     self._subscription_ended(ws, message)
                     continue
-                waiter = self._pending.pop(message.get("request_id"), None)
+                # the server echoes the request_id this client sent: one of its ints
+                waiter = self._pending.pop(cast(int, message.get("request_id")), None)
                 if waiter is None or waiter.done():
                     continue
                 if message.get("status") == 200:
@@ -607,6 +612,12 @@ class Client:
             raise StepstreamError(f"{action}: no answer", code="timeout") from None
         finally:
             self._pending.pop(request_id, None)
+            # the reader may have failed it (the socket closed) while the send raised:
+            # read here, else asyncio reports "Future exception was never retrieved"
+            if not waiter.done():
+                waiter.cancel()
+            elif not waiter.cancelled():
+                waiter.exception()
 
     # -- applying changes ----------------------------------------------------
 
@@ -677,7 +688,10 @@ class Client:
 
     def _fail(self, error: StepstreamError) -> None:
         self.error = error
-        logger.error("stepstream: %s", error)
+        # raised to whoever waits (start, wait_live, wait_for): theirs to report; logged
+        # as a warning only when nobody waits for it
+        level = logging.DEBUG if self._waiters else logging.WARNING
+        logger.log(level, "stepstream: %s", error)
         self._closing = True
         self._finish()
 

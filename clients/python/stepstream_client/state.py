@@ -196,13 +196,15 @@ class PersonState:
     def _apply_instance(self, instance: dict[str, Any], seq: int, changed: list[str]) -> None:
         """Merges one flow instance read at ``seq``; items changed later keep their state."""
         known = self.flows.get(instance["flow"])
-        same = known is not None and known.id == instance["id"]
+        if known is not None and known.id != instance["id"]:
+            known = None  # another instance of the flow: nothing of it is kept
+        same = known is not None
 
         def fresh(item: str) -> bool:
             return not same or seq > self._item_seq.get(item, -1)
 
         theirs = FlowState.from_instance(instance, seq)
-        mine = {s.id: s for s in known.steps} if same else {}
+        mine = {s.id: s for s in known.steps} if known is not None else {}
         steps = []
         for step in theirs.steps:
             if step.id in mine and not fresh(step.id):
@@ -214,11 +216,15 @@ class PersonState:
         if fresh(theirs.id):
             self._item_seq[theirs.id] = seq
         else:
+            assert known is not None  # every item of another instance is fresh
             state = known.state
         updated = dataclasses.replace(
-            theirs, state=state, steps=tuple(steps), seq=max(known.seq if same else 0, seq)
+            theirs,
+            state=state,
+            steps=tuple(steps),
+            seq=max(known.seq if known is not None else 0, seq),
         )
-        if same and updated.state == known.state and updated.steps == known.steps:
+        if known is not None and updated.state == known.state and updated.steps == known.steps:
             return
         self.flows[theirs.flow] = updated
         changed.append(theirs.flow)

@@ -5,6 +5,8 @@ and docs/architecture.md). A webhook's position is a change-feed position
 (stepstream/engine/feed.py): everything at or before it has been acknowledged.
 """
 
+from typing import Any
+
 from django.db import transaction
 
 from stepstream.delivery.webhooks.addresses import check_url
@@ -17,7 +19,7 @@ MAX_WEBHOOKS_PER_ENVIRONMENT = 50
 MAX_DELIVERIES_LIMIT = 1000
 
 
-def describe(hook: Webhook) -> dict:
+def describe(hook: Webhook) -> dict[str, Any]:
     return {
         "id": hook.pk,
         "url": hook.url,
@@ -40,7 +42,7 @@ def current_position() -> tuple[int, int]:
     return 0, last or 0
 
 
-def create(environment: Environment, body) -> dict:
+def create(environment: Environment, body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid("The request body must be a JSON object.")
     url = check_url(body.get("url"))
@@ -67,7 +69,7 @@ def create(environment: Environment, body) -> dict:
     return {**describe(hook), "secret": hook.secret}
 
 
-def get(environment: Environment, hook_id, lock: bool = False) -> Webhook:
+def get(environment: Environment, hook_id: int | str, lock: bool = False) -> Webhook:
     rows = Webhook.objects.select_for_update() if lock else Webhook.objects
     hook = rows.filter(environment=environment, pk=int(hook_id)).first()
     if hook is None:
@@ -75,11 +77,11 @@ def get(environment: Environment, hook_id, lock: bool = False) -> Webhook:
     return hook
 
 
-def listing(environment: Environment) -> list[dict]:
+def listing(environment: Environment) -> list[dict[str, Any]]:
     return [describe(h) for h in Webhook.objects.filter(environment=environment).order_by("pk")]
 
 
-def delete(environment: Environment, hook_id) -> None:
+def delete(environment: Environment, hook_id: int | str) -> None:
     """Deletes a webhook and its attempt log.
 
     The row is locked first: a worker saving a batch holds it, and its new
@@ -89,7 +91,7 @@ def delete(environment: Environment, hook_id) -> None:
         get(environment, hook_id, lock=True).delete()
 
 
-def enable(environment: Environment, hook_id) -> dict:
+def enable(environment: Environment, hook_id: int | str) -> dict[str, Any]:
     """Resumes a disabled webhook where it stopped (its position never moved past a failure)."""
     with transaction.atomic():
         hook = get(environment, hook_id)
@@ -98,7 +100,7 @@ def enable(environment: Environment, hook_id) -> dict:
     return describe(hook)
 
 
-def deliveries(environment: Environment, hook_id, limit: int) -> list[dict]:
+def deliveries(environment: Environment, hook_id: int | str, limit: int) -> list[dict[str, Any]]:
     hook = get(environment, hook_id)
     rows = WebhookAttempt.objects.filter(webhook=hook).order_by("-id")[:limit]
     return [

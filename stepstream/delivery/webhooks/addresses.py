@@ -24,7 +24,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from django.conf import settings
 
@@ -53,7 +53,7 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     return []
 
 
-def _public(ip) -> bool:
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
@@ -77,7 +77,7 @@ def blocked(address: str) -> bool:
     return refusal(address) is not None
 
 
-def check_url(url) -> str:
+def check_url(url: object) -> str:
     """The URL if a webhook may use it; else Invalid naming why."""
     if not isinstance(url, str) or not url:
         raise Invalid("url is required and must be a non-empty string.")
@@ -98,7 +98,7 @@ def check_url(url) -> str:
         found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise Invalid(f"url's host '{parts.hostname}' does not resolve.") from None
-    bad = sorted({why for info in found if (why := refusal(info[4][0])) is not None})
+    bad = sorted({why for info in found if (why := refusal(str(info[4][0]))) is not None})
     if bad:
         raise Invalid(
             f"url's host '{parts.hostname}' resolves to a loopback, private or link-local "
@@ -118,10 +118,12 @@ class GuardedResolver(AbstractResolver):
     `literal_refused` checks those.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._inner = ThreadedResolver()
 
-    async def resolve(self, host, port=0, family=socket.AF_INET):
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         found = await self._inner.resolve(host, port, family)
         if not allow_private():
             bad = sorted({why for r in found if (why := refusal(r["host"])) is not None})

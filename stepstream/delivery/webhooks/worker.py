@@ -18,8 +18,9 @@
   each only after the previous one was acknowledged (2xx). When the whole
   batch is acknowledged the position moves past it, in the database. A
   server killed at any moment resends at most one batch: at least once.
-* Failures: retried with exponential backoff and full jitter
-  (STEPSTREAM_WEBHOOK_RETRY_BASE_SECONDS doubling up to ..._MAX_SECONDS);
+* Failures: retried with exponential backoff and equal jitter (`retry_delay`:
+  retry n waits 0.5 to 1 times STEPSTREAM_WEBHOOK_RETRY_BASE_SECONDS x 2^(n-1),
+  capped at ..._MAX_SECONDS);
   `failing_since` is kept on the row, and once it is older than
   STEPSTREAM_WEBHOOK_RETRY_HOURS the webhook is disabled, its position still
   before the event that failed, so `enable` resumes exactly there.
@@ -33,7 +34,9 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Literal, TypedDict
 
 import aiohttp
 import orjson
@@ -59,14 +62,52 @@ MAX_RESPONSE_BYTES = 64 * 1024  # read (and ignored) from an answer, so the conn
 SCAN_INTERVAL = 1.0
 
 
-def _conf(name: str):
+_Seconds = Literal[
+    "WEBHOOK_LEASE_SECONDS",
+    "WEBHOOK_RETRY_HOURS",
+    "WEBHOOK_RETRY_BASE_SECONDS",
+    "WEBHOOK_RETRY_MAX_SECONDS",
+    "WEBHOOK_TIMEOUT_SECONDS",
+    "WEBHOOK_POLL_INTERVAL",
+]
+
+
+def _conf(name: _Seconds) -> float:
     return settings.STEPSTREAM[name]
+
+
+def retry_delay(
+    attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds before retry `attempt` (1 first): exponential backoff with equal jitter,
+    a random time between half and all of `min(cap, base * 2**(attempt - 1))`.
+
+    Equal rather than full jitter (docs/webhooks.md): a retry never follows its
+    failure at once (full jitter's random(0, x) may wait nothing), and the first
+    comes after 1 to 2 s at the default base of 2 s, well within the 10 s the
+    contract promises. One sender per webhook retries, not a crowd, so spreading
+    retries over the whole window matters less than for reconnecting clients
+    (whose backoff is full jitter: stepstream_client.backoff_delay).
+    """
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 30))
+    return ceiling * (0.5 + 0.5 * rand())
+
+
+class HookRow(TypedDict):
+    """A claimed webhook, as claim() reads it."""
+
+    id: int
+    environment_id: int
+    url: str
+    secret: str
+    position_xid: int
+    position_id: int
 
 
 # -- database jobs (run on the database threads) ----------------------------
 
 
-def claim(owner: str) -> list[dict]:
+def claim(owner: str) -> list[HookRow]:
     """Takes or renews the leases of enabled webhooks that no live process holds."""
     now = timezone.now()
     until = now + timedelta(seconds=_conf("WEBHOOK_LEASE_SECONDS"))
@@ -96,10 +137,18 @@ def _save_attempts(hook_id: int, attempts: list[WebhookAttempt], prune: bool) ->
             WebhookAttempt.objects.filter(webhook_id=hook_id, id__lte=cutoff[0]).delete()
 
 
-def save_position(hook_id, owner, xid, row_id, attempts, prune, recovered) -> bool:
+def save_position(
+    hook_id: int,
+    owner: str,
+    xid: int,
+    row_id: int,
+    attempts: list[WebhookAttempt],
+    prune: bool,
+    recovered: bool,
+) -> bool:
     """Moves the position past an acknowledged batch, if this process still holds the lease."""
     with transaction.atomic():
-        changes = {"position_xid": xid, "position_id": row_id}
+        changes: dict[str, int | None] = {"position_xid": xid, "position_id": row_id}
         if recovered:
             changes["failing_since"] = None
         moved = Webhook.objects.filter(
@@ -110,7 +159,7 @@ def save_position(hook_id, owner, xid, row_id, attempts, prune, recovered) -> bo
     return bool(moved)
 
 
-def note_failure(hook_id, attempts) -> bool:
+def note_failure(hook_id: int, attempts: list[WebhookAttempt]) -> bool:
     """Records a failure; True when the retry window is over and the webhook is now disabled."""
     now = timezone.now()
     window = timedelta(hours=_conf("WEBHOOK_RETRY_HOURS"))
@@ -127,7 +176,7 @@ def note_failure(hook_id, attempts) -> bool:
     return bool(disabled)
 
 
-def still_enabled(hook_id, owner) -> bool:
+def still_enabled(hook_id: int, owner: str) -> bool:
     return Webhook.objects.filter(pk=hook_id, state="enabled", lease_owner=owner).exists()
 
 
@@ -141,13 +190,13 @@ class Stop(Exception):
 class _Entry:
     __slots__ = ("item", "acked")
 
-    def __init__(self, item: feed.Item):
+    def __init__(self, item: feed.Item) -> None:
         self.item = item
         self.acked = False
 
 
 class HookWorker:
-    def __init__(self, row: dict, owner: str, db: DbThreads):
+    def __init__(self, row: HookRow, owner: str, db: DbThreads) -> None:
         self.db = db
         self.id = row["id"]
         self.environment_id = row["environment_id"]
@@ -159,7 +208,7 @@ class HookWorker:
         self.failing = False
         self.recovered = False
         self.saves = 0
-        self.limit = asyncio.Semaphore(_conf("WEBHOOK_CONCURRENCY"))
+        self.limit = asyncio.Semaphore(settings.STEPSTREAM["WEBHOOK_CONCURRENCY"])
         self.refused = literal_refused(self.url)
         self.client: aiohttp.ClientSession | None = None
 
@@ -168,7 +217,9 @@ class HookWorker:
         timeout = _conf("WEBHOOK_TIMEOUT_SECONDS")
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=_conf("WEBHOOK_CONCURRENCY"), resolver=GuardedResolver(), ttl_dns_cache=10
+                limit=settings.STEPSTREAM["WEBHOOK_CONCURRENCY"],
+                resolver=GuardedResolver(),
+                ttl_dns_cache=10,
             ),
             timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
             trust_env=False,  # no proxies from the environment
@@ -258,7 +309,9 @@ class HookWorker:
             raise Stop
         self.xid, self.row_id = last.xid, last.id
 
-    async def _lane(self, person_id: int, queue: deque, queues: dict) -> None:
+    async def _lane(
+        self, person_id: int, queue: deque[_Entry], queues: dict[int, deque[_Entry]]
+    ) -> None:
         """One person's events, each sent only after the previous one was acknowledged."""
         while queue:
             entry = queue[0]
@@ -302,10 +355,8 @@ class HookWorker:
                 disabled = False
             if disabled:
                 raise Stop
-            ceiling = _conf("WEBHOOK_RETRY_BASE_SECONDS") * 2 ** min(attempt - 1, 30)
-            await asyncio.sleep(
-                random.uniform(0.5, 1.0) * min(ceiling, _conf("WEBHOOK_RETRY_MAX_SECONDS"))
-            )
+            base, cap = _conf("WEBHOOK_RETRY_BASE_SECONDS"), _conf("WEBHOOK_RETRY_MAX_SECONDS")
+            await asyncio.sleep(retry_delay(attempt, base, cap))
             try:
                 enabled = await self.db.run(still_enabled, self.id, self.owner)
             except Exception:
@@ -317,6 +368,7 @@ class HookWorker:
         if self.refused:
             return None, "refused: the URL's address is not public"
         headers = signing.headers(self.secret, message_id, int(time.time()), body)
+        assert self.client is not None  # made by run(), before any post
         try:
             async with self.client.post(
                 self.url, data=body, headers=headers, allow_redirects=False
@@ -343,11 +395,11 @@ class HookWorker:
 class Deliverer:
     """Claims webhooks (leases) every second and runs one HookWorker per claimed webhook."""
 
-    def __init__(self, db: DbThreads):
+    def __init__(self, db: DbThreads) -> None:
         self.db = db
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.workers: dict[int, asyncio.Task] = {}
-        self.task: asyncio.Task | None = None
+        self.workers: dict[int, asyncio.Task[None]] = {}
+        self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._scan())

@@ -63,7 +63,8 @@ def ready(request):
         # a probe answered as designed, not a server error: one WARNING, not
         # django.request's ERROR line with its traceback-like noise
         logging.getLogger("stepstream.ready").warning("not ready: %s", report)
-        response._has_been_logged = True  # read by django.utils.log.log_response
+        # read by django.utils.log.log_response, which the stubs do not declare
+        response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

@@ -144,8 +144,8 @@ def layout(steps: list[tuple[str, str]], transitions: list[tuple[str, str, str, 
     # 4. barycenter ordering, starting from the published order
     count = max((n.layer for n in nodes.values()), default=-1) + 1
     rows: list[list[str]] = [[] for _ in range(count)]
-    for key, node in nodes.items():
-        rows[node.layer].append(key)
+    for key, entry in nodes.items():
+        rows[entry.layer].append(key)
     for row in rows:
         for i, key in enumerate(row):
             nodes[key].order = i
@@ -178,9 +178,9 @@ def layout(steps: list[tuple[str, str]], transitions: list[tuple[str, str, str, 
         row_h = len(row) * NODE_H + max(len(row) - 1, 0) * ROW_GAP
         top = MARGIN + (inner_h - row_h) / 2
         for position, key in enumerate(row):
-            node = nodes[key]
-            node.x = MARGIN + i * (NODE_W + LAYER_GAP)
-            node.y = top + position * (NODE_H + ROW_GAP)
+            box = nodes[key]
+            box.x = MARGIN + i * (NODE_W + LAYER_GAP)
+            box.y = top + position * (NODE_H + ROW_GAP)
     width = MARGIN * 2 + count * NODE_W + max(count - 1, 0) * LAYER_GAP
     height = MARGIN * 2 + inner_h + arc_room
 

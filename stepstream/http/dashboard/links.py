@@ -24,7 +24,7 @@ def person(env_id: int, key: str) -> str:
 
 def flow(env_id: int, identifier: str, version: int | None = None) -> str:
     segment = link_segment(identifier)
-    query = {"version": version} if version is not None else {}
+    query: dict[str, str | int] = {"version": version} if version is not None else {}
     if segment is None:
         query = {"flow": identifier, **query}
         return reverse("dashboard:flow_by_query", args=[env_id]) + "?" + urlencode(query)

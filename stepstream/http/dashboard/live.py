@@ -128,11 +128,13 @@ class LiveDashboard:
         except Exception:  # noqa: BLE001 - the database is down: try again later
             await _refuse(send, 1013, "The database is unavailable; retry shortly.")
             return
-        if user_id is None:
+        if user_id is None or session_key is None:  # no key finds no user
             await _refuse(send, CLOSE_SIGNED_OUT, "Sign in at /dashboard/login/.")
             return
         await send({"type": "websocket.accept"})
-        conn = Connection(send, None, self.node.hub)
+        hub = self.node.hub
+        assert hub is not None  # started with the runtime
+        conn = Connection(send, None, hub)
         socket = DashboardSocket(conn, session_key, self.db, self.flows)
         checker = asyncio.get_running_loop().create_task(socket.check_session())
         try:

@@ -78,10 +78,10 @@ def environment(env_id: int) -> Environment | None:
 
 def flows(env: Environment) -> list[dict]:
     """Each flow's latest version with its instances (all versions) by state (three queries)."""
-    latest = {}
-    for flow in Flow.objects.filter(environment=env).annotate(n_steps=Count("steps")):
-        if flow.identifier not in latest or flow.version > latest[flow.identifier].version:
-            latest[flow.identifier] = flow
+    latest: dict[str, Flow] = {}
+    for found in Flow.objects.filter(environment=env).annotate(n_steps=Count("steps")):
+        if found.identifier not in latest or found.version > latest[found.identifier].version:
+            latest[found.identifier] = found
     versions = dict(Flow.objects.filter(environment=env).values_list("pk", "identifier"))
     counts: dict[str, dict] = {}
     for flow_id, per_step in state_counts(versions).items():
@@ -389,7 +389,8 @@ def keys(env: Environment) -> list[ApiKey]:
     rows = list(env.keys.order_by("revoked_at", "kind", "-pk"))
     live_secret = [r for r in rows if r.kind == "secret" and r.revoked_at is None]
     for row in rows:
-        row.last_secret = len(live_secret) == 1 and row is live_secret[0]
+        # a mark for the template, not a field of the model
+        row.last_secret = len(live_secret) == 1 and row is live_secret[0]  # type: ignore[attr-defined]
     return rows
 
 

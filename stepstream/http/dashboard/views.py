@@ -85,15 +85,16 @@ class LoginView(auth_views.LoginView):
         username = request.POST.get("username", "")
         refused = throttle.locked(request, username)  # a read: no count, no password check
         if refused is not None:
-            return self._refuse(429, refused.retry_after, _locked_out(refused.retry_after))
+            retry_after = refused.retry_after
+            assert retry_after is not None  # locked() gives refused attempts only
+            return self._refuse(429, retry_after, _locked_out(retry_after))
         if not _password_checks.acquire(blocking=False):
             return self._refuse(
                 503, 1, "The server is busy checking other sign-ins: try again in a moment."
             )
         try:
             self.attempt = throttle.count(request, username)  # before the password is checked
-            if self.attempt.refused:
-                retry_after = self.attempt.retry_after
+            if (retry_after := self.attempt.retry_after) is not None:  # refused
                 return self._refuse(429, retry_after, _locked_out(retry_after))
             return super().post(request, *args, **kwargs)
         finally:
@@ -338,7 +339,8 @@ def person(request, env_id: int, person_key: str | None = None):
         raise NotHere("No person with that key in this environment.", env)
     instances = queries.person_flows(p)
     for i in instances:
-        i.href = page_links.flow(env.pk, i.flow_identifier, i.flow.version)
+        # a link for the template, not a field of the model
+        i.href = page_links.flow(env.pk, i.flow_identifier, i.flow.version)  # type: ignore[attr-defined]
     timeline = queries.timeline(p)
     for event in timeline:
         event["cause_text"] = cause_text(event.get("cause"))
@@ -455,7 +457,8 @@ def page_numbers(page) -> list:
     """Page links around the current one, with gaps (None) for the rest."""
     last = page.paginator.num_pages
     wanted = {1, last, *range(max(1, page.number - 2), min(last, page.number + 2) + 1)}
-    numbers, previous = [], 0
+    numbers: list[int | None] = []
+    previous = 0
     for n in sorted(wanted):
         if n - previous > 1:
             numbers.append(None)
