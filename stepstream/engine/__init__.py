@@ -21,6 +21,8 @@ conditions that read something this transaction changed are evaluated
 """
 
 import uuid
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -30,7 +32,7 @@ from stepstream.engine import conditions, flows, groupcommit, people, rules, sto
 from stepstream.engine.log import Recorder, epoch
 from stepstream.engine.store import InstanceRow, PersonRow, StepRow
 from stepstream.errors import Conflict, Invalid, NotFound
-from stepstream.models import Environment, FlowInstance, Person
+from stepstream.models import Environment, FlowInstance, Person, StepInstance
 
 MAX_AUTOMATIC_ROUNDS = 10_000
 VIA = ("rest", "websocket", "admin")
@@ -39,7 +41,9 @@ VIA = ("rest", "websocket", "admin")
 class _Run:
     """One instance's states during a transaction, and the changes made to them."""
 
-    def __init__(self, session: "_Session", instance: InstanceRow, steps: list[StepRow], new=False):
+    def __init__(
+        self, session: "_Session", instance: InstanceRow, steps: list[StepRow], new: bool = False
+    ) -> None:
         self.session = session
         self.person = session.person
         self.instance = instance
@@ -80,7 +84,11 @@ class _Run:
         if identifier in self.graph.final:
             self.set_step(identifier, "completed")
 
-    def take(self, edges, causes=None) -> None:
+    def take(
+        self,
+        edges: Sequence[tuple[str, str]],
+        causes: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         """Runs transitions together: all `from` steps complete, then each `to` activates once.
 
         `causes`, when given, is each edge's cause, in the same order.
@@ -141,7 +149,7 @@ class _Session:
         environment: Environment,
         person: PersonRow,
         via: str = "admin",
-        trigger: dict | None = None,
+        trigger: dict[str, Any] | None = None,
         created: bool = False,
     ):
         if via not in VIA:
@@ -153,15 +161,15 @@ class _Session:
         self.recorder = Recorder(person)
         # everything is evaluated for a new person, and for one settled under older rules
         self.everything = created or person.rules_version != person.env_rules_version
-        self.dirty: dict[str, set] = {}
+        self.dirty: dict[str, set[str | None]] = {}
         self.fresh: set[str] = set()  # flows changed in this transaction
         self.runs: dict[str, _Run] = {}
-        self._instances: dict[str, tuple] | None = None
-        self._values: dict = {}
+        self._instances: dict[str, tuple[Any, ...]] | None = None
+        self._values: dict[str, Any] = {}
         self._context: conditions.Variables | None = None
-        self._context_roots: frozenset = frozenset()
+        self._context_roots: frozenset[str] = frozenset()
         self._rules: rules.EnvRules | None = None
-        self._affected: dict = {}
+        self._affected: dict[tuple[frozenset[conditions.Dep], int], bool] = {}
 
     # --- what changed -------------------------------------------------------
     def changed(self, root: str, key: str | None) -> None:
@@ -181,10 +189,10 @@ class _Session:
         self._context = None
 
     # --- causes ---------------------------------------------------------------
-    def call(self, action: str, **extra) -> dict:
+    def call(self, action: str, **extra: Any) -> dict[str, Any]:
         return {"kind": "call", "via": self.via, "action": action, **extra, **self.trigger}
 
-    def automatic(self, transition: str) -> dict:
+    def automatic(self, transition: str) -> dict[str, Any]:
         return {"kind": "automatic", "transition": transition, **self.trigger}
 
     # --- reading the person -------------------------------------------------
@@ -196,7 +204,7 @@ class _Session:
             )
         return self._rules
 
-    def instances(self) -> dict[str, tuple]:
+    def instances(self) -> dict[str, tuple[Any, ...]]:
         if self._instances is None:
             self._instances = store.instance_states(self.person.pk)
             for flow, run in self.runs.items():
@@ -213,18 +221,18 @@ class _Session:
             run = self.runs[flow_identifier] = _Run(self, *found)
         return run
 
-    def _ready(self, flow: str, active_steps) -> bool:
+    def _ready(self, flow: str, active_steps: Collection[str]) -> bool:
         graph = flows.graph(self.instances()[flow][1])
         return any(
             a in active_steps and (cond is None or self.holds(cond))
             for a, _, _, cond in graph.auto_rules
         )
 
-    def set_data(self, data: dict) -> None:
+    def set_data(self, data: dict[str, Any]) -> None:
         self._values["person"] = data
         self._context = None
 
-    def _value(self, root: str):
+    def _value(self, root: str) -> Any:
         if root in self._values:
             return self._values[root]
         value: object
@@ -237,7 +245,7 @@ class _Session:
         elif root == "now":
             value = self.recorder.now
         else:  # segments: each evaluated against the rest
-            needed = set()
+            needed: set[str] = set()
             for cond in self.rules.segments.values():
                 needed |= cond.roots
             base = conditions.context({r: self._value(r) for r in needed})
@@ -254,7 +262,7 @@ class _Session:
             self._context_roots = roots
         return cond.evaluate(self._context)
 
-    def affected(self, deps) -> bool:
+    def affected(self, deps: frozenset[conditions.Dep]) -> bool:
         if self.everything:
             return True
         key = (deps, sum(len(v) for v in self.dirty.values()))  # dirty only grows
@@ -264,7 +272,7 @@ class _Session:
         return found
 
     # --- acting -------------------------------------------------------------
-    def start(self, flow_identifier: str, flow_id: int, cause: dict) -> _Run:
+    def start(self, flow_identifier: str, flow_id: int, cause: dict[str, Any]) -> _Run:
         graph = flows.graph(flow_id)
         instance = InstanceRow(uuid.uuid4(), flow_id, flow_identifier, "inactive")
         steps = [
@@ -340,7 +348,12 @@ class _Session:
         return self.recorder.save()
 
 
-def describe_instance(instance, version: int, steps, seq: int) -> dict:
+def describe_instance(
+    instance: InstanceRow | FlowInstance,
+    version: int,
+    steps: Iterable[StepRow | StepInstance],
+    seq: int,
+) -> dict[str, Any]:
     return {
         "id": str(instance.id),
         "flow": instance.flow_identifier,
@@ -354,7 +367,7 @@ def describe_instance(instance, version: int, steps, seq: int) -> dict:
     }
 
 
-def _describe(run: _Run, seq: int) -> dict:
+def _describe(run: _Run, seq: int) -> dict[str, Any]:
     return describe_instance(run.instance, run.graph.version, run.steps, seq)
 
 
@@ -366,7 +379,7 @@ def _session(environment: Environment, person_key: str, via: str) -> _Session:
 @store.retried
 def do_start_flow(
     environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
-) -> dict:
+) -> dict[str, Any]:
     with store.writing():
         session = _session(environment, person_key, via)
         flow_id = flows.latest_id(environment, flow_identifier)
@@ -382,7 +395,12 @@ def do_start_flow(
         return _describe(run, seq)
 
 
-def _load(session: _Session, person_key: str, flow_identifier: str, found=None) -> _Run:
+def _load(
+    session: _Session,
+    person_key: str,
+    flow_identifier: str,
+    found: tuple[InstanceRow, list[StepRow]] | None = None,
+) -> _Run:
     """The person's instance of the flow; `found` is what store.read_instance gave, if read."""
     if found is not None:
         session.runs[flow_identifier] = _Run(session, *found)
@@ -400,7 +418,7 @@ def do_transition(
     flow_identifier: str,
     transition: str,
     via: str = "admin",
-) -> dict:
+) -> dict[str, Any]:
     with store.writing():
         person, found = store.lock_person_reading(environment.pk, person_key, flow_identifier)
         session = _Session(environment, person, via)
@@ -414,7 +432,10 @@ def do_transition(
         edges = [(a, b) for a, b, cond in eligible if cond is None or session.holds(cond)]
         if not edges:
             if eligible:
-                texts = list(dict.fromkeys(cond.text for _, _, cond in eligible))
+                # every one has a condition (one without would have given an edge)
+                texts = list(
+                    dict.fromkeys(cond.text for _, _, cond in eligible if cond is not None)
+                )
                 raise Conflict(
                     f"Transition '{transition}' of flow '{flow_identifier}' is not allowed now: "
                     + "; ".join(f"its condition `{t}` is false" for t in texts)
@@ -445,7 +466,7 @@ def do_flow_action(
     flow_identifier: str,
     action: str,
     via: str = "admin",
-) -> dict:
+) -> dict[str, Any]:
     """Pause, resume or exit: the flow's state changes, its steps keep theirs."""
     allowed, target = _FLOW_MOVES[action]
     with store.writing():
@@ -463,7 +484,7 @@ def do_flow_action(
 @store.retried
 def do_restart(
     environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
-) -> dict:
+) -> dict[str, Any]:
     """Replaces the person's instance with a new one of the latest version.
 
     The old instance becomes `exited` first (unless completed or exited);
@@ -488,7 +509,7 @@ def do_restart(
 # --- writes that concern a person without naming a flow ------------------------
 
 
-def _data_changes(old: dict, new: dict) -> set[str]:
+def _data_changes(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
     return {k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING)}
 
 
@@ -498,8 +519,8 @@ _MISSING = object()
 @groupcommit.grouped
 @store.retried
 def do_put_person(
-    environment: Environment, person_key: str, data, via: str = "admin"
-) -> tuple[dict, bool]:
+    environment: Environment, person_key: str, data: Any, via: str = "admin"
+) -> tuple[dict[str, Any], bool]:
     """Creates or replaces a person's data; (their description, True when created)."""
     people.check_person_key(person_key)
     people.check_data(environment, data)
@@ -521,7 +542,9 @@ def do_put_person(
 
 @groupcommit.grouped
 @store.retried
-def do_identify(environment: Environment, person_key: str, data, via: str = "admin") -> dict:
+def do_identify(
+    environment: Environment, person_key: str, data: object, via: str = "admin"
+) -> dict[str, Any]:
     """Creates the person, or merges top-level keys of `data` into theirs; their data."""
     people.check_person_key(person_key)
     if data is None:
@@ -551,18 +574,22 @@ def do_identify(environment: Environment, person_key: str, data, via: str = "adm
     return merged
 
 
-def check_event_name(name) -> str:
+def check_event_name(name: object) -> str:
     return text.validate_identifier(name, "event")
 
 
 @groupcommit.grouped
 @store.retried
 def do_track(
-    environment: Environment, person_key: str, event, properties=None, via: str = "admin"
-) -> dict:
+    environment: Environment,
+    person_key: str,
+    event: object,
+    properties: object = None,
+    via: str = "admin",
+) -> dict[str, Any]:
     """Counts one tracked event for the person (created with {} if unknown), then the rules."""
     people.check_person_key(person_key)
-    check_event_name(event)
+    event = check_event_name(event)  # the same string, once checked
     if properties is None:
         properties = {}
     if not isinstance(properties, dict):
@@ -587,7 +614,7 @@ def do_track(
     return {"person_key": person_key, "event": event, "count": count, "seq": seq}
 
 
-def snapshot(environment: Environment, person_key: str) -> dict:
+def snapshot(environment: Environment, person_key: str) -> dict[str, Any]:
     """A consistent view of a person: every instance and the seq it reflects."""
     with store.writing():
         person = people.locked(environment, person_key)
@@ -599,7 +626,7 @@ def snapshot(environment: Environment, person_key: str) -> dict:
         }
 
 
-def instances_of(person: Person) -> list[dict]:
+def instances_of(person: Person) -> list[dict[str, Any]]:
     instances = (
         FlowInstance.objects.filter(person=person)
         .select_related("flow")

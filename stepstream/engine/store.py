@@ -14,10 +14,11 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from django.db import (
     DEFAULT_DB_ALIAS,
@@ -49,6 +50,9 @@ _cause_field = StateChange._meta.get_field("cause")
 _data_field = Person._meta.get_field("data")
 _uuid_field = StepInstance._meta.pk
 _INSERT_CHUNK = 500
+
+_Params = ParamSpec("_Params")
+_R = TypeVar("_R")
 
 
 @dataclass(slots=True)
@@ -96,7 +100,7 @@ _sqlite_writers = threading.Lock()
 _jobs = threading.local()
 
 
-def share_writer_lock(lock) -> None:
+def share_writer_lock(lock: Any) -> None:  # a Lock, or a file lock of the same shape
     """Replaces this process's SQLite writer lock, e.g. by one held across processes.
 
     `serve --workers` passes a file lock so that workers take turns as threads
@@ -115,7 +119,7 @@ class _Cursor:
 
     __slots__ = ("raw", "postgres")
 
-    def __init__(self, raw, postgres: bool):
+    def __init__(self, raw: Any, postgres: bool) -> None:  # the driver's cursor
         self.raw = raw
         self.postgres = postgres
 
@@ -129,24 +133,24 @@ class _Cursor:
             converted = _qmarked[sql] = _QMARK.sub("?", sql).replace("%%", "%")
         return converted
 
-    def execute(self, sql: str, params=()) -> None:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.raw.execute(self._sql(sql), params)
 
-    def executemany(self, sql: str, rows) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.raw.executemany(self._sql(sql), rows)
 
-    def fetchone(self):
+    def fetchone(self) -> Any:
         return self.raw.fetchone()
 
-    def fetchall(self):
+    def fetchall(self) -> Any:
         return self.raw.fetchall()
 
-    def nextset(self):
+    def nextset(self) -> Any:
         return self.raw.nextset()
 
 
 @contextmanager
-def cursor():
+def cursor() -> Iterator[_Cursor]:
     """A cursor of the driver's own, with Django's error classes, for this module's statements.
 
     Django's cursor passes each statement through several layers (the
@@ -169,7 +173,7 @@ def cursor():
 
 
 @contextmanager
-def job_savepoint():
+def job_savepoint() -> Iterator[None]:
     """One group-commit job (stepstream/engine/groupcommit.py): a savepoint of the batch.
 
     Issued on the driver's connection directly: Django's savepoint costs two
@@ -198,7 +202,7 @@ def job_savepoint():
 
 
 @contextmanager
-def writing():
+def writing() -> Iterator[None]:
     """A write transaction; on SQLite, this process's writers first take turns on a lock.
 
     SQLite has one write lock per file. A thread that finds it taken sleeps in
@@ -228,7 +232,7 @@ def retryable(error: OperationalError) -> bool:
     return getattr(error.__cause__, "sqlstate", None) in _RETRYABLE
 
 
-def retried(write):
+def retried(write: Callable[_Params, _R]) -> Callable[_Params, _R]:
     """Runs a write again (up to 3 times) when PostgreSQL made it a deadlock's victim.
 
     Each person's writes are serialized by their row lock, but two people's
@@ -242,7 +246,7 @@ def retried(write):
     """
 
     @functools.wraps(write)
-    def run(*args, **kwargs):
+    def run(*args: _Params.args, **kwargs: _Params.kwargs) -> _R:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 return write(*args, **kwargs)
@@ -250,6 +254,7 @@ def retried(write):
                 if not retryable(e) or attempt == ATTEMPTS or connection.in_atomic_block:
                     raise
                 time.sleep(random.uniform(0, 0.02 * attempt))  # let the winner commit first
+        raise AssertionError("unreachable: the last attempt returned or raised")
 
     return run
 
@@ -260,14 +265,14 @@ def _postgres() -> bool:
     return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
-def db_uuid(value: uuid.UUID | str):
+def db_uuid(value: uuid.UUID | str) -> Any:
     """A UUID as the model's field stores it: itself on PostgreSQL, 32 hex digits on SQLite."""
     if not isinstance(value, uuid.UUID):
         return _uuid_field.get_db_prep_value(value, connection, prepared=False)
     return value if _postgres() else value.hex
 
 
-def db_datetime(value: datetime | None):
+def db_datetime(value: datetime | None) -> datetime | str | None:
     """A datetime as Django stores it: itself on PostgreSQL, naive UTC text on SQLite."""
     if value is None or _postgres():
         return value
@@ -276,7 +281,7 @@ def db_datetime(value: datetime | None):
     return str(value)
 
 
-def py_uuid(value) -> uuid.UUID:
+def py_uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
@@ -304,7 +309,7 @@ def _lock_sql() -> str:
     )
 
 
-def _person_row(row, person_key: str) -> PersonRow | None:
+def _person_row(row: Sequence[Any] | None, person_key: str) -> PersonRow | None:
     return None if row is None else PersonRow(row[0], person_key, row[1], row[2], row[3])
 
 
@@ -314,7 +319,9 @@ def _lock_person(environment_id: int, person_key: str) -> PersonRow | None:
         return _person_row(c.fetchone(), person_key)
 
 
-def lock_person_reading(environment_id: int, person_key: str, flow_identifier: str):
+def lock_person_reading(
+    environment_id: int, person_key: str, flow_identifier: str
+) -> tuple[PersonRow, tuple[InstanceRow, list[StepRow]] | None]:
     """(the person locked, `read_instance` of their instance of the flow).
 
     On SQLite in one statement (the writer lock serializes writers already).
@@ -330,6 +337,7 @@ def lock_person_reading(environment_id: int, person_key: str, flow_identifier: s
         if not rows:
             raise person_not_found(person_key)
         person = _person_row(rows[0], person_key)
+        assert person is not None  # its row was read
         steps = [r[4:] for r in rows] if rows[0][4] is not None else []
         return person, _instance(steps, flow_identifier)
     person_id = f"(SELECT id FROM {P} WHERE environment_id = %s AND person_key = %s)"
@@ -345,7 +353,12 @@ def lock_person_reading(environment_id: int, person_key: str, flow_identifier: s
         return person, _instance(c.fetchall(), flow_identifier)
 
 
-def lock_or_create_person(environment_id: int, person_key: str, data, check=None):
+def lock_or_create_person(
+    environment_id: int,
+    person_key: str,
+    data: dict[str, Any],
+    check: Callable[[dict[str, Any]], object] | None = None,
+) -> tuple[PersonRow, bool]:
     """(the person locked, True when created now with `data`); `check(data)` runs before creating.
 
     Created through the ORM (rare, and every field's default applies) in a
@@ -366,19 +379,21 @@ def lock_or_create_person(environment_id: int, person_key: str, data, check=None
     return lock_person(environment_id, person_key), created
 
 
-def person_data(person_id: int) -> dict:
+def person_data(person_id: int) -> dict[str, Any]:
     with cursor() as c:
         c.execute(f"SELECT data FROM {P} WHERE id = %s", [person_id])
         raw = c.fetchone()[0]
+    found: dict[str, Any]
     # no expression: the field's from_db_value only asks whether it is a key transform
-    return (
+    found = (
         _data_field.from_db_value(raw, None, connection)  # type: ignore[arg-type]
         if isinstance(raw, str)
         else raw
     )
+    return found
 
 
-def write_person_data(person_id: int, data: dict) -> None:
+def write_person_data(person_id: int, data: dict[str, Any]) -> None:
     with cursor() as c:
         c.execute(
             f"UPDATE {P} SET data = %s WHERE id = %s",
@@ -391,7 +406,7 @@ def set_rules_version(person_id: int, version: int) -> None:
         c.execute(f"UPDATE {P} SET rules_version = %s WHERE id = %s", [version, person_id])
 
 
-def instance_states(person_id: int) -> dict[str, tuple]:
+def instance_states(person_id: int) -> dict[str, tuple[Any, ...]]:
     """flow identifier -> (instance id, flow id, state) for each of the person's instances."""
     with cursor() as c:
         c.execute(
@@ -420,14 +435,16 @@ _LOCK_READ_SQLITE = (
 )
 
 
-def read_instance(person_id: int, flow_identifier: str):
+def read_instance(person_id: int, flow_identifier: str) -> tuple[InstanceRow, list[StepRow]] | None:
     """(InstanceRow, steps) of the person's instance of a flow, or None."""
     with cursor() as c:
         c.execute(_READ_INSTANCE.replace("%(person)s", "%s"), [person_id, flow_identifier])
         return _instance(c.fetchall(), flow_identifier)
 
 
-def _instance(rows, flow_identifier: str):
+def _instance(
+    rows: Sequence[Sequence[Any]], flow_identifier: str
+) -> tuple[InstanceRow, list[StepRow]] | None:
     if not rows:
         return None
     first = rows[0]
@@ -436,7 +453,7 @@ def _instance(rows, flow_identifier: str):
     return instance, steps
 
 
-def _step_row(r) -> StepRow:
+def _step_row(r: Sequence[Any]) -> StepRow:
     """A StepRow from columns 3 onwards of a row selecting _STEP_COLUMNS after three others."""
     return StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7], _datetime_from_db(r[8]), r[9])
 
@@ -466,7 +483,7 @@ def delete_instance(instance_id: uuid.UUID) -> None:
         c.execute(f"DELETE FROM {I} WHERE id = %s", [db_uuid(instance_id)])
 
 
-def tracked_events(person_id: int) -> dict[str, dict]:
+def tracked_events(person_id: int) -> dict[str, dict[str, Any]]:
     """event name -> {"count", "first_at", "last_at"} (aware datetimes)."""
     with cursor() as c:
         c.execute(
@@ -477,7 +494,7 @@ def tracked_events(person_id: int) -> dict[str, dict]:
     return {r[0]: {"count": r[1], "first_at": conv(r[2]), "last_at": conv(r[3])} for r in rows}
 
 
-def _datetime_from_db(value):
+def _datetime_from_db(value: datetime | str | None) -> datetime | None:
     from django.utils.dateparse import parse_datetime
 
     if isinstance(value, str):
@@ -490,10 +507,11 @@ def _datetime_from_db(value):
 def tracked_event_names(person_id: int) -> int:
     with cursor() as c:
         c.execute(f"SELECT COUNT(*) FROM {T} WHERE person_id = %s", [person_id])
-        return c.fetchone()[0]
+        count: int = c.fetchone()[0]
+    return count
 
 
-def bump_event(person_id: int, name: str, at, properties: dict) -> int:
+def bump_event(person_id: int, name: str, at: datetime, properties: dict[str, Any]) -> int:
     """Counts one more `name` for the person; the new count."""
     when = db_datetime(at)
     props = TrackedEvent._meta.get_field("last_properties").get_db_prep_value(
@@ -507,10 +525,11 @@ def bump_event(person_id: int, name: str, at, properties: dict) -> int:
             "last_properties = excluded.last_properties RETURNING count",
             [person_id, name, when, when, props],
         )
-        return c.fetchone()[0]
+        count: int = c.fetchone()[0]
+    return count
 
 
-def _insert(cursor, table: str, columns: str, rows: list[list]) -> None:
+def _insert(cursor: _Cursor, table: str, columns: str, rows: list[list[Any]]) -> None:
     """Multi-row INSERTs of at most _INSERT_CHUNK rows each (bounded statement size)."""
     width = len(rows[0]) if rows else 0
     placeholder = "(" + ", ".join(["%s"] * width) + ")"
@@ -531,7 +550,9 @@ def has_instance(person_id: int, flow_identifier: str) -> bool:
         return c.fetchone() is not None
 
 
-def insert_instance(person_id: int, instance: InstanceRow, steps: list[StepRow], now) -> None:
+def insert_instance(
+    person_id: int, instance: InstanceRow, steps: list[StepRow], now: datetime
+) -> None:
     instance_id = db_uuid(instance.id)
     created = db_datetime(now)
     with cursor() as c:
