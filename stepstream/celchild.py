@@ -19,13 +19,14 @@ import os
 import pickle
 import struct
 import sys
+from types import ModuleType
 from typing import Any
 
 HEADER = struct.Struct(">I")
 MAX_PROGRAMS = 256  # compiled programs a child keeps
 
 
-def load_cel():
+def load_cel() -> ModuleType:
     """The package's compiled module alone, without the package's `__init__`.
 
     That `__init__` also imports the package's command line (typer,

@@ -20,7 +20,7 @@ a person deletes theirs, and the triggers take both out of the counters. All
 of it is read in one snapshot, so the numbers agree with each other.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -83,7 +83,7 @@ def _completions(flow_id: int) -> dict[str, tuple[int, float]]:
 
 
 @contextmanager
-def _snapshot():
+def _snapshot() -> Iterator[None]:
     """One read transaction, which sees one state of the database in all its queries.
 
     PostgreSQL's default (READ COMMITTED) gives each statement its own
@@ -99,7 +99,7 @@ def _snapshot():
         yield
 
 
-def report(environment: Environment, identifier: str, version: int | None = None) -> dict:
+def report(environment: Environment, identifier: str, version: int | None = None) -> dict[str, Any]:
     with _snapshot():
         flow = _flow(environment, identifier, version)
         counts = _counts(flow.pk)

@@ -8,6 +8,7 @@ event the one shape.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 
@@ -22,9 +23,9 @@ class Change:
     flow: str  # the flow's identifier
     flow_id: UUID | str  # the flow instance's id
     occurred_at: datetime | str  # text when the database formatted it (engine/feed.py)
-    cause: dict | None
+    cause: dict[str, Any] | None
 
-    def event_data(self, person_key: str, epoch: str = "") -> dict:
+    def event_data(self, person_key: str, epoch: str = "") -> dict[str, Any]:
         """An event's `data`: the one shape for live events, backlogs and the REST log."""
         return {
             "entity": self.entity,

@@ -9,26 +9,27 @@ delivery, and a rolled-back transaction announces nothing.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 from django.db import transaction
 
-_listeners: list[Callable[[list], None]] = []
+_listeners: list[Callable[[list[Any]], None]] = []
 
 
-def listen(callback: Callable[[list], None]) -> None:
+def listen(callback: Callable[[list[Any]], None]) -> None:
     if callback not in _listeners:
         _listeners.append(callback)
 
 
-def unlisten(callback: Callable[[list], None]) -> None:
+def unlisten(callback: Callable[[list[Any]], None]) -> None:
     if callback in _listeners:
         _listeners.remove(callback)
 
 
-def send_on_commit(records: list) -> None:
+def send_on_commit(records: list[Any]) -> None:
     transaction.on_commit(lambda: _announce(records))
 
 
-def _announce(records: list) -> None:
+def _announce(records: list[Any]) -> None:
     for callback in _listeners:
         callback(records)

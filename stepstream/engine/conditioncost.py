@@ -23,6 +23,7 @@ not expect it estimates the rest as the largest shape, never less.
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 # The accumulator copy of `map` and `filter`: 20.8 ns per n^2 against about
 # 180 ns per item visited (bench/cel_costs.py), so n^2 / 8 units.
@@ -61,7 +62,9 @@ class Shape:
 
     __slots__ = ("items", "weight", "elem", "key")
 
-    def __init__(self, items: int, weight: int, elem=None, key=None):
+    def __init__(
+        self, items: int, weight: int, elem: "Shape | None" = None, key: "Shape | None" = None
+    ) -> None:
         self.items = items
         self.weight = max(1, weight)
         self.elem = elem
@@ -104,7 +107,7 @@ def join(a: Shape, b: Shape, depth: int = 0) -> Shape:
     )
 
 
-def _covers(a, b, depth) -> bool:
+def _covers(a: Shape | None, b: Shape | None, depth: int) -> bool:
     if b is None or a is b:
         return True
     if a is None:
@@ -119,7 +122,7 @@ def _covers(a, b, depth) -> bool:
     )
 
 
-def _join_opt(a, b, depth):
+def _join_opt(a: Shape | None, b: Shape | None, depth: int) -> Shape | None:
     if a is None:
         return b
     if b is None:
@@ -137,14 +140,14 @@ class Estimate:
     text: str = ""  # the costliest part, for the refusal's sentence
     part_cost: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.part_cost:
             self.part_cost = self.cost
 
 
 @dataclass(slots=True)
 class _Roots:
-    shapes: dict = field(default_factory=dict)
+    shapes: dict[str, Shape] = field(default_factory=dict)
     data: Shape = ANY
     string: Shape = SCALAR  # the longest string of person data
 
@@ -183,7 +186,7 @@ class _Parser:
         ]
         self.i = 0
         self.roots = variables
-        self.scopes: list[dict] = []
+        self.scopes: list[dict[str, Any]] = []
         self.worst: tuple[int, str] = (0, "")
 
     # -- tokens ---------------------------------------------------------------
@@ -434,7 +437,7 @@ class _Parser:
         self.note(start, cost - target.cost)
         return Estimate(cost, shape)
 
-    def apply(self, name: str, target: Estimate | None, args: list, start: int) -> Estimate:
+    def apply(self, name: str, target: Estimate | None, args: list[Any], start: int) -> Estimate:
         ins = ([target] if target is not None else []) + args
         cost = sum(a.cost for a in ins) + 1
         weights = [a.shape.weight for a in ins]

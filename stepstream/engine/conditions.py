@@ -12,15 +12,16 @@ The engine uses them to re-evaluate only what a write can change
 """
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stepstream.celchild import load_cel
 from stepstream.engine import conditioncost, sandbox
 from stepstream.errors import Invalid
 
 if TYPE_CHECKING:
-    from cel.cel import Program
+    from cel.cel import Context, Program
 
 cel = load_cel()
 
@@ -74,14 +75,17 @@ def _literal_key(token: str) -> str | None:
     return None
 
 
-def analyse(text: str) -> tuple[frozenset, set[str]]:
+Dep = tuple[str, str | None]  # (root, key), or (root, None): the whole root
+
+
+def analyse(text: str) -> tuple[frozenset[Dep], set[str]]:
     """(deps, macro-bound names) read from the expression's tokens.
 
     Conservative: anything it cannot pin to one key reads the whole root,
     which only makes the engine evaluate more often, never less.
     """
     toks = _tokens(text)
-    deps: set[tuple[str, str | None]] = set()
+    deps: set[Dep] = set()
     bound: set[str] = set()
     for i, (kind, value) in enumerate(toks):
         if kind != "ident":
@@ -115,8 +119,8 @@ def analyse(text: str) -> tuple[frozenset, set[str]]:
 class Condition:
     text: str
     program: "Program"
-    deps: frozenset  # of (root, key or None)
-    roots: frozenset  # of root names read
+    deps: frozenset[Dep]
+    roots: frozenset[str]  # of root names read
     cost: int = 0  # worst-case estimate under the input limits (conditioncost)
     inline: bool = True  # cheap enough to run in this process (else: engine.sandbox)
 
@@ -142,7 +146,9 @@ def _first_line(message: object) -> str:
     return line.replace("Failed to parse expression", "syntax error in").strip()
 
 
-def compile_condition(text, where: str, roots=ROOTS, saving: bool = True) -> Condition:
+def compile_condition(
+    text: object, where: str, roots: tuple[str, ...] = ROOTS, saving: bool = True
+) -> Condition:
     """Compiles user text or raises a 400 naming `where` (e.g. `transitions[2].condition`).
 
     `saving`: the budget is enforced. A condition saved before (under an older
@@ -228,7 +234,7 @@ def check_cost(text: str, where: str) -> int:
     return found.cost
 
 
-def reads(dep_set, dirty: dict) -> bool:
+def reads(dep_set: Iterable[Dep], dirty: Mapping[str, set[str | None]]) -> bool:
     """Whether a condition reading `dep_set` may see a change listed in `dirty`.
 
     `dirty` maps a root to the set of keys changed (None in it: the whole root).
@@ -250,16 +256,16 @@ class Variables:
 
     __slots__ = ("values", "_context")
 
-    def __init__(self, values: dict):
+    def __init__(self, values: dict[str, Any]) -> None:
         self.values = values
-        self._context = None
+        self._context: Context | None = None
 
     @property
-    def context(self):
+    def context(self) -> "Context":
         if self._context is None:
             self._context = cel.Context(self.values)
         return self._context
 
 
-def context(variables: dict) -> Variables:
+def context(variables: dict[str, Any]) -> Variables:
     return Variables(variables)

@@ -19,6 +19,10 @@ Installed by migration 0006_dashboard (`install`); a change here needs a new
 migration that drops and recreates them.
 """
 
+from typing import Any
+
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+
 SHARDS = 16
 BUCKETS = 160  # quarter-octaves of ms: bucket k holds durations up to 2^(k/4) ms (~28 years)
 STATES = ("inactive", "active", "completed", "exited")
@@ -39,7 +43,9 @@ _UPSERT_COUNTS = "ON CONFLICT (flow_id, identifier, shard) DO UPDATE SET " + ", 
 )
 
 
-def _delta(postgres: bool, new: str | None, old: str | None, counted=STATES) -> str:
+def _delta(
+    postgres: bool, new: str | None, old: str | None, counted: tuple[str, ...] = STATES
+) -> str:
     """The columns' deltas: +1 for the new state, -1 for the old one (0 if not counted)."""
     cast = "::int" if postgres else ""
     parts = []
@@ -219,7 +225,7 @@ def _backfill(postgres: bool) -> list[str]:
     ]
 
 
-def install(apps, schema_editor) -> None:
+def install(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:  # a migration's RunPython
     postgres = schema_editor.connection.vendor == "postgresql"
     statements = [
         f"CREATE TABLE {B} (bucket integer PRIMARY KEY, upper_ms double precision NOT NULL)",
@@ -236,7 +242,7 @@ def install(apps, schema_editor) -> None:
             cursor.execute(sql)
 
 
-def uninstall(apps, schema_editor) -> None:
+def uninstall(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
     postgres = schema_editor.connection.vendor == "postgresql"
     with schema_editor.connection.cursor() as cursor:
         if postgres:

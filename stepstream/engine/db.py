@@ -13,23 +13,27 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
 
 from stepstream.models import StepInstance
 
 _uuid_field = StepInstance._meta.pk
+_Params = ParamSpec("_Params")
+_R = TypeVar("_R")
 
 
-# this process's SQLite writer lock: writes take turns on it (store.writing); set once at
+# this process's SQLite writer lock: writes take turns on it (db.writing); set once at
 # start, never swapped while writes run
-_writers: list = [threading.Lock()]
+_writers: list[Any] = [threading.Lock()]  # a Lock, or a file lock of the same shape
 _jobs = threading.local()
 
 
-def share_writer_lock(lock) -> None:
+def share_writer_lock(lock: Any) -> None:  # a Lock, or a file lock of the same shape
     """Replaces this process's SQLite writer lock, e.g. by one held across processes.
 
     `serve --workers` passes a file lock so that workers take turns as threads
@@ -43,12 +47,12 @@ _QMARK = re.compile(r"(?<!%)%s")  # Django's own conversion to SQLite's placehol
 _qmarked: dict[str, str] = {}
 
 
-class _Cursor:
+class Cursor:
     """The driver's cursor, taking Django's `%s` placeholders on either database."""
 
     __slots__ = ("raw", "postgres")
 
-    def __init__(self, raw, postgres: bool):
+    def __init__(self, raw: Any, postgres: bool) -> None:  # the driver's cursor
         self.raw = raw
         self.postgres = postgres
 
@@ -62,24 +66,24 @@ class _Cursor:
             converted = _qmarked[sql] = _QMARK.sub("?", sql).replace("%%", "%")
         return converted
 
-    def execute(self, sql: str, params=()) -> None:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.raw.execute(self._sql(sql), params)
 
-    def executemany(self, sql: str, rows) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.raw.executemany(self._sql(sql), rows)
 
-    def fetchone(self):
+    def fetchone(self) -> Any:
         return self.raw.fetchone()
 
-    def fetchall(self):
+    def fetchall(self) -> Any:
         return self.raw.fetchall()
 
-    def nextset(self):
+    def nextset(self) -> Any:
         return self.raw.nextset()
 
 
 @contextmanager
-def cursor():
+def cursor() -> Iterator[Cursor]:
     """A cursor of the driver's own, with Django's error classes, for this module's statements.
 
     Django's cursor passes each statement through several layers (the
@@ -96,13 +100,13 @@ def cursor():
     with conn.wrap_database_errors:
         raw = conn.connection.cursor()
         try:
-            yield _Cursor(raw, _postgres())
+            yield Cursor(raw, _postgres())
         finally:
             raw.close()
 
 
 @contextmanager
-def job_savepoint():
+def job_savepoint() -> Iterator[None]:
     """One group-commit job (stepstream/engine/groupcommit.py): a savepoint of the batch.
 
     Issued on the driver's connection directly: Django's savepoint costs two
@@ -131,7 +135,7 @@ def job_savepoint():
 
 
 @contextmanager
-def writing():
+def writing() -> Iterator[None]:
     """A write transaction; on SQLite, this process's writers first take turns on a lock.
 
     SQLite has one write lock per file. A thread that finds it taken sleeps in
@@ -161,7 +165,7 @@ def retryable(error: OperationalError) -> bool:
     return getattr(error.__cause__, "sqlstate", None) in _RETRYABLE
 
 
-def retried(write):
+def retried(write: Callable[_Params, _R]) -> Callable[_Params, _R]:
     """Runs a write again (up to 3 times) when PostgreSQL made it a deadlock's victim.
 
     Each person's writes are serialized by their row lock, but two people's
@@ -175,7 +179,7 @@ def retried(write):
     """
 
     @functools.wraps(write)
-    def run(*args, **kwargs):
+    def run(*args: _Params.args, **kwargs: _Params.kwargs) -> _R:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 return write(*args, **kwargs)
@@ -183,6 +187,7 @@ def retried(write):
                 if not retryable(e) or attempt == ATTEMPTS or connection.in_atomic_block:
                     raise
                 time.sleep(random.uniform(0, 0.02 * attempt))  # let the winner commit first
+        raise AssertionError("unreachable: the last attempt returned or raised")
 
     return run
 
@@ -193,14 +198,14 @@ def _postgres() -> bool:
     return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
-def db_uuid(value: uuid.UUID | str):
+def db_uuid(value: uuid.UUID | str) -> Any:
     """A UUID as the model's field stores it: itself on PostgreSQL, 32 hex digits on SQLite."""
     if not isinstance(value, uuid.UUID):
         return _uuid_field.get_db_prep_value(value, connection, prepared=False)
     return value if _postgres() else value.hex
 
 
-def db_datetime(value: datetime | None):
+def db_datetime(value: datetime | None) -> datetime | str | None:
     """A datetime as Django stores it: itself on PostgreSQL, naive UTC text on SQLite."""
     if value is None or _postgres():
         return value
@@ -209,5 +214,5 @@ def db_datetime(value: datetime | None):
     return str(value)
 
 
-def py_uuid(value) -> uuid.UUID:
+def py_uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)

@@ -24,6 +24,8 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -47,7 +49,7 @@ class Item:
     xid: int
     id: int
     person_id: int
-    data: dict
+    data: dict[str, Any]
 
 
 def _digest(text: str) -> str:
@@ -92,7 +94,8 @@ def horizon() -> int | None:
         return None
     with connection.cursor() as c:
         c.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        return c.fetchone()[0]
+        horizon: int = c.fetchone()[0]
+    return horizon
 
 
 _COLUMNS = (
@@ -107,7 +110,7 @@ _PG_SELECT = _COLUMNS.format(
 _SQLITE_SELECT = _COLUMNS.format(oid="l.object_id", fid="l.flow_instance_id", at="l.occurred_at")
 
 
-def _json(value):
+def _json(value: object) -> Any:
     """A JSON column as read raw: text on SQLite, and on PostgreSQL too (Django leaves
     jsonb undecoded for its own fields to parse)."""
     return orjson.loads(value) if isinstance(value, str | bytes) else value
@@ -119,7 +122,7 @@ def _dashed(hex32: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _sqlite_timestamp(value) -> str:
+def _sqlite_timestamp(value: datetime | str) -> str:
     """occurred_at as SQLite gives it back (a naive UTC datetime, or its text) in event form."""
     if isinstance(value, str):
         date, _, time = value.replace("T", " ").partition(" ")
@@ -169,7 +172,7 @@ def read(environment_id: int, xid: int, row_id: int, limit: int) -> list[Item]:
     ]
 
 
-def page(environment_id: int, after: str | None, limit: int = DEFAULT_LIMIT) -> dict:
+def page(environment_id: int, after: str | None, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
     """One page of the feed: {"events": [event data...], "next": cursor}."""
     xid, row_id = decode_cursor(environment_id, after)
     items = read(environment_id, xid, row_id, limit)

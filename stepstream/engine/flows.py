@@ -1,6 +1,7 @@
 """Publishing flow versions and the immutable graphs the engine runs on."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -9,7 +10,7 @@ from django.db.models import Max
 from stepstream import text
 from stepstream.bounded import BoundedMemo
 from stepstream.engine import conditions, rules
-from stepstream.engine.conditions import Condition
+from stepstream.engine.conditions import Condition, Dep
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Flow, Segment, Step, Transition
 
@@ -32,10 +33,12 @@ class Graph:
     # rules (docs/rules.md): compiled once per version, like the graph itself
     start_when: Condition | None = None
     # every automatic transition: (from, to, identifier, condition or None), published order
-    auto_rules: tuple = ()
+    auto_rules: tuple[tuple[str, str, str, Condition | None], ...] = ()
     # transitions by identifier, as calls take them: ((from, to, condition or None), ...)
-    guarded: dict = field(default_factory=dict, hash=False)
-    auto_deps: frozenset = frozenset()  # variables read by automatic transitions' conditions
+    guarded: dict[str, tuple[tuple[str, str, Condition | None], ...]] = field(
+        default_factory=dict, hash=False
+    )
+    auto_deps: frozenset[Dep] = frozenset()  # variables read by automatic transitions' conditions
 
 
 def _condition(text: str, where: str) -> Condition | None:
@@ -51,7 +54,7 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
     outgoing = {t.from_step for t in transitions}
     incoming = {t.to_step for t in transitions}
     by_identifier: dict[str, list[tuple[str, str]]] = {}
-    guarded: dict[str, list[tuple]] = {}
+    guarded: dict[str, list[tuple[str, str, Condition | None]]] = {}
     auto_rules: list[tuple[str, str, str, Condition | None]] = []
     auto_deps: set[tuple[str, str | None]] = set()
     for i, t in enumerate(transitions):
@@ -89,7 +92,7 @@ def graph(flow_id: int) -> Graph:
     return compiled
 
 
-def _text(value, where: str, problems: list[str], required: bool = True) -> str:
+def _text(value: object, where: str, problems: list[str], required: bool = True) -> str:
     if value is None and not required:
         return ""
     if not isinstance(value, str) or not value.strip() or len(value) > 255:
@@ -98,7 +101,7 @@ def _text(value, where: str, problems: list[str], required: bool = True) -> str:
     return value
 
 
-def _identifier(value, where: str, problems: list[str]) -> str:
+def _identifier(value: object, where: str, problems: list[str]) -> str:
     """A flow, step or transition identifier: stepstream.text's one rule, and not blank."""
     try:
         text.validate_identifier(value, where)
@@ -108,7 +111,7 @@ def _identifier(value, where: str, problems: list[str]) -> str:
     return _text(value, where, problems)
 
 
-def _transition_type(raw: dict, where: str, problems: list[str]) -> str:
+def _transition_type(raw: dict[str, Any], where: str, problems: list[str]) -> str:
     """'manual' (also when absent or null) or 'automatic'; nothing else is read as either."""
     ttype = raw.get("type")
     if ttype is None:
@@ -148,7 +151,7 @@ def _automatic_cycle(steps: list[str], edges: list[tuple[str, str]]) -> list[str
     return None
 
 
-def validate_definition(body) -> dict:
+def validate_definition(body: object) -> dict[str, Any]:
     """Checks a flow definition, naming every problem at once."""
     if not isinstance(body, dict):
         raise Invalid("The request body must be a JSON object describing the flow.")
@@ -238,7 +241,7 @@ def validate_definition(body) -> dict:
     }
 
 
-def publish(environment: Environment, body) -> dict:
+def publish(environment: Environment, body: object) -> dict[str, Any]:
     definition = validate_definition(body)
     if definition["uses_segments"]:
         known = set(
@@ -314,7 +317,8 @@ def latest_id(environment: Environment, identifier: str) -> int:
         row = c.fetchone()
     if row is None:
         raise NotFound(f"No flow '{identifier}' in this environment.")
-    return row[0]
+    flow_id: int = row[0]
+    return flow_id
 
 
 def latest(environment: Environment, identifier: str) -> Flow:
@@ -328,14 +332,14 @@ def latest(environment: Environment, identifier: str) -> Flow:
     return flow
 
 
-def _describe_transition(t: Transition) -> dict:
+def _describe_transition(t: Transition) -> dict[str, Any]:
     out = {"identifier": t.identifier, "from": t.from_step, "to": t.to_step, "type": t.type}
     if t.condition:
         out["condition"] = t.condition
     return out
 
 
-def describe(flow: Flow) -> dict:
+def describe(flow: Flow) -> dict[str, Any]:
     """The version as published; `condition` and `start_when` appear only where set."""
     out = {
         "identifier": flow.identifier,
@@ -352,7 +356,7 @@ def describe(flow: Flow) -> dict:
     return out
 
 
-def list_latest(environment: Environment) -> list[dict]:
+def list_latest(environment: Environment) -> list[dict[str, Any]]:
     latest_versions = {}
     for flow in Flow.objects.filter(environment=environment).order_by("identifier", "version"):
         latest_versions[flow.identifier] = flow

@@ -38,12 +38,17 @@ import functools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections
 
 from stepstream.engine import db
 from stepstream.errors import Unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Job:
@@ -61,7 +66,12 @@ class Job:
         "error",
     )
 
-    def __init__(self, fn, args=(), kwargs=None):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs or {}
@@ -69,14 +79,14 @@ class Job:
         self.queued_at = time.monotonic()
         self.wake = threading.Event()  # set when finished, or when it is this caller's turn to lead
         self.finished = False
-        self.result = None
+        self.result: Any = None
         self.error: BaseException | None = None
 
     def finish(self) -> None:
         self.finished = True
         self.wake.set()
 
-    def outcome(self):
+    def outcome(self) -> Any:
         if self.error is not None:
             raise self.error
         return self.result
@@ -90,7 +100,7 @@ def _limits() -> tuple[int, int, float]:
 class _Group:
     """The queue of jobs and the one leader at a time that commits them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.queue: deque[Job] = deque()
         self.mutex = threading.Lock()  # guards the queue
         self.leader = threading.Lock()  # held by the caller committing a batch
@@ -129,16 +139,17 @@ class _Group:
 _group = _Group()
 
 
-def grouped(write):
+def grouped(write: Callable[P, T]) -> Callable[P, T]:
     """Runs the `do_*` action `write` as a job of the next batch (inline inside a transaction)."""
 
     @functools.wraps(write)
-    def submit(*args, **kwargs):
+    def submit(*args: P.args, **kwargs: P.kwargs) -> T:
         if not settings.STEPSTREAM["GROUP_COMMIT"] or connection.in_atomic_block:
             return write(*args, **kwargs)
         job = Job(write, args, kwargs)
         _group.run(job)
-        return job.outcome()
+        result: T = job.outcome()
+        return result
 
     return submit
 

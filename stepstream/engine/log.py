@@ -10,6 +10,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
+from uuid import UUID
 
 import orjson
 from django.conf import settings
@@ -53,7 +55,7 @@ def _epoch(secret: str, person_id: int) -> str:
     return hmac.new(secret.encode(), b"epoch:%d" % person_id, hashlib.sha256).hexdigest()[:16]
 
 
-def row_event_data(row: StateChange, person_key: str) -> dict:
+def row_event_data(row: StateChange, person_key: str) -> dict[str, Any]:
     return Change(
         row.seq,
         row.entity,
@@ -71,21 +73,21 @@ def row_event_data(row: StateChange, person_key: str) -> dict:
 class Recorder:
     """Collects one transaction's changes for a person locked by the caller."""
 
-    def __init__(self, person):
-        self.person = person  # anything with pk, person_key and last_seq
+    def __init__(self, person: store.PersonRow) -> None:
+        self.person = person
         self.rows: list[Change] = []
         self.now = timezone.now()
-        self.cause: dict = {}  # set by the engine before each change: why it happens
+        self.cause: dict[str, Any] = {}  # set by the engine before each change: why it happens
 
     def change(
         self,
         entity: str,
-        object_id,
+        object_id: UUID,
         identifier: str,
         previous: str,
         state: str,
         flow_identifier: str,
-        flow_id,
+        flow_id: UUID,
     ) -> None:
         seq = self.person.last_seq + len(self.rows) + 1
         self.rows.append(
@@ -124,16 +126,21 @@ def count_changes(records: list[Record]) -> None:
     STATE_CHANGES.inc(len(records))
 
 
-def read_since(person: Person, since_seq: int, limit: int = 1000) -> list[dict]:
+def read_since(person: Person, since_seq: int, limit: int = 1000) -> list[dict[str, Any]]:
     rows = StateChange.objects.filter(person=person, seq__gt=since_seq).order_by("seq")[:limit]
     return [row_event_data(row, person.person_key) for row in rows]
 
 
 def read_records(
-    person_id: int, after: int, upto: int | None = None, entity=None, limit: int = 1000
+    person_id: int,
+    after: int,
+    upto: int | None = None,
+    entity: str | None = None,
+    limit: int = 1000,
 ) -> list[Record]:
     """Committed records of one person with after < seq <= upto, oldest first, at most `limit`."""
-    where, params = ["c.person_id = %s", "c.seq > %s"], [person_id, after]
+    where = ["c.person_id = %s", "c.seq > %s"]
+    params: list[int | str] = [person_id, after]
     if upto is not None:
         where.append("c.seq <= %s")
         params.append(upto)
@@ -153,7 +160,9 @@ _RECORD_FIELDS = ["id", "person_id", "seq", "entity", "object_id", "identifier",
 _RECORD_FIELDS += ["previous_state", "flow_identifier", "flow_instance_id", "occurred_at", "cause"]
 
 
-def _records(where: list[str], params: list, order: str, limit: int) -> list[tuple[int, Record]]:
+def _records(
+    where: list[str], params: list[Any], order: str, limit: int
+) -> list[tuple[int, Record]]:
     """(log id, record) of the rows matching, in plain SQL: a resumed subscription's
     catch-up read through the ORM cost more to build than to run (a reconnect storm)."""
     fields = [StateChange._meta.get_field(name) for name in _RECORD_FIELDS]

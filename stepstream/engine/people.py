@@ -8,7 +8,7 @@ old schema saved before this rule included) fetches a URL or reads a file.
 
 import json
 from collections.abc import Sequence
-from typing import Any, overload
+from typing import Any, NoReturn, overload
 from urllib.parse import urljoin
 
 import orjson
@@ -30,7 +30,7 @@ REFERENCE_KEYWORDS = ("$ref", "$dynamicRef")
 DATA_KEYWORDS = frozenset({"const", "enum", "examples", "default"})
 
 
-def _retrieve_nothing(uri: str):
+def _retrieve_nothing(uri: str) -> NoReturn:
     """The registry's only way to fetch: it never does (no network, no files)."""
     # referencing's classes are attrs classes its stubs describe in a form mypy does not read
     raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
@@ -39,17 +39,17 @@ def _retrieve_nothing(uri: str):
 REGISTRY = Registry(retrieve=_retrieve_nothing)  # type: ignore[call-arg]  # as above
 
 
-def _validator(schema: dict) -> Draft202012Validator:
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
     return Draft202012Validator(
         schema, registry=REGISTRY, format_checker=Draft202012Validator.FORMAT_CHECKER
     )
 
 
-def check_person_key(person_key) -> str:
+def check_person_key(person_key: object) -> str:
     return text.validate_person_key(person_key)
 
 
-def check_sizes(value, where: str) -> None:
+def check_sizes(value: object, where: str) -> None:
     """The limits conditions are costed for (docs/rules.md, "Condition budgets"): items of a
     list or entries of an object, characters of a string or key, and the JSON's bytes.
     A 400 naming the field and the setting."""
@@ -89,7 +89,7 @@ def check_sizes(value, where: str) -> None:
         )
 
 
-def check_data(environment: Environment, data) -> dict:
+def check_data(environment: Environment, data: object) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Invalid("data must be a JSON object.")
     text.check(data, "data", path="data")
@@ -117,7 +117,7 @@ def check_data(environment: Environment, data) -> dict:
     return data
 
 
-def _references(schema, path: str, base: str, found: list) -> None:
+def _references(schema: object, path: str, base: str, found: list[tuple[str, str, str]]) -> None:
     """Every (where, base URI, reference) in a schema, skipping data keywords."""
     if isinstance(schema, dict):
         if isinstance(schema.get("$id"), str):
@@ -132,8 +132,8 @@ def _references(schema, path: str, base: str, found: list) -> None:
             _references(item, f"{path}/{i}", base, found)
 
 
-def _check_references(schema: dict) -> None:
-    found: list = []
+def _check_references(schema: dict[str, Any]) -> None:
+    found: list[tuple[str, str, str]] = []
     given = schema.get("$id")
     root = given if isinstance(given, str) else ""
     _references(schema, "", root, found)
@@ -164,7 +164,7 @@ def _check_references(schema: dict) -> None:
         ) from None
 
 
-def set_schema(environment: Environment, schema) -> dict:
+def set_schema(environment: Environment, schema: object) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise Invalid("The schema must be a JSON object (a JSON Schema, draft 2020-12).")
     text.check(schema, "The schema")
@@ -189,14 +189,16 @@ def get(environment: Environment, person_key: str) -> Person:
 
 
 @overload
-def describe_by_key(environment: Environment, person_key: str, also: tuple[()] = ()) -> dict: ...
+def describe_by_key(
+    environment: Environment, person_key: str, also: tuple[()] = ()
+) -> dict[str, Any]: ...
 @overload
 def describe_by_key(
     environment: Environment, person_key: str, also: tuple[str, Sequence[Any]]
-) -> tuple[Any, dict | None]: ...
+) -> tuple[Any, dict[str, Any] | None]: ...
 def describe_by_key(
     environment: Environment, person_key: str, also: tuple[()] | tuple[str, Sequence[Any]] = ()
-) -> dict | tuple[Any, dict | None]:
+) -> dict[str, Any] | tuple[Any, dict[str, Any] | None]:
     """`describe(get(...))` in one plain query: the ORM's query building took twice as long
     as the database's answer on the hottest REST read (docs/performance.md).
 
@@ -243,5 +245,5 @@ def delete(environment: Environment, person_key: str) -> None:
         raise store.person_not_found(person_key)
 
 
-def describe(person: Person) -> dict:
+def describe(person: Person) -> dict[str, Any]:
     return {"person_key": person.person_key, "data": person.data}

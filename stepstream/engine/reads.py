@@ -6,6 +6,8 @@ the read is made again (at most a few times, then under the person's lock),
 so a snapshot never mixes two moments and a read never waits on writers.
 """
 
+from typing import Any
+
 from stepstream.engine import db, people, store
 from stepstream.engine.log import epoch
 from stepstream.engine.sessions import describe_instance
@@ -14,7 +16,7 @@ from stepstream.models import Environment, FlowInstance, Person
 ATTEMPTS = 3
 
 
-def snapshot(environment: Environment, person_key: str) -> dict:
+def snapshot(environment: Environment, person_key: str) -> dict[str, Any]:
     """A consistent view of a person: every instance and the seq it reflects."""
     for _ in range(ATTEMPTS):
         before = people.get(environment, person_key)
@@ -29,7 +31,7 @@ def snapshot(environment: Environment, person_key: str) -> dict:
         return _snapshot(person, instances_of(person))
 
 
-def _snapshot(person: Person, flows: list[dict]) -> dict:
+def _snapshot(person: Person, flows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "person_key": person.person_key,
         "seq": person.last_seq,
@@ -38,7 +40,7 @@ def _snapshot(person: Person, flows: list[dict]) -> dict:
     }
 
 
-def instances_of(person: Person) -> list[dict]:
+def instances_of(person: Person) -> list[dict[str, Any]]:
     instances = (
         FlowInstance.objects.filter(person=person)
         .select_related("flow")

@@ -6,7 +6,9 @@ compiled conditions themselves are cached by flow version (`flows.graph`)
 and by segment version (`segments.compiled`).
 """
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection
 from django.db.models import F
@@ -22,7 +24,7 @@ SEGMENT_ROOTS = ("person", "events", "flows", "now")
 class EnvRules:
     version: int
     starters: tuple[tuple[str, int], ...]  # (flow identifier, latest version's id), sorted
-    segments: dict  # identifier -> Condition
+    segments: dict[str, conditions.Condition]  # by identifier
     # some start_when, segment or latest version's automatic transition reads `now`:
     # then every write of a person looks at the rules, even one that changed nothing they read
     uses_now: bool = False
@@ -60,7 +62,7 @@ def bump(environment_id: int) -> None:
     _cache.pop(environment_id)
 
 
-def env_rules(environment_id: int, version: int, graph) -> EnvRules:
+def env_rules(environment_id: int, version: int, graph: Callable[[int], Any]) -> EnvRules:
     """`graph(flow_id)` gives a flow version's compiled graph (engine.flows.graph): passed
     in, because flows imports this module to bump the version on publish."""
     cached = _cache.get(environment_id)
@@ -90,7 +92,9 @@ def env_rules(environment_id: int, version: int, graph) -> EnvRules:
     return loaded
 
 
-def affected(deps, dirty: dict, rules: EnvRules) -> bool:
+def affected(
+    deps: Iterable[conditions.Dep], dirty: Mapping[str, set[str | None]], rules: EnvRules
+) -> bool:
     """Whether a condition reading `deps` may have changed value given `dirty` changes.
 
     A segment counts as changed when anything its own condition reads did.
@@ -99,7 +103,7 @@ def affected(deps, dirty: dict, rules: EnvRules) -> bool:
         return True  # time moves on between any two writes
     if not any(r == "segments" for r, _ in deps):
         return False
-    changed = {
+    changed: set[str | None] = {
         name
         for name, cond in rules.segments.items()
         if conditions.reads(cond.deps, dirty) or ("now", None) in cond.deps

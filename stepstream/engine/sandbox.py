@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 from stepstream.celchild import HEADER
 from stepstream.errors import Unavailable
@@ -41,7 +42,7 @@ class ConditionTimeout(Unavailable):
 
 
 class _Child:
-    def __init__(self):
+    def __init__(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stepstream.celchild"],
             stdin=subprocess.PIPE,
@@ -62,13 +63,14 @@ class _Child:
             self.kill()
             raise Unavailable("The condition evaluator did not start; try again shortly.")
 
-    def ask(self, payload: bytes, deadline: float):
+    def ask(self, payload: bytes, deadline: float) -> bool | None:
         """The child's answer, or TimeoutError once `deadline` (monotonic) has passed."""
         self.stdin.write(HEADER.pack(len(payload)) + payload)
         self.stdin.flush()
         header = self._read(HEADER.size, deadline)
         (length,) = HEADER.unpack(header)
-        return pickle.loads(self._read(length, deadline))
+        answer: bool | None = pickle.loads(self._read(length, deadline))  # what celchild sends
+        return answer
 
     def _read(self, n: int, deadline: float) -> bytes:
         data = b""
@@ -116,7 +118,7 @@ class Sandbox:
             self._suspended.pop(text, None)
         return False
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         now = time.monotonic()
         return {
             "evaluated_apart": self.evaluations,
@@ -124,7 +126,7 @@ class Sandbox:
             "suspended": sum(1 for until in list(self._suspended.values()) if until > now),
         }
 
-    def evaluate(self, text: str, variables: dict) -> bool | None:
+    def evaluate(self, text: str, variables: dict[str, Any]) -> bool | None:
         """True, False or None (an evaluation error); ConditionTimeout past the deadline."""
         if self.suspended(text):
             return None
@@ -208,7 +210,7 @@ def current() -> Sandbox:
     return _sandbox[0]
 
 
-def report() -> dict:
+def report() -> dict[str, Any]:
     """For `/api/v1/health`: costly conditions evaluated apart, timeouts, suspended now."""
     if not _sandbox:
         return {"evaluated_apart": 0, "timeouts": 0, "suspended": 0}

@@ -10,6 +10,8 @@ stays valid while people are added or deleted.
 """
 
 import base64
+from collections.abc import Collection
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -26,13 +28,13 @@ SEGMENT_ROOTS = rules.SEGMENT_ROOTS
 compiled = rules.compiled
 
 
-def _identifier(value) -> str:
+def _identifier(value: object) -> str:
     if isinstance(value, str) and not value.strip():
         raise Invalid("The segment identifier must not be blank.")
     return text.validate_identifier(value, "The segment identifier")
 
 
-def describe(segment: Segment) -> dict:
+def describe(segment: Segment) -> dict[str, Any]:
     return {
         "identifier": segment.identifier,
         "name": segment.name,
@@ -41,7 +43,7 @@ def describe(segment: Segment) -> dict:
     }
 
 
-def put(environment: Environment, identifier, body) -> tuple[dict, bool]:
+def put(environment: Environment, identifier: object, body: object) -> tuple[dict[str, Any], bool]:
     """Creates or replaces a segment; True when created."""
     identifier = _identifier(identifier)
     if not isinstance(body, dict):
@@ -85,7 +87,7 @@ def get(environment: Environment, identifier: str) -> Segment:
     return segment
 
 
-def list_all(environment: Environment) -> list[dict]:
+def list_all(environment: Environment) -> list[dict[str, Any]]:
     return [describe(s) for s in Segment.objects.filter(environment=environment)]
 
 
@@ -132,7 +134,9 @@ def _after(segment: Segment, cursor: str | None) -> int:
         raise Invalid("after is not a cursor of this segment's listing.") from None
 
 
-def people_page(environment: Environment, identifier: str, limit: int, after: str | None):
+def people_page(
+    environment: Environment, identifier: str, limit: int, after: str | None
+) -> dict[str, Any]:
     """Up to `limit` members after the cursor; `next` is None once every person was scanned.
 
     A page may hold fewer than `limit` people with a `next` cursor: the scan
@@ -169,9 +173,11 @@ def people_page(environment: Environment, identifier: str, limit: int, after: st
     return {"people": members, "next": _cursor(segment, position) if more else None}
 
 
-def _events_and_flows(ids: list[int], roots) -> tuple[dict, dict]:
+def _events_and_flows(
+    ids: list[int], roots: Collection[str]
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
     """The `events` and `flows` variables of these people, read only when `roots` has them."""
-    events: dict[int, dict] = {}
+    events: dict[int, dict[str, Any]] = {}
     if "events" in roots:
         for e in TrackedEvent.objects.filter(person_id__in=ids):
             events.setdefault(e.person_id, {})[e.name] = {
@@ -179,7 +185,7 @@ def _events_and_flows(ids: list[int], roots) -> tuple[dict, dict]:
                 "first_at": e.first_at,
                 "last_at": e.last_at,
             }
-    states: dict[int, dict] = {}
+    states: dict[int, dict[str, Any]] = {}
     if "flows" in roots:
         for pid, flow, state in FlowInstance.objects.filter(person_id__in=ids).values_list(
             "person_id", "flow_identifier", "state"
@@ -188,7 +194,9 @@ def _events_and_flows(ids: list[int], roots) -> tuple[dict, dict]:
     return events, states
 
 
-def sizes(environment: Environment, rows: list[Segment], budget: int | None = None) -> dict:
+def sizes(
+    environment: Environment, rows: list[Segment], budget: int | None = None
+) -> dict[str, Any]:
     """How many of the first people match each segment now, in one scan for all of them.
 
     The first `budget // len(rows)` people (by id, the members listing's order) are read

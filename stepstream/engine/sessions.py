@@ -10,12 +10,14 @@ same as evaluating all.
 """
 
 import uuid
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from stepstream.engine import conditions, flows, rules, store
 from stepstream.engine.log import Recorder
 from stepstream.engine.store import InstanceRow, PersonRow, StepRow
 from stepstream.errors import NotFound
-from stepstream.models import Environment
+from stepstream.models import Environment, FlowInstance, StepInstance
 
 MAX_AUTOMATIC_ROUNDS = 10_000
 VIA = ("rest", "websocket", "admin")
@@ -24,7 +26,9 @@ VIA = ("rest", "websocket", "admin")
 class Run:
     """One instance's states during a transaction, and the changes made to them."""
 
-    def __init__(self, session: "Session", instance: InstanceRow, steps: list[StepRow], new=False):
+    def __init__(
+        self, session: "Session", instance: InstanceRow, steps: list[StepRow], new: bool = False
+    ) -> None:
         self.session = session
         self.person = session.person
         self.instance = instance
@@ -65,7 +69,11 @@ class Run:
         if identifier in self.graph.final:
             self.set_step(identifier, "completed")
 
-    def take(self, edges, causes=None) -> None:
+    def take(
+        self,
+        edges: Sequence[tuple[str, str]],
+        causes: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         """Runs transitions together: all `from` steps complete, then each `to` activates once.
 
         `causes`, when given, is each edge's cause, in the same order.
@@ -126,7 +134,7 @@ class Session:
         environment: Environment,
         person: PersonRow,
         via: str = "admin",
-        trigger: dict | None = None,
+        trigger: dict[str, Any] | None = None,
         created: bool = False,
     ):
         if via not in VIA:
@@ -138,15 +146,15 @@ class Session:
         self.recorder = Recorder(person)
         # everything is evaluated for a new person, and for one settled under older rules
         self.everything = created or person.rules_version != person.env_rules_version
-        self.dirty: dict[str, set] = {}
+        self.dirty: dict[str, set[str | None]] = {}
         self.fresh: set[str] = set()  # flows changed in this transaction
         self.runs: dict[str, Run] = {}
-        self._instances: dict[str, tuple] | None = None
-        self._values: dict = {}
+        self._instances: dict[str, tuple[Any, ...]] | None = None
+        self._values: dict[str, Any] = {}
         self._context: conditions.Variables | None = None
-        self._context_roots: frozenset = frozenset()
+        self._context_roots: frozenset[str] = frozenset()
         self._rules: rules.EnvRules | None = None
-        self._affected: dict = {}
+        self._affected: dict[tuple[frozenset[conditions.Dep], int], bool] = {}
 
     # --- what changed -------------------------------------------------------
     def changed(self, root: str, key: str | None) -> None:
@@ -166,10 +174,10 @@ class Session:
         self._context = None
 
     # --- causes ---------------------------------------------------------------
-    def call(self, action: str, **extra) -> dict:
+    def call(self, action: str, **extra: Any) -> dict[str, Any]:
         return {"kind": "call", "via": self.via, "action": action, **extra, **self.trigger}
 
-    def automatic(self, transition: str) -> dict:
+    def automatic(self, transition: str) -> dict[str, Any]:
         return {"kind": "automatic", "transition": transition, **self.trigger}
 
     # --- reading the person -------------------------------------------------
@@ -181,7 +189,7 @@ class Session:
             )
         return self._rules
 
-    def instances(self) -> dict[str, tuple]:
+    def instances(self) -> dict[str, tuple[Any, ...]]:
         if self._instances is None:
             self._instances = store.instance_states(self.person.pk)
             for flow, run in self.runs.items():
@@ -198,18 +206,18 @@ class Session:
             run = self.runs[flow_identifier] = Run(self, *found)
         return run
 
-    def _ready(self, flow: str, active_steps) -> bool:
+    def _ready(self, flow: str, active_steps: Collection[str]) -> bool:
         graph = flows.graph(self.instances()[flow][1])
         return any(
             a in active_steps and (cond is None or self.holds(cond))
             for a, _, _, cond in graph.auto_rules
         )
 
-    def set_data(self, data: dict) -> None:
+    def set_data(self, data: dict[str, Any]) -> None:
         self._values["person"] = data
         self._context = None
 
-    def _value(self, root: str):
+    def _value(self, root: str) -> Any:
         if root in self._values:
             return self._values[root]
         value: object
@@ -222,7 +230,7 @@ class Session:
         elif root == "now":
             value = self.recorder.now
         else:  # segments: each evaluated against the rest
-            needed = set()
+            needed: set[str] = set()
             for cond in self.rules.segments.values():
                 needed |= cond.roots
             base = conditions.context({r: self._value(r) for r in needed})
@@ -239,7 +247,7 @@ class Session:
             self._context_roots = roots
         return cond.evaluate(self._context)
 
-    def affected(self, deps) -> bool:
+    def affected(self, deps: frozenset[conditions.Dep]) -> bool:
         if self.everything:
             return True
         key = (deps, sum(len(v) for v in self.dirty.values()))  # dirty only grows
@@ -249,7 +257,7 @@ class Session:
         return found
 
     # --- acting -------------------------------------------------------------
-    def start(self, flow_identifier: str, flow_id: int, cause: dict) -> Run:
+    def start(self, flow_identifier: str, flow_id: int, cause: dict[str, Any]) -> Run:
         graph = flows.graph(flow_id)
         instance = InstanceRow(uuid.uuid4(), flow_id, flow_identifier, "inactive")
         steps = [
@@ -309,7 +317,7 @@ class Session:
                     if not self._ready(flow, active_steps.get(flow, ())):
                         continue
                     run = self.run(flow)
-                    assert run is not None  # an active instance of theirs: it exists
+                    assert run is not None  # a candidate's instance exists
                 if run.instance.state == "active" and run.graph.auto_rules and run.settle():
                     progressed = True
             if not progressed:
@@ -325,7 +333,12 @@ class Session:
         return self.recorder.save()
 
 
-def describe_instance(instance, version: int, steps, seq: int) -> dict:
+def describe_instance(
+    instance: InstanceRow | FlowInstance,
+    version: int,
+    steps: Iterable[StepRow | StepInstance],
+    seq: int,
+) -> dict[str, Any]:
     return {
         "id": str(instance.id),
         "flow": instance.flow_identifier,
@@ -339,7 +352,7 @@ def describe_instance(instance, version: int, steps, seq: int) -> dict:
     }
 
 
-def describe(run: Run, seq: int) -> dict:
+def describe(run: Run, seq: int) -> dict[str, Any]:
     return describe_instance(run.instance, run.graph.version, run.steps, seq)
 
 
@@ -347,7 +360,12 @@ def session(environment: Environment, person_key: str, via: str) -> Session:
     return Session(environment, store.lock_person(environment.pk, person_key), via)
 
 
-def load(session: Session, person_key: str, flow_identifier: str, found=None) -> Run:
+def load(
+    session: Session,
+    person_key: str,
+    flow_identifier: str,
+    found: tuple[InstanceRow, list[StepRow]] | None = None,
+) -> Run:
     """The person's instance of the flow; `found` is what store.read_instance gave, if read."""
     if found is not None:
         session.runs[flow_identifier] = Run(session, *found)

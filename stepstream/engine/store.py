@@ -9,9 +9,10 @@ per-statement layers. Everything else keeps using the ORM.
 """
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from django.db import (
     IntegrityError,
@@ -20,7 +21,7 @@ from django.db import (
 )
 
 from stepstream.engine.changes import Change
-from stepstream.engine.db import _postgres, cursor, db_datetime, db_uuid, py_uuid
+from stepstream.engine.db import Cursor, _postgres, cursor, db_datetime, db_uuid, py_uuid
 from stepstream.errors import NotFound
 from stepstream.models import (
     Environment,
@@ -107,7 +108,7 @@ def _lock_sql() -> str:
     )
 
 
-def _person_row(row, person_key: str) -> PersonRow | None:
+def _person_row(row: Sequence[Any] | None, person_key: str) -> PersonRow | None:
     return None if row is None else PersonRow(row[0], person_key, row[1], row[2], row[3])
 
 
@@ -117,7 +118,9 @@ def _lock_person(environment_id: int, person_key: str) -> PersonRow | None:
         return _person_row(c.fetchone(), person_key)
 
 
-def lock_person_reading(environment_id: int, person_key: str, flow_identifier: str):
+def lock_person_reading(
+    environment_id: int, person_key: str, flow_identifier: str
+) -> tuple[PersonRow, tuple[InstanceRow, list[StepRow]] | None]:
     """(the person locked, `read_instance` of their instance of the flow).
 
     On SQLite in one statement (the writer lock serializes writers already).
@@ -133,6 +136,7 @@ def lock_person_reading(environment_id: int, person_key: str, flow_identifier: s
         if not rows:
             raise person_not_found(person_key)
         person = _person_row(rows[0], person_key)
+        assert person is not None  # its row was read
         steps = [r[4:] for r in rows] if rows[0][4] is not None else []
         return person, _instance(steps, flow_identifier)
     person_id = f"(SELECT id FROM {P} WHERE environment_id = %s AND person_key = %s)"
@@ -148,7 +152,12 @@ def lock_person_reading(environment_id: int, person_key: str, flow_identifier: s
         return person, _instance(c.fetchall(), flow_identifier)
 
 
-def lock_or_create_person(environment_id: int, person_key: str, data, check=None):
+def lock_or_create_person(
+    environment_id: int,
+    person_key: str,
+    data: dict[str, Any],
+    check: Callable[[dict[str, Any]], object] | None = None,
+) -> tuple[PersonRow, bool]:
     """(the person locked, True when created now with `data`); `check(data)` runs before creating.
 
     Created through the ORM (rare, and every field's default applies) in a
@@ -169,19 +178,21 @@ def lock_or_create_person(environment_id: int, person_key: str, data, check=None
     return lock_person(environment_id, person_key), created
 
 
-def person_data(person_id: int) -> dict:
+def person_data(person_id: int) -> dict[str, Any]:
     with cursor() as c:
         c.execute(f"SELECT data FROM {P} WHERE id = %s", [person_id])
         raw = c.fetchone()[0]
+    found: dict[str, Any]
     # no expression: the field's from_db_value only asks whether it is a key transform
-    return (
+    found = (
         _data_field.from_db_value(raw, None, connection)  # type: ignore[arg-type]
         if isinstance(raw, str)
         else raw
     )
+    return found
 
 
-def write_person_data(person_id: int, data: dict) -> None:
+def write_person_data(person_id: int, data: dict[str, Any]) -> None:
     with cursor() as c:
         c.execute(
             f"UPDATE {P} SET data = %s WHERE id = %s",
@@ -194,7 +205,7 @@ def set_rules_version(person_id: int, version: int) -> None:
         c.execute(f"UPDATE {P} SET rules_version = %s WHERE id = %s", [version, person_id])
 
 
-def instance_states(person_id: int) -> dict[str, tuple]:
+def instance_states(person_id: int) -> dict[str, tuple[Any, ...]]:
     """flow identifier -> (instance id, flow id, state) for each of the person's instances."""
     with cursor() as c:
         c.execute(
@@ -223,14 +234,16 @@ _LOCK_READ_SQLITE = (
 )
 
 
-def read_instance(person_id: int, flow_identifier: str):
+def read_instance(person_id: int, flow_identifier: str) -> tuple[InstanceRow, list[StepRow]] | None:
     """(InstanceRow, steps) of the person's instance of a flow, or None."""
     with cursor() as c:
         c.execute(_READ_INSTANCE.replace("%(person)s", "%s"), [person_id, flow_identifier])
         return _instance(c.fetchall(), flow_identifier)
 
 
-def _instance(rows, flow_identifier: str):
+def _instance(
+    rows: Sequence[Sequence[Any]], flow_identifier: str
+) -> tuple[InstanceRow, list[StepRow]] | None:
     if not rows:
         return None
     first = rows[0]
@@ -239,7 +252,7 @@ def _instance(rows, flow_identifier: str):
     return instance, steps
 
 
-def _step_row(r) -> StepRow:
+def _step_row(r: Sequence[Any]) -> StepRow:
     """A StepRow from columns 3 onwards of a row selecting _STEP_COLUMNS after three others."""
     return StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7], _datetime_from_db(r[8]), r[9])
 
@@ -269,7 +282,7 @@ def delete_instance(instance_id: uuid.UUID) -> None:
         c.execute(f"DELETE FROM {I} WHERE id = %s", [db_uuid(instance_id)])
 
 
-def tracked_events(person_id: int) -> dict[str, dict]:
+def tracked_events(person_id: int) -> dict[str, dict[str, Any]]:
     """event name -> {"count", "first_at", "last_at"} (aware datetimes)."""
     with cursor() as c:
         c.execute(
@@ -280,7 +293,7 @@ def tracked_events(person_id: int) -> dict[str, dict]:
     return {r[0]: {"count": r[1], "first_at": conv(r[2]), "last_at": conv(r[3])} for r in rows}
 
 
-def _datetime_from_db(value):
+def _datetime_from_db(value: datetime | str | None) -> datetime | None:
     from django.utils.dateparse import parse_datetime
 
     if isinstance(value, str):
@@ -293,10 +306,11 @@ def _datetime_from_db(value):
 def tracked_event_names(person_id: int) -> int:
     with cursor() as c:
         c.execute(f"SELECT COUNT(*) FROM {T} WHERE person_id = %s", [person_id])
-        return c.fetchone()[0]
+        count: int = c.fetchone()[0]
+    return count
 
 
-def bump_event(person_id: int, name: str, at, properties: dict) -> int:
+def bump_event(person_id: int, name: str, at: datetime, properties: dict[str, Any]) -> int:
     """Counts one more `name` for the person; the new count."""
     when = db_datetime(at)
     props = TrackedEvent._meta.get_field("last_properties").get_db_prep_value(
@@ -310,10 +324,11 @@ def bump_event(person_id: int, name: str, at, properties: dict) -> int:
             "last_properties = excluded.last_properties RETURNING count",
             [person_id, name, when, when, props],
         )
-        return c.fetchone()[0]
+        count: int = c.fetchone()[0]
+    return count
 
 
-def _insert(cursor, table: str, columns: str, rows: list[list]) -> None:
+def _insert(cursor: Cursor, table: str, columns: str, rows: list[list[Any]]) -> None:
     """Multi-row INSERTs of at most _INSERT_CHUNK rows each (bounded statement size)."""
     width = len(rows[0]) if rows else 0
     placeholder = "(" + ", ".join(["%s"] * width) + ")"
@@ -334,7 +349,9 @@ def has_instance(person_id: int, flow_identifier: str) -> bool:
         return c.fetchone() is not None
 
 
-def insert_instance(person_id: int, instance: InstanceRow, steps: list[StepRow], now) -> None:
+def insert_instance(
+    person_id: int, instance: InstanceRow, steps: list[StepRow], now: datetime
+) -> None:
     instance_id = db_uuid(instance.id)
     created = db_datetime(now)
     with cursor() as c:

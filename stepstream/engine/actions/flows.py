@@ -7,6 +7,8 @@ the log rows to delivery after commit (Zulip's do_* pattern), through a
 transaction. Each is run by group commit (stepstream/engine/groupcommit.py).
 """
 
+from typing import Any
+
 from django.db import IntegrityError, transaction
 
 from stepstream.engine import db, flows, groupcommit, store
@@ -20,7 +22,7 @@ from stepstream.models import Environment
 @db.retried
 def do_start_flow(
     environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
-) -> dict:
+) -> dict[str, Any]:
     with db.writing():
         session = session_for(environment, person_key, via)
         flow_id = flows.latest_id(environment, flow_identifier)
@@ -44,7 +46,7 @@ def do_transition(
     flow_identifier: str,
     transition: str,
     via: str = "admin",
-) -> dict:
+) -> dict[str, Any]:
     with db.writing():
         person, found = store.lock_person_reading(environment.pk, person_key, flow_identifier)
         session = Session(environment, person, via)
@@ -58,7 +60,10 @@ def do_transition(
         edges = [(a, b) for a, b, cond in eligible if cond is None or session.holds(cond)]
         if not edges:
             if eligible:
-                texts = list(dict.fromkeys(cond.text for _, _, cond in eligible))
+                # every one has a condition (one without would have given an edge)
+                texts = list(
+                    dict.fromkeys(cond.text for _, _, cond in eligible if cond is not None)
+                )
                 raise Conflict(
                     f"Transition '{transition}' of flow '{flow_identifier}' is not allowed now: "
                     + "; ".join(f"its condition `{t}` is false" for t in texts)
@@ -89,7 +94,7 @@ def do_flow_action(
     flow_identifier: str,
     action: str,
     via: str = "admin",
-) -> dict:
+) -> dict[str, Any]:
     """Pause, resume or exit: the flow's state changes, its steps keep theirs."""
     allowed, target = _FLOW_MOVES[action]
     with db.writing():
@@ -107,7 +112,7 @@ def do_flow_action(
 @db.retried
 def do_restart(
     environment: Environment, person_key: str, flow_identifier: str, via: str = "admin"
-) -> dict:
+) -> dict[str, Any]:
     """Replaces the person's instance with a new one of the latest version.
 
     The old instance becomes `exited` first (unless completed or exited);

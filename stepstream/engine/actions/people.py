@@ -5,6 +5,8 @@ These write the person, then settle the rules in the same transaction
 only writers of person data, as the engine is of states.
 """
 
+from typing import Any
+
 from django.conf import settings
 
 from stepstream import text
@@ -14,7 +16,7 @@ from stepstream.errors import Invalid
 from stepstream.models import Environment
 
 
-def _data_changes(old: dict, new: dict) -> set[str]:
+def _data_changes(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
     return {k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING)}
 
 
@@ -24,8 +26,8 @@ _MISSING = object()
 @groupcommit.grouped
 @db.retried
 def do_put_person(
-    environment: Environment, person_key: str, data, via: str = "admin"
-) -> tuple[dict, bool]:
+    environment: Environment, person_key: str, data: Any, via: str = "admin"
+) -> tuple[dict[str, Any], bool]:
     """Creates or replaces a person's data; (their description, True when created)."""
     people.check_person_key(person_key)
     people.check_data(environment, data)
@@ -47,7 +49,9 @@ def do_put_person(
 
 @groupcommit.grouped
 @db.retried
-def do_identify(environment: Environment, person_key: str, data, via: str = "admin") -> dict:
+def do_identify(
+    environment: Environment, person_key: str, data: object, via: str = "admin"
+) -> dict[str, Any]:
     """Creates the person, or merges top-level keys of `data` into theirs; their data."""
     people.check_person_key(person_key)
     if data is None:
@@ -77,18 +81,22 @@ def do_identify(environment: Environment, person_key: str, data, via: str = "adm
     return merged
 
 
-def check_event_name(name) -> str:
+def check_event_name(name: object) -> str:
     return text.validate_identifier(name, "event")
 
 
 @groupcommit.grouped
 @db.retried
 def do_track(
-    environment: Environment, person_key: str, event, properties=None, via: str = "admin"
-) -> dict:
+    environment: Environment,
+    person_key: str,
+    event: object,
+    properties: object = None,
+    via: str = "admin",
+) -> dict[str, Any]:
     """Counts one tracked event for the person (created with {} if unknown), then the rules."""
     people.check_person_key(person_key)
-    check_event_name(event)
+    event = check_event_name(event)  # the same string, once checked
     if properties is None:
         properties = {}
     if not isinstance(properties, dict):
