@@ -16,6 +16,16 @@ from tests.openapi import APIClient, check_httpx_response
 servers.RESPONSE_HOOKS.append(check_httpx_response)
 
 
+# Tests that drive a browser are slow whatever they check: marked here, by their fixture.
+SLOW_FIXTURES = {"browser_page"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_report_header(config):
     db = os.environ.get("DATABASE_URL") or "embedded SQLite"
     return f"stepstream database: {db}; redis: {os.environ.get('REDIS_URL') or 'none'}"

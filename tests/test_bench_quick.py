@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a benchmark run: about 40 s
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("fanout", "many", "engine", "capacity", "storm", "rest")
 

@@ -153,6 +153,7 @@ def test_serve_refuses_an_out_of_range_port_in_one_line(tmp_path, env, port):
     assert "--port" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_init_project_says_which_database_and_project_id(tmp_path, env, data_dir):
     result = run(["init-project", "Acme"], env, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -162,6 +163,7 @@ def test_init_project_says_which_database_and_project_id(tmp_path, env, data_dir
     assert str(data_dir / "stepstream.sqlite3") in result.stderr
 
 
+@pytest.mark.slow
 def test_another_server_secret_is_refused_in_one_sentence(tmp_path, env):
     assert run(["init-project", "Acme"], env, tmp_path).returncode == 0
     other = dict(env, STEPSTREAM_SECRET_KEY="not-the-secret-this-database-was-set-up-with")
@@ -172,6 +174,7 @@ def test_another_server_secret_is_refused_in_one_sentence(tmp_path, env):
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_init_project_prints_one_json_object(tmp_path, env, data_dir):
     result = run(["init-project", "Acme"], env, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -206,6 +209,7 @@ def test_init_project_on_unwritable_data_dir_fails(tmp_path):
 # --- serve: startup failures ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_on_port_in_use_fails_naming_the_port(tmp_path, env):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
@@ -231,6 +235,7 @@ def test_serve_on_unwritable_data_dir_fails_naming_it(tmp_path):
     ["postgres://postgres@127.0.0.1:1/nope", "postgres://u:hunter2@127.0.0.1:1/x"],
 )
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["init-project", "Acme"]])
+@pytest.mark.slow
 def test_unreachable_database_fails_fast_without_password(
     tmp_path, data_dir, database_url, command
 ):
@@ -275,6 +280,7 @@ def test_a_missing_database_or_role_is_named(tmp_path, data_dir, database_url, c
 # --- serve: running ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_demo_prints_working_keys_and_reuses_them(tmp_path, env):
     with serving(tmp_path, env, "--demo", name="first") as server:
         secret, publishable = demo_keys(server.stderr)
@@ -319,6 +325,7 @@ def test_serve_demo_prints_working_keys_and_reuses_them(tmp_path, env):
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.slow
 def test_serve_demo_try_commands_run_as_printed(tmp_path, env):
     """The "Try:" lines, pasted into a shell as they are, each succeed (the last one once
     joined its continuation and ended in `<- ...`, which a shell reads as a redirection)."""
@@ -336,6 +343,7 @@ def test_serve_demo_try_commands_run_as_printed(tmp_path, env):
         assert "habits" in [i["flow"] for i in flows.json()]  # the rule the comment promises
 
 
+@pytest.mark.slow
 def test_serve_demo_serves_the_demo_page(tmp_path, env):
     with serving(tmp_path, env, "--demo") as server:
         response = httpx.get(f"{server.base}/demo", timeout=5, follow_redirects=True)
@@ -343,6 +351,7 @@ def test_serve_demo_serves_the_demo_page(tmp_path, env):
         assert "text/html" in response.headers.get("content-type", "")
 
 
+@pytest.mark.slow
 def test_the_root_is_a_landing_page_linking_demo_dashboard_and_api(tmp_path, env):
     with serving(tmp_path, env, "--demo") as server:
         response = httpx.get(f"{server.base}/", timeout=5)
@@ -353,6 +362,7 @@ def test_the_root_is_a_landing_page_linking_demo_dashboard_and_api(tmp_path, env
             assert httpx.get(f"{server.base}{href}", timeout=5).status_code in (200, 302), href
 
 
+@pytest.mark.slow
 def test_demo_starts_over_from_its_button_and_its_command(tmp_path, env):
     def demo_flows(server, secret):
         url = f"{server.base}/api/v1/people/demo-user"
@@ -384,11 +394,13 @@ def test_demo_starts_over_from_its_button_and_its_command(tmp_path, env):
     assert done.returncode == 0 and "starts over" in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_reset_demo_without_a_demo_says_so(tmp_path, env):
     done = run(["reset-demo"], env, tmp_path)
     assert done.returncode == 2 and "no demo here yet" in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_init_project_keys_work_on_a_running_server(tmp_path, env):
     with serving(tmp_path, env) as server:
         result = run(["init-project", "Late"], env, tmp_path)
@@ -419,6 +431,7 @@ def test_init_project_keys_work_on_a_running_server(tmp_path, env):
         assert response.status_code == 401
 
 
+@pytest.mark.slow
 def test_serve_person_key_with_slash(tmp_path, env):
     with serving(tmp_path, env) as server:
         result = run(["init-project", "Slash"], env, tmp_path)
@@ -445,6 +458,7 @@ def test_serve_person_key_with_slash(tmp_path, env):
         ("STEPSTREAM_LOG_LEVEL", "loud", "must be one of debug, info, warning, error"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_setting_is_named_in_one_line(tmp_path, variable, value, complaint):
     env = cli_env(tmp_path, **{variable: value})
     done = run(["serve", "--port", str(free_port())], env, tmp_path)

@@ -30,6 +30,7 @@ def client_states(client: Client) -> dict:
     }
 
 
+@pytest.mark.slow
 async def test_snapshot_then_live_changes_from_rest_and_from_the_client(server, tenant, rest):
     person_key = f"client-{time.monotonic_ns()}"
     seen = []
@@ -122,6 +123,7 @@ def _flip_in_another_process(server: Server, secret_key: str, person_key: str, t
     )
 
 
+@pytest.mark.slow
 async def test_resumes_after_the_server_is_killed_and_restarted(tmp_path):
     """SIGKILL the server, change states while it is down and right after it is back:
     the client reconnects by itself and ends with every change exactly once."""
@@ -190,6 +192,7 @@ async def test_resumes_after_the_server_is_killed_and_restarted(tmp_path):
         server.stop()
 
 
+@pytest.mark.slow
 async def test_person_tokens_when_identity_verification_is_enforced(server):
     import jwt
 
@@ -233,6 +236,7 @@ async def test_person_tokens_when_identity_verification_is_enforced(server):
         assert states(rest.get("/people/alice/flows").json()[0])["a"] == "active"
 
 
+@pytest.mark.slow
 async def test_an_origin_allow_list_is_explained_and_can_be_met(server):
     keys = (await asyncio.to_thread(server.init_project, "client origins"))["environments"][0]
     with server.rest(keys["secret_key"]) as rest:

@@ -39,6 +39,7 @@ async def test_an_invalid_key_is_surfaced_and_not_retried(server, tenant):
     await client.close()
 
 
+@pytest.mark.slow
 async def test_a_revoked_key_is_surfaced_and_not_retried(server):
     keys = (await asyncio.to_thread(server.init_project, "client revoked"))["environments"][0]
     with server.rest(keys["secret_key"]) as rest:
@@ -56,6 +57,7 @@ async def test_a_revoked_key_is_surfaced_and_not_retried(server):
         assert refused.value.code == "revoked"
 
 
+@pytest.mark.slow
 async def test_a_lapsed_token_is_renewed_from_the_callback_and_nothing_is_missed(server):
     keys = (await asyncio.to_thread(server.init_project, "client renew"))["environments"][0]
     with server.rest(keys["secret_key"]) as rest:
@@ -101,6 +103,7 @@ async def test_a_lapsed_token_is_renewed_from_the_callback_and_nothing_is_missed
             assert client_states(client) == rest_states(rest, "ann")
 
 
+@pytest.mark.slow
 async def test_a_fixed_token_that_lapses_stops_the_client_with_the_reason(server):
     keys = (await asyncio.to_thread(server.init_project, "client fixed"))["environments"][0]
     with server.rest(keys["secret_key"]) as rest:
@@ -115,6 +118,7 @@ async def test_a_fixed_token_that_lapses_stops_the_client_with_the_reason(server
             assert "expired" in str(client.error)
 
 
+@pytest.mark.slow
 async def test_a_restarted_log_is_reloaded_not_resumed(server, tenant, rest, monkeypatch):
     # the reconnect waits its whole window (2 s): the log restarts before it resumes
     monkeypatch.setattr(client_module, "_random", lambda: 1.0)

@@ -46,7 +46,7 @@ READ_STATE = textwrap.dedent(
 
 
 # a fresh environment and an install (pip's cache is reused): ~25 s here
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # installs into a new virtualenv
 
 
 @pytest.fixture(scope="module")

@@ -185,6 +185,7 @@ def test_a_condition_past_its_deadline_fails_its_write_and_is_suspended(api, no_
     assert health["conditions"]["suspended"] >= 1
 
 
+@pytest.mark.slow
 def test_another_environment_keeps_answering_during_an_attack(tmp_path):
     """A real server, its budget lifted: while one tenant's bomb is cut off, another
     environment's writes and /health answer (the benchmark, bench/attacks.py, gives

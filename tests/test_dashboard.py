@@ -20,13 +20,16 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from stepstream import engine
 from stepstream.engine import flows, people
 from stepstream.errors import Conflict
 from stepstream.http.dashboard import layout, queries
 from stepstream.http.demo import DEMO_FLOW
-from stepstream.models import ApiKey, StateChange
+from stepstream.models import ApiKey, StateChange, StepDuration
 from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
 
 PASSWORD = "correct horse battery staple"
@@ -714,6 +717,168 @@ def test_layout_of_a_large_flow_is_quick_and_complete():
     drawn = layout.layout(steps, transitions)
     assert len(drawn.nodes) == count and drawn.layers == count
     assert len(drawn.edges) == len(transitions)
+
+
+LONG_FLOW = {
+    "identifier": "long-names",
+    "steps": [
+        {"identifier": "welcome", "name": "Welcome to the Acme onboarding tour"},
+        {"identifier": "connect-your-calendar-and-mail", "name": "Connect your calendar"},
+        {"identifier": "supercalifragilistic", "name": "Supercalifragilisticexpialidociously"},
+        {"identifier": "done", "name": "All set"},
+    ],
+    "transitions": [
+        {
+            "identifier": "calendar-connected-by-the-person",
+            "from": "welcome",
+            "to": "connect-your-calendar-and-mail",
+        },
+        {"identifier": "skip", "from": "welcome", "to": "supercalifragilistic", "type": "manual"},
+        {"identifier": "later", "from": "welcome", "to": "supercalifragilistic"},
+        {
+            "identifier": "auto",
+            "from": "connect-your-calendar-and-mail",
+            "to": "done",
+            "type": "automatic",
+        },
+        {
+            "identifier": "again",
+            "from": "connect-your-calendar-and-mail",
+            "to": "supercalifragilistic",
+        },
+        {
+            "identifier": "back",
+            "from": "supercalifragilistic",
+            "to": "connect-your-calendar-and-mail",
+        },
+        {"identifier": "finish", "from": "supercalifragilistic", "to": "done"},
+    ],
+}
+
+
+def _unfitted(line: str) -> str:
+    return line.removesuffix(layout.ELLIPSIS)
+
+
+@given(
+    st.lists(
+        st.text(
+            st.characters(codec="utf-8", exclude_categories=("Z", "C"), exclude_characters="…"),
+            min_size=1,
+            max_size=30,
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+@hsettings(max_examples=300, deadline=None)
+def test_step_names_wrap_between_words_and_fit_their_box(words):
+    """At most two lines, each estimated to fit, none only "…". When every word can be
+    shown whole (with a "…" after it), the lines hold the name's first words, whole
+    and in order, and end in "…" exactly when words were left out; a word too wide
+    for that is the only one cut, on its own line."""
+    name = " ".join(words)
+    lines = layout.wrap(name, layout.NAME_W, layout.NAME_SIZE)
+    assert 1 <= len(lines) <= 2
+    assert all(layout.text_width(line, layout.NAME_SIZE) <= layout.NAME_W for line in lines)
+    shown = [_unfitted(line) for line in lines]
+    assert all(shown), lines
+    assert all(part in name for part in shown)
+    width = layout.NAME_W
+    if all(layout.text_width(w + layout.ELLIPSIS, layout.NAME_SIZE) <= width for w in words):
+        whole = " ".join(shown).split()
+        assert whole == name.split()[: len(whole)], (name, lines)
+        assert lines[-1].endswith(layout.ELLIPSIS) == (len(whole) < len(name.split()))
+        assert not lines[0].endswith(layout.ELLIPSIS)
+
+
+def test_names_identifiers_and_edge_labels_are_shortened_at_a_word_or_a_part():
+    wrap = lambda name: layout.wrap(name, layout.NAME_W, layout.NAME_SIZE)  # noqa: E731
+    assert wrap("Welcome to Acme") == ["Welcome to Acme"]
+    assert wrap("Welcome to the Acme onboarding tour") == ["Welcome to the Acme", "onboarding tour"]
+    assert wrap("Invite a teammate to your workspace and start collaborating") == [
+        "Invite a teammate to",
+        "your workspace and…",
+    ]
+    assert wrap("Set-up-your-account-preferences-now") == [
+        "Set-up-your-account-",
+        "preferences-now",
+    ]
+    node = layout.Node("due-date-done", "", final=True)
+    assert layout.subtitle(node) == "final · due-date…"  # was "final · due-date-do…"
+    assert layout.subtitle(layout.Node("due-date", "", final=True)) == "final · due-date"
+    assert layout.edge_text(["task-created"]) == "task-created"
+    assert layout.edge_text(["next", "back", "skip"]) == "next +2"
+    assert layout.edge_text(["calendar-connected-by-the-person"]) == "calendar…"
+
+
+@pytest.mark.django_db
+def test_flow_graph_draws_whole_words_matching_keys_and_no_median_for_nobody(browser, env):
+    """The graph: names in whole words on up to two lines (the whole name in the
+    tooltip), identifiers shortened at a part, edge labels in whole names; legend
+    keys drawn with the edges' own classes. The funnel: "not reached" for a step
+    nobody has reached (even with durations an earlier instance left), "—" for one
+    reached but not completed, "< 1 ms" rather than "≈ 0 ms"."""
+    flows.publish(env, LONG_FLOW)
+    start(env, "p-1", flow="long-names")  # on to "connect…", then "done" automatically
+    engine.do_transition(env, "p-1", "long-names", "calendar-connected-by-the-person")
+    start(env, "p-2", flow="long-names")
+    engine.do_transition(env, "p-2", "long-names", "skip")
+    engine.do_transition(env, "p-2", "long-names", "finish")
+    start(env, "p-3", flow="long-names")  # stays on "welcome"
+    people.delete(env, "p-2")  # the only one who reached "supercalifragilistic"
+    left = StepDuration.objects.filter(identifier="supercalifragilistic")
+    assert left.exists()  # its time there stays in the histogram: a median with no one
+    html = browser.get(f"/dashboard/{env.pk}/flows/long-names/").content.decode()
+
+    names = dict(
+        re.findall(r'data-step="([^"]+)".*?<text class="step-name">(.*?)</text>', html, re.S)
+    )
+    lines = {
+        step: re.findall(r"<tspan [^>]*>([^<]*)</tspan>", text) for step, text in names.items()
+    }
+    assert lines["welcome"] == ["Welcome to the Acme", "onboarding tour"]
+    assert lines["connect-your-calendar-and-mail"] == ["Connect your calendar"]
+    assert lines["done"] == ["All set"]
+    assert "<title>welcome — Welcome to the Acme onboarding tour</title>" in html
+    subs = re.findall(r'class="step-id">([^<]*)<', html)
+    assert "connect-your…" in [unescape(s) for s in subs]
+    labels = [unescape(t) for t in re.findall(r'class="edge-label">([^<]*)<', html)]
+    assert "calendar…" in labels and "skip, later" in labels
+    assert "calendar-connected-by-the-person: welcome" in html  # in the edge's tooltip
+    assert not re.search(r"\w…\w", " ".join(labels + subs))
+
+    keys = dict(re.findall(r'data-key="(\w+)"><line [^>]*class="([^"]+)"', html))
+    drawn = set(re.findall(r'<path d="[^"]*" class="(edge[^"]*)"', html))
+    assert keys == {"manual": "edge", "auto": "edge auto", "back": "edge back"}
+    assert set(keys.values()) <= drawn  # each key drawn as edges of the graph are
+
+    rows = {
+        step: unescape(text)
+        for step, text in re.findall(
+            r'data-funnel-step="([^"]+)".*?data-numbers>([^<]*)<', html, re.S
+        )
+    }
+    assert rows["supercalifragilistic"] == "0 / 0 · — · not reached", rows
+    assert rows["done"] == "1 / 1 · 100% · < 1 ms", rows  # a final step completes at once
+    assert rows["connect-your-calendar-and-mail"] == "1 / 1 · 100% · < 1 ms", rows
+    assert rows["welcome"].startswith("1 / 2 · 50% · "), rows
+    assert "≈ 0 ms" not in html
+    cells = {
+        step: unescape(text)
+        for step, text in re.findall(r'data-row-step="([^"]+)".*?data-cell="median">([^<]*)<', html)
+    }
+    assert cells["supercalifragilistic"] == "not reached" and cells["done"] == "< 1 ms"
+
+
+def test_the_median_under_a_millisecond_is_not_zero():
+    from stepstream.http.dashboard.views import _estimate, _median_shown
+
+    assert _estimate(0.0) == "< 1 ms" and _estimate(0.0005) == "< 1 ms"
+    assert _estimate(0.003) == "≈ 3 ms" and _estimate(None) == "—"
+    assert _median_shown(0, 0, "≈ 3 ms") == "not reached"
+    assert _median_shown(4, 0, "≈ 3 ms") == "—"
+    assert _median_shown(4, 2, "≈ 3 ms") == "≈ 3 ms"
 
 
 # -- the live socket, on a real server ---------------------------------------------

@@ -35,10 +35,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def shot(page, name: str, docs: bool = False) -> None:
+def shot(page, name: str, docs: bool = False, viewport: bool = False) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    page.screenshot(path=str(path), full_page=not viewport, animations="disabled")
     if docs and os.environ.get("STEPSTREAM_DOCS_SCREENSHOTS") == "1":
         shutil.copyfile(path, DOCS / f"{name}.png")
 
@@ -384,5 +384,121 @@ def test_odd_keys_and_identifiers_are_linked_and_followed_live(tmp_path, browser
         if not page.is_closed():
             shot(page, "failure-odd")
         raise
+    finally:
+        server.stop()
+
+
+# every drawn text of the flow graph: (kind, step, text, drawn width, bottom, pill top)
+GRAPH_TEXTS = """() => {
+  const out = [];
+  for (const g of document.querySelectorAll("svg.graph .step")) {
+    const pill = g.querySelector(".count-pill").getBBox().y;
+    const name = g.querySelector(".step-name");
+    const bottom = name.getBBox().y + name.getBBox().height;
+    for (const t of name.querySelectorAll("tspan")) {
+      out.push(["name", g.dataset.step, t.textContent, t.getComputedTextLength(), bottom, pill]);
+    }
+    const id = g.querySelector(".step-id");
+    out.push(["sub", g.dataset.step, id.textContent, id.getComputedTextLength(), 0, 0]);
+  }
+  for (const t of document.querySelectorAll("svg.graph .edge-label")) {
+    out.push(["edge", "", t.textContent, t.getComputedTextLength(), 0, 0]);
+  }
+  return out;
+}"""
+SCROLL_UNDER_THE_TOP_BAR = """(selector) => {
+  const bar = document.querySelector(".topbar").offsetHeight;
+  const top = document.querySelector(selector).getBoundingClientRect().top;
+  window.scrollTo(0, top + window.scrollY - bar - 32);
+}"""
+# a legend key's line and an edge of its kind, as the browser styles them
+STROKES = """([key, edge]) => [key, edge].map((selector) => {
+  const style = getComputedStyle(document.querySelector(selector));
+  return [style.stroke, style.strokeWidth, style.strokeDasharray];
+})"""
+
+
+def test_flow_graph_text_fits_its_boxes_and_the_legend_matches_the_edges(tmp_path, browser_page):  # noqa: F811
+    """Long step names, identifiers and transition names, drawn by Chromium: each
+    line fits its box (and the server's estimate was not short of the drawn width),
+    a name's second line stays above the count, each legend key is styled as the
+    edges it stands for, and the funnel says "not reached" for a step nobody reached.
+    Screenshots of the graph and the funnel at 1280 and 390 px."""
+    from stepstream.http.dashboard import layout
+    from tests.test_dashboard import LONG_FLOW
+
+    page = browser_page
+    server = Server(tmp_path / "data")
+    try:
+        server.start()
+        _make_staff_user(server)
+        keys = server.init_project(f"long-{uuid.uuid4().hex[:8]}")["environments"][0]
+        rest = server.rest(keys["secret_key"])
+        assert rest.post("/flows", json=LONG_FLOW).status_code == 201
+        calls = {"p-1": ["calendar-connected-by-the-person"], "p-2": ["skip", "finish"], "p-3": []}
+        for key, transitions in calls.items():
+            assert rest.put(f"/people/{key}", json={"data": {}}).status_code == 201
+            started = rest.post(f"/people/{key}/flows", json={"flow": "long-names"})
+            assert started.status_code == 201, started.text
+            for transition in transitions:
+                url = f"/people/{key}/flows/long-names/transitions"
+                assert rest.post(url, json={"transition": transition}).status_code == 200
+        assert rest.delete("/people/p-2").status_code == 204  # who reached the long one
+        out = server.shell(
+            "from stepstream.trust import tenants\n"
+            f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
+        )
+        env = int(out.strip().splitlines()[-1])
+
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(f"{server.url}/dashboard/login/")
+        page.fill("input[name=username]", USER)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard/")
+        page.goto(f"{server.url}/dashboard/{env}/flows/long-names/")
+        page.wait_for_selector("#live-status[data-status=live]")
+
+        limits = {"name": layout.NAME_W, "sub": layout.SUB_W, "edge": layout.EDGE_LABEL_W}
+        texts = page.evaluate(GRAPH_TEXTS)
+        assert {kind for kind, *_ in texts} == {"name", "sub", "edge"}
+        for kind, step, text, drawn, bottom, pill in texts:
+            assert drawn <= limits[kind], (kind, step, text, drawn)
+            if kind == "name":
+                assert drawn <= layout.text_width(text, layout.NAME_SIZE) + 0.5, (text, drawn)
+                assert bottom <= pill, (step, bottom, pill)  # the name clears the count
+        names = [text for kind, _, text, *_ in texts if kind == "name"]
+        assert "Welcome to the Acme" in names and "onboarding tour" in names
+
+        for kind in ("manual", "auto", "back"):
+            edge = {"manual": ".edge:not(.auto):not(.back)", "auto": ".edge.auto:not(.back)"}
+            selector = "svg.graph path" + edge.get(kind, ".edge.back")
+            key, drawn_edge = page.evaluate(STROKES, [f"[data-key={kind}] line", selector])
+            assert key == drawn_edge, (kind, key, drawn_edge)
+        assert (
+            page.evaluate(STROKES, ["[data-key=auto] line", "[data-key=manual] line"])[0][2]
+            != "none"
+        )
+
+        row = "[data-funnel-step=supercalifragilistic] [data-numbers]"
+        assert page.text_content(row) == "0 / 0 · — · not reached"
+        assert page.inner_text("[data-row-step=done] [data-cell=median]") == "< 1 ms"
+        assert not page.errors, page.errors
+
+        for width, height, screen in ((1280, 800, "laptop"), (390, 844, "phone")):
+            page.set_viewport_size({"width": width, "height": height})
+            page.reload()
+            page.wait_for_selector("#live-status[data-status=live]")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            for card in ("graph", "funnel"):
+                page.evaluate(SCROLL_UNDER_THE_TOP_BAR, f"#{card}-title")
+                shot(page, f"dashboard-flow-{card}-{screen}", viewport=True)
+        # on a phone the graph and the funnel keep their size (their names readable) and
+        # scroll sideways in their card
+        for chart in ("svg.graph", "svg.funnel"):
+            box = page.locator(chart).bounding_box()
+            assert box and box["width"] > 390, (chart, box)
+        texts = page.evaluate(GRAPH_TEXTS)
+        assert all(drawn <= limits[kind] for kind, _, _, drawn, *_ in texts)
     finally:
         server.stop()

@@ -240,6 +240,7 @@ def test_the_limit_cannot_be_set_above_twenty(monkeypatch):
 
 
 @pytest.mark.parametrize("trim_every", [1, throttle.TRIM_EVERY])
+@pytest.mark.slow
 def test_rows_are_bounded_by_the_lockout_time_and_the_cap(
     db, limits, clock, monkeypatch, trim_every
 ):

@@ -3,6 +3,8 @@
 import io
 import re
 
+import pytest
+
 from stepstream_client.state import FlowState
 from stepstream_client.watch import Screen, event_line, render
 
@@ -201,6 +203,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_the_server_runs_without_the_dropped_dependencies(tmp_path):
     """PyYAML, a2wsgi and rich are not server dependencies, nor httpx for the shipped
     stepstream.testing.servers: everything imports, and the document is read, without them."""

@@ -57,6 +57,7 @@ def test_the_readme_block_parses_into_its_commands():
     assert json.loads(curl_request(argvs[2]).data)["identifier"] == "onboarding"
 
 
+@pytest.mark.slow
 def test_readme_rest_examples_run_against_a_live_server(server):
     block = code_block(README.read_text(), "Using it", "sh")
     variables: dict[str, str] = {}
@@ -164,6 +165,7 @@ def _fill(code: str, server, keys) -> str:
     return code.replace("ws://127.0.0.1:8000", server.ws_url)
 
 
+@pytest.mark.slow
 def test_the_python_client_example_runs_against_the_demo(demo):
     server, keys = demo
     code = code_block((DOCS / "clients.md").read_text(), "Python", "python")
@@ -206,6 +208,7 @@ def _signature(message: str) -> tuple:
     return ("answer", int(request_id.group(1)), int(status.group(1)))
 
 
+@pytest.mark.slow
 def test_the_protocol_example_session_is_what_the_server_sends(tmp_path):
     """The websocat session of docs/protocol.md, replayed on a fresh demo: every line the
     server sends arrives, in the order shown (a change's events before the call's answer)."""

@@ -173,6 +173,7 @@ def test_postgres_a_row_committed_out_of_id_order_is_not_skipped(env, linear_flo
 # -- real processes: two servers, 16 writers, one reader ---------------------
 
 
+@pytest.mark.slow
 def test_feed_read_during_concurrent_writes_in_two_processes_is_exactly_once(tmp_path):
     """16 writers through two `serve` processes while a reader follows the feed."""
     # On SQLite both processes share one data directory (one database file);

@@ -158,6 +158,7 @@ def _serve(tmp_path, redis_url: str, *extra: str):
     ],
 )
 @pytest.mark.parametrize("workers", [(), ("--workers", "2")])
+@pytest.mark.slow
 def test_a_wrong_or_unreachable_redis_url_fails_serve_in_one_line(
     tmp_path, redis_url, complaint, workers
 ):
@@ -196,6 +197,7 @@ for _ in range(3):
 
 @pytest.mark.parametrize("key", ["wrong", "secret"])
 @pytest.mark.parametrize("logging_set_up", ["", "logging"])
+@pytest.mark.slow
 def test_a_refused_key_caught_by_the_caller_prints_nothing(server, tenant, key, logging_set_up):
     import subprocess
     import sys
@@ -237,6 +239,7 @@ def test_the_client_readme_example_is_a_script_that_runs(server, tenant, person_
     assert (done.returncode, done.stdout, done.stderr) == (0, "None\n", "")
 
 
+@pytest.mark.slow
 def test_the_readme_browser_example_runs_in_a_browser_as_written(server, tenant, person_key):
     import os
     import time

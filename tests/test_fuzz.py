@@ -228,6 +228,7 @@ def rest_client(target):
         yield client
 
 
+@pytest.mark.slow
 def test_rest_fuzz_leaves_the_server_serving_within_its_memory_bound(target, rest_client, watcher):
     srv, _ = target
     before = rss_mib(srv.process.pid)
@@ -459,6 +460,7 @@ def any_frame_sequence_gets_its_answers_or_the_documented_close_code(target, pie
         assert len(texts) <= expected_answers, (len(texts), expected_answers)
 
 
+@pytest.mark.slow
 def test_frame_fuzz_leaves_the_server_serving_within_its_memory_bound(target, watcher):
     srv, _ = target
     before = rss_mib(srv.process.pid)
@@ -544,6 +546,7 @@ def _outcome(read, raw):
         st.text(max_size=60),
     )
 )
+@pytest.mark.slow
 def test_the_fast_path_reads_every_text_as_the_strict_slow_path_does(raw):
     """orjson plus a walk over numbers (the fast path) never decides otherwise than the
     strict reader that names every problem; only its speed differs."""

@@ -142,6 +142,7 @@ def strict(request, tmp_path_factory):
 HEAD = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Filler: "
 
 
+@pytest.mark.slow
 def test_a_huge_header_block_is_answered_431(strict):
     srv, _ = strict
     s = dial(srv)
@@ -383,6 +384,7 @@ def test_no_head_over_the_limit_is_let_through_however_the_reads_split(requests,
         ("CRLFs between requests", b"\r\n"),
     ],
 )
+@pytest.mark.slow
 def test_an_unfinished_request_head_is_dropped_with_408(strict, what, opening):
     srv, _ = strict
     s = dial(srv)
@@ -396,6 +398,7 @@ def test_an_unfinished_request_head_is_dropped_with_408(strict, what, opening):
     assert 1.5 < elapsed < 6, elapsed
 
 
+@pytest.mark.slow
 def test_a_trickled_head_is_dropped_however_slowly_it_comes(strict):
     """One byte every 100 ms keeps every read timeout happy; the deadline is for the whole."""
     srv, _ = strict
@@ -413,6 +416,7 @@ def test_a_trickled_head_is_dropped_however_slowly_it_comes(strict):
     assert time.monotonic() - started < 6
 
 
+@pytest.mark.slow
 def test_a_body_never_sent_is_dropped_with_408(strict):
     srv, keys = strict
     s = dial(srv)
@@ -429,6 +433,7 @@ def test_a_body_never_sent_is_dropped_with_408(strict):
         assert rest.get("/people/slow").status_code == 404  # nothing half-written
 
 
+@pytest.mark.slow
 def test_an_idle_keep_alive_connection_is_closed(strict):
     srv, _ = strict
     s = dial(srv)
@@ -470,6 +475,7 @@ def test_slow_bodies_do_not_hold_rest_threads(server, tenant):
             s.close()
 
 
+@pytest.mark.slow
 def test_responses_left_unread_do_not_hold_rest_threads(strict):
     """Three clients (the server has two REST threads) pipeline 30 requests for a 540 KB
     file each and never read: each is dropped after the request timeout (2 s here), its
@@ -525,6 +531,7 @@ def _hold_silent_and_trickling(server, count: int) -> tuple[list[socket.socket],
     return sockets, stop
 
 
+@pytest.mark.slow
 def test_silent_connections_do_not_starve_health_under_a_low_fd_limit(tmp_path):
     """The server starts with a soft open-file limit of 400, as a default 1024 would be
     for a few thousand; 500 silent or trickling connections and /health still answers."""
@@ -548,6 +555,7 @@ def test_silent_connections_do_not_starve_health_under_a_low_fd_limit(tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_waiting_connections_are_capped_oldest_dropped_first(tmp_path):
     """With STEPSTREAM_HTTP_MAX_PENDING=150 and a hard limit of 400 descriptors, 500 silent
     or trickling connections leave the server under 400 descriptors, the oldest are
@@ -576,6 +584,7 @@ def test_waiting_connections_are_capped_oldest_dropped_first(tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_unfinished_request_bytes_are_capped_oldest_dropped_first(tmp_path):
     """With STEPSTREAM_HTTP_MAX_PENDING_BYTES=1 MiB, six bodies of 300 KiB each left
     unfinished: the oldest are dropped once the total passes 1 MiB, the newest wait on."""
@@ -604,6 +613,7 @@ def test_unfinished_request_bytes_are_capped_oldest_dropped_first(tmp_path):
 # --- memory -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_header_flood_memory_stays_bounded(tmp_path):
     """64 connections at once, each sending a 4 MiB header block (256 MiB in all): the
     server's peak resident memory grows by less than 64 MiB."""
@@ -945,6 +955,7 @@ def test_the_sdk_is_importable_from_any_origin(server):
         ("STEPSTREAM_HTTP_MAX_PENDING_BYTES", "1.5"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_http_setting_is_named_in_one_line(tmp_path, name, value):
     from stepstream.testing.servers import run_command
 

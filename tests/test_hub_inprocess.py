@@ -194,6 +194,7 @@ async def _run(records, steps) -> list[tuple[list[int], list[int]]]:
         await hub.stop()
 
 
+@pytest.mark.slow
 def test_every_subscription_gets_every_seq_once_in_order_whatever_the_paths_do(logged_person):
     """Records from the local, broker and log paths, permuted, duplicated and dropped,
     with subscriptions resuming (since_seq) while records flow: each one gets exactly

@@ -224,6 +224,7 @@ def flow_state(vrest, person_key) -> dict:
     return states(vrest.get(f"/people/{person_key}/flows").json()[0])
 
 
+@pytest.mark.slow
 def test_enforce_refuses_every_action_naming_a_person_without_a_token(
     vrest, vclient, person, verified
 ):
@@ -358,6 +359,7 @@ def test_a_valid_token_for_an_unknown_person_gets_404_and_identify_creates_them(
     assert vrest.get(f"/people/{newcomer}").status_code == 200
 
 
+@pytest.mark.slow
 def test_switching_modes_applies_to_open_connections_within_seconds(vrest, vclient, person):
     set_mode(vrest, "off")
     ws = vclient()
@@ -403,6 +405,7 @@ def test_a_new_identity_secret_retires_old_tokens_on_open_connections(
     assert response["status"] == 200
 
 
+@pytest.mark.slow
 def test_rollout_serves_unsigned_requests_and_counts_signed_and_unsigned(
     vrest, vclient, person, other, verified
 ):
@@ -453,6 +456,7 @@ def test_rollout_serves_unsigned_requests_and_counts_signed_and_unsigned(
     assert now["unsigned_requests"] - before["unsigned_requests"] == 6
 
 
+@pytest.mark.slow
 def test_off_ignores_tokens_and_counts_nothing(vrest, vclient, person):
     set_mode(vrest, "off")
     ws = vclient()

@@ -416,6 +416,7 @@ def _handshake(port: int, key: str, origin: str) -> bytes:
         return head.split(b"\r\n", 1)[0]
 
 
+@pytest.mark.slow
 def test_an_origin_with_a_tab_or_newline_inside_does_not_match_the_allow_list(server):
     keys = server.init_project("origin-tabs")["environments"][0]
     with server.rest(keys["secret_key"]) as rest:

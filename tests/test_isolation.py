@@ -232,6 +232,7 @@ def walk_rest(a, b: dict) -> set[str]:
 @pytest.mark.parametrize(
     "pair", ["another project", "production key, development objects"], indirect=True
 )
+@pytest.mark.slow
 def test_every_rest_call_with_a_neighbours_key_is_404_or_about_its_own_environment(server, pair):
     a_keys, b = pair
     with server.rest(a_keys["secret_key"]) as a:
@@ -255,6 +256,7 @@ def ws_request(action: str, person_key: str) -> dict:
 @pytest.mark.parametrize(
     "pair", ["another project", "production key, development objects"], indirect=True
 )
+@pytest.mark.slow
 def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair):
     a_keys, b = pair
     walked = {"ping"}

@@ -130,6 +130,7 @@ def wait_closed(client: WsClient, timeout: float = 6.0) -> int | None:
     raise AssertionError("the connection stayed open")
 
 
+@pytest.mark.slow
 def test_rotation_without_downtime_then_revocation_closes_the_old_clients(server):
     name = f"rotate-{uuid.uuid4().hex[:8]}"
     old = server.init_project(name)["environments"][0]
@@ -206,6 +207,7 @@ def twin_servers(tmp_path_factory, request):
     return servers
 
 
+@pytest.mark.slow
 def test_a_revoked_key_is_closed_on_every_server_process(twin_servers):
     first, second = twin_servers
     keys = first.init_project(f"twins-{uuid.uuid4().hex[:8]}")["environments"][0]
@@ -235,6 +237,7 @@ def test_a_revoked_key_is_closed_on_every_server_process(twin_servers):
 # -- the command line -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keys_commands_name_the_environment_clearly(server):
     name = f"cli-{uuid.uuid4().hex[:8]}"
     created = server.init_project(name)
@@ -279,6 +282,7 @@ def test_keys_revoke_refuses_the_last_secret_key_on_the_command_line(server):
         assert rest.get("/flows").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_rotated_key_works_at_once_on_a_running_server(server):
     name = f"cli-{uuid.uuid4().hex[:8]}"
     server.init_project(name)

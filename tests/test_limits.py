@@ -70,6 +70,7 @@ def assert_unaffected(client: WsClient) -> None:
 # -- WebSocket ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_request_rate_per_connection_is_429_then_recovers(clients):
     flooder, bystander = clients(), clients()
     for n in range(60):

@@ -19,6 +19,7 @@ def refused_handshake(url: str) -> int:
 
 
 @pytest.mark.parametrize("log_format", ["plain", "json"])
+@pytest.mark.slow
 def test_a_full_session_logs_no_key_token_or_identity_secret(tmp_path, log_format):
     srv = Server(
         tmp_path / "srv",

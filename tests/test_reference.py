@@ -35,6 +35,7 @@ def _escape(part: str) -> str:
     return part.replace("~", "~0").replace("/", "~1")
 
 
+@pytest.mark.slow
 def test_the_document_is_a_valid_openapi_3_1_document():
     import schemathesis
 

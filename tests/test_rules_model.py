@@ -326,6 +326,7 @@ def run_engine(env, op) -> int:
         st.tuples(st.integers(0, 14), conditions(with_segments=False)), max_size=1
     ),
 )
+@pytest.mark.slow
 def test_engine_agrees_with_the_reference_model(
     definitions, segment, ops, republished, resegmented
 ):

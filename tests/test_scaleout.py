@@ -21,9 +21,13 @@ from tests.services import PrivatePostgres, PrivateRedis
 from tests.waiting import wait_until
 from tests.wsclient import WsClient
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("DATABASE_URL"), reason="needs PostgreSQL: set DATABASE_URL (and REDIS_URL)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL"),
+        reason="needs PostgreSQL: set DATABASE_URL (and REDIS_URL)",
+    ),
+    pytest.mark.slow,  # servers started, killed and restarted, with PostgreSQL and Redis
+]
 
 
 def step_seqs(rest, person: str) -> list[int]:

@@ -18,6 +18,8 @@ import pytest
 
 from stepstream.testing.flows import LINEAR_FLOW
 
+pytestmark = pytest.mark.slow  # fuzzes a live server
+
 # Operations of CONTRACT.md that no route serves yet on this branch: each is
 # built on another branch (rules, outbound, analytics). They are excluded from
 # the fuzzing run only while they answer the router's 404; the test below

@@ -138,6 +138,7 @@ def test_watch_does_not_create_an_unknown_person(server, tenant, rest):
     assert rest.get("/people/never-created").status_code == 404
 
 
+@pytest.mark.slow
 def test_watch_history_prints_the_recorded_changes_in_seq_order(server, tenant, rest, person_key):
     """The flow and step subscriptions are two streams: their backlogs must not show as
     #2 #3 #4, then #1."""

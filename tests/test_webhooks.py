@@ -234,6 +234,7 @@ def test_embedded_ipv4_is_judged_at_registration_and_at_connect_time(settings, m
     assert asyncio.run(resolve("64:ff9b::808:808"))[0]["host"] == "64:ff9b::808:808"
 
 
+@pytest.mark.slow
 def test_a_server_refuses_to_send_to_a_private_address_at_connect_time(hook_server):
     """Registered while allowed, then the server runs without the allowance: nothing is sent."""
     receiver = Receiver()
@@ -349,6 +350,7 @@ def register(rest, url: str) -> dict:
     return made.json()
 
 
+@pytest.mark.slow
 def test_every_change_is_delivered_signed_and_in_order_per_person(hook_server):
     receiver = Receiver()
     server = hook_server()
@@ -399,6 +401,7 @@ def first_receipts_set(receiver: Receiver) -> set[tuple[str, int]]:
     }
 
 
+@pytest.mark.slow
 def test_failures_and_timeouts_are_retried_with_the_same_id_and_order_holds(hook_server):
     """Each message: 500, then a timeout (receiver slower than 1 s), then 200."""
 
@@ -449,6 +452,7 @@ def test_failures_and_timeouts_are_retried_with_the_same_id_and_order_holds(hook
             receiver.close()
 
 
+@pytest.mark.slow
 def test_a_sigkilled_server_restarted_delivers_everything(hook_server):
     # The receiver answers the first ten requests, then holds every later one
     # until the server is dead, so the kill lands mid-way however fast or
@@ -491,6 +495,7 @@ def test_a_sigkilled_server_restarted_delivers_everything(hook_server):
     receiver.close()
 
 
+@pytest.mark.slow
 def test_a_webhook_failing_past_the_window_is_disabled_and_enable_resumes_where_it_stopped(
     hook_server,
 ):
@@ -547,6 +552,7 @@ def test_admin_registers_a_webhook_and_shows_its_secret_once(admin_client, env, 
     assert page.status_code == 200 and hook.secret.encode() not in page.content
 
 
+@pytest.mark.slow
 def test_two_server_processes_send_each_event_once(hook_server):
     """Both processes run a deliverer; the lease lets exactly one of them send the webhook."""
     receiver = Receiver()

@@ -20,7 +20,10 @@ from tests.test_scaleout import flip, new_person, step_seqs
 from tests.waiting import wait_until
 from tests.wsclient import WsClient
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/net"), reason="reads /proc (Linux)")
+pytestmark = [
+    pytest.mark.skipif(not os.path.isdir("/proc/net"), reason="reads /proc (Linux)"),
+    pytest.mark.slow,  # a server of three processes per test
+]
 
 
 def children(pid: int) -> list[int]:

@@ -136,6 +136,7 @@ def slow_server(tmp_path):
     srv.stop()
 
 
+@pytest.mark.slow
 def test_a_client_too_slow_is_closed_with_4408_and_resumes_without_loss(slow_server):
     keys = slow_server.init_project("slow")["environments"][0]
     chain = [{"identifier": f"s{i}"} for i in range(400)]
@@ -197,6 +198,7 @@ def test_compression_is_declined_unless_switched_on(connect):
     assert connect().ws.protocol.extensions == []
 
 
+@pytest.mark.slow
 def test_compressed_and_plain_sockets_receive_the_same_events(tmp_path):
     """With compression on, a plain socket gets the shared frame, a compressed one its own."""
     from stepstream.testing.flows import LINEAR_FLOW

@@ -129,6 +129,7 @@ def verify(ws, person_key):
     return verify_action
 
 
+@pytest.mark.slow
 def test_every_engine_action_sends_events_that_agree_with_state(verify, ws, rest, person_key):
     rest.post("/flows", json=BRANCHING)
     base = f"/people/{person_key}/flows"

@@ -153,6 +153,7 @@ def _healthy_neighbour(server: Server, key: str) -> None:
 # -- memory: pings, unread answers -------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_ping_flood_from_sockets_that_never_read_keeps_memory_bounded(hard, hard_keys):
     pk = hard_keys["publishable_key"]
     baseline = rss(hard.process.pid)
@@ -171,6 +172,7 @@ def test_a_ping_flood_from_sockets_that_never_read_keeps_memory_bounded(hard, ha
     _healthy_neighbour(hard, pk)
 
 
+@pytest.mark.slow
 def test_unread_answers_of_a_large_person_keep_memory_bounded(hard, hard_keys):
     pk, sk = hard_keys["publishable_key"], hard_keys["secret_key"]
     person = f"big-{uuid.uuid4().hex[:8]}"
@@ -198,6 +200,7 @@ def test_unread_answers_of_a_large_person_keep_memory_bounded(hard, hard_keys):
     _healthy_neighbour(hard, pk)
 
 
+@pytest.mark.slow
 def test_a_socket_that_reads_slowly_but_surely_is_not_closed(hard, hard_keys):
     """Back-pressure is not punished: a client that reads (late) gets every answer."""
     pk = hard_keys["publishable_key"]
@@ -270,6 +273,7 @@ def _flip(rest, times: int = 1) -> None:
         ).is_success
 
 
+@pytest.mark.slow
 def test_a_subscription_ends_when_its_token_expires_and_resumes_with_a_fresh_one(hard, enforced):
     keys, secret, rest = enforced
     assert rest.post("/people/ann/flows/loop/transitions", json={"transition": "go"}).is_success
@@ -303,6 +307,7 @@ def test_a_subscription_ends_when_its_token_expires_and_resumes_with_a_fresh_one
         assert ws.seqs() == [5, 6, 7, 8, 9, 10]
 
 
+@pytest.mark.slow
 def test_subscribing_again_with_a_fresh_token_extends_the_subscription(hard, enforced):
     keys, secret, rest = enforced
     with WsClient(hard.ws_url, keys["publishable_key"]) as ws:
@@ -320,6 +325,7 @@ def test_subscribing_again_with_a_fresh_token_extends_the_subscription(hard, enf
         assert [e["data"]["state"] for e in ws.wait_events(1)] == ["inactive"]
 
 
+@pytest.mark.slow
 def test_a_new_identity_secret_ends_subscriptions_made_with_the_old_one(hard, enforced):
     keys, secret, rest = enforced
     with WsClient(hard.ws_url, keys["publishable_key"]) as ws:
@@ -336,6 +342,7 @@ def test_a_new_identity_secret_ends_subscriptions_made_with_the_old_one(hard, en
         assert _ended(ws, timeout=2) is None
 
 
+@pytest.mark.slow
 def test_switching_to_enforce_ends_subscriptions_made_without_a_token(hard, hard_keys):
     keys = hard.init_project(f"switch-{uuid.uuid4().hex[:6]}")["environments"][0]
     with hard.rest(keys["secret_key"]) as rest:
@@ -357,6 +364,7 @@ def test_switching_to_enforce_ends_subscriptions_made_without_a_token(hard, hard
 # -- unsubscribe stops a backlog in progress ----------------------------------
 
 
+@pytest.mark.slow
 def test_unsubscribe_stops_a_backlog_in_progress_and_a_resubscribe_repeats_nothing(hard, hard_keys):
     pk, sk = hard_keys["publishable_key"], hard_keys["secret_key"]
     person = f"long-{uuid.uuid4().hex[:8]}"

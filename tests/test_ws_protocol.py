@@ -327,6 +327,7 @@ BAD_INPUT = [
     [case[1:] for case in BAD_INPUT],
     ids=[case[0] for case in BAD_INPUT],
 )
+@pytest.mark.slow
 def test_bad_input_gets_one_response_naming_the_problem_and_the_connection_stays(
     connect, person_key, message, status, request_id, named
 ):
@@ -488,6 +489,7 @@ def test_a_request_without_request_id_gets_null(ws):
 # -- limits -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_flooding_pings_gets_one_response_each_some_429_and_recovers(limited):
     srv, keys = limited
     with (
@@ -685,6 +687,7 @@ def schema_rest(roomy):
         assert rest.put("/schema/person", json={}).status_code == 200
 
 
+@pytest.mark.slow
 def test_identify_against_the_schema_is_400_naming_the_field(roomy, schema_rest):
     srv, keys = roomy
     rest = schema_rest

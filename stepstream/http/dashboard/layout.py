@@ -15,16 +15,177 @@ Sugiyama's method, in its plain form:
 
 A few dozen lines beat a vendored library here: flows are small, the output
 is static SVG built by a template, and nothing runs in the browser.
+
+Text is fitted here too, so no label is cut inside a word: a step's name takes
+up to two lines broken between words, an identifier is shortened at a `-`, `_`
+or `.`, an edge's label keeps whole transition names, each with "…" where
+something was left out (the whole text is in the element's tooltip). SVG text
+does not wrap by itself, so widths are estimated from DejaVu Sans Bold's
+advances, the widest face the dashboard's font stack may fall back on: what is
+estimated to fit does fit, whatever the font (tests/test_dashboard_browser.py
+measures the drawn text).
 """
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 NODE_W = 210
-NODE_H = 64
+NODE_H = 76  # room for a name on two lines above the identifier and the count
 LAYER_GAP = 90  # horizontal space between layers, for edges and their labels
 ROW_GAP = 28
 MARGIN = 24
 SWEEPS = 8
+
+
+# inside a step's box (see flow.html): the name's lines, then the identifier beside the count
+PAD = 14
+NAME_SIZE, SUB_SIZE, EDGE_LABEL_SIZE = 13, 11, 11  # px: .step-name, .step-id, .edge-label
+NAME_W = NODE_W - 2 * PAD  # the name runs above the count
+PILL_X, PILL_W, PILL_H = NODE_W - 58, 48, 22
+PILL_Y = NODE_H - 30
+SUB_Y = PILL_Y + 15  # the identifier's baseline, level with the count's
+SUB_W = PILL_X - PAD - 6
+NAME_Y = {1: (30,), 2: (22, 38)}  # the name's baselines, by its number of lines
+EDGE_LABEL_W = LAYER_GAP - 8
+
+# DejaVu Sans Bold's advance widths in em, rounded up to 0.05; others: 0.8 em, East
+# Asian wide characters 1 em. Regular weight is at most 0.94 of bold; monospace 0.61.
+_EM = {
+    char: em
+    for em, chars in (
+        (0.35, " 'ijl"),
+        (0.4, ",./:;IJ\\|"),
+        (0.45, "-f"),
+        (0.5, "!()[]_`rt"),
+        (0.55, '"*'),
+        (0.6, "?csz"),
+        (0.65, "Lx"),
+        (0.7, "0123456789$EFTaekovy"),
+        (0.75, "CPSYZbdghnpqu{}"),
+        (0.8, "ABKRVX"),
+        (0.85, "#+<=>DGHNOQU^~"),
+        (0.9, "&"),
+        (0.95, "w"),
+        (1.0, "@M"),
+        (1.05, "%m"),
+        (1.15, "W"),
+    )
+    for char in chars
+}
+REGULAR = 0.94
+MONO_EM = 0.61
+ELLIPSIS = "…"
+_BREAKS = re.compile(r"[-_./:]")  # where an identifier may be shortened
+
+
+def text_width(text: str, size: float, bold: bool = True, mono: bool = False) -> float:
+    """The estimated width in px of `text` at `size` px: at least what a browser draws."""
+    if mono:
+        return len(text) * MONO_EM * size
+    em = 0.0
+    for char in text:
+        if char in _EM:
+            em += _EM[char]
+        else:
+            em += 1.0 if _wide(char) else 0.8
+    return em * size * (1 if bold else REGULAR)
+
+
+def shorten(text: str, width: float, size: float, bold: bool = True, mono: bool = False) -> str:
+    """`text` if it fits, else its longest start that ends with a word, else with an
+    identifier's part (before a `-`, `_`, `.`, `/` or `:`), and "…" after it; a single
+    part too wide for the width is the only text cut elsewhere."""
+
+    def fits(t: str) -> bool:
+        return text_width(t, size, bold, mono) <= width
+
+    if fits(text):
+        return text
+    for breaks in (re.compile(r"\s"), _BREAKS):  # between words first, then at a part
+        for cut in sorted((m.start() for m in breaks.finditer(text)), reverse=True):
+            head = text[:cut].rstrip()
+            if head and fits(head + ELLIPSIS):
+                return head + ELLIPSIS
+    head = text
+    while head and not fits(head + ELLIPSIS):
+        head = head[:-1]
+    return head + ELLIPSIS
+
+
+def _wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in "WF"
+
+
+def _parts(word: str) -> list[str]:
+    """A word's parts a line may end after: each `-`, `_`, `.` or `/`, and each East
+    Asian wide character (Chinese and Japanese break between any two)."""
+    parts = [""]
+    for char in word:
+        if _wide(char) and parts[-1]:
+            parts.append("")
+        parts[-1] += char
+        if char in "-_./" or _wide(char):
+            parts.append("")
+    return [p for p in parts if p]
+
+
+def _pieces(text: str, width: float, size: float, bold: bool) -> list[tuple[str, str]]:
+    """(glue, piece): the words, a word too wide for a line in its parts (glued with
+    nothing, so it reads as one word again)."""
+    pieces = []
+    for word in text.split():
+        parts = _parts(word) if text_width(word, size, bold) > width else [word]
+        pieces += [("" if k else " ", part) for k, part in enumerate(parts)]
+    return pieces or [(" ", "")]
+
+
+def wrap(text: str, width: float, size: float, lines: int = 2, bold: bool = True) -> list[str]:
+    """`text` in at most `lines` lines broken between words (or after a long word's
+    `-`, `_`, `.` or `/`), the last ending in "…" if anything was left out."""
+
+    def fits(t: str) -> bool:
+        return text_width(t, size, bold) <= width
+
+    pieces = _pieces(text, width, size, bold)
+    out: list[str] = []
+    i = 0
+    while i < len(pieces) and len(out) < lines:
+        line = pieces[i][1]
+        i += 1
+        while i < len(pieces) and fits(line + pieces[i][0] + pieces[i][1]):
+            line += pieces[i][0] + pieces[i][1]
+            i += 1
+        out.append(line)
+    if i < len(pieces):
+        out[-1] = shorten(out[-1] + "".join(g + p for g, p in pieces[i:]), width, size, bold)
+    return [shorten(line, width, size, bold) for line in out]  # a part too wide alone
+
+
+def edge_text(identifiers: list[str], width: float = EDGE_LABEL_W) -> str:
+    """Transition names for an edge: as many whole ones as fit, then "+N" for the rest."""
+    size = EDGE_LABEL_SIZE
+    for shown in range(len(identifiers), 0, -1):
+        rest = len(identifiers) - shown
+        text = ", ".join(identifiers[:shown]) + (f" +{rest}" if rest else "")
+        if text_width(text, size, bold=False) <= width:
+            return text
+    more = f" +{len(identifiers) - 1}" if len(identifiers) > 1 else ""
+    room = width - text_width(more, size, bold=False)
+    return shorten(identifiers[0], room, size, bold=False) + more
+
+
+def name_lines(node: "Node") -> list[tuple[str, float]]:
+    """A step's name (else its identifier) as lines with their baselines."""
+    lines = wrap(node.name or node.identifier, NAME_W, NAME_SIZE)
+    return [(line, node.y + y) for line, y in zip(lines, NAME_Y[len(lines)], strict=True)]
+
+
+def subtitle(node: "Node") -> str:
+    """The line beside the count: the step's role and its identifier, shortened at a part."""
+    role = "start · " if node.start else "final · " if node.final else ""
+    room = SUB_W - text_width(role, SUB_SIZE, mono=True)
+    return role + shorten(node.identifier, room, SUB_SIZE, mono=True)
 
 
 @dataclass
@@ -47,6 +208,7 @@ class Edge:
     label: str
     automatic: bool
     back: bool = False
+    text: str = ""  # the label as drawn (edge_text); `label` has every name
     path: str = ""
     label_x: float = 0
     label_y: float = 0
@@ -187,6 +349,7 @@ def layout(steps: list[tuple[str, str]], transitions: list[tuple[str, str, str, 
     edges = []
     for a, b in pairs:
         edge = Edge(a, b, ", ".join(labels[(a, b)]), automatic[(a, b)])
+        edge.text = edge_text(labels[(a, b)])
         if (a, b) in chains:
             _route(edge, [nodes[k] for k in chains[(a, b)]])
         else:

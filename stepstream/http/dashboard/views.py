@@ -218,12 +218,26 @@ def _duration(seconds):
 
 
 def _estimate(seconds) -> str:
-    """Medians on the page come from a histogram (counters.py): within about 9 %."""
-    return "—" if seconds is None else "≈ " + _duration(seconds)
+    """Medians on the page come from a histogram (counters.py): within about 9 %.
+    Under a millisecond (a final step completes as it is reached) is "< 1 ms", not
+    "≈ 0 ms"."""
+    if seconds is None:
+        return "—"
+    return "< 1 ms" if seconds < 0.001 else "≈ " + _duration(seconds)
+
+
+def _median_shown(reached: int, completed: int, median: str) -> str:
+    """What the funnel says for a step's median time: "not reached" when nobody has
+    reached it (whatever durations an earlier instance left), "—" when nobody has
+    completed it. live.js says the same as counts change."""
+    if not reached:
+        return "not reached"
+    return median if completed else "—"
 
 
 FUNNEL_ROW = 34
 FUNNEL_LABEL = 200
+FUNNEL_FONT = 13  # px, .funnel-label: a step's name, shortened at a word to fit
 FUNNEL_BAR = 520
 
 
@@ -233,15 +247,19 @@ def _funnel(analytics: dict, names: dict) -> dict:
     rows = []
     for i, step in enumerate(analytics["steps"]):
         reached, completed = step["reached"], step["completed"]
+        name = names.get(step["identifier"]) or step["identifier"]
+        median = _estimate(step["median_seconds_to_complete"])
         rows.append(
             {
                 **step,
-                "name": names.get(step["identifier"]) or step["identifier"],
+                "name": name,
+                "label": graph_layout.shorten(name, FUNNEL_LABEL - 16, FUNNEL_FONT, bold=False),
                 "y": i * FUNNEL_ROW,
                 "reached_w": round(FUNNEL_BAR * reached / top, 1),
                 "completed_w": round(FUNNEL_BAR * completed / top, 1),
                 "rate": f"{int(100 * completed / reached + 0.5)}%" if reached else "—",
-                "median": _estimate(step["median_seconds_to_complete"]),
+                "median": median,
+                "median_shown": _median_shown(reached, completed, median),
             }
         )
     return {
@@ -276,10 +294,15 @@ def flow(request, env_id: int, identifier: str | None = None):
     nodes = [
         {
             "node": node,
-            "sub": _subtitle(node),
+            "text_x": node.x + graph_layout.PAD,
+            "lines": graph_layout.name_lines(node),
+            "sub": graph_layout.subtitle(node),
+            "sub_y": node.y + graph_layout.SUB_Y,
+            "pill_x": node.x + graph_layout.PILL_X,
+            "pill_y": node.y + graph_layout.PILL_Y,
+            "count_x": node.x + graph_layout.PILL_X + graph_layout.PILL_W / 2,
             "active": per_step[node.identifier]["active"],
             "reached": per_step[node.identifier]["reached"],
-            "label": (node.name or node.identifier)[:26],
             "cx": node.x + graph_layout.NODE_W / 2,
         }
         for node in drawn.nodes
@@ -302,18 +325,13 @@ def flow(request, env_id: int, identifier: str | None = None):
         nodes=nodes,
         node_w=graph_layout.NODE_W,
         node_h=graph_layout.NODE_H,
+        pill_w=graph_layout.PILL_W,
+        pill_h=graph_layout.PILL_H,
         analytics=analytics,
         funnel=_funnel(analytics, {s.identifier: s.name for s in steps}),
         transitions=transitions,
         live=live,
     )
-
-
-def _subtitle(node) -> str:
-    """The second line of a drawn step: its role and identifier, cut to fit beside the count."""
-    role = "start · " if node.start else "final · " if node.final else ""
-    text = role + node.identifier
-    return text if len(text) <= 20 else text[:19] + "…"
 
 
 @staff_page

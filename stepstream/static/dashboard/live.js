@@ -98,12 +98,15 @@ function applyFunnel(steps, instances) {
     const rate = step.reached ? `${Math.round((100 * step.completed) / step.reached)}%` : "—";
     row.querySelector('[data-bar="reached"]').setAttribute("width", ((width * step.reached) / top).toFixed(1));
     row.querySelector('[data-bar="completed"]').setAttribute("width", ((width * step.completed) / top).toFixed(1));
-    row.querySelector("[data-numbers]").textContent = `${step.completed} / ${step.reached} · ${rate} · ${row.dataset.median}`;
+    // as the server's _median_shown: the median (as of loading) once someone completed the step
+    const median = !step.reached ? "not reached" : step.completed ? row.dataset.median : "—";
+    row.querySelector("[data-numbers]").textContent = `${step.completed} / ${step.reached} · ${rate} · ${median}`;
     const cells = document.querySelector(withData("row-step", row.dataset.funnelStep));
     if (cells) {
       cells.querySelector('[data-cell="reached"]').textContent = String(step.reached);
       cells.querySelector('[data-cell="completed"]').textContent = String(step.completed);
       cells.querySelector('[data-cell="rate"]').textContent = rate;
+      cells.querySelector('[data-cell="median"]').textContent = median;
     }
   }
   for (const node of document.querySelectorAll("[data-row-step]")) {
