@@ -56,7 +56,9 @@ def _normal(response: httpx.Response, twin: str, other: str) -> tuple:
     text = IDS.sub("<id>", response.text.replace(twin, other))
     text = re.sub(r'"seq":\d+', '"seq":<n>', text)
     headers = {
-        k: v for k, v in response.headers.items() if k not in ("x-request-id", "content-length")
+        k: v
+        for k, v in response.headers.items()
+        if k not in ("x-request-id", "content-length", "date")
     }
     return response.status_code, text, sorted(headers.items())
 
