@@ -70,11 +70,11 @@ def main() -> None:
         import django
 
         django.setup()
-        from stepstream.http import protocol
+        from stepstream.http import connlimits
 
         options = {
-            "ws": "stepstream.ws.transport:BoundedWebSocketProtocol",
-            "http": protocol.StepstreamHttpProtocol,
+            "ws": "stepstream.ws.sansio:BoundedWebSocketProtocol",
+            "http": connlimits.StepstreamHttpProtocol,
             "ws_max_size": 16 * 1024 * 1024,
             "log_config": None,
         }

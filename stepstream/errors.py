@@ -20,7 +20,7 @@ class StepstreamError(Exception):
 
 class Invalid(StepstreamError):
     status, code = 400, "invalid"
-    # set on a WebSocket message's error once its request_id is read (stepstream.text)
+    # set on a WebSocket message's error once its request_id is read (stepstream.strictjson)
     request_id: object
 
 

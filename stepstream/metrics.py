@@ -1,7 +1,7 @@
 """Prometheus counters, one registry per process: a leaf every layer may count into.
 
 Counters and the request histogram are updated where things happen; the
-gauges and the GET /metrics view live in `stepstream.http.metrics`.
+gauges and the GET /metrics view live in `stepstream.http.metrics_view`.
 """
 
 from prometheus_client import CollectorRegistry, Counter, Histogram

@@ -26,7 +26,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "stepstream.http.metrics.RequestDurationMiddleware",
+    "stepstream.http.metrics_view.RequestDurationMiddleware",
     "stepstream.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -67,7 +67,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["stepstream.http.api.parsers.StrictJSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "stepstream.http.api.negotiation.JsonNegotiation",
-    "EXCEPTION_HANDLER": "stepstream.http.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "stepstream.http.api.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -105,7 +105,7 @@ LOGGING = {
     },
     "loggers": {
         "django.request": {"level": "ERROR"},
-        # websockets' "connection open" / "connection closed", per socket (stepstream.ws.transport)
+        # websockets' "connection open" / "connection closed", per socket (stepstream.ws.sansio)
         "stepstream.ws.websockets": {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"},
     },
 }
@@ -124,7 +124,7 @@ STEPSTREAM: config.StepstreamSettings = {
     ),
     "WS_OUTBOX_LIMIT": config.int_setting("STEPSTREAM_WS_OUTBOX_LIMIT", 5000),
     # what one socket may make the server hold for it (queued answers and events,
-    # unread pongs), in bytes; beyond: closed with 4408 (stepstream/ws/transport.py)
+    # unread pongs), in bytes; beyond: closed with 4408 (stepstream/ws/sansio.py)
     "WS_MAX_BUFFER_BYTES": config.int_setting("STEPSTREAM_WS_MAX_BUFFER_BYTES", 16 * 1024 * 1024),
     "WS_STALL_TIMEOUT": config.float_setting("STEPSTREAM_WS_STALL_TIMEOUT", 30.0),
     # permessage-deflate: about 40 KiB more per socket (its compressor and
@@ -166,7 +166,7 @@ STEPSTREAM: config.StepstreamSettings = {
     # how often each process re-checks its open connections' keys (revoked: close 4403)
     # and re-reads identity-verification settings; also the delay of the request counters
     "KEY_CHECK_INTERVAL": config.float_setting("STEPSTREAM_KEY_CHECK_INTERVAL", 1.0),
-    # the HTTP connection limits of `stepstream serve` (stepstream.http.protocol)
+    # the HTTP connection limits of `stepstream serve` (stepstream.http.connlimits)
     "HTTP_MAX_HEADER_BYTES": config.int_setting("STEPSTREAM_HTTP_MAX_HEADER_BYTES", 64 * 1024),
     "HTTP_REQUEST_TIMEOUT": config.float_setting("STEPSTREAM_HTTP_REQUEST_TIMEOUT", 30.0),
     "HTTP_MAX_PENDING": config.int_setting("STEPSTREAM_HTTP_MAX_PENDING", 10000),

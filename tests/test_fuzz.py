@@ -550,14 +550,16 @@ def _outcome(read, raw):
 def test_the_fast_path_reads_every_text_as_the_strict_slow_path_does(raw):
     """orjson plus a walk over numbers (the fast path) never decides otherwise than the
     strict reader that names every problem; only its speed differs."""
-    from stepstream import text
+    from stepstream import strictjson
 
-    slow = _outcome(lambda r: text.check(text.parse(r)), raw)
-    assert _outcome(text.loads, raw) == slow
+    slow = _outcome(lambda r: strictjson.check(strictjson.parse(r)), raw)
+    assert _outcome(strictjson.loads, raw) == slow
     if slow[0] == "value" and raw.lstrip().startswith("{"):
-        fast_message = _outcome(lambda r: text.read_message(r)[0], raw)
+        fast_message = _outcome(lambda r: strictjson.read_message(r)[0], raw)
         slow_message = _outcome(
-            lambda r: text.check({k: v for k, v in text.parse(r).items() if k != "request_id"}),
+            lambda r: strictjson.check(
+                {k: v for k, v in strictjson.parse(r).items() if k != "request_id"}
+            ),
             raw,
         )
         assert fast_message == slow_message

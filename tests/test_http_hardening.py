@@ -281,11 +281,11 @@ def feed_protocol(reads: list[bytes]) -> tuple[list[str], bytes]:
     import uvicorn
     from uvicorn.server import ServerState
 
-    from stepstream.http import protocol
+    from stepstream.http import connlimits
 
     let_through: list[str] = []
 
-    class Recording(protocol.StepstreamHttpProtocol):
+    class Recording(connlimits.StepstreamHttpProtocol):
         def on_headers_complete(self):
             super().on_headers_complete()
             let_through.append(self.scope["path"])
@@ -332,9 +332,9 @@ def test_a_head_of_exactly_the_limit_in_one_read_is_let_through():
 
 
 def test_a_request_line_over_what_httptools_parses_is_414_with_a_larger_limit(monkeypatch):
-    from stepstream.http import protocol
+    from stepstream.http import connlimits
 
-    monkeypatch.setattr(protocol.Limits, "header_bytes", 256 * 1024)
+    monkeypatch.setattr(connlimits.Limits, "header_bytes", 256 * 1024)
     let_through, written = feed_protocol(
         [b"GET /?" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"]
     )

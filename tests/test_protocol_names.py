@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NEW = "STEPSTREAM_WS_MAX_CONNECTIONS_PER_ENVIRONMENT"
 OLD = "STEPSTREAM_WS_MAX_CONNECTIONS_PER_KEY"
 
-# sent by uvicorn's WebSocket protocol on the server's behalf (stepstream.ws.transport's base)
+# sent by uvicorn's WebSocket protocol on the server's behalf (stepstream.ws.sansio's base)
 UVICORN_SENDS = {1009: "a message over ws_max_size", 1012: "shutdown"}
 
 

@@ -51,27 +51,27 @@ def _config(ws):
 
 
 def test_startup_accepts_the_bounded_sansio_protocol(settings):
-    from stepstream.ws import serving, transport
+    from stepstream.ws import sansio, serving
 
-    transport.verify(_config("stepstream.ws.transport:BoundedWebSocketProtocol"))
+    sansio.verify(_config("stepstream.ws.sansio:BoundedWebSocketProtocol"))
     assert serving.report()["protocol"] == "websockets-sansio"
 
 
 @pytest.mark.parametrize("ws", ["websockets-sansio", "websockets"])
 def test_startup_refuses_any_other_websocket_implementation_in_one_sentence(settings, ws):
-    from stepstream.ws import transport
+    from stepstream.ws import sansio
 
     with pytest.raises(RuntimeError, match="not stepstream's websockets-sansio protocol"):
-        transport.verify(_config(ws))
+        sansio.verify(_config(ws))
 
 
 def test_startup_names_what_uvicorn_no_longer_has(settings, monkeypatch):
     """An upgrade that renamed an attribute the direct path reads fails before listening."""
-    from stepstream.ws import transport
+    from stepstream.ws import sansio
 
-    monkeypatch.setattr(transport, "_ATTRIBUTES", (*transport._ATTRIBUTES, "renamed_in_uvicorn"))
+    monkeypatch.setattr(sansio, "_ATTRIBUTES", (*sansio._ATTRIBUTES, "renamed_in_uvicorn"))
     with pytest.raises(RuntimeError, match="lacks renamed_in_uvicorn"):
-        transport.verify(_config("stepstream.ws.transport:BoundedWebSocketProtocol"))
+        sansio.verify(_config("stepstream.ws.sansio:BoundedWebSocketProtocol"))
 
 
 def test_at_info_a_socket_logs_its_access_line_and_not_the_librarys_open_and_closed(tmp_path):

@@ -18,12 +18,12 @@ def build_server(host: str, port: int):
     import uvicorn
     from django.conf import settings
 
-    from stepstream.http import protocol
+    from stepstream.http import connlimits
     from stepstream.http.asgi import application
 
     limits = settings.STEPSTREAM
     # header size, request time and pending-connection limits (docs/security.md)
-    protocol.configure(
+    connlimits.configure(
         header_bytes=limits["HTTP_MAX_HEADER_BYTES"],
         request_timeout=limits["HTTP_REQUEST_TIMEOUT"],
         max_pending=limits["HTTP_MAX_PENDING"],
@@ -36,10 +36,10 @@ def build_server(host: str, port: int):
             port=port,
             lifespan="on",
             interface="asgi3",
-            http=protocol.StepstreamHttpProtocol,
+            http=connlimits.StepstreamHttpProtocol,
             log_config=None,
             access_log=False,
-            ws="stepstream.ws.transport:BoundedWebSocketProtocol",  # memory bounded per socket
+            ws="stepstream.ws.sansio:BoundedWebSocketProtocol",  # memory bounded per socket
             ws_max_size=16 * 1024 * 1024,
             ws_per_message_deflate=limits["WS_COMPRESSION"],
             ws_ping_interval=limits["WS_PING_INTERVAL"],
@@ -47,10 +47,10 @@ def build_server(host: str, port: int):
             timeout_graceful_shutdown=5,
         )
     )
-    from stepstream.ws import transport
+    from stepstream.ws import sansio
 
     # uvicorn's WebSocket internals this server relies on, checked before it listens
-    transport.verify(server.config)
+    sansio.verify(server.config)
     _tune_collector()
     return server
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from stepstream import text
+from stepstream import strictjson
 from stepstream.bounded import BoundedMemo
 from stepstream.engine import conditions, rules
 from stepstream.engine.conditions import Condition, Dep
@@ -102,9 +102,9 @@ def _text(value: object, where: str, problems: list[str], required: bool = True)
 
 
 def _identifier(value: object, where: str, problems: list[str]) -> str:
-    """A flow, step or transition identifier: stepstream.text's one rule, and not blank."""
+    """A flow, step or transition identifier: stepstream.strictjson's one rule, and not blank."""
     try:
-        text.validate_identifier(value, where)
+        strictjson.validate_identifier(value, where)
     except Invalid as e:
         problems.extend(e.messages)
         return ""
@@ -155,7 +155,7 @@ def validate_definition(body: object) -> dict[str, Any]:
     """Checks a flow definition, naming every problem at once."""
     if not isinstance(body, dict):
         raise Invalid("The request body must be a JSON object describing the flow.")
-    text.check(body, "The flow definition")
+    strictjson.check(body, "The flow definition")
     problems: list[str] = []
     identifier = _identifier(body.get("identifier"), "identifier", problems)
     name = _text(body.get("name"), "name", problems, required=False)

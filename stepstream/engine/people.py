@@ -20,7 +20,7 @@ from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from stepstream import text
+from stepstream import strictjson
 from stepstream.engine import db, store
 from stepstream.errors import Invalid
 from stepstream.models import Environment, Person
@@ -46,7 +46,7 @@ def _validator(schema: dict[str, Any]) -> Draft202012Validator:
 
 
 def check_person_key(person_key: object) -> str:
-    return text.validate_person_key(person_key)
+    return strictjson.validate_person_key(person_key)
 
 
 def check_sizes(value: object, where: str) -> None:
@@ -60,22 +60,23 @@ def check_sizes(value: object, where: str) -> None:
         item, parts = stack.pop()
         if isinstance(item, str):
             if len(item) > most_chars:
+                field = strictjson.field_path(where, parts)
                 raise Invalid(
-                    f"{text.field_path(where, parts)} is a string of {len(item):,} characters; "
+                    f"{field} is a string of {len(item):,} characters; "
                     f"at most {most_chars:,} (STEPSTREAM_DATA_MAX_STRING)."
                 )
         elif isinstance(item, dict | list):
             if len(item) > most_items:
                 what = "entries" if isinstance(item, dict) else "items"
                 raise Invalid(
-                    f"{text.field_path(where, parts)} has {len(item):,} {what}; at most "
+                    f"{strictjson.field_path(where, parts)} has {len(item):,} {what}; at most "
                     f"{most_items:,} (STEPSTREAM_DATA_MAX_ITEMS)."
                 )
             if isinstance(item, dict):
                 for key, member in item.items():
                     if len(key) > most_chars:
                         raise Invalid(
-                            f"{text.field_path(where, parts)} has a key of {len(key):,} "
+                            f"{strictjson.field_path(where, parts)} has a key of {len(key):,} "
                             f"characters; at most {most_chars:,} (STEPSTREAM_DATA_MAX_STRING)."
                         )
                     stack.append((member, [*parts, key]))
@@ -92,7 +93,7 @@ def check_sizes(value: object, where: str) -> None:
 def check_data(environment: Environment, data: object) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Invalid("data must be a JSON object.")
-    text.check(data, "data", path="data")
+    strictjson.check(data, "data", path="data")
     check_sizes(data, "data")
     schema = environment.person_schema
     if schema:
@@ -167,7 +168,7 @@ def _check_references(schema: dict[str, Any]) -> None:
 def set_schema(environment: Environment, schema: object) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise Invalid("The schema must be a JSON object (a JSON Schema, draft 2020-12).")
-    text.check(schema, "The schema")
+    strictjson.check(schema, "The schema")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as e:

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from stepstream import text
+from stepstream import strictjson
 from stepstream.engine import conditions, rules
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, Flow, FlowInstance, Person, Segment, TrackedEvent
@@ -31,7 +31,7 @@ compiled = rules.compiled
 def _identifier(value: object) -> str:
     if isinstance(value, str) and not value.strip():
         raise Invalid("The segment identifier must not be blank.")
-    return text.validate_identifier(value, "The segment identifier")
+    return strictjson.validate_identifier(value, "The segment identifier")
 
 
 def describe(segment: Segment) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def put(environment: Environment, identifier: object, body: object) -> tuple[dic
         name = ""
     if not isinstance(name, str) or len(name) > 255:  # {"name": {}} was taken as ""
         raise Invalid("name must be a string of at most 255 characters.")
-    text.check(name, "name")
+    strictjson.check(name, "name")
     with transaction.atomic():
         segment = (
             Segment.objects.select_for_update()

@@ -19,7 +19,7 @@ django.setup(set_prefix=False)
 from stepstream.http import fast  # noqa: E402
 from stepstream.http.bodylimit import limit_body, replaying  # noqa: E402
 from stepstream.http.convertors import NotUtf8, routing_path  # noqa: E402
-from stepstream.http.errors import send_error  # noqa: E402
+from stepstream.http.error_bodies import send_error  # noqa: E402
 from stepstream.http.runtime import Runtime  # noqa: E402
 
 logger = logging.getLogger("stepstream.http")

@@ -6,7 +6,7 @@ hold that thread (and its database connection) for as long as it liked;
 enough of them stalled all REST, /health included. So the body is read here,
 on the event loop, where a waiting client costs a few hundred bytes, and the
 request reaches the thread pool only once the body is complete. The time a
-body may take is bounded by the connection protocol (stepstream.http.protocol,
+body may take is bounded by the connection protocol (stepstream.http.connlimits,
 `STEPSTREAM_HTTP_REQUEST_TIMEOUT`), which drops the connection; this reader
 then sees the disconnect and never calls Django.
 
@@ -18,7 +18,7 @@ read only up to the limit.
 
 from django.conf import settings
 
-from stepstream.http.errors import send_error
+from stepstream.http.error_bodies import send_error
 
 
 async def _refuse(send, limit: int) -> None:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 
-from stepstream.http.errors import send_error
+from stepstream.http.error_bodies import send_error
 from stepstream.http.health import RUNTIME_KEY
 
 logger = logging.getLogger("stepstream.http")

@@ -142,7 +142,7 @@ def _read_person(memory, digest: str, entry, needs_check: bool, segment: str):
     """On a database thread: None when the key was revoked (Django answers: 401), else
     (status, body). The key's re-check, when needed, rides in the read's round trip."""
     from stepstream.engine import people, store
-    from stepstream.text import validate_person_key
+    from stepstream.strictjson import validate_person_key
     from stepstream.trust import keycache
 
     try:
@@ -186,11 +186,11 @@ def transition_request(scope) -> tuple[str, str, str] | None:
 
 def transition_named(body: bytes) -> str | None:
     """The transition a body names, as the view reads it, or None: Django answers the refusal."""
-    from stepstream import text
+    from stepstream import strictjson
     from stepstream.http.api.views import transition_of
 
     try:
-        return transition_of(text.loads(body, "The request body"))
+        return transition_of(strictjson.loads(body, "The request body"))
     except StepstreamError:
         return None
 
@@ -199,7 +199,7 @@ def _transition(memory, digest, entry, needs_check, segment: str, flow: str, tra
     """On a database thread: None when the key was revoked (Django answers: 401), else
     (status, body)."""
     from stepstream import engine
-    from stepstream.text import validate_person_key
+    from stepstream.strictjson import validate_person_key
 
     if needs_check and not memory.confirm(digest, "secret", entry):
         return None

@@ -95,14 +95,14 @@ class Runtime:
             self._stack = stack.pop_all()
 
     def _gauges(self, stack: contextlib.AsyncExitStack) -> None:
-        from stepstream.http import metrics
+        from stepstream.http import metrics_view
         from stepstream.metrics import REGISTRY
 
-        if metrics.MULTIPROCESS:  # serve --workers N: gauges shared through files
-            task = asyncio.get_running_loop().create_task(metrics.write_live_gauges(self))
+        if metrics_view.MULTIPROCESS:  # serve --workers N: gauges shared through files
+            task = asyncio.get_running_loop().create_task(metrics_view.write_live_gauges(self))
             stack.callback(task.cancel)
         else:
-            gauges = metrics.LiveGauges(self)
+            gauges = metrics_view.LiveGauges(self)
             REGISTRY.register(gauges)
             stack.callback(REGISTRY.unregister, gauges)
 

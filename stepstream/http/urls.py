@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from stepstream.http import metrics, views
+from stepstream.http import metrics_view, views
 
 urlpatterns = [
     path("api/v1/", include("stepstream.http.api.urls")),
@@ -9,7 +9,7 @@ urlpatterns = [
     path("", views.home),
     path("demo", views.demo),
     path("demo/reset", views.demo_reset),
-    path("metrics", metrics.view),
+    path("metrics", metrics_view.view),
     path("dashboard/", include("stepstream.http.dashboard.urls")),
 ]
 

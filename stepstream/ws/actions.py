@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 from stepstream import engine
 from stepstream.engine import log
 from stepstream.errors import Conflict, Invalid, RateLimited
-from stepstream.text import validate_identifier, validate_person_key
+from stepstream.strictjson import validate_identifier, validate_person_key
 from stepstream.trust import identity
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ overflows (`STEPSTREAM_WS_OUTBOX_LIMIT` messages, or, with what its
 transport still buffers, `STEPSTREAM_WS_MAX_BUFFER_BYTES` bytes) is closed
 with 4408 and resumes from the log with `since_seq`, so a slow reader loses
 nothing, slows no one else, and costs a bounded number of bytes whatever it
-asks for (stepstream/ws/transport.py bounds the rest: pongs, stalled reads).
+asks for (stepstream/ws/sansio.py bounds the rest: pongs, stalled reads).
 
 Under uvicorn's sans-I/O WebSocket protocol a message goes straight to the
 socket's transport while the transport accepts writes and nothing is queued:

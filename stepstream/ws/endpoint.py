@@ -20,10 +20,10 @@ from stepstream.dbthreads import DbThreads
 from stepstream.models import ApiKey, Environment
 from stepstream.observability import request_id
 from stepstream.trust import origins, tenants
-from stepstream.ws import AsgiMessage, Receive, Scope, Send, guard, protocol
+from stepstream.ws import AsgiMessage, Receive, Scope, Send, dispatch, guard
 from stepstream.ws.batched import Batched
 from stepstream.ws.connection import Connection
-from stepstream.ws.frames import forget_handshake
+from stepstream.ws.handshake import forget_handshake
 from stepstream.ws.positions import Positions
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ async def _handle(conn: Connection, message: AsgiMessage) -> bool:
         text = message.get("text")
         if text is None:
             text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-        conn.push(await protocol.handle(conn, text))
+        conn.push(await dispatch.handle(conn, text))
     return kind != "websocket.disconnect"
 
 

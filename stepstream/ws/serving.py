@@ -1,7 +1,7 @@
 """Which WebSocket implementation and write path serve this process (for /api/v1/health).
 
 `stepstream serve` records the implementation it checked at startup
-(stepstream.ws.transport.verify); each socket counts the write path it was
+(stepstream.ws.sansio.verify); each socket counts the write path it was
 given (stepstream.ws.writer.writer_for). A leaf module: http reads it, ws
 writes it, and it imports neither.
 """

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from stepstream import text
+from stepstream import strictjson
 from stepstream.engine import db, groupcommit, people, store
 from stepstream.engine.sessions import Session
 from stepstream.errors import Invalid
@@ -82,7 +82,7 @@ def do_identify(
 
 
 def check_event_name(name: object) -> str:
-    return text.validate_identifier(name, "event")
+    return strictjson.validate_identifier(name, "event")
 
 
 @groupcommit.grouped
@@ -101,7 +101,7 @@ def do_track(
         properties = {}
     if not isinstance(properties, dict):
         raise Invalid("properties must be a JSON object.")
-    text.check(properties, "properties")
+    strictjson.check(properties, "properties")
     people.check_sizes(properties, "properties")
     most_names = settings.STEPSTREAM["MAX_EVENT_NAMES"]
     with db.writing():

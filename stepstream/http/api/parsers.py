@@ -1,4 +1,4 @@
-"""The REST API's JSON parser: the same strict reader as the WebSocket (stepstream.text).
+"""The REST API's JSON parser: the same strict reader as the WebSocket (stepstream.strictjson).
 
 DRF's own parser lets through what the engine cannot store or answer: JSON
 nested hundreds of levels deep (a RecursionError, so a 500), lone surrogates
@@ -11,7 +11,7 @@ import codecs
 # get_encoding: DRF's own helper, which its stubs leave out
 from rest_framework.parsers import JSONParser, get_encoding  # type: ignore[attr-defined]
 
-from stepstream import text
+from stepstream import strictjson
 from stepstream.errors import Invalid
 
 
@@ -24,4 +24,4 @@ class StrictJSONParser(JSONParser):
                 raw = raw.decode(charset)
             except UnicodeDecodeError:
                 raise Invalid(f"The request body is not valid {charset[:40]} text.") from None
-        return text.loads(raw, "The request body")
+        return strictjson.loads(raw, "The request body")

@@ -13,7 +13,7 @@ from stepstream.engine import flows, log, people, segments
 from stepstream.errors import Invalid
 from stepstream.http.health import RUNTIME_KEY
 from stepstream.models import Person
-from stepstream.text import check, validate_person_key
+from stepstream.strictjson import check, validate_person_key
 
 
 def person_key(key: str) -> str:

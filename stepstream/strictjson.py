@@ -1,7 +1,7 @@
 """Input text rules shared by REST and WebSocket: the one strict JSON reader and its walk.
 
 Every JSON body (the DRF parser, stepstream.http.api.parsers) is read by `loads`
-here and every WebSocket message (stepstream.ws.protocol) by `read_message`;
+here and every WebSocket message (stepstream.ws.dispatch) by `read_message`;
 a value a caller hands the engine from elsewhere (admin, demo, command line)
 is checked by `check`. One walk refuses, with a 400 naming the field:
 

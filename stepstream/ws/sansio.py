@@ -143,7 +143,7 @@ _ATTRIBUTES = (
     "disconnected",
     "read_paused",
     "close_timer",
-)  # and `request` / `response`, set at the handshake: stepstream/ws/frames.py tolerates neither
+)  # and `request` / `response`, set at the handshake: stepstream/ws/handshake.py tolerates neither
 _METHODS = ("pause_writing", "resume_writing", "receive", "connection_lost", "send")
 
 

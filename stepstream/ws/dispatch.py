@@ -13,7 +13,7 @@ import orjson
 from django.conf import settings
 from django.db import DataError
 
-from stepstream import text as strict_json
+from stepstream import strictjson as strict_json
 from stepstream.errors import Invalid, RateLimited, StepstreamError, TooLarge
 from stepstream.ws.actions import ACTIONS
 

@@ -54,7 +54,7 @@ import time
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from stepstream.http.errors import error_body
+from stepstream.http.error_bodies import error_body
 
 logger = logging.getLogger("stepstream.http")
 
