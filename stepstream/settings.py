@@ -159,7 +159,7 @@ STEPSTREAM: config.StepstreamSettings = {
     "CONDITION_COST_BUDGET": config.int_setting("STEPSTREAM_CONDITION_COST_BUDGET", 100_000),
     # conditions estimated above this are evaluated in a child process with a deadline
     "CONDITION_INLINE_COST": config.int_setting("STEPSTREAM_CONDITION_INLINE_COST", 2000),
-    "CONDITION_TIMEOUT": config.float_setting("STEPSTREAM_CONDITION_TIMEOUT", 0.1),
+    "CONDITION_TIMEOUT": config.float_setting("STEPSTREAM_CONDITION_TIMEOUT", 0.05),
     "CONDITION_SUSPEND_SECONDS": config.float_setting(
         "STEPSTREAM_CONDITION_SUSPEND_SECONDS", 300.0
     ),

@@ -312,3 +312,27 @@ def test_a_condition_saved_under_a_larger_budget_still_loads_and_runs_apart(api,
     assert response.status_code == 201
     assert [f["flow"] for f in api.get(url("people", "stored", "flows")).json()] == ["costly"]
     assert sandbox.report()["evaluated_apart"] > before
+
+
+def test_a_child_the_machine_cannot_run_fails_its_write_but_suspends_nothing(monkeypatch):
+    """The child's CPU time decides, not the clock: a saturated machine (here, the child
+    stopped outright) is no sign against the condition."""
+    import os
+    import signal
+
+    from stepstream.errors import Unavailable
+
+    monkeypatch.setattr(sandbox, "STARVED_SECONDS", 0.5)
+    evaluator = sandbox.Sandbox(timeout=0.05, suspend_seconds=300)
+    child = evaluator._take()
+    evaluator._give(child)
+    os.kill(child.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Unavailable, match="too busy"):
+            evaluator.evaluate("[1, 2].exists(x, x == 2)", {})
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(child.process.pid, signal.SIGCONT)
+    assert evaluator.report() == {"evaluated_apart": 0, "timeouts": 0, "suspended": 0}
+    assert evaluator.evaluate("[1, 2].exists(x, x == 2)", {}) is True  # a fresh child
+    evaluator.close()

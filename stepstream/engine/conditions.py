@@ -179,7 +179,10 @@ def compile_condition(
         )
     used_roots = frozenset(v for v in variables if v in roots) | {r for r, _ in deps}
     cost = check_cost(text, where) if saving else estimated_cost(text)
-    return Condition(text, program, deps, frozenset(used_roots), cost, cost <= inline_cost())
+    inline = cost <= inline_cost()
+    if not inline:  # a child ready before the first evaluation (engine.sandbox)
+        sandbox.current().warm()
+    return Condition(text, program, deps, frozenset(used_roots), cost, inline)
 
 
 def limits() -> conditioncost.Limits:

@@ -6,11 +6,17 @@ data stored before the limits exceed them, the CEL package would hold the
 GIL (and, on SQLite, the write lock) for as long as the evaluation runs.
 So a condition estimated above STEPSTREAM_CONDITION_INLINE_COST is
 evaluated in a child process (stepstream.celchild) while the calling thread
-waits without the GIL; past STEPSTREAM_CONDITION_TIMEOUT seconds the child
-is killed, the write fails with a 503 (nothing of it is committed), and the
-condition is suspended in this process for STEPSTREAM_CONDITION_SUSPEND_SECONDS:
-evaluated as false (as an evaluation error is) without running, so no one
-write after another can stall on it. `/api/v1/health` counts both.
+waits without the GIL. Once the child has computed for STEPSTREAM_CONDITION_TIMEOUT
+seconds of CPU it is killed, the write fails with a 503 (nothing of it is
+committed), and the condition is suspended in this process for
+STEPSTREAM_CONDITION_SUSPEND_SECONDS: evaluated as false (as an evaluation
+error is) without running, so no one write after another can stall on it.
+The child's own CPU time decides, not the wall clock: on a saturated machine
+a child that could not run is no sign against its condition (after
+STARVED_SECONDS that write alone gets a 503, nothing is suspended).
+`/api/v1/health` counts evaluations, timeouts and suspensions. A child is
+started in the background when a costly condition is compiled, so the first
+evaluation does not wait for a process to start inside a write.
 
 Conditions within the inline cost, the usual ones, never cross a process.
 """
@@ -35,10 +41,18 @@ MAX_SUSPENDED = 1000  # suspended conditions remembered per process (the oldest 
 MAX_CHILDREN = 16  # children at once per process (one per thread evaluating; more wait)
 IDLE_CHILDREN = 2  # children kept between evaluations
 START_TIMEOUT = 30.0  # seconds a new child may take to start
+STARVED_SECONDS = 2.0  # the longest a write waits for a child the machine cannot run
 
 
 class ConditionTimeout(Unavailable):
     code = "condition_timeout"
+
+
+class Starved(Exception):
+    """A child that could not run (the machine saturated) before its answer was due."""
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class _Child:
@@ -63,14 +77,37 @@ class _Child:
             self.kill()
             raise Unavailable("The condition evaluator did not start; try again shortly.")
 
-    def ask(self, payload: bytes, deadline: float) -> bool | None:
-        """The child's answer, or TimeoutError once `deadline` (monotonic) has passed."""
+    def ask(self, payload: bytes, timeout: float, most: float) -> bool | None:
+        """The child's answer; TimeoutError once it has computed for `timeout` seconds of CPU
+        (a runaway), Starved once `most` seconds passed while it could not run (the machine
+        is saturated: no sign against the condition)."""
+        before = self.cpu_seconds()
+        started = time.monotonic()
         self.stdin.write(HEADER.pack(len(payload)) + payload)
         self.stdin.flush()
-        header = self._read(HEADER.size, deadline)
+        while True:
+            try:
+                # the child writes its answer in one write: whole once anything is readable
+                header = self._read(HEADER.size, time.monotonic() + timeout)
+                break
+            except TimeoutError:
+                now = self.cpu_seconds()
+                if before is None or now is None or now - before >= timeout:
+                    raise
+                if time.monotonic() - started >= most:
+                    raise Starved from None
         (length,) = HEADER.unpack(header)
-        answer: bool | None = pickle.loads(self._read(length, deadline))  # what celchild sends
+        answer: bool | None = pickle.loads(self._read(length, time.monotonic() + most))
         return answer
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU the child has used (Linux's /proc), or None where that cannot be read."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        except (OSError, IndexError, ValueError):
+            return None
 
     def _read(self, n: int, deadline: float) -> bytes:
         data = b""
@@ -107,6 +144,7 @@ class Sandbox:
         self._suspended: dict[str, float] = {}  # condition text -> monotonic time it ends
         self.timeouts = 0
         self.evaluations = 0
+        self._warming = False
 
     def suspended(self, text: str) -> bool:
         until = self._suspended.get(text)
@@ -138,13 +176,19 @@ class Sandbox:
         try:
             child = self._take()
             try:
-                answer = child.ask(payload, time.monotonic() + self.timeout)
+                answer = child.ask(payload, self.timeout, STARVED_SECONDS)
+            except Starved:
+                child.kill()
+                raise ConditionTimeout(
+                    "The server is too busy to evaluate a condition now, so this write was not "
+                    "made. Try again shortly."
+                ) from None
             except TimeoutError:
                 child.kill()
                 self._suspend(text)
                 raise ConditionTimeout(
-                    f"A condition took longer than {self.timeout * 1000:.0f} ms to evaluate, "
-                    "so this write was not made. The condition is suspended (counted false) "
+                    f"A condition computed for longer than {self.timeout * 1000:.0f} ms, so this "
+                    "write was not made. The condition is suspended (counted false) "
                     f"for {self.suspend_seconds:.0f} s; the environment's owners see it "
                     "in the server's log. Try again."
                 ) from None
@@ -165,11 +209,32 @@ class Sandbox:
             self._suspended[text] = time.monotonic() + self.suspend_seconds
         shown = text if len(text) <= 200 else text[:197] + "..."
         log.warning(
-            "condition suspended for %.0f s: it ran past %.0f ms: %r",
+            "condition suspended for %.0f s: it computed for over %.0f ms: %r",
             self.suspend_seconds,
             self.timeout * 1000,
             shown,
         )
+
+    def warm(self) -> None:
+        """Starts a child in the background unless one is idle, so the first costly
+        evaluation does not wait for a process to start inside a write."""
+        with self._lock:
+            if self._idle or self._warming:
+                return
+            self._warming = True
+
+        def start() -> None:
+            try:
+                child = _Child()
+            except Exception:  # noqa: BLE001 - the first evaluation starts one itself
+                log.warning("could not start a condition evaluator", exc_info=True)
+                return
+            finally:
+                with self._lock:
+                    self._warming = False
+            self._give(child)
+
+        threading.Thread(target=start, name="stepstream-cel-warm", daemon=True).start()
 
     def _take(self) -> _Child:
         with self._lock:
