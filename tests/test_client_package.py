@@ -5,6 +5,7 @@ else: Django is not there, yet the client imports, `stepstream-watch` answers
 `--help`, and the client reads a person's state from a live server.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from stepstream.testing.flows import states
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "clients" / "python"
@@ -118,7 +120,6 @@ def test_stepstream_watch_draws_its_table_with_the_client_alone(
     """No table library: the client alone (websockets, nothing else) watches; its output,
     not a terminal here, is each table printed whole."""
     import signal
-    import time
 
     norich = run([str(venv / "bin" / "python"), "-c", "import rich"], check=False, cwd=tmp_path)
     assert norich.returncode != 0
@@ -135,9 +136,8 @@ def test_stepstream_watch_draws_its_table_with_the_client_alone(
             env=clean_env(),
         )
     try:
-        deadline = time.monotonic() + 20
-        while "│ welcome │ active" not in out.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with contextlib.suppress(AssertionError):  # what it printed is checked below
+            wait_until(lambda: "│ welcome │ active" in out.read_text(), 20, interval=0.1)
         watching.send_signal(signal.SIGINT)  # only this test's own process
         assert watching.wait(timeout=10) == 0
     finally:

@@ -9,6 +9,7 @@ from stepstream import engine
 from stepstream.engine import people
 from stepstream.testing.flows import LOOP_FLOW
 from stepstream.testing.servers import Server
+from tests.waiting import wait_until
 
 # Real commits: on PostgreSQL the feed shows only rows of finished transactions,
 # so a test wrapped in one open transaction would see nothing.
@@ -34,19 +35,21 @@ def read_all(get, after=None, limit=1000, expect=0, timeout=30.0):
         if not page["events"]:
             if len(events) >= expect or time.monotonic() > deadline:
                 return events, after
-            time.sleep(0.05)
+            time.sleep(0.05)  # an empty page: the feed is polled, as a consumer would
 
 
 def read_items(environment_id, expect, timeout=30.0):
     """feed.read from the start until `expect` items (the horizon may lag on a shared server)."""
     from stepstream.engine import feed
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def enough():
         items = feed.read(environment_id, 0, 0, 1000)
-        if len(items) >= expect or time.monotonic() > deadline:
-            return items
-        time.sleep(0.05)
+        return (items,) if len(items) >= expect else None
+
+    try:
+        return wait_until(enough, timeout, interval=0.05)[0]
+    except AssertionError:
+        return feed.read(environment_id, 0, 0, 1000)  # fewer: the caller's assertion says so
 
 
 def api_get(api):
