@@ -1,5 +1,7 @@
 """A newcomer's first hour (issue 28): mistakes answered with a sentence that says what to do."""
 
+import re
+
 import httpx
 import pytest
 
@@ -210,7 +212,10 @@ def test_a_refused_key_caught_by_the_caller_prints_nothing(server, tenant, key, 
         timeout=60,
     )
     assert done.stdout.split() == ["caught", "invalid_key"] * 3, done.stdout + done.stderr
-    assert done.stderr == ""
+    # -X dev's asyncio debug also reports callbacks slower than 0.1 s: the machine's load,
+    # not the client's output
+    slow = re.compile(r"WARNING:asyncio:Executing .* took [0-9.]+ seconds")
+    assert [line for line in done.stderr.splitlines() if not slow.fullmatch(line)] == []
 
 
 # -- the examples a newcomer copies first ------------------------------------------------------
