@@ -81,8 +81,8 @@ class Runtime:
                 )
             )
             self.keywatch = keywatch.start(self.keys.forget)
-            if self.keywatch is not None:
-                stack.callback(self.keywatch.stop)
+            if self.keywatch is not None:  # stopping joins its thread: off the event loop
+                stack.push_async_callback(asyncio.to_thread, self.keywatch.stop)
             stack.push_async_callback(self.guard.stop)
             stack.push_async_callback(self.dashboard.stop)
             if is_first_worker():  # once per server, not in each of --workers N
