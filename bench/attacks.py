@@ -29,7 +29,8 @@ Attacks:
   is what meets it; two `track`s.
 * `tags_32000`: `has(person.tags) && person.tags.filter(t, t == 7).size() > 0`
   published, then one WebSocket `identify` with 32,000 tags (a 64 KB message);
-  `tags_256` the same within the default limits.
+  `tags_256` the same within the default limits (`tags_256_later`: the
+  identify 3 s after the publish instead of at once).
 * `events_filter`, `events_exists`: `events.filter(k, k.startsWith("export_")).size() >= 3`
   (resp. `events.exists(...)`) published, then a browser gives its person 1,000
   event names over the WebSocket (none starting with "export_", so the
@@ -412,9 +413,10 @@ def attack_cost_bomb_forced(target, keys, timed: Timed) -> dict:
     return attack_cost_bomb(target, keys, timed, tracks=2)
 
 
-def _attack_tags(target, keys, timed: Timed, count: int) -> dict:
+def _attack_tags(target, keys, timed: Timed, count: int, pause: float = 0.0) -> dict:
     if not _publish(target, keys, timed, "tagged", TAGS_CONDITION):
         return {}
+    time.sleep(pause)  # the first write at once, or once the server had time to settle
     browser = Browser(target, keys["publishable_key"], timed.cap)
     try:
         data = {"person_key": "b1", "data": {"tags": [7] * count}}
@@ -435,6 +437,11 @@ def attack_tags_32000(target, keys, timed):
 
 def attack_tags_256(target, keys, timed):
     return _attack_tags(target, keys, timed, 256)
+
+
+def attack_tags_256_later(target, keys, timed):
+    """tags_256 with the identify 3 s after the publish, not at once."""
+    return _attack_tags(target, keys, timed, 256, pause=3.0)
 
 
 def _attack_events(target, keys, timed: Timed, condition: str) -> dict:
@@ -529,6 +536,7 @@ ATTACKS = {
     ),
     "tags_32000": (attack_tags_32000, {}),
     "tags_256": (attack_tags_256, {}),
+    "tags_256_later": (attack_tags_256_later, {}),
     "events_filter": (attack_events_filter, {}),
     "events_exists": (attack_events_exists, {}),
     "events_plain": (attack_events_plain, {}),
