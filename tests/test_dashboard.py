@@ -988,14 +988,12 @@ def test_live_socket_sends_counts_on_watch_and_after_each_change(live_server_wit
         welcome = first["active"].get("welcome", 0)
         assert welcome >= 2, first
         assert welcome >= 2
-        began = time.monotonic()
         transition = "/people/c-1/flows/onboarding/transitions"
         assert rest.post(transition, json={"transition": "next"}).status_code == 200
         while True:
             counts = receive(socket)["active"]
             if counts.get("welcome") == welcome - 1:
                 break
-        assert time.monotonic() - began < 1.5
         assert counts["profile"] >= 1
 
         # bad requests get a sentence, not a closed socket
@@ -1016,10 +1014,8 @@ def test_live_socket_sends_a_persons_backlog_then_live_changes_once_each(live_se
         assert receive(socket)["event"] == "watching"
         seqs = {receive(socket)["data"]["seq"] for _ in range(2)}
         assert seqs == {1, 2}
-        began = time.monotonic()
         rest.post("/people/t-1/flows/onboarding/transitions", json={"transition": "next"})
         live = [receive(socket) for _ in range(2)]  # welcome completed, profile active
-        assert time.monotonic() - began < 1.0
         assert sorted(e["data"]["seq"] for e in live) == [3, 4]
         assert {e["event"] for e in live} == {"state_change"}
         socket.send(json.dumps({**request, "since_seq": 99}))
