@@ -168,6 +168,7 @@ button.close { position: absolute; top: 8px; right: 8px; width: 28px; height: 28
   z-index: ${v("z-index", "2147483000")}; }
 .banner .box { border-radius: 0; border-width: 0 0 1px; box-shadow: none; display: flex; flex-wrap: wrap;
   align-items: center; gap: 4px 16px; padding-right: 44px; background: ${v("color-banner", "#eef2ff")}; }
+.banner button.close { top: 50%; transform: translateY(-50%); }
 .banner h2 { margin: 0; } .banner .body { flex: 1 1 240px; } .banner .buttons { margin: 0; }
 .checklist { position: fixed; right: 16px; bottom: 16px; width: min(320px, calc(100vw - 32px));
   z-index: ${v("z-index", "2147483000")}; }
@@ -438,7 +439,7 @@ class Piece {
         strategy: "fixed",
         placement: side,
         // the other side first, then the other axis; shifted into view as a last resort
-        middleware: [offset(gap), flip({ padding: 8, fallbackPlacements: FALLBACKS[side] }),
+        middleware: [offset(gap), flip({ padding: 8, crossAxis: false, fallbackPlacements: FALLBACKS[side] }),
           shift({ padding: 8, crossAxis: true })],
       }).then(({ x, y, placement: where }) => {
         Object.assign(floating.style, { left: `${x}px`, top: `${y}px` });

@@ -7,6 +7,7 @@
 //   client.flow("onboarding").onChange((flow) => render(flow));
 //   client.flow("onboarding").step("welcome").state;   // "active", or undefined before the snapshot
 //   await client.transition("onboarding", "next");
+//   await client.render();   // shows the steps' content (modals, tooltips, ...): stepstream-render.js
 //
 // How it stays exact: the first snapshot (`identify`) carries the person's `seq`;
 // both subscriptions (`flow` and `step`) start from it with `since_seq`, so
