@@ -12,6 +12,7 @@ docs/clients.md shows) with STEPSTREAM_DOCS_SCREENSHOTS=1.
 import contextlib
 import functools
 import http.server
+import json
 import os
 import shutil
 import threading
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from stepstream.testing.flows import CONTENT_FLOW
 from stepstream.testing.servers import Server, free_port
 from tests.test_browser import CHROMIUM, browser_page  # noqa: F401 - the fixture
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "render"
@@ -187,7 +190,8 @@ PAGE = """<!doctype html>
 <header>Acme task tracker</header>
 <main>
   <div class="card"><h2>Your tasks</h2><p>Nothing due today.</p>
-    <button id="save">Save task</button> <button id="other">Other</button></div>
+    <button id="save">Save task</button> <button id="other">Other</button>
+    <button id="menu">Menu</button></div>
   <div class="card" id="late-slot">Reports are coming.</div>
   <button id="edge">Filters</button>
   <div class="spacer"></div>
@@ -201,6 +205,14 @@ PAGE = """<!doctype html>
     window.fake = new FakeServer(setup);
     window.client = stepstream.connect({ url: "http://stepstream.invalid", key: "pk_test",
       personKey: "p", WebSocket: window.fake.socketClass() });
+    window.renderer = await window.client.render(options);
+    await window.renderer.ready;
+    return window.client.status;
+  };
+  // the same against a real server
+  window.bootReal = async ({ sdk, url, key, personKey, options }) => {
+    const stepstream = (await import(sdk)).default;
+    window.client = stepstream.connect({ url, key, personKey });
     window.renderer = await window.client.render(options);
     await window.renderer.ready;
     return window.client.status;
@@ -569,3 +581,165 @@ def test_french_texts_and_host_css_that_cannot_reach_inside(browser_page, sdk_se
             with contextlib.suppress(Exception):
                 shot(page, "failure-fr")
         raise
+
+
+def test_against_a_real_server_buttons_and_dismiss_move_the_persons_state(
+    tmp_path,
+    browser_page,  # noqa: F811
+    product_site,
+):
+    """End to end: the content published with the flow, in French, its buttons and
+    close controls calling the real server, checked over REST, and what was seen
+    counted in the flow's analytics."""
+    page = browser_page
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        keys = json.loads((tmp_path / "data" / "demo.json").read_text())
+        rest = server.rest(keys["secret_key"])
+        assert rest.post("/flows", json=CONTENT_FLOW).status_code == 201
+        put = rest.put("/theme", json={"tokens": {"color-primary": "#0a7d4f"}})
+        assert put.status_code == 200, put.text
+        tour = "/people/{}/flows/tour"
+
+        def steps(person: str) -> dict:
+            instance = rest.get(f"/people/{person}/flows").json()[0]
+            return {"state": instance["state"]} | {
+                s["identifier"]: s["state"] for s in instance["steps"]
+            }
+
+        def open_page(person: str, locale: str | None = None) -> None:
+            page.goto(f"{product_site}/index.html")
+            page.wait_for_function("() => typeof window.bootReal === 'function'")
+            options = {"locale": locale} if locale else {}
+            args = {
+                "sdk": f"{server.url}/static/stepstream.js",
+                "url": server.url,
+                "key": keys["publishable_key"],
+                "personKey": person,
+                "options": options,
+            }
+            assert page.evaluate("a => window.bootReal(a)", args) == "live"
+
+        for person in ("ann", "bob"):
+            assert rest.put(f"/people/{person}", json={"data": {}}).status_code in (200, 201)
+            assert rest.post(f"/people/{person}/flows", json={"flow": "tour"}).status_code == 201
+
+        # ann, in French: the modal's button calls its transition
+        open_page("ann", "fr")
+        dialog = page.locator(f"{piece('welcome')} [role=dialog]")
+        dialog.wait_for()
+        assert page.locator(f"{piece('welcome')} h2").inner_text() == "Bienvenue"
+        colour = page.evaluate(
+            f"""getComputedStyle(document.querySelector({piece("welcome")!r}).shadowRoot
+                 .querySelector('.buttons button')).backgroundColor"""
+        )
+        assert colour == "rgb(10, 125, 79)"  # the environment's theme
+        page.click(f"{piece('welcome')} button[data-transition=next]")
+        page.locator(f"{piece('menu')} .box").wait_for()
+        assert steps("ann")["menu"] == "active"
+        # the tooltip's close (dismiss: hide): gone until the page reloads, the step stays
+        page.click(f"{piece('menu')} button[data-dismiss=hide]")
+        page.locator(piece("menu")).wait_for(state="detached")
+        assert steps("ann")["menu"] == "active"
+        open_page("ann", "fr")
+        page.locator(f"{piece('menu')} .box").wait_for()
+        # a change made over REST shows at once: the banner, a final step
+        moved = rest.post(tour.format("ann") + "/transitions", json={"transition": "next"})
+        assert moved.status_code == 200
+        banner = page.locator(f"{piece('done')} .box")
+        banner.wait_for()
+        page.locator(piece("menu")).wait_for(state="detached")
+        assert "C'est tout." in banner.inner_text()
+        page.click(f"{piece('done')} button[data-action=complete]")
+        page.locator(piece("done")).wait_for(state="detached")
+        assert steps("ann") == {
+            "state": "completed",
+            "welcome": "completed",
+            "menu": "completed",
+            "done": "completed",
+        }
+
+        # bob: Escape on the modal exits the flow (dismiss: exit, the default)
+        open_page("bob")
+        dialog.wait_for()
+        assert page.locator(f"{piece('welcome')} h2").inner_text() == "Welcome"
+        page.keyboard.press("Escape")
+        page.locator(piece("welcome")).wait_for(state="detached")
+        assert steps("bob")["state"] == "exited"
+
+        # what was seen: each instance that showed the welcome modal, once
+        def analytics() -> dict:
+            answer = rest.get("/flows/tour/analytics").json()["steps"]
+            return {s["identifier"]: s["shown"] for s in answer}
+
+        wait_until(lambda: analytics() == {"welcome": 2, "menu": 1, "done": 1})
+        assert page.errors == []
+        rest.close()
+    except Exception:
+        if not page.is_closed():
+            with contextlib.suppress(Exception):
+                shot(page, "failure-real")
+        raise
+    finally:
+        server.stop()
+
+
+def test_the_demo_tour_is_rendered_content_in_english_and_french(
+    tmp_path,
+    browser_page,  # noqa: F811
+):
+    """/demo's tour: a rule starts it, the SDK renders a modal, a tooltip on the page's
+    own checklist with the tour's checklist beside it, then a banner; the language
+    switch renders it again in French; closing the checklist completes the tour."""
+    page = browser_page
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        keys = json.loads((tmp_path / "data" / "demo.json").read_text())
+        rest = server.rest(keys["secret_key"])
+        page.goto(f"{server.url}/demo")
+        page.wait_for_selector("#status[data-status=live]")
+        assert page.locator("stepstream-content").count() == 0  # no tour until asked
+        page.click("#tour-button")
+        page.locator(f"{piece('intro')} [role=dialog]").wait_for()
+        assert page.locator(f"{piece('intro')} h2").inner_text() == "A quick tour of Acme"
+        page.click(f"{piece('intro')} button[data-transition=next]")
+        tip = page.locator(f"{piece('checklist-tip')} .box")
+        tip.wait_for()
+        page.locator(f"{piece('progress')} .box").wait_for()
+        heading = page.locator("#checklist-card h3").bounding_box()
+        assert tip.bounding_box()["y"] >= heading["y"] + heading["height"]  # on the real element
+        shot(page, "demo-tour-1280")
+
+        page.select_option("#locale", "fr")
+        page.locator(f"{piece('checklist-tip')} h2:text('Votre liste')").wait_for()
+        assert page.locator(f"{piece('progress')} h2").inner_text() == "La visite"
+        page.click(f"{piece('checklist-tip')} button[data-transition=next]")
+        banner = page.locator(f"{piece('wrap-up')} .box")
+        banner.wait_for()
+        assert "C'est tout." in banner.inner_text()
+        page.locator(f"{piece('progress')} li[data-item=checklist-tip][data-done]").wait_for()
+        page.click(f"{piece('wrap-up')} button[data-action=complete]")
+        page.locator(piece("wrap-up")).wait_for(state="detached")
+        page.locator(f"{piece('progress')} li[data-item=wrap-up][data-done]").wait_for()
+        # the checklist is the tour's last active step (final): closing it completes the tour
+        page.click(f"{piece('progress')} button[data-dismiss]")
+        page.locator(piece("progress")).wait_for(state="detached")
+
+        def tour_state() -> str:
+            instances = rest.get("/people/demo-user/flows").json()
+            return next(i["state"] for i in instances if i["flow"] == "tour")
+
+        wait_until(lambda: tour_state() == "completed")
+        # the onboarding the page shows itself is untouched
+        assert page.is_visible("#welcome-card")
+        assert page.errors == []
+        rest.close()
+    except Exception:
+        if not page.is_closed():
+            with contextlib.suppress(Exception):
+                shot(page, "failure-demo")
+        raise
+    finally:
+        server.stop()

@@ -136,10 +136,10 @@ const v = (name, fallback) => `var(--stepstream-${name}, ${fallback})`;
 const CSS = `
 :host { all: initial; display: block; }
 * { box-sizing: border-box; }
-.box { font-family: ${v("font-family", "system-ui, -apple-system, 'Segoe UI', sans-serif")};
-  font-size: ${v("font-size", "15px")}; line-height: 1.45; color: ${v("color-text", "#1d2330")};
+.box { font-family: ${v("font-family", "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif")};
+  font-size: ${v("font-size", "15px")}; line-height: 1.45; color: ${v("color-text", "#111827")};
   background: ${v("color-background", "#ffffff")}; border: 1px solid ${v("color-border", "#e5e7eb")};
-  border-radius: ${v("radius", "10px")}; padding: ${v("spacing", "16px")};
+  border-radius: ${v("radius", "8px")}; padding: ${v("spacing", "16px")};
   box-shadow: 0 10px 30px #0003; position: relative; text-align: left; }
 .box:focus { outline: none; }
 h2 { font-size: 1.1em; margin: 0 28px 6px 0; font-weight: 650; }
@@ -147,27 +147,28 @@ h2 { font-size: 1.1em; margin: 0 28px 6px 0; font-weight: 650; }
 p, ul, ol { margin: 0 0 .6em; } ul, ol { padding-left: 1.3em; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .9em;
   background: #0000000f; border-radius: 4px; padding: 1px 4px; }
-a { color: ${v("color-primary", "#4a6cf7")}; }
+a { color: ${v("color-link", "#2563eb")}; }
 .buttons { display: flex; flex-wrap: wrap; gap: 8px; margin-top: 12px; justify-content: flex-end; }
-button { font: inherit; font-size: .95em; cursor: pointer; border-radius: ${v("radius", "10px")};
-  padding: 7px 14px; border: 1px solid ${v("color-primary", "#4a6cf7")}; margin: 0;
-  background: ${v("color-primary", "#4a6cf7")}; color: ${v("color-primary-text", "#ffffff")};
+button { font: inherit; font-size: .95em; cursor: pointer; border-radius: ${v("radius", "8px")};
+  padding: 7px 14px; border: 1px solid ${v("color-primary", "#2563eb")}; margin: 0;
+  background: ${v("color-primary", "#2563eb")}; color: ${v("color-on-primary", "#ffffff")};
   text-transform: none; letter-spacing: normal; width: auto; height: auto; }
-button.secondary { background: transparent; color: ${v("color-primary", "#4a6cf7")}; }
-button.link { background: transparent; border-color: transparent; color: ${v("color-primary", "#4a6cf7")};
+button.secondary { background: transparent; color: ${v("color-primary", "#2563eb")}; }
+button.link { background: transparent; border-color: transparent; color: ${v("color-primary", "#2563eb")};
   text-decoration: underline; padding-left: 4px; padding-right: 4px; }
 button:disabled { opacity: .6; cursor: default; }
-button:focus-visible, a:focus-visible, .marker:focus-visible { outline: 2px solid ${v("color-primary", "#4a6cf7")}; outline-offset: 2px; }
+button:focus-visible, a:focus-visible, .marker:focus-visible { outline: 2px solid ${v("color-primary", "#2563eb")}; outline-offset: 2px; }
 button.close { position: absolute; top: 8px; right: 8px; width: 28px; height: 28px; padding: 0;
   border: 0; background: transparent; color: ${v("color-muted", "#6b7280")}; font-size: 20px; line-height: 28px; }
 .error { color: #b91c1c; font-size: .9em; margin-top: 8px; }
 .backdrop { position: fixed; inset: 0; display: grid; place-items: center; padding: 16px;
-  background: ${v("color-backdrop", "rgba(17, 24, 39, .45)")}; z-index: ${v("z-index", "2147483000")}; }
+  background: ${v("color-backdrop", "rgba(17, 24, 39, 0.5)")}; z-index: ${v("z-index", "2147483000")}; }
 .modal .box { width: min(480px, 100%); max-height: calc(100vh - 32px); overflow: auto; }
 .floating { position: fixed; top: 0; left: 0; width: max-content; max-width: min(340px, calc(100vw - 16px));
   z-index: ${v("z-index", "2147483000")}; }
 .banner .box { border-radius: 0; border-width: 0 0 1px; box-shadow: none; display: flex; flex-wrap: wrap;
-  align-items: center; gap: 4px 16px; padding-right: 44px; background: ${v("color-banner", "#eef2ff")}; }
+  align-items: center; gap: 4px 16px; padding-right: 44px; background: #eff6ff;
+  background: color-mix(in srgb, ${v("color-primary", "#2563eb")} 8%, ${v("color-background", "#ffffff")}); }
 .banner button.close { top: 50%; transform: translateY(-50%); }
 .banner h2 { margin: 0; } .banner .body { flex: 1 1 240px; } .banner .buttons { margin: 0; }
 .checklist { position: fixed; right: 16px; bottom: 16px; width: min(320px, calc(100vw - 32px));
@@ -177,12 +178,12 @@ button.close { position: absolute; top: 8px; right: 8px; width: 28px; height: 28
 .items li { display: flex; align-items: center; gap: 10px; padding: 6px 0; }
 .tick { flex: none; width: 20px; height: 20px; border-radius: 50%; border: 2px solid ${v("color-border", "#cbd5e1")};
   display: grid; place-items: center; font-size: 12px; color: transparent; }
-li[data-done] .tick { background: ${v("color-success", "#22c55e")}; border-color: ${v("color-success", "#22c55e")}; color: #fff; }
+li[data-done] .tick { background: #16a34a; border-color: #16a34a; color: #fff; }
 li[data-done] .label { text-decoration: line-through; color: ${v("color-muted", "#6b7280")}; }
 .marker { position: fixed; top: 0; left: 0; width: 22px; height: 22px; padding: 0; border-radius: 50%;
-  border: 3px solid #fff; background: ${v("color-primary", "#4a6cf7")}; box-shadow: 0 0 0 0 ${v("color-primary", "#4a6cf7")};
+  border: 3px solid #fff; background: ${v("color-hotspot", "#2563eb")}; box-shadow: 0 0 0 0 #2563eb99;
   animation: pulse 1.6s infinite; z-index: ${v("z-index", "2147483000")}; }
-@keyframes pulse { 0% { box-shadow: 0 0 0 0 #4a6cf799; } 70% { box-shadow: 0 0 0 14px #4a6cf700; } 100% { box-shadow: 0 0 0 0 #4a6cf700; } }
+@keyframes pulse { 0% { box-shadow: 0 0 0 0 #0006; } 70% { box-shadow: 0 0 0 14px #0000; } 100% { box-shadow: 0 0 0 0 #0000; } }
 @media (prefers-reduced-motion: reduce) { .marker { animation: none; } }
 [hidden] { display: none !important; }
 `;
