@@ -333,6 +333,8 @@ def test_every_type_shows_and_hides_live_and_its_controls_move_the_state(
             assert page.evaluate(f"{focused} !== null"), "focus left the dialog"
         page.keyboard.press("Shift+Tab")
         assert page.evaluate(f"{focused} !== null")
+        page.mouse.click(5, 800)  # on the backdrop: focus stays in the dialog
+        assert page.evaluate(f"{focused} !== null"), "a click on the backdrop took focus out"
         # its Markdown: emphasis, a list, inline code, a safe link; HTML and javascript: as text
         body = page.locator(f"{piece('welcome')} .body")
         assert body.locator("strong").inner_text() == "tracking tasks"

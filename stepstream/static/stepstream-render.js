@@ -357,11 +357,6 @@ class Piece {
 
   /** Tab and Shift+Tab stay inside an open modal; Escape closes it as `dismiss` says. */
   trap(e) {
-    if (e.key === "Escape") {
-      e.stopPropagation();
-      if (this.dismiss !== "none") this.onDismiss();
-      return;
-    }
     if (e.key !== "Tab") return;
     const focusable = [...this.box.querySelectorAll(FOCUSABLE)];
     if (!focusable.length) {
@@ -424,6 +419,26 @@ class Piece {
       this.restoreFocus = document.activeElement;
       const first = this.box.querySelector(".buttons button") ?? this.box;
       first.focus();
+      // the topmost modal keeps focus (a click on the backdrop included) and hears Escape
+      const topmost = () =>
+        [...document.querySelectorAll(`${TAG}[data-type=modal]`)].pop() === this.host;
+      const onFocus = (e) => {
+        if (e.target !== this.host && topmost()) first.focus();
+      };
+      const onKey = (e) => {
+        if (e.key !== "Escape" || !topmost()) return;
+        e.preventDefault();
+        if (this.dismiss !== "none") this.onDismiss();
+      };
+      document.addEventListener("focusin", onFocus);
+      document.addEventListener("keydown", onKey);
+      this.cleanups.push(() => {
+        document.removeEventListener("focusin", onFocus);
+        document.removeEventListener("keydown", onKey);
+      });
+      this.shadow.querySelector(".backdrop").addEventListener("mousedown", (e) => {
+        if (e.target === e.currentTarget) e.preventDefault(); // focus stays in the dialog
+      });
     }
     if (!this.shown) {
       this.shown = true;
