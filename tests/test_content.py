@@ -545,3 +545,10 @@ def test_random_content_accepted_at_publish_round_trips_through_get_content(
         if texts is not None:
             expected.update(title=texts["title"], body=texts["body"])
         assert step["content"] == expected
+
+
+def test_the_list_of_flows_leaves_content_out(api):
+    api.post("/api/v1/flows", CONTENT_FLOW, format="json")
+    listed = api.get("/api/v1/flows").json()
+    assert [f["identifier"] for f in listed] == ["tour"]
+    assert all("content" not in s for s in listed[0]["steps"])

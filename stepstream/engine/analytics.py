@@ -86,7 +86,7 @@ def _completions(flow_id: int) -> dict[str, tuple[int, float]]:
     return found
 
 
-def _seen(flow_id: int) -> dict[tuple[str, str], int]:
+def seen(flow_id: int) -> dict[tuple[str, str], int]:
     """{(step, "shown" or "target_missing"): instances}, for steps with content."""
     rows: Iterable[Mapping[str, Any]] = (
         ContentSeen.objects.filter(flow_id=flow_id)
@@ -119,7 +119,7 @@ def report(environment: Environment, identifier: str, version: int | None = None
         flow = _flow(environment, identifier, version)
         counts = _counts(flow.pk)
         completions = _completions(flow.pk)
-        seen = _seen(flow.pk)
+        sightings = seen(flow.pk)
         identifiers = list(
             Step.objects.filter(flow=flow).order_by("position").values_list("identifier", flat=True)
         )
@@ -137,8 +137,8 @@ def report(environment: Environment, identifier: str, version: int | None = None
                 "active": now.get("active", 0),
                 "completed": completed,
                 "median_seconds_to_complete": round(median, 3) if median is not None else None,
-                "shown": seen.get((step, "shown"), 0),
-                "target_missing": seen.get((step, "target_missing"), 0),
+                "shown": sightings.get((step, "shown"), 0),
+                "target_missing": sightings.get((step, "target_missing"), 0),
             }
         )
     return {

@@ -376,9 +376,9 @@ def version(environment: Environment, identifier: str, number: int | None) -> Fl
     return flow
 
 
-def _describe_step(s: Step) -> dict[str, Any]:
+def _describe_step(s: Step, with_content: bool = True) -> dict[str, Any]:
     out = {"identifier": s.identifier, "name": s.name, "properties": s.properties}
-    if s.content is not None:
+    if s.content is not None and with_content:
         out["content"] = s.content
     return out
 
@@ -404,13 +404,17 @@ def _describe_transition(t: Transition) -> dict[str, Any]:
     return out
 
 
-def describe(flow: Flow) -> dict[str, Any]:
-    """The version as published; `condition`, `start_when` and `content` appear only where set."""
+def describe(flow: Flow, with_content: bool = True) -> dict[str, Any]:
+    """The version as published; `condition`, `start_when` and `content` appear only where set.
+
+    The list of flows leaves `content` out (`with_content`): up to
+    STEPSTREAM_MAX_CONTENT_BYTES per flow would make it unbounded in practice.
+    """
     out = {
         "identifier": flow.identifier,
         "version": flow.version,
         "name": flow.name,
-        "steps": [_describe_step(s) for s in flow.steps.all()],
+        "steps": [_describe_step(s, with_content) for s in flow.steps.all()],
         "transitions": [_describe_transition(t) for t in flow.transitions.all()],
     }
     if flow.start_when:
@@ -422,4 +426,4 @@ def list_latest(environment: Environment) -> list[dict[str, Any]]:
     latest_versions = {}
     for flow in Flow.objects.filter(environment=environment).order_by("identifier", "version"):
         latest_versions[flow.identifier] = flow
-    return [describe(f) for f in latest_versions.values()]
+    return [describe(f, with_content=False) for f in latest_versions.values()]
