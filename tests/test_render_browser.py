@@ -745,3 +745,61 @@ def test_the_demo_tour_is_rendered_content_in_english_and_french(
         raise
     finally:
         server.stop()
+
+
+MARKDOWN_CASES = {
+    "plain <b>bold</b> & <script>x()</script>": (
+        "<p>plain &lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;x()&lt;/script&gt;</p>"
+    ),
+    "a **b** *c* _d_ __e__ `f*g*`": (
+        "<p>a <strong>b</strong> <em>c</em> <em>d</em> <strong>e</strong> <code>f*g*</code></p>"
+    ),
+    "one\nline\n\ntwo": "<p>one line</p><p>two</p>",
+    "- a\n- *b*\n\n1. c\n2. d": (
+        "<ul><li>a</li><li><em>b</em></li></ul><ol><li>c</li><li>d</li></ol>"
+    ),
+    "[x](https://e.com/a?b=1) [m](mailto:a@b.c)": (
+        '<p><a href="https://e.com/a?b=1" target="_blank" rel="noopener noreferrer">x</a>'
+        ' <a href="mailto:a@b.c">m</a></p>'
+    ),
+    "[js](javascript:alert(1)) [d](data:text/html,x) [r](/relative)": (
+        "<p>[js](javascript:alert(1)) [d](data:text/html,x) [r](/relative)</p>"
+    ),
+    "[**bold link**](http://e.com)": (
+        '<p><a href="http://e.com" target="_blank" rel="noopener noreferrer">'
+        "<strong>bold link</strong></a></p>"
+    ),
+    "\\*not em\\* 2 * 3 * 4": "<p>*not em* 2 * 3 * 4</p>",
+    "<img src=x onerror=alert(1)>": "<p>&lt;img src=x onerror=alert(1)&gt;</p>",
+}
+
+
+def test_markdown_builds_nodes_and_never_parses_html(
+    browser_page,  # noqa: F811
+    sdk_server,
+    product_site,
+):
+    page = browser_page
+    page.goto(f"{product_site}/index.html")
+    rendered = page.evaluate(
+        """async ({url, cases}) => {
+             const { markdown } = await import(url);
+             const out = {};
+             for (const source of cases) {
+               const div = document.createElement("div");
+               div.append(markdown(source));
+               out[source] = div.innerHTML;
+             }
+             // unclosed delimiters, many of them: still plain text
+             const long = "`" + "[a](".repeat(5000) + "**";
+             const div = document.createElement("div");
+             div.append(markdown(long));
+             out.long = div.textContent === long;
+             return out;
+           }""",
+        {"url": f"{sdk_server.url}/static/stepstream-render.js", "cases": list(MARKDOWN_CASES)},
+    )
+    for source, html in MARKDOWN_CASES.items():
+        assert rendered[source] == html, source
+    assert rendered["long"] is True
+    assert page.errors == []

@@ -40,26 +40,46 @@ function inline(parent, text) {
     if (plain) parent.append(doc.createTextNode(plain));
     plain = "";
   };
+  // a delimiter with no later occurrence cannot close: skip its pattern (no quadratic scans)
+  const last = (d) => text.lastIndexOf(d);
+  const closes = {};
+  for (const d of ["`", "**", "__", "*", "_", ")"]) closes[d] = last(d);
+  const can = (d, at) => closes[d] > at;
   let i = 0;
   while (i < text.length) {
+    const c = text[i];
+    if (!"`*_[\\".includes(c)) {
+      plain += c;
+      i += 1;
+      continue;
+    }
     const rest = text.slice(i);
+    const two = text.slice(i, i + 2);
     let m;
-    if ((m = /^`([^`]+)`/.exec(rest))) {
+    if (c === "`" && can("`", i) && (m = /^`([^`]+)`/.exec(rest))) {
       flush();
       const code = doc.createElement("code");
       code.textContent = m[1];
       parent.append(code);
-    } else if ((m = /^(\*\*|__)(?=\S)([\s\S]*?\S)\1/.exec(rest))) {
+    } else if (
+      (two === "**" || two === "__") &&
+      can(two, i + 1) &&
+      (m = /^(\*\*|__)(?=\S)([\s\S]*?\S)\1/.exec(rest))
+    ) {
       flush();
       const strong = doc.createElement("strong");
       inline(strong, m[2]);
       parent.append(strong);
-    } else if ((m = /^([*_])(?=\S)([\s\S]*?\S)\1/.exec(rest))) {
+    } else if (
+      (c === "*" || c === "_") &&
+      can(c, i) &&
+      (m = /^([*_])(?=\S)([\s\S]*?\S)\1/.exec(rest))
+    ) {
       flush();
       const em = doc.createElement("em");
       inline(em, m[2]);
       parent.append(em);
-    } else if ((m = /^\[([^\]]+)\]\(\s*([^)\s]+)\s*\)/.exec(rest))) {
+    } else if (c === "[" && can(")", i) && (m = /^\[([^\]]+)\]\(\s*([^)\s]+)\s*\)/.exec(rest))) {
       if (SAFE_LINK.test(m[2])) {
         flush();
         const a = doc.createElement("a");
