@@ -374,6 +374,7 @@ def test_every_type_shows_and_hides_live_and_its_controls_move_the_state(
         # its button moves on to a banner: at the top of the page, a final step
         page.click(f"{piece('save-tip')} button[data-transition=ok]")
         page.locator(f"{piece('done')} .box").wait_for()
+        page.locator(piece("save-tip")).wait_for(state="detached")  # its step moved on
         assert page.evaluate("document.body.firstElementChild.dataset.step") == "done"
         shot(page, "content-banner-1280", docs=True)
         # dismiss "hide": gone until the page reloads; on a final step closing completes it
@@ -419,6 +420,8 @@ def test_every_type_shows_and_hides_live_and_its_controls_move_the_state(
         shot(page, "content-hotspot-1280", docs=True)
         page.keyboard.press("Escape")
         page.locator(f"{piece('spot')} .box").wait_for(state="hidden")
+        page.evaluate("window.fake.flowAction('exit', 'hint')")  # exited elsewhere: it goes
+        page.locator(piece("spot")).wait_for(state="detached")
 
         # a target that never comes: reported once wait_ms has passed, nothing shown
         page.evaluate("window.fake.start('ghost')")
