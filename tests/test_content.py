@@ -552,3 +552,14 @@ def test_the_list_of_flows_leaves_content_out(api):
     listed = api.get("/api/v1/flows").json()
     assert [f["identifier"] for f in listed] == ["tour"]
     assert all("content" not in s for s in listed[0]["steps"])
+
+
+def test_the_docs_example_publishes(api):
+    import json
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "content.md").read_text()
+    example = json.loads(re.search(r"```json\n(.*?)```", doc, re.S).group(1))
+    response = api.post("/api/v1/flows", example, format="json")
+    assert response.status_code == 201, response.json()

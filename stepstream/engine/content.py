@@ -394,8 +394,15 @@ def localize(content: dict[str, Any], locale: str) -> dict[str, Any]:
     return out
 
 
-MAX_LOCALIZED = 10_000  # (version, locale) answers kept per process
-_localized: BoundedMemo[dict[str, Any]] = BoundedMemo(MAX_LOCALIZED)
+MAX_LOCALIZED = 2_000  # versions whose answers are kept per process
+MAX_LOCALES_KEPT = 64  # locales asked for, kept per version (each maps to one of the version's)
+# {flow version's id: {the locale asked for, lowercased: the answer}}
+_localized: BoundedMemo[dict[str, dict[str, Any]]] = BoundedMemo(MAX_LOCALIZED)
+
+
+def forget(flow_id: int) -> None:
+    """A version just published under this id (a test database rolled back reuses ids)."""
+    _localized.pop(flow_id)
 
 
 def for_locale(
@@ -406,9 +413,10 @@ def for_locale(
     wanted: str | None,
 ) -> dict[str, Any]:
     """get_content's answer for a version; `read_steps` gives (identifier, content or None)."""
-    key = f"{flow_id}:{(wanted or '').lower()}"
-    cached = _localized.get(key)
-    if cached is not None:
+    key = (wanted or "").lower()
+    answers = _localized.get(flow_id)
+    cached = answers.get(key) if answers is not None else None
+    if cached is not None and (cached["flow"], cached["version"]) == (identifier, version):
         return cached
     steps = read_steps()
     available = sorted({code for _, c in steps if c for code in c.get("locales", {})})
@@ -420,5 +428,9 @@ def for_locale(
         own = pick_locale(locale, list(content.get("locales", {})))
         answer_steps.append({"identifier": step, "locale": own, "content": localize(content, own)})
     answer = {"flow": identifier, "version": version, "locale": locale, "steps": answer_steps}
-    _localized.put(key, answer)
+    if answers is None or (answers and next(iter(answers.values()))["flow"] != identifier):
+        answers = {}
+        _localized.put(flow_id, answers)
+    if len(answers) < MAX_LOCALES_KEPT:
+        answers[key] = answer
     return answer

@@ -333,6 +333,7 @@ def publish(environment: Environment, body: object) -> dict[str, Any]:
         )
         rules.bump(environment.pk)
     _graphs.put(flow.pk, _compile(flow, steps, transitions))
+    content.forget(flow.pk)
     return describe(flow)
 
 
