@@ -57,6 +57,8 @@ class Environment(models.Model):
     # grows with every flow publish and segment change: people settled against an older
     # value get every condition evaluated at their next write (docs/architecture.md, Rules)
     rules_version = models.BigIntegerField(default=0, editable=False)
+    # the content's look: {token: value} as PUT /theme gave (stepstream/engine/theme.py)
+    theme = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [
@@ -132,6 +134,8 @@ class Step(models.Model):
     name = models.CharField(max_length=255, blank=True, default="")
     properties = models.JSONField(default=dict, blank=True)
     position = models.PositiveIntegerField()
+    # what the SDK shows while the step is active (stepstream/engine/content.py); null: nothing
+    content = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["flow", "position"]
@@ -400,3 +404,27 @@ class LoginThrottle(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["last_at", "id"], name="login_throttle_last_at")]
+
+
+class ContentSeen(models.Model):
+    """A step's content was shown (or its target missing) at least once in an instance.
+
+    Written with the `$shown` / `$target_missing` event that says so, in its
+    transaction; one row per instance, step and kind, so analytics counts rows.
+    Deleted with the instance (a restart, the person deleted).
+    """
+
+    KINDS = [("shown", "shown"), ("target_missing", "target_missing")]
+
+    instance = models.ForeignKey(FlowInstance, on_delete=models.CASCADE, related_name="+")
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="+")
+    identifier = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=KINDS)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["instance", "identifier", "kind"], name="content_seen_once"
+            )
+        ]
+        indexes = [models.Index(fields=["flow", "identifier", "kind"], name="content_seen_by_step")]

@@ -60,6 +60,8 @@ def test_counts_and_medians_match_a_hand_count(api, history):
                 "active": 3,  # a, and d and e: a paused or exited flow keeps its steps
                 "completed": 2,
                 "median_seconds_to_complete": 20.0,  # 10 and 30
+                "shown": 0,
+                "target_missing": 0,
             },
             {
                 "identifier": "profile",
@@ -67,6 +69,8 @@ def test_counts_and_medians_match_a_hand_count(api, history):
                 "active": 1,
                 "completed": 1,
                 "median_seconds_to_complete": 4.0,
+                "shown": 0,
+                "target_missing": 0,
             },
             {
                 "identifier": "done",
@@ -74,6 +78,8 @@ def test_counts_and_medians_match_a_hand_count(api, history):
                 "active": 0,
                 "completed": 1,
                 "median_seconds_to_complete": 0.0,  # a final step completes at once
+                "shown": 0,
+                "target_missing": 0,
             },
         ],
     }
@@ -116,6 +122,8 @@ def test_a_step_completed_again_counts_once_with_its_first_time(api, env, clock)
         "active": 1,
         "completed": 3,
         "median_seconds_to_complete": 7.0,
+        "shown": 0,
+        "target_missing": 0,
     }
     assert steps["b"] == {
         "identifier": "b",
@@ -123,6 +131,8 @@ def test_a_step_completed_again_counts_once_with_its_first_time(api, env, clock)
         "active": 2,
         "completed": 3,
         "median_seconds_to_complete": 1000.0,
+        "shown": 0,
+        "target_missing": 0,
     }
     assert steps["begin"]["completed"] == 3 and steps["begin"]["active"] == 0
 
@@ -154,6 +164,8 @@ def test_a_restarted_instance_counts_only_as_its_new_instance(api, env, linear_f
             "active": 1,
             "completed": 1,
             "median_seconds_to_complete": 2.0,
+            "shown": 0,
+            "target_missing": 0,
         },
         {
             "identifier": "profile",
@@ -161,6 +173,8 @@ def test_a_restarted_instance_counts_only_as_its_new_instance(api, env, linear_f
             "active": 1,
             "completed": 0,
             "median_seconds_to_complete": None,
+            "shown": 0,
+            "target_missing": 0,
         },
     ]
 
@@ -202,6 +216,8 @@ def _from_the_log(flow) -> dict:
                 "median_seconds_to_complete": (
                     round(statistics.median(seconds), 3) if seconds else None
                 ),
+                "shown": 0,  # no content here: nothing seen
+                "target_missing": 0,
             }
         )
     return {

@@ -316,11 +316,13 @@ def test_serve_demo_prints_working_keys_and_reuses_them(tmp_path, env):
         steps = {s["identifier"]: s["state"] for s in instance["steps"]}
         assert steps["welcome"] == "completed"
         flows = httpx.get(f"{server.base}/api/v1/flows", headers=bearer(secret), timeout=5)
-        # the demo was created once: its flows (onboarding and the rules demo's) at version 1
+        # the demo was created once: its flows (onboarding, the rules demo's and the tour
+        # the SDK renders) at version 1
         assert [(f["identifier"], f["version"]) for f in flows.json()] == [
             ("habits", 1),
             ("onboarding", 1),
             ("plan-tip", 1),
+            ("tour", 1),
         ]
 
 

@@ -28,6 +28,10 @@ PERSON_ACTIONS = (
     "identify",
     "get_state",
     "transition",
+    "pause",
+    "resume",
+    "exit",
+    "complete_step",
 )
 
 
@@ -37,6 +41,10 @@ def request_data(action: str, person_key: str) -> dict:
         data["entity"] = "step"
     if action == "transition":
         data.update(flow="onboarding", transition="next")
+    if action in ("pause", "resume", "exit", "complete_step"):
+        data["flow"] = "onboarding"
+    if action == "complete_step":
+        data["step"] = "done"
     return data
 
 
@@ -343,6 +351,11 @@ def test_enforce_serves_every_action_with_a_valid_token(vrest, vclient, person, 
     ask("unsubscribe_state_change", entity="step")
     vrest.post(f"/people/{person}/flows/onboarding/transitions", json={"transition": "next"})
     assert ws.quiet(0.5) == []
+    # the actions a browser closes content with (docs/content.md), on a new instance
+    assert vrest.post(f"/people/{person}/flows/onboarding/restart").status_code == 200
+    assert ask("pause", flow="onboarding")["data"]["state"] == "inactive"
+    assert ask("resume", flow="onboarding")["data"]["state"] == "active"
+    assert ask("exit", flow="onboarding")["data"]["state"] == "exited"
 
 
 def test_a_valid_token_for_an_unknown_person_gets_404_and_identify_creates_them(

@@ -15,6 +15,7 @@ transaction and the database helpers in `db.py`, the hot-path SQL in
 """
 
 from stepstream.engine.actions.flows import (
+    do_complete_step,
     do_flow_action,
     do_restart,
     do_start_flow,
@@ -33,6 +34,7 @@ __all__ = [
     "VIA",
     "check_event_name",
     "describe_instance",
+    "do_complete_step",
     "do_flow_action",
     "do_identify",
     "do_put_person",

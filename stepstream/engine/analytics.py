@@ -15,6 +15,10 @@ aggregate over the log took 3.3 s with 100,000 instances; docs/performance.md):
   `step_completions` on (flow version, step, seconds): a count per step, then
   the middle one or two values read at their offset in the index's order.
 
+* per step `shown` and `target_missing`: the `ContentSeen` rows (one per
+  instance, step and kind, written with the `$shown` / `$target_missing`
+  event that reported it; docs/content.md), counted through their index.
+
 Only current rows count: a restart deletes the old instance's rows, deleting
 a person deletes theirs, and the triggers take both out of the counters. All
 of it is read in one snapshot, so the numbers agree with each other.
@@ -25,10 +29,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import Count, Sum
 
 from stepstream.errors import NotFound
-from stepstream.models import Environment, Flow, Step, StepCount, StepInstance
+from stepstream.models import ContentSeen, Environment, Flow, Step, StepCount, StepInstance
 
 S = StepInstance._meta.db_table
 INSTANCE_STATES = ("active", "inactive", "completed", "exited")
@@ -82,6 +86,17 @@ def _completions(flow_id: int) -> dict[str, tuple[int, float]]:
     return found
 
 
+def seen(flow_id: int) -> dict[tuple[str, str], int]:
+    """{(step, "shown" or "target_missing"): instances}, for steps with content."""
+    rows: Iterable[Mapping[str, Any]] = (
+        ContentSeen.objects.filter(flow_id=flow_id)
+        .values("identifier", "kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return {(r["identifier"], r["kind"]): r["n"] for r in rows}
+
+
 @contextmanager
 def _snapshot() -> Iterator[None]:
     """One read transaction, which sees one state of the database in all its queries.
@@ -104,6 +119,7 @@ def report(environment: Environment, identifier: str, version: int | None = None
         flow = _flow(environment, identifier, version)
         counts = _counts(flow.pk)
         completions = _completions(flow.pk)
+        sightings = seen(flow.pk)
         identifiers = list(
             Step.objects.filter(flow=flow).order_by("position").values_list("identifier", flat=True)
         )
@@ -121,6 +137,8 @@ def report(environment: Environment, identifier: str, version: int | None = None
                 "active": now.get("active", 0),
                 "completed": completed,
                 "median_seconds_to_complete": round(median, 3) if median is not None else None,
+                "shown": sightings.get((step, "shown"), 0),
+                "target_missing": sightings.get((step, "target_missing"), 0),
             }
         )
     return {

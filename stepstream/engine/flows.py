@@ -9,7 +9,7 @@ from django.db.models import Max
 
 from stepstream import strictjson
 from stepstream.bounded import BoundedMemo
-from stepstream.engine import conditions, rules
+from stepstream.engine import conditions, content, rules
 from stepstream.engine.conditions import Condition, Dep
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Flow, Segment, Step, Transition
@@ -27,7 +27,10 @@ class Graph:
     name: str
     steps: tuple[tuple[str, str], ...]  # (identifier, name) in published order
     start: tuple[str, ...]
-    final: frozenset[str]
+    final: frozenset[str]  # steps with no outgoing transition
+    # final steps that complete as they become active: those without content (which
+    # stay active until completed: complete_step, docs/content.md)
+    completes_at_once: frozenset[str]
     by_identifier: dict[str, tuple[tuple[str, str], ...]] = field(hash=False)
     automatic: tuple[tuple[str, str], ...]
     # rules (docs/rules.md): compiled once per version, like the graph itself
@@ -73,6 +76,9 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
         steps=tuple((s.identifier, s.name) for s in steps),
         start=tuple(s.identifier for s in steps if s.identifier not in incoming),
         final=frozenset(s.identifier for s in steps if s.identifier not in outgoing),
+        completes_at_once=frozenset(
+            s.identifier for s in steps if s.identifier not in outgoing and s.content is None
+        ),
         by_identifier={k: tuple(v) for k, v in by_identifier.items()},
         automatic=tuple((t.from_step, t.to_step) for t in transitions if t.type == "automatic"),
         start_when=_condition(flow.start_when, "start_when"),
@@ -174,6 +180,7 @@ def validate_definition(body: object) -> dict[str, Any]:
         problems.append(f"A flow may have at most {limits['MAX_FLOW_TRANSITIONS']} transitions.")
         raw_transitions = []
     steps, seen = [], set()
+    raw_content: dict[int, tuple[int, object]] = {}  # step's index: (its place in steps, content)
     for i, raw in enumerate(raw_steps):
         if not isinstance(raw, dict):
             problems.append(f"steps[{i}] must be an object.")
@@ -189,6 +196,7 @@ def validate_definition(body: object) -> dict[str, Any]:
             problems.append(f"Duplicate step identifier '{sid}'.")
         seen.add(sid)
         steps.append({"identifier": sid, "name": sname, "properties": props})
+        raw_content[len(steps) - 1] = (i, raw.get("content"))
     transitions, used_segments = [], set()
     start_when = body.get("start_when")
     if start_when is not None:
@@ -229,6 +237,7 @@ def validate_definition(body: object) -> dict[str, Any]:
         cycle = _automatic_cycle(step_ids, auto)
         if cycle:
             problems.append("Automatic transitions form a cycle: " + " -> ".join(cycle) + ".")
+    _contents(steps, raw_content, known, problems)
     if problems:
         raise Invalid(*problems)
     return {
@@ -239,6 +248,28 @@ def validate_definition(body: object) -> dict[str, Any]:
         "start_when": start_when or "",
         "uses_segments": sorted(used_segments),
     }
+
+
+def _contents(
+    steps: list[dict[str, Any]],
+    raw_content: dict[int, tuple[int, object]],
+    transitions: list[dict[str, Any]],
+    problems: list[str],
+) -> None:
+    """Each step's `content` checked against the graph (stepstream.engine.content)."""
+    found = content.Problems()
+    known = {s["identifier"] for s in steps if s["identifier"]}
+    leaving: dict[str, set[str]] = {}
+    for t in transitions:
+        leaving.setdefault(t["from"], set()).add(t["identifier"])
+    for n, step in enumerate(steps):
+        i, raw = raw_content[n]
+        sid = step["identifier"]
+        step["content"] = content.validate(
+            raw, f"steps[{i}].content", sid, known, leaving.get(sid, set()), found
+        )
+    content.check_total([s["content"] for s in steps], found)
+    problems.extend(found)
 
 
 def publish(environment: Environment, body: object) -> dict[str, Any]:
@@ -284,6 +315,7 @@ def publish(environment: Environment, body: object) -> dict[str, Any]:
                 identifier=s["identifier"],
                 name=s["name"],
                 properties=s["properties"],
+                content=s["content"],
             )
             for i, s in enumerate(definition["steps"])
         )
@@ -301,6 +333,7 @@ def publish(environment: Environment, body: object) -> dict[str, Any]:
         )
         rules.bump(environment.pk)
     _graphs.put(flow.pk, _compile(flow, steps, transitions))
+    content.forget(flow.pk)
     return describe(flow)
 
 
@@ -332,6 +365,39 @@ def latest(environment: Environment, identifier: str) -> Flow:
     return flow
 
 
+def version(environment: Environment, identifier: str, number: int | None) -> Flow:
+    """One version of the flow (`None`: the latest); versions never change once published."""
+    if number is None:
+        return latest(environment, identifier)
+    flow = Flow.objects.filter(
+        environment=environment, identifier=identifier, version=number
+    ).first()
+    if flow is None:
+        raise NotFound(f"No version {number} of flow '{identifier}' in this environment.")
+    return flow
+
+
+def _describe_step(s: Step, with_content: bool = True) -> dict[str, Any]:
+    out = {"identifier": s.identifier, "name": s.name, "properties": s.properties}
+    if s.content is not None and with_content:
+        out["content"] = s.content
+    return out
+
+
+def get_content(
+    environment: Environment, identifier: str, number: int | None, locale: str | None
+) -> dict[str, Any]:
+    """`get_content`'s answer: the version's step content in one locale (memoized)."""
+    flow = version(environment, identifier, number)
+    return content.for_locale(
+        flow.pk,
+        flow.identifier,
+        flow.version,
+        lambda: list(flow.steps.values_list("identifier", "content")),
+        locale,
+    )
+
+
 def _describe_transition(t: Transition) -> dict[str, Any]:
     out = {"identifier": t.identifier, "from": t.from_step, "to": t.to_step, "type": t.type}
     if t.condition:
@@ -339,16 +405,17 @@ def _describe_transition(t: Transition) -> dict[str, Any]:
     return out
 
 
-def describe(flow: Flow) -> dict[str, Any]:
-    """The version as published; `condition` and `start_when` appear only where set."""
+def describe(flow: Flow, with_content: bool = True) -> dict[str, Any]:
+    """The version as published; `condition`, `start_when` and `content` appear only where set.
+
+    The list of flows leaves `content` out (`with_content`): up to
+    STEPSTREAM_MAX_CONTENT_BYTES per flow would make it unbounded in practice.
+    """
     out = {
         "identifier": flow.identifier,
         "version": flow.version,
         "name": flow.name,
-        "steps": [
-            {"identifier": s.identifier, "name": s.name, "properties": s.properties}
-            for s in flow.steps.all()
-        ],
+        "steps": [_describe_step(s, with_content) for s in flow.steps.all()],
         "transitions": [_describe_transition(t) for t in flow.transitions.all()],
     }
     if flow.start_when:
@@ -360,4 +427,4 @@ def list_latest(environment: Environment) -> list[dict[str, Any]]:
     latest_versions = {}
     for flow in Flow.objects.filter(environment=environment).order_by("identifier", "version"):
         latest_versions[flow.identifier] = flow
-    return [describe(f) for f in latest_versions.values()]
+    return [describe(f, with_content=False) for f in latest_versions.values()]

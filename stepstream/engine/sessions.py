@@ -66,7 +66,8 @@ class Run:
         if self.active(identifier):
             return
         self.set_step(identifier, "active")
-        if identifier in self.graph.final:
+        # a final step with content stays active until completed (complete_step)
+        if identifier in self.graph.completes_at_once:
             self.set_step(identifier, "completed")
 
     def take(

@@ -24,6 +24,7 @@ from stepstream.engine.changes import Change
 from stepstream.engine.db import Cursor, _postgres, cursor, db_datetime, db_uuid, py_uuid
 from stepstream.errors import NotFound
 from stepstream.models import (
+    ContentSeen,
     Environment,
     FlowInstance,
     Person,
@@ -38,6 +39,7 @@ S = StepInstance._meta.db_table
 L = StateChange._meta.db_table
 E = Environment._meta.db_table
 T = TrackedEvent._meta.db_table
+C = ContentSeen._meta.db_table
 _cause_field = StateChange._meta.get_field("cause")
 _data_field = Person._meta.get_field("data")
 _INSERT_CHUNK = 500
@@ -276,8 +278,9 @@ def active_steps(person_id: int, flow_identifiers: list[str]) -> dict[str, set[s
 
 
 def delete_instance(instance_id: uuid.UUID) -> None:
-    """Restart replaces an instance: its rows go, its log rows stay."""
+    """Restart replaces an instance: its rows go (what its content showed too), its log stays."""
     with cursor() as c:
+        c.execute(f"DELETE FROM {C} WHERE instance_id = %s", [db_uuid(instance_id)])
         c.execute(f"DELETE FROM {S} WHERE instance_id = %s", [db_uuid(instance_id)])
         c.execute(f"DELETE FROM {I} WHERE id = %s", [db_uuid(instance_id)])
 

@@ -93,7 +93,94 @@ PLAN_TIP_FLOW = {
         },
     ],
 }
-RULE_FLOWS: tuple[dict[str, Any], ...] = (HABITS_FLOW, PLAN_TIP_FLOW)
+# A guided tour the SDK renders itself (client.render(), docs/clients.md): a modal, a
+# tooltip on the page's checklist and a checklist of the tour beside it, then a
+# banner; in English and French. "Take the tour" on /demo tracks `tour_requested`.
+TOUR_FLOW = {
+    "identifier": "tour",
+    "name": "A tour of Acme",
+    "start_when": "has(events.tour_requested)",
+    "steps": [
+        {
+            "identifier": "intro",
+            "name": "Welcome",
+            "content": {
+                "type": "modal",
+                "title": "A quick tour of Acme",
+                "body": "Two things to know, in **thirty seconds**. Close this to skip it.",
+                "buttons": [{"label": "Show me", "transition": "next"}],
+                "locales": {
+                    "fr": {
+                        "title": "Une visite rapide d'Acme",
+                        "body": "Deux choses à savoir, en **trente secondes**. Fermez pour passer.",
+                        "buttons": [{"label": "Montrez-moi"}],
+                    }
+                },
+            },
+        },
+        {
+            "identifier": "checklist-tip",
+            "name": "The checklist",
+            "content": {
+                "type": "tooltip",
+                "title": "Your checklist",
+                "body": "It follows your progress *live*: a change made anywhere shows here.",
+                "target": {"selector": "#checklist-card h3", "placement": "bottom"},
+                "buttons": [{"label": "Next", "transition": "next"}],
+                "locales": {
+                    "fr": {
+                        "title": "Votre liste",
+                        "body": "Elle suit vos progrès *en direct* : un changement fait "
+                        "ailleurs s'affiche ici.",
+                        "buttons": [{"label": "Suivant"}],
+                    }
+                },
+            },
+        },
+        {
+            "identifier": "progress",
+            "name": "Tour progress",
+            "content": {
+                "type": "checklist",
+                "title": "The tour",
+                "items": [
+                    {"label": "Meet the checklist", "step": "checklist-tip"},
+                    {"label": "Finish the tour", "step": "wrap-up"},
+                ],
+                "locales": {
+                    "fr": {
+                        "title": "La visite",
+                        "items": [{"label": "Voir la liste"}, {"label": "Finir la visite"}],
+                    }
+                },
+            },
+        },
+        {
+            "identifier": "wrap-up",
+            "name": "That's it",
+            "content": {
+                "type": "banner",
+                "title": "That's the tour.",
+                "body": "The events panel on the right lists every change as it happens.",
+                "dismiss": "hide",
+                "buttons": [{"label": "Finish", "action": "complete"}],
+                "locales": {
+                    "fr": {
+                        "title": "C'est tout.",
+                        "body": "Le panneau des événements, à droite, montre chaque changement.",
+                        "buttons": [{"label": "Terminer"}],
+                    }
+                },
+            },
+        },
+    ],
+    "transitions": [
+        {"identifier": "next", "from": "intro", "to": "checklist-tip"},
+        {"identifier": "next", "from": "intro", "to": "progress"},
+        {"identifier": "next", "from": "checklist-tip", "to": "wrap-up"},
+    ],
+}
+RULE_FLOWS: tuple[dict[str, Any], ...] = (HABITS_FLOW, PLAN_TIP_FLOW, TOUR_FLOW)
 
 
 def _publish_rule_flows(env) -> None:

@@ -7,6 +7,7 @@
 //   client.flow("onboarding").onChange((flow) => render(flow));
 //   client.flow("onboarding").step("welcome").state;   // "active", or undefined before the snapshot
 //   await client.transition("onboarding", "next");
+//   await client.render();   // shows the steps' content (modals, tooltips, ...): stepstream-render.js
 //
 // How it stays exact: the first snapshot (`identify`) carries the person's `seq`;
 // both subscriptions (`flow` and `step`) start from it with `since_seq`, so
@@ -63,6 +64,9 @@
 // or this long after the burst's first change (a steady stream still shows)
 const BURST_QUIET_MS = 10;
 const BURST_MAX_MS = 100;
+
+// get_content answers kept per client: (flow, version, locale) triples; versions never change
+const CONTENT_CACHE = 64;
 
 const FATAL_CLOSE_CODES = new Map([
   [4401, ["invalid_key", 401, "invalid key"]],
@@ -253,6 +257,8 @@ export class StepstreamClient {
     this._token = typeof options.personToken === "string" ? options.personToken : undefined;
     this._ws = null;
     this._timers = new Set();
+    /** @type {Map<string, Promise<Map<string, object>>>} get_content answers (see content()) */
+    this._content = new Map();
     /** Resolves when the client is first live; rejects if it closes before. */
     this.ready = this.whenLive(Infinity);
     this.ready.catch(() => {});
@@ -392,6 +398,80 @@ export class StepstreamClient {
     await this.whenLive();
     const state = await this._request("get_state", {});
     this._applySnapshot(state, false);
+  }
+
+  /**
+   * Completes an active final step that carries content (`complete_step`); rejects with 409
+   * when `step` is not an active final step of the person's instance of `flow`.
+   * @param {string} flow @param {string} step @returns {Promise<FlowState>}
+   */
+  async completeStep(flow, step) {
+    await this.whenLive();
+    const instance = await this._request("complete_step", { flow, step });
+    this._applyInstance(instance, instance.seq);
+    return this.flows.get(instance.flow) ?? instance;
+  }
+
+  /** Exits the person's instance of `flow` (as the close control of its content does). */
+  exitFlow(flow) {
+    return this._flowAction("exit", flow);
+  }
+
+  /** Pauses the person's instance of `flow`. @param {string} flow */
+  pause(flow) {
+    return this._flowAction("pause", flow);
+  }
+
+  /** Resumes a paused instance of `flow`. @param {string} flow */
+  resume(flow) {
+    return this._flowAction("resume", flow);
+  }
+
+  async _flowAction(action, flow) {
+    await this.whenLive();
+    const instance = await this._request(action, { flow });
+    if (instance?.steps) this._applyInstance(instance, instance.seq);
+    return this.flows.get(flow) ?? instance;
+  }
+
+  /**
+   * The content of a flow version's steps in `locale` (`get_content`), as a Map of step
+   * identifier to content. A version never changes, so each (flow, version, locale) is
+   * asked once per client and kept (at most CONTENT_CACHE entries, the oldest dropped).
+   * @param {string} flow @param {number} version @param {string} [locale]
+   * @returns {Promise<Map<string, object>>}
+   */
+  content(flow, version, locale) {
+    const key = JSON.stringify([flow, version, locale ?? null]);
+    let entry = this._content.get(key);
+    if (!entry) {
+      const data = locale ? { flow, version, locale } : { flow, version };
+      entry = this.whenLive()
+        .then(() => this._request("get_content", data))
+        .then((answer) => new Map(answer.steps.filter((s) => s.content).map((s) => [s.identifier, s.content])));
+      entry.catch(() => this._content.delete(key)); // asked again next time
+      this._content.set(key, entry);
+      if (this._content.size > CONTENT_CACHE) this._content.delete(this._content.keys().next().value);
+    }
+    return entry;
+  }
+
+  /** The environment's theme (`get_theme`): `{tokens: {name: value}}`. */
+  async theme() {
+    await this.whenLive();
+    return this._request("get_theme", {});
+  }
+
+  /**
+   * Shows the content of every active step of the person's active flows, following them
+   * live (docs/clients.md, "Rendering content"). Loads the renderer (and Floating UI) on
+   * first use only. Resolves with the renderer; `renderer.stop()` removes what it shows.
+   * @param {{flows?: string[], locale?: string, root?: Element,
+   *   labels?: {close?: string, hotspot?: string, done?: string}}} [options]
+   */
+  async render(options) {
+    const { startRenderer } = await import(new URL("./stepstream-render.js", import.meta.url).href);
+    return startRenderer(this, options);
   }
 
   /** Sets the person token sent from now on (e.g. after refreshing it). @param {string} token */

@@ -27,6 +27,58 @@ LOOP_FLOW = {
     ],
 }
 
+# A tour whose steps show content (docs/content.md): a modal, a tooltip, and a final
+# banner that stays active until completed (its button completes it).
+CONTENT_FLOW = {
+    "identifier": "tour",
+    "name": "Product tour",
+    "steps": [
+        {
+            "identifier": "welcome",
+            "content": {
+                "type": "modal",
+                "title": "Welcome",
+                "body": "Take the **tour**: see [the docs](https://example.com/docs).",
+                "buttons": [
+                    {"label": "Start", "transition": "next"},
+                    {"label": "Skip", "transition": "skip", "style": "link"},
+                ],
+                "locales": {
+                    "fr": {
+                        "title": "Bienvenue",
+                        "body": "Suivez la **visite**.",
+                        "buttons": [{"label": "Commencer"}, {"label": "Passer"}],
+                    }
+                },
+            },
+        },
+        {
+            "identifier": "menu",
+            "content": {
+                "type": "tooltip",
+                "title": "The menu",
+                "target": {"selector": "#menu", "placement": "bottom"},
+                "buttons": [{"label": "Next", "transition": "next"}],
+                "dismiss": "hide",
+            },
+        },
+        {
+            "identifier": "done",
+            "content": {
+                "type": "banner",
+                "body": "You are all set.",
+                "buttons": [{"label": "Got it", "action": "complete"}],
+                "locales": {"fr": {"body": "C'est tout.", "buttons": [{"label": "Compris"}]}},
+            },
+        },
+    ],
+    "transitions": [
+        {"identifier": "next", "from": "welcome", "to": "menu"},
+        {"identifier": "skip", "from": "welcome", "to": "done"},
+        {"identifier": "next", "from": "menu", "to": "done"},
+    ],
+}
+
 
 def occurred_at(text: str) -> float:
     """An event's `occurred_at` as a Unix timestamp."""

@@ -4,7 +4,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from stepstream import engine
-from stepstream.engine import log
+from stepstream.engine import flows, log, theme
 from stepstream.errors import Conflict, Invalid, RateLimited
 from stepstream.strictjson import validate_identifier, validate_person_key
 from stepstream.trust import identity
@@ -183,6 +183,86 @@ async def restart(conn: "Connection", data: Data, request_id: object) -> Any:
     )
 
 
+def _flow_action(action: str) -> "Action":
+    """pause, resume or exit, as the REST calls: so a browser can close a flow."""
+
+    async def handler(conn: "Connection", data: Data, request_id: object) -> Any:
+        person_key = _person(conn, data, lambda d: _text(d, "flow"))
+        return await _gateway(conn).db.run(
+            engine.do_flow_action,
+            _environment(conn),
+            person_key,
+            data["flow"],
+            action,
+            via="websocket",
+        )
+
+    handler.__name__ = action
+    return handler
+
+
+async def complete_step(conn: "Connection", data: Data, request_id: object) -> Any:
+    """Completes an active final step that stayed active for its content (docs/content.md)."""
+    person_key = _person(conn, data, lambda d: _text(d, "flow"), lambda d: _text(d, "step"))
+    return await _gateway(conn).db.run(
+        engine.do_complete_step,
+        _environment(conn),
+        person_key,
+        data["flow"],
+        data["step"],
+        via="websocket",
+    )
+
+
+MAX_LOCALE_LENGTH = 35  # BCP 47 tags browsers send are far shorter
+
+
+def _version(data: Data) -> None:
+    value = data.get("version")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31
+    ):
+        raise Invalid("data.version must be a version number (an integer from 1), or left out.")
+
+
+def _locale(data: Data) -> None:
+    value = data.get("locale")
+    if value is not None and (
+        not isinstance(value, str) or not 0 < len(value) <= MAX_LOCALE_LENGTH
+    ):
+        raise Invalid(
+            f"data.locale must be a BCP 47 language tag (at most {MAX_LOCALE_LENGTH} "
+            "characters, for example fr or pt-BR), or left out."
+        )
+
+
+def _content(
+    environment: "Environment", flow: str, version: int | None, locale: str | None
+) -> Data:
+    answer = flows.get_content(environment, flow, version, locale)
+    return {**answer, "theme": theme.get(environment)}
+
+
+async def get_content(conn: "Connection", data: Data, request_id: object) -> Any:
+    """A version's step content in one locale, and the environment's theme.
+
+    Public content: no person is named, so identity verification does not
+    apply. The answer is bounded (STEPSTREAM_MAX_CONTENT_BYTES) and memoized
+    per version and locale; the connection's rate limit bounds how often.
+    """
+    _text(data, "flow")
+    _version(data)
+    _locale(data)
+    return await _gateway(conn).db.run(
+        _content, _environment(conn), data["flow"], data.get("version"), data.get("locale")
+    )
+
+
+async def get_theme(conn: "Connection", data: Data, request_id: object) -> Any:
+    """The environment's theme tokens, as GET /theme answers them."""
+    return await _gateway(conn).db.run(theme.get, _environment(conn))
+
+
 async def ping(conn: "Connection", data: Data, request_id: object) -> Any:
     return None
 
@@ -196,5 +276,11 @@ ACTIONS: dict[str, Action] = {
     "transition": transition,
     "track": track,
     "restart": restart,
+    "pause": _flow_action("pause"),
+    "resume": _flow_action("resume"),
+    "exit": _flow_action("exit"),
+    "complete_step": complete_step,
+    "get_content": get_content,
+    "get_theme": get_theme,
     "ping": ping,
 }

@@ -132,3 +132,39 @@ def do_restart(
         run = session.start(flow_identifier, flow_id, cause)
         session.settle()
         return describe(run, session.save())
+
+
+@groupcommit.grouped
+@db.retried
+def do_complete_step(
+    environment: Environment,
+    person_key: str,
+    flow_identifier: str,
+    step: str,
+    via: str = "admin",
+) -> dict[str, Any]:
+    """Completes an active final step, one that stayed active for its content (docs/content.md).
+
+    Only such a step: any other step moves by its transitions. The flow
+    completes when no step is left active, as after a transition.
+    """
+    with db.writing():
+        session = session_for(environment, person_key, via)
+        run = load(session, person_key, flow_identifier)
+        if run.instance.state != "active":
+            raise Conflict(
+                f"Flow '{flow_identifier}' is {run.instance.state}; "
+                "only an active flow's steps can be completed."
+            )
+        if step not in run.graph.final or step not in run.by_identifier or not run.active(step):
+            what = "a final step" if step in run.graph.final else "not a final step of the flow"
+            state = run.by_identifier[step].state if step in run.by_identifier else "unknown"
+            raise Conflict(
+                f"Step '{step[:100]}' of flow '{flow_identifier}' cannot be completed: only an "
+                f"active final step can (it is {what}, {state}); other steps move by transitions."
+            )
+        session.recorder.cause = session.call("complete_step", step=step)
+        run.set_step(step, "completed")
+        run.settle()
+        session.settle()
+        return describe(run, session.save())

@@ -10,10 +10,10 @@ from typing import Any
 from django.conf import settings
 
 from stepstream import strictjson
-from stepstream.engine import db, groupcommit, people, store
+from stepstream.engine import db, flows, groupcommit, people, store
 from stepstream.engine.sessions import Session
 from stepstream.errors import Invalid
-from stepstream.models import Environment
+from stepstream.models import ContentSeen, Environment, FlowInstance
 
 
 def _data_changes(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
@@ -81,8 +81,54 @@ def do_identify(
     return merged
 
 
+# the SDK's own event names (docs/content.md, "What was seen"); every other `$` name is reserved
+SEEN_EVENTS = {"$shown": "shown", "$target_missing": "target_missing", "$dismissed": None}
+
+
 def check_event_name(name: object) -> str:
-    return strictjson.validate_identifier(name, "event")
+    name = strictjson.validate_identifier(name, "event")
+    if name.startswith("$") and name not in SEEN_EVENTS:
+        raise Invalid(
+            f"event: names starting with $ are reserved for the SDK ({', '.join(SEEN_EVENTS)}); "
+            "name your own events without it."
+        )
+    return name
+
+
+def _seen_properties(properties: dict[str, Any]) -> tuple[str, int, str]:
+    """A `$` event's properties: the flow, version and step whose content it is about."""
+    flow, version, step = (properties.get(k) for k in ("flow", "version", "step"))
+    for key, value in (("flow", flow), ("step", step)):
+        strictjson.validate_identifier(value, f"properties.{key}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise Invalid("properties.version must be the flow version's number (an integer from 1).")
+    assert isinstance(flow, str) and isinstance(step, str)
+    return flow, version, step
+
+
+def _record_seen(person_id: int, kind: str, flow: str, version: int, step: str) -> None:
+    """Marks the step's content as shown (or its target missing) in the person's instance.
+
+    Only the person's current instance of that version counts, and only once
+    per instance and step (GET /flows/{identifier}/analytics counts the rows).
+    """
+    instance = (
+        FlowInstance.objects.filter(person_id=person_id, flow_identifier=flow)
+        .values("id", "flow_id", "flow__version")
+        .first()
+    )
+    if instance is None or instance["flow__version"] != version:
+        return
+    if step not in {s for s, _ in flows.graph(instance["flow_id"]).steps}:
+        return
+    ContentSeen.objects.bulk_create(
+        [
+            ContentSeen(
+                instance_id=instance["id"], flow_id=instance["flow_id"], identifier=step, kind=kind
+            )
+        ],
+        ignore_conflicts=True,
+    )
 
 
 @groupcommit.grouped
@@ -103,6 +149,7 @@ def do_track(
         raise Invalid("properties must be a JSON object.")
     strictjson.check(properties, "properties")
     people.check_sizes(properties, "properties")
+    seen = _seen_properties(properties) if event in SEEN_EVENTS else None
     most_names = settings.STEPSTREAM["MAX_EVENT_NAMES"]
     with db.writing():
         person, created = store.lock_or_create_person(
@@ -115,6 +162,9 @@ def do_track(
                 f"Person '{person_key}' has tracked {most_names} different event names, "
                 "the most one person may have (STEPSTREAM_MAX_EVENT_NAMES); track a known name."
             )
+        kind = SEEN_EVENTS.get(event)
+        if seen is not None and kind is not None:
+            _record_seen(person.pk, kind, *seen)
         session.changed("events", event)
         session.settle()
         seq = session.save()

@@ -20,6 +20,7 @@ urlpatterns = [
         path(f"{KEY}/flows/<seg:flow>/{action}", views.person_flow_action, {"action": action})
         for action in ("pause", "resume", "exit")
     ),
+    path(f"{KEY}/flows/<seg:flow>/steps/<seg:step>/complete", views.person_complete_step),
     path(f"{KEY}/events", views.person_events),
     path(f"{KEY}/track", views.person_track),
     path(f"{KEY}/flows/<seg:flow>/restart", views.person_restart),
@@ -37,4 +38,5 @@ urlpatterns = [
     re_path(r"^webhooks/(?P<hook_id>[0-9]{1,18})/enable$", views.webhook_enable),
     re_path(r"^webhooks/(?P<hook_id>[0-9]{1,18})/deliveries$", views.webhook_deliveries),
     path("flows/<seg:identifier>/analytics", views.flow_analytics),
+    path("theme", views.theme_detail),
 ]

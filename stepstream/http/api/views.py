@@ -114,7 +114,11 @@ def flow_list(request):
 
 @api_view(["GET"])
 def flow_detail(request, identifier):
-    return Response(flows.describe(flows.latest(request.auth, identifier)))
+    """The latest version, or `?version=N` (with each step's `content`, docs/content.md)."""
+    version = None
+    if request.query_params.get("version"):
+        version = _int_param(request, "version", 1, 1, 2**31 - 1)
+    return Response(flows.describe(flows.version(request.auth, identifier, version)))
 
 
 @api_view(["GET", "POST"])
@@ -137,6 +141,22 @@ def person_transition(request, key, flow):
     return Response(
         engine.do_transition(request.auth, person_key(key), flow, transition, via="rest")
     )
+
+
+@api_view(["POST"])
+def person_complete_step(request, key, flow, step):
+    """Completes an active final step that has content (docs/content.md)."""
+    return Response(engine.do_complete_step(request.auth, person_key(key), flow, step, via="rest"))
+
+
+@api_view(["GET", "PUT"])
+def theme_detail(request):
+    """The environment's theme tokens (docs/clients.md, "Theme"); defaults where unset."""
+    from stepstream.engine import theme
+
+    if request.method == "PUT":
+        return Response(theme.put(request.auth, request.data))
+    return Response(theme.get(request.auth))
 
 
 @api_view(["POST"])

@@ -219,8 +219,11 @@ def flow_analytics(flow: Flow, exact_medians: bool = False) -> dict:
     are estimated from the histogram unless `exact_medians` (a scan of the
     version's log: seconds with 100,000 people).
     """
+    from stepstream.engine.analytics import seen
+
     counts = state_counts([flow.pk])[flow.pk]
     median = median_seconds(flow.pk) if exact_medians else estimated_medians(flow.pk)
+    sightings = seen(flow.pk)
     steps = []
     for step in flow.steps.all():
         c = counts.get(step.identifier, {})
@@ -232,6 +235,8 @@ def flow_analytics(flow: Flow, exact_medians: bool = False) -> dict:
                 "active": active,
                 "completed": completed,
                 "median_seconds_to_complete": median.get(step.identifier),
+                "shown": sightings.get((step.identifier, "shown"), 0),
+                "target_missing": sightings.get((step.identifier, "target_missing"), 0),
             }
         )
     own = counts.get("", {})

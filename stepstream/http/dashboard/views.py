@@ -196,11 +196,24 @@ def environment_home(request, env_id: int):
 
 @staff_page
 def flows(request, env_id: int):
+    from stepstream.engine import theme
+
     env = _environment(env_id)
     rows = queries.flows(env)
     for row in rows:
         row["href"] = page_links.flow(env.pk, row["flow"].identifier)
-    return _page(request, "flows.html", env, "flows", flows=rows)
+    tokens = theme.describe(env.theme)["tokens"]
+    defaults = theme.defaults()
+    shown = [
+        {
+            "name": name,
+            "value": value,
+            "colour": theme.TOKENS[name][0] == "colour",
+            "set": value != defaults[name],
+        }
+        for name, value in tokens.items()
+    ]
+    return _page(request, "flows.html", env, "flows", flows=rows, theme=shown)
 
 
 def _duration(seconds):
@@ -329,6 +342,7 @@ def flow(request, env_id: int, identifier: str | None = None):
         pill_h=graph_layout.PILL_H,
         analytics=analytics,
         funnel=_funnel(analytics, {s.identifier: s.name for s in steps}),
+        content={s.identifier: s.content["type"] for s in steps if s.content},
         transitions=transitions,
         live=live,
     )
