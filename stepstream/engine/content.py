@@ -132,6 +132,9 @@ def check_selector(value: object, where: str, problems: Problems) -> None:
     except cssselect.SelectorError as e:
         problems.add(where, f"is not a valid CSS selector ({str(e)[:120]}).")
         return
+    except Exception:  # whatever else the parser trips on is no selector either, never a 500
+        problems.add(where, "is not a valid CSS selector.")
+        return
     if any(s.pseudo_element is not None for s in parsed):
         problems.add(
             where, "names a pseudo-element (::before...), which is no element to point at."
