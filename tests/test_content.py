@@ -563,3 +563,44 @@ def test_the_docs_example_publishes(api):
     example = json.loads(re.search(r"```json\n(.*?)```", doc, re.S).group(1))
     response = api.post("/api/v1/flows", example, format="json")
     assert response.status_code == 201, response.json()
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**31), 2**31) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_content_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from([*content.TYPES, "x"]) | _json,
+        "title": _json,
+        "body": st.text(max_size=60) | _json,
+        "target": st.fixed_dictionaries({}, optional={"selector": st.text(max_size=20) | _json})
+        | _json,
+        "buttons": st.lists(
+            st.fixed_dictionaries(
+                {}, optional={"label": _json, "transition": _json, "action": _json, "style": _json}
+            ),
+            max_size=3,
+        )
+        | _json,
+        "dismiss": _json,
+        "items": _json,
+        "locales": st.dictionaries(st.sampled_from(["fr", "x", "", "pt-BR"]), _json, max_size=2)
+        | _json,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(step_content=_content_like)
+def test_any_content_is_published_or_refused_naming_paths_never_an_error(step_content):
+    from stepstream.errors import Invalid
+
+    try:
+        flows.validate_definition(_flow(step_content))
+    except Invalid as e:
+        assert e.messages and all(m.startswith(("steps[1].content", "steps:")) for m in e.messages)

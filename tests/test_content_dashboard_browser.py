@@ -49,7 +49,13 @@ def test_theme_and_content_seen_are_shown_at_laptop_and_phone_width(tmp_path, br
         page.fill("input[name=username]", USER)
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
-        page.locator("[data-environment=development][href$='/flows/']").last.click()
+        out = server.shell(
+            "from stepstream.trust import tenants\n"
+            f"print(tenants.environment_for_key({keys['secret_key']!r}, 'secret').pk)"
+        )
+        env = int(out.strip().splitlines()[-1])  # any id on a shared PostgreSQL
+        page.wait_for_url("**/dashboard/**")
+        page.click(f"[data-environment=development][href='/dashboard/{env}/flows/']")
         page.wait_for_selector("[data-flow=tour]")
         flows_url = page.url
 

@@ -127,6 +127,7 @@ def assert_b_untouched(server, b: dict) -> None:
         assert described["has_identity_secret"] and described["mode"] == "off"
         assert rest.get("/allowed-origins").json() == {"origins": [B_ORIGIN]}
         assert [s["identifier"] for s in rest.get("/segments").json()] == ["b-seg"]
+        assert rest.get("/theme").json()["tokens"]["radius"] == "8px"  # A's PUT not here
         assert all(k["revoked_at"] is None for k in rest.get("/keys").json())
         assert len(rest.get("/keys").json()) == 2
 
@@ -166,9 +167,11 @@ def walk_rest(a, b: dict) -> set[str]:
             "POST",
             f"/people/carol/flows/secret-flow/{action}",
         )
+    naming_b("POST", "/people/carol/flows/secret-flow/steps/b-step-two/complete")
     naming_b("GET", "/people/carol/events")
     naming_b("GET", "/people/carol/events?since_seq=0&limit=10")
     naming_b("GET", "/flows/secret-flow")
+    naming_b("GET", "/flows/secret-flow?version=1")
     naming_b("GET", "/flows/secret-flow/analytics")
     hook = f"/webhooks/{b['webhook']['id']}"
     for method, path in (("GET", hook), ("POST", f"{hook}/enable"), ("GET", f"{hook}/deliveries")):
@@ -190,7 +193,9 @@ def walk_rest(a, b: dict) -> set[str]:
         "unsigned_requests": 0,
         "has_identity_secret": False,
     }
+    assert about_a("GET", "/theme").json()["tokens"]["radius"] == "8px"  # the default
     # writes land in A only
+    about_a("PUT", "/theme", {"tokens": {"radius": "3px"}})
     about_a("PUT", "/schema/person", {"type": "object"})
     assert about_a("POST", "/flows", A_FLOW, status=201).json()["version"] == 1
     about_a("POST", "/keys", {"kind": "publishable"}, status=201)
@@ -248,8 +253,10 @@ def ws_request(action: str, person_key: str) -> dict:
         data["entity"] = "step"
     if action == "transition":
         data.update(flow="secret-flow", transition="next")
-    if action == "restart":
+    if action in ("restart", "pause", "resume", "exit", "complete_step"):
         data.update(flow="secret-flow")
+    if action == "complete_step":
+        data.update(step="b-step-two")
     return data
 
 
@@ -261,7 +268,8 @@ def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair
     a_keys, b = pair
     walked = {"ping"}
     with WsClient(server.ws_url, a_keys["publishable_key"]) as a:
-        for action in ("subscribe_state_change", "get_state", "transition", "restart"):
+        person_actions = ("subscribe_state_change", "get_state", "transition", "restart")
+        for action in (*person_actions, "pause", "resume", "exit", "complete_step"):
             for entity_data in ({}, {"entity": "flow"}, {"since_seq": 0}):
                 data = {**ws_request(action, "carol"), **entity_data}
                 response = a.request(action, data)
@@ -275,6 +283,12 @@ def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair
         response = a.request("unsubscribe_state_change", {"person_key": "carol", "entity": "step"})
         assert response["status"] == 200
         walked.add("unsubscribe_state_change")
+        # public content: A's flow of that identifier, if A has one, never B's
+        for action, data in (("get_content", {"flow": "secret-flow"}), ("get_theme", {})):
+            response = a.request(action, data)
+            assert response["status"] in (200, 404), (action, response)
+            assert_no_b(json.dumps(response), b)
+            walked.add(action)
         # identify creates A's own carol: B's data, flows and log stay out of sight
         response = a.request("identify", {"person_key": "carol", "data": {"mine": True}})
         assert response["status"] == 200, response

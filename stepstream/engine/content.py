@@ -61,6 +61,78 @@ _AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.\-]{1,31}:[^\s<>]*)>")
 _SAFE_LINK = re.compile(r"^(?:https?://|mailto:|/|#)", re.I)
 
 
+# Selectors: what cssselect's grammar lets through but browsers refuse (checked on the
+# text with its quoted strings blanked out): unknown pseudo-classes, An+B arguments
+# that are not, namespace prefixes (no page declares one for querySelector)
+_STRINGS = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+_PSEUDO = re.compile(r"(?<![\\:]):([A-Za-z-][\w-]*)(\()?")
+_NTH = re.compile(r":nth-(?:last-)?(?:child|of-type)\(([^)]*)\)", re.I)
+_AN_PLUS_B = re.compile(
+    r"^\s*(?:odd|even|[+-]?\d*n(?:\s*[+-]\s*\d+)?|[+-]?\d+)(?:\s+of\s+\S.*)?\s*$", re.I
+)
+_NAMESPACE = re.compile(r"(?<![\w\\-])(?:[A-Za-z_][\w-]*)?\|(?![=|])")
+PSEUDO_CLASSES = frozenset(
+    [
+        "active",
+        "any-link",
+        "autofill",
+        "checked",
+        "default",
+        "defined",
+        "disabled",
+        "empty",
+        "enabled",
+        "first-child",
+        "first-of-type",
+        "focus",
+        "focus-visible",
+        "focus-within",
+        "fullscreen",
+        "hover",
+        "in-range",
+        "indeterminate",
+        "invalid",
+        "last-child",
+        "last-of-type",
+        "link",
+        "modal",
+        "only-child",
+        "only-of-type",
+        "open",
+        "optional",
+        "out-of-range",
+        "paused",
+        "placeholder-shown",
+        "playing",
+        "popover-open",
+        "read-only",
+        "read-write",
+        "required",
+        "root",
+        "scope",
+        "target",
+        "user-invalid",
+        "user-valid",
+        "valid",
+        "visited",
+    ]
+)
+PSEUDO_FUNCTIONS = frozenset(
+    [
+        "not",
+        "is",
+        "where",
+        "has",
+        "nth-child",
+        "nth-last-child",
+        "nth-of-type",
+        "nth-last-of-type",
+        "lang",
+        "dir",
+    ]
+)
+
+
 class Problems(list[str]):
     """Problems found so far, each a sentence that starts with its path."""
 
@@ -132,14 +204,32 @@ def check_selector(value: object, where: str, problems: Problems) -> None:
     except cssselect.SelectorError as e:
         problems.add(where, f"is not a valid CSS selector ({str(e)[:120]}).")
         return
+    except Exception:  # whatever else the parser trips on is no selector either, never a 500
+        problems.add(where, "is not a valid CSS selector.")
+        return
     if any(s.pseudo_element is not None for s in parsed):
         problems.add(
             where, "names a pseudo-element (::before...), which is no element to point at."
         )
-    elif re.search(r":(?:-soup-)?contains(?:-own)?\(", value, re.I):
+        return
+    if re.search(r":(?:-soup-)?contains(?:-own)?\(", value, re.I):
         problems.add(
             where, "':contains()' is not CSS that browsers know: use target.text to match text."
         )
+        return
+    bare = _STRINGS.sub('""', value)
+    for match in _PSEUDO.finditer(bare):
+        name, call = match.group(1).lower(), match.group(2)
+        if name not in (PSEUDO_FUNCTIONS if call else PSEUDO_CLASSES):
+            shown = f":{name}()" if call else f":{name}"
+            problems.add(where, f"'{shown[:40]}' is not a pseudo-class browsers know.")
+            return
+    for match in _NTH.finditer(bare):
+        if not _AN_PLUS_B.match(match.group(1)):
+            problems.add(where, f"'{match.group(0)[:60]}' needs An+B (2n+1, odd, even, 3).")
+            return
+    if _NAMESPACE.search(bare.replace("*|", "")):
+        problems.add(where, "uses a namespace prefix (ns|name), which querySelector refuses.")
 
 
 def _target(raw: object, where: str, problems: Problems) -> dict[str, Any] | None:
