@@ -421,7 +421,7 @@ def rotate_key(request, env_id: int):
     env = _environment(env_id)
     if request.method == "GET":
         return _page(request, "key_confirm.html", env, "keys", action="rotate")
-    answer = tenants.rotate(env, ["publishable"])
+    answer = tenants.rotate(env, ["publishable"], request.user.get_username())
     return _page(
         request,
         "key_rotated.html",
@@ -442,7 +442,7 @@ def revoke_key(request, env_id: int, key_id: int):
     if request.method == "GET":
         return _page(request, "key_confirm.html", env, "keys", action="revoke", key=row)
     try:
-        tenants.revoke_key(env, key_id)
+        tenants.revoke_key(env, key_id, request.user.get_username())
     except StepstreamError as e:
         messages.error(request, " ".join(e.messages))
     else:
