@@ -1,8 +1,10 @@
 """The dashboard's pages: server-rendered, for signed-in staff users only.
 
 Every read goes through `queries` (counters and aggregates, a constant number of
-queries per page); the only writes are key rotation and revocation, through
-`stepstream.trust.tenants`, each behind a confirmation page and a CSRF-checked POST.
+queries per page); the writes are key rotation and revocation, through
+`stepstream.trust.tenants`, each behind a confirmation page and a CSRF-checked POST,
+and a flow's switches, archive and promotion (`flow_change`, CSRF-checked POSTs
+through `stepstream.engine.authoring`, the signed-in user recorded as the actor).
 No secret key is ever put in a page: a rotation from here makes a new
 publishable key only (the secret key is made with the command line).
 """
@@ -23,10 +25,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.http import require_http_methods
 
+from stepstream.engine import audit, authoring
+from stepstream.engine import flows as flow_versions
 from stepstream.errors import StepstreamError
 from stepstream.http.dashboard import layout as graph_layout
 from stepstream.http.dashboard import links as page_links
-from stepstream.http.dashboard import queries, throttle
+from stepstream.http.dashboard import diff, queries, throttle
+from stepstream.models import AuditEntry, Environment, Flow
 from stepstream.trust import tenants
 
 CSP = (
@@ -198,9 +203,12 @@ def environment_home(request, env_id: int):
 def flows(request, env_id: int):
     env = _environment(env_id)
     rows = queries.flows(env)
+    archived = authoring.archived_identifiers(env)
     for row in rows:
         row["href"] = page_links.flow(env.pk, row["flow"].identifier)
-    return _page(request, "flows.html", env, "flows", flows=rows)
+    current = [r for r in rows if r["flow"].identifier not in archived]
+    gone = [r for r in rows if r["flow"].identifier in archived]
+    return _page(request, "flows.html", env, "flows", flows=current, archived=gone)
 
 
 def _duration(seconds):
@@ -331,6 +339,117 @@ def flow(request, env_id: int, identifier: str | None = None):
         funnel=_funnel(analytics, {s.identifier: s.name for s in steps}),
         transitions=transitions,
         live=live,
+        **_authoring(request, env, flow, versions),
+    )
+
+
+def _local_input(moment) -> str:
+    """A datetime-local input's value, in UTC (the page says so)."""
+    return moment.strftime("%Y-%m-%dT%H:%M") if moment is not None else ""
+
+
+def _authoring(request, env, flow, numbers: list[int]) -> dict:
+    """The flow page's versions, differences, switches, promotion targets and audit."""
+    rows = list(
+        Flow.objects.filter(environment=env, identifier=flow.identifier).order_by("-version")[
+            : authoring.MAX_VERSIONS_LISTED
+        ]
+    )
+    by_number = {f.version: f for f in rows}
+    base = request.GET.get("compare", "")
+    base_number = int(base) if base.isdigit() and int(base) in by_number else None
+    if base_number is None and flow.version - 1 in by_number:
+        base_number = flow.version - 1
+    differences = None
+    if base_number is not None and base_number != flow.version:
+        differences = diff.between(
+            flow_versions.describe(by_number[base_number]), flow_versions.describe(flow)
+        )
+    switch = authoring.switch_of(env, flow.identifier)
+    targets = list(
+        Environment.objects.filter(project_id=env.project_id)
+        .exclude(pk=env.pk)
+        .order_by("identifier")
+        .values_list("identifier", flat=True)
+    )
+    return {
+        "version_rows": [
+            {
+                "meta": authoring.version_meta(f),
+                "href": page_links.flow(env.pk, f.identifier, f.version),
+            }
+            for f in rows
+        ],
+        "compare_with": base_number,
+        "differences": differences,
+        "switch": switch,
+        "starts_at_value": _local_input(switch.starts_at),
+        "ends_at_value": _local_input(switch.ends_at),
+        "targets": targets,
+        "flow_audit": audit.for_object(env.pk, f"flow:{flow.identifier}", 50),
+    }
+
+
+@staff_page
+@require_http_methods(["POST"])
+def flow_change(request, env_id: int):
+    """A flow's switches, archive or promotion, from its page (CSRF-checked by Django)."""
+    env = _environment(env_id)
+    identifier = request.POST.get("flow", "")
+    op = request.POST.get("op", "")
+    actor = request.user.get_username()
+    back = page_links.flow(env.pk, identifier)
+    try:
+        if op == "switch":
+            body = {
+                "enabled": request.POST.get("enabled") == "on",
+                "starts_at": _utc_input(request.POST.get("starts_at", "")),
+                "ends_at": _utc_input(request.POST.get("ends_at", "")),
+            }
+            authoring.patch_switches(env, identifier, body, actor)
+            messages.success(request, "Switches saved; they apply to the next start.")
+        elif op in ("archive", "unarchive"):
+            authoring.set_archived(env, identifier, op == "archive", actor)
+            messages.success(request, f"Flow {identifier} is {op}d.")
+        elif op == "promote":
+            number = request.POST.get("version", "")
+            to = request.POST.get("to", "")
+            promoted = authoring.promote(
+                env, identifier, int(number) if number.isdigit() else 0, {"to": to}, actor
+            )
+            messages.success(
+                request, f"Version {number} is now version {promoted['version']} in {to}."
+            )
+            back = page_links.flow(env.pk, identifier, int(number))
+        else:
+            messages.error(request, "Unknown change.")
+    except StepstreamError as e:
+        messages.error(request, " ".join(e.messages))
+    return redirect(back)
+
+
+def _utc_input(value: str) -> str | None:
+    """A datetime-local value (read as UTC) as ISO 8601; empty: none."""
+    value = value.strip()[:40]
+    return f"{value}:00Z" if len(value) == 16 else (f"{value}Z" if value else None)
+
+
+@staff_page
+def audit_page(request, env_id: int):
+    env = _environment(env_id)
+    before = request.GET.get("before", "")
+    rows = AuditEntry.objects.filter(environment_id=env.pk)
+    if before.isdigit():
+        rows = rows.filter(id__lt=int(before))
+    entries = list(rows.order_by("-id")[:100])
+    older = entries[-1].pk if len(entries) == 100 else None
+    return _page(
+        request,
+        "audit.html",
+        env,
+        "audit",
+        entries=[{"id": e.pk, **audit.describe(e)} for e in entries],
+        older=older,
     )
 
 
