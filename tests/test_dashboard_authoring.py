@@ -2,6 +2,7 @@
 their hash and publisher, the differences between two, switches, archive, promotion and
 the audit, each change made by a staff user with a CSRF-checked form."""
 
+import re
 from html import unescape
 
 import pytest
@@ -71,10 +72,8 @@ def test_versions_and_their_differences(browser, env):
     assert "Hello" in html
     # version 1 against version 2: the other way round
     back = page(browser, env, "?version=1&compare=2")
-    assert (
-        'data-diff="added" data-diff-kind="step"><td><span class="badge badge-added">added</span></td><td>step</td><td class="mono small">done'
-        in back
-    )
+    pattern = r'data-diff="added" data-diff-kind="step">.*?<td class="mono small">(\w+)'
+    assert re.findall(pattern, back) == ["done"]
     flows.publish(env, LINEAR_FLOW)
     same = page(browser, env, "?compare=1")
     assert "have the same content" in same

@@ -28,9 +28,9 @@ from django.views.decorators.http import require_http_methods
 from stepstream.engine import audit, authoring
 from stepstream.engine import flows as flow_versions
 from stepstream.errors import StepstreamError
+from stepstream.http.dashboard import diff, queries, throttle
 from stepstream.http.dashboard import layout as graph_layout
 from stepstream.http.dashboard import links as page_links
-from stepstream.http.dashboard import diff, queries, throttle
 from stepstream.models import AuditEntry, Environment, Flow
 from stepstream.trust import tenants
 
