@@ -28,6 +28,11 @@ def _fields(old: dict[str, Any], new: dict[str, Any], skip: tuple[str, ...]) -> 
     )
 
 
+def _values(item: dict[str, Any], skip: tuple[str, ...]) -> str:
+    """An added or removed item's own fields, in words."""
+    return "; ".join(f"{n}: {_text(item[n])}" for n in sorted(set(item) - set(skip)) if item[n])
+
+
 def _transition_key(t: dict[str, Any]) -> str:
     return f"{t['identifier']}: {t['from']} → {t['to']}"
 
@@ -69,10 +74,10 @@ def between(old: dict[str, Any], new: dict[str, Any]) -> list[Difference]:
     skip = ("identifier", "from", "to")
     for key, t in new_t.items():
         if key not in old_t:
-            found.append(Difference("transition", "added", key, _fields({}, t, skip)))
+            found.append(Difference("transition", "added", key, _values(t, skip)))
         elif old_t[key] != t:
             found.append(Difference("transition", "changed", key, _fields(old_t[key], t, skip)))
     for key, t in old_t.items():
         if key not in new_t:
-            found.append(Difference("transition", "removed", key, _fields(t, {}, skip)))
+            found.append(Difference("transition", "removed", key, _values(t, skip)))
     return found
