@@ -229,6 +229,7 @@ class StepstreamSettings(TypedDict):
     DATA_MAX_BYTES: int
     MAX_EVENT_NAMES: int
     MAX_FLOWS: int
+    AUDIT_MAX_ENTRIES: int
     CONDITION_COST_BUDGET: int
     CONDITION_INLINE_COST: int
     CONDITION_TIMEOUT: float

@@ -156,6 +156,7 @@ STEPSTREAM: config.StepstreamSettings = {
     "DATA_MAX_BYTES": config.int_setting("STEPSTREAM_DATA_MAX_BYTES", 32768),
     "MAX_EVENT_NAMES": config.int_setting("STEPSTREAM_MAX_EVENT_NAMES", 1000),
     "MAX_FLOWS": config.int_setting("STEPSTREAM_MAX_FLOWS", 1000),
+    "AUDIT_MAX_ENTRIES": config.int_setting("STEPSTREAM_AUDIT_MAX_ENTRIES", 100_000),
     "CONDITION_COST_BUDGET": config.int_setting("STEPSTREAM_CONDITION_COST_BUDGET", 100_000),
     # conditions estimated above this are evaluated in a child process with a deadline
     "CONDITION_INLINE_COST": config.int_setting("STEPSTREAM_CONDITION_INLINE_COST", 2000),

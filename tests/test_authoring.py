@@ -417,3 +417,16 @@ def test_audit_pages_like_the_change_feed(api, project):
     # another environment's cursor is refused there
     errors(other_api(project).get(url("audit"), {"after": cursor}), 400)
     assert ok(other_api(project).get(url("audit")))["entries"] == []
+
+
+def test_the_audit_keeps_at_most_its_limit(api, env, settings):
+    from stepstream.engine import audit as audit_log
+    from stepstream.models import AuditEntry
+
+    settings.STEPSTREAM = {**settings.STEPSTREAM, "AUDIT_MAX_ENTRIES": 10}
+    for i in range(200):
+        audit_log.record(env.pk, "cli", "theme", "theme", {"n": i})
+    kept = AuditEntry.objects.filter(environment=env).count()
+    assert 10 <= kept <= 10 + audit_log.PRUNE_EVERY
+    newest = audit(api, limit=1000)
+    assert newest[-1]["details"] == {"n": 199}

@@ -12,6 +12,7 @@ import hmac
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from stepstream.errors import Invalid
@@ -21,6 +22,9 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 KEY_CHARS = 8  # of a secret key shown as the actor: enough to tell keys apart, never more
 CLI_ACTOR = "cli"  # changes made with the command line (stepstream keys ...)
+# about one entry in this many prunes its environment's oldest entries beyond
+# STEPSTREAM_AUDIT_MAX_ENTRIES, so an environment keeps at most a few more than that
+PRUNE_EVERY = 64
 
 
 def key_actor(key: str) -> str:
@@ -31,18 +35,32 @@ def key_actor(key: str) -> str:
 def record(
     environment_id: int, actor: str, action: str, obj: str, details: dict[str, Any] | None = None
 ) -> None:
-    """Adds an entry; call it inside the change's transaction."""
+    """Adds an entry; call it inside the change's transaction (alone, it makes its own)."""
+    with transaction.atomic():
+        _record(environment_id, actor, action, obj, details or {})
+
+
+def _record(environment_id: int, actor: str, action: str, obj: str, details: dict) -> None:
     # the environment's row is locked first: entries of one environment take their ids
     # in commit order, so a reader paging by id never skips one committed later
     Environment.objects.select_for_update().filter(pk=environment_id).values_list("pk").first()
-    AuditEntry.objects.create(
+    entry = AuditEntry.objects.create(
         environment_id=environment_id,
         at=timezone.now(),
         actor=actor[:160],
         action=action,
         object=obj[:300],
-        details=details or {},
+        details=details,
     )
+    most = settings.STEPSTREAM["AUDIT_MAX_ENTRIES"]
+    if entry.pk % PRUNE_EVERY == 0:  # now and then, the oldest beyond the limit go
+        first_gone = (
+            AuditEntry.objects.filter(environment_id=environment_id)
+            .order_by("-id")
+            .values_list("id", flat=True)[most : most + 1]
+        )
+        if first_gone:
+            AuditEntry.objects.filter(environment_id=environment_id, id__lte=first_gone[0]).delete()
 
 
 def describe(entry: AuditEntry) -> dict[str, Any]:

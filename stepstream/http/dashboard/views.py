@@ -386,7 +386,7 @@ def _authoring(request, env, flow, numbers: list[int]) -> dict:
         "starts_at_value": _local_input(switch.starts_at),
         "ends_at_value": _local_input(switch.ends_at),
         "targets": targets,
-        "flow_audit": audit.for_object(env.pk, f"flow:{flow.identifier}", 50),
+        "flow_audit": [_shown(e) for e in audit.for_object(env.pk, f"flow:{flow.identifier}", 50)],
     }
 
 
@@ -434,6 +434,14 @@ def _utc_input(value: str) -> str | None:
     return f"{value}:00Z" if len(value) == 16 else (f"{value}Z" if value else None)
 
 
+def _shown(entry: dict) -> dict:
+    """An audit entry for a page: the time to the second, details as JSON values."""
+    details = "; ".join(
+        f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in entry["details"].items()
+    )
+    return {**entry, "at": entry["at"][:19].replace("T", " "), "details_text": details}
+
+
 @staff_page
 def audit_page(request, env_id: int):
     env = _environment(env_id)
@@ -448,7 +456,7 @@ def audit_page(request, env_id: int):
         "audit.html",
         env,
         "audit",
-        entries=[{"id": e.pk, **audit.describe(e)} for e in entries],
+        entries=[_shown(audit.describe(e)) for e in entries],
         older=older,
     )
 
