@@ -40,7 +40,9 @@ def record(
         _record(environment_id, actor, action, obj, details or {})
 
 
-def _record(environment_id: int, actor: str, action: str, obj: str, details: dict) -> None:
+def _record(
+    environment_id: int, actor: str, action: str, obj: str, details: dict[str, Any]
+) -> None:
     # the environment's row is locked first: entries of one environment take their ids
     # in commit order, so a reader paging by id never skips one committed later
     Environment.objects.select_for_update().filter(pk=environment_id).values_list("pk").first()
