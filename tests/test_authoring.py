@@ -255,6 +255,7 @@ def test_the_window(api):
     [
         ({"enabled": "yes"}, "enabled"),
         ({"starts_at": "tomorrow"}, "starts_at"),
+        ({"starts_at": "2026-13-45T10:00:00Z"}, "starts_at"),
         ({"ends_at": "2026-01-01T10:00:00"}, "time zone"),
         ({"starts_at": "2026-02-01T00:00:00Z", "ends_at": "2026-01-01T00:00:00Z"}, "before"),
         ([], "JSON object"),

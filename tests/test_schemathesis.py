@@ -38,6 +38,7 @@ EXAMPLES = {
     "{identifier}": "pro",
     "{webhook_id}": "7",
     "{key_id}": "1",
+    "{version}": "1",
 }
 
 

@@ -208,7 +208,10 @@ def _moment(body: dict[str, Any], name: str, current: datetime | None) -> dateti
     value = body[name]
     if value is None:
         return None
-    parsed = parse_datetime(value) if isinstance(value, str) and len(value) <= 64 else None
+    try:  # a well-formed but impossible date (month 13) is a ValueError
+        parsed = parse_datetime(value) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        parsed = None
     if parsed is None:
         raise Invalid(f"{name} must be an ISO 8601 date and time (2026-01-31T09:00:00Z) or null.")
     if timezone.is_naive(parsed):
