@@ -431,3 +431,14 @@ def test_the_audit_keeps_at_most_its_limit(api, env, settings):
     assert 10 <= kept <= 10 + audit_log.PRUNE_EVERY
     newest = audit(api, limit=1000)
     assert newest[-1]["details"] == {"n": 199}
+
+
+def test_calls_that_take_a_body_refuse_none(api):
+    publish(api, LINEAR_FLOW)
+    for call in (
+        api.patch(url("flows", "onboarding")),
+        api.put(url("flows", "onboarding", "draft")),
+        api.post(url("conditions", "check")),
+        api.post(url("flows", "onboarding", "versions", "1", "promote")),
+    ):
+        assert "JSON object" in errors(call, 400)[0]

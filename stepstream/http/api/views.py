@@ -25,6 +25,14 @@ def _body(request: Request) -> dict:
     return _object(request.data)
 
 
+def _json_body(request: Request) -> dict:
+    """The JSON object a call requires; no body at all (which DRF reads as {}) is a 400."""
+    data = request.data
+    if request.stream is None:  # DRF had nothing to read
+        raise Invalid("The request body must be a JSON object, sent as application/json.")
+    return _object(data)
+
+
 def _object(data) -> dict:
     if not isinstance(data, dict):
         raise Invalid("The request body must be a JSON object.")
@@ -126,7 +134,8 @@ def flow_list(request):
 def flow_detail(request, identifier):
     env = request.auth
     if request.method == "PATCH":
-        return Response(authoring.patch_switches(env, identifier, request.data, actor(request)))
+        body = _json_body(request)
+        return Response(authoring.patch_switches(env, identifier, body, actor(request)))
     if request.method == "DELETE":
         authoring.set_archived(env, identifier, True, actor(request))
         return Response(status=204)
@@ -149,7 +158,7 @@ def flow_versions(request, identifier):
 @api_view(["POST"])
 def flow_promote(request, identifier, number):
     promoted = authoring.promote(
-        request.auth, identifier, int(number), request.data, actor(request)
+        request.auth, identifier, int(number), _json_body(request), actor(request)
     )
     return Response(promoted, status=201)
 
@@ -158,7 +167,7 @@ def flow_promote(request, identifier, number):
 def flow_draft(request, identifier):
     env = request.auth
     if request.method == "PUT":
-        return Response(authoring.put_draft(env, identifier, request.data))
+        return Response(authoring.put_draft(env, identifier, _json_body(request)))
     if request.method == "DELETE":
         authoring.delete_draft(env, identifier)
         return Response(status=204)
@@ -172,7 +181,7 @@ def flow_draft_publish(request, identifier):
 
 @api_view(["POST"])
 def condition_check(request):
-    return Response(authoring.check_condition(request.data))
+    return Response(authoring.check_condition(_json_body(request)))
 
 
 @api_view(["GET"])
