@@ -2,6 +2,7 @@
 their hash and publisher, the differences between two, switches, archive, promotion and
 the audit, each change made by a staff user with a CSRF-checked form."""
 
+import json
 import re
 from html import unescape
 
@@ -151,3 +152,40 @@ def test_changes_need_the_csrf_token_and_staff(staff, env):
     assert anonymous.post(url, {"flow": "onboarding", "op": "archive"}).status_code == 302
     assert not FlowSwitch.objects.filter(environment=env).exists()
     assert client.get(url).status_code == 405
+
+
+# --- the builder --------------------------------------------------------------
+
+
+def builder_call(client, env, body):
+    return client.post(
+        f"/dashboard/{env.pk}/builder-api/", json.dumps(body), content_type="application/json"
+    )
+
+
+def test_the_builder_saves_checks_and_publishes_a_draft(browser, env):
+    assert browser.get(f"/dashboard/{env.pk}/new-flow/").status_code == 200
+    incomplete = {
+        "identifier": "tour",
+        "steps": [{"identifier": "a"}],
+        "transitions": [{"identifier": "go", "from": "a", "to": "nowhere", "type": "manual"}],
+    }
+    saved = builder_call(browser, env, {"op": "save", "draft": incomplete}).json()
+    assert saved["problems"] and "'nowhere'" in saved["problems"][0]
+    refused = builder_call(browser, env, {"op": "publish", "draft": incomplete})
+    assert refused.status_code == 400 and refused.json()["problems"] == saved["problems"]
+    checked = builder_call(browser, env, {"op": "check", "condition": "person.plan =="}).json()
+    assert checked["ok"] is False and checked["errors"]
+    published = builder_call(browser, env, {"op": "publish", "draft": LINEAR_FLOW})
+    assert published.status_code == 201 and published.json()["version"] == 1
+    assert flows.latest(env, "onboarding").published_by == "ada"
+    # the edit page opens the latest version (no draft left)
+    page = browser.get(f"/dashboard/{env.pk}/flows/onboarding/edit/").content.decode()
+    assert 'id="builder-config"' in page and '"identifier": "welcome"' in page
+
+
+def test_the_builder_needs_staff_and_the_csrf_token(staff, env):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff)
+    assert builder_call(client, env, {"op": "save", "draft": LINEAR_FLOW}).status_code == 403
+    assert builder_call(Client(), env, {"op": "save", "draft": LINEAR_FLOW}).status_code == 302

@@ -65,7 +65,7 @@ def test_a_flows_authoring_sections_by_keyboard_on_a_laptop_and_a_phone(tmp_path
         assert page.locator("[data-diff=changed][data-diff-kind=step]").count() == 1
         assert page.locator("[data-diff=removed][data-diff-kind=transition]").count() == 1
         page.locator("[data-section=differences]").scroll_into_view_if_needed()
-        shot(page, "dashboard-flow-authoring-1280")
+        shot(page, "dashboard-flow-authoring-1280", docs=True)
 
         # switches by keyboard: untick "enabled", save
         press_on(page, "#enabled", " ")
@@ -112,5 +112,58 @@ def test_a_flows_authoring_sections_by_keyboard_on_a_laptop_and_a_phone(tmp_path
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{url} is {width} px wide"
             shot(page, name)
+    finally:
+        server.stop()
+
+
+def test_the_builder_makes_a_flow_without_json(tmp_path, browser_page):  # noqa: F811
+    page = browser_page
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        _make_staff_user(server)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        sign_in(page, server)
+        page.click("[data-environment=development][href$='/flows/']")
+        page.wait_for_url("**/flows/")
+        flows_url = page.url
+        page.goto(flows_url.replace("/flows/", "/new-flow/"))
+        page.fill("input[name=identifier]", "tour")
+        for sid in ("hello", "bye"):
+            page.click("[data-action=add-step]")
+            # the new editor's identifier field has the focus: typed, it names the editor
+            page.keyboard.type(sid)
+            page.wait_for_selector(f"[data-step-editor='{sid}']")
+        page.select_option("[data-step-editor=hello] select[name='content.type']", "modal")
+        page.fill("[data-step-editor=hello] [name='content.title']", "Welcome aboard")
+        page.click("[data-action=add-transition]")
+        page.keyboard.type("next")
+        editor = "[data-transition-editor]"
+        page.fill(f"{editor} [name=from]", "hello")
+        page.fill(f"{editor} [name=to]", "nowhere")
+        # a condition is checked as it is typed
+        page.fill(f"{editor} [name=condition]", "person.plan ==")
+        page.wait_for_selector(f"{editor} [data-problem]")
+        page.fill(f"{editor} [name=condition]", 'person.plan == "pro"')
+        page.wait_for_selector(f"{editor} [data-problem]", state="detached")
+        # save: the unknown step is named beside the transition
+        page.click("[data-action=save-draft]")
+        beside_to = f"{editor} .field:has([name=to]) [data-problem]"
+        page.wait_for_selector(beside_to)
+        assert "nowhere" in page.inner_text(beside_to)
+        assert page.get_attribute(f"{editor} [name=to]", "aria-invalid") == "true"
+        shot(page, "dashboard-builder-1280", docs=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        shot(page, "dashboard-builder-390")
+        page.set_viewport_size({"width": 1280, "height": 900})
+        # fixed, one click publishes and leads to the flow's page
+        page.fill(f"{editor} [name=to]", "bye")
+        page.click("[data-action=publish]")
+        try:
+            page.wait_for_url("**/flows/tour/", timeout=5000)
+        except Exception:
+            raise AssertionError(page.inner_text("#builder")) from None
+        assert page.locator("[data-section=versions] [data-version='1']").count() == 1
     finally:
         server.stop()

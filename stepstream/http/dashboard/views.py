@@ -19,6 +19,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -31,7 +32,7 @@ from stepstream.errors import StepstreamError
 from stepstream.http.dashboard import diff, queries, throttle
 from stepstream.http.dashboard import layout as graph_layout
 from stepstream.http.dashboard import links as page_links
-from stepstream.models import AuditEntry, Environment, Flow
+from stepstream.models import AuditEntry, Environment, Flow, FlowDraft
 from stepstream.trust import tenants
 
 CSP = (
@@ -343,6 +344,12 @@ def flow(request, env_id: int, identifier: str | None = None):
     )
 
 
+def _edit_href(env, identifier: str) -> str | None:
+    """The builder's page for this flow (none for "." and "..", which no path keeps)."""
+    link = page_links.flow(env.pk, identifier)
+    return f"{link}edit/" if link.endswith("/") else None
+
+
 def _local_input(moment) -> str:
     """A datetime-local input's value, in UTC (the page says so)."""
     return moment.strftime("%Y-%m-%dT%H:%M") if moment is not None else ""
@@ -387,6 +394,7 @@ def _authoring(request, env, flow, numbers: list[int]) -> dict:
         "ends_at_value": _local_input(switch.ends_at),
         "targets": targets,
         "flow_audit": [_shown(e) for e in audit.for_object(env.pk, f"flow:{flow.identifier}", 50)],
+        "edit_href": _edit_href(env, flow.identifier),
     }
 
 
@@ -440,6 +448,72 @@ def _shown(entry: dict) -> dict:
         f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in entry["details"].items()
     )
     return {**entry, "at": entry["at"][:19].replace("T", " "), "details_text": details}
+
+
+def _builder_start(env, identifier: str | None) -> dict:
+    """What the builder opens with: the flow's draft, else its latest version, else nothing."""
+    if identifier is None:
+        return {"identifier": "", "steps": [], "transitions": []}
+    draft = FlowDraft.objects.filter(environment=env, identifier=identifier).first()
+    if draft is not None:
+        return draft.body
+    latest = Flow.objects.filter(environment=env, identifier=identifier).order_by("-version")
+    found = latest.first()
+    if found is None:
+        raise NotHere(f"No flow '{identifier}' in {env.identifier}.", env)
+    described = flow_versions.describe(found)
+    described.pop("version", None)
+    return described
+
+
+@staff_page
+def builder(request, env_id: int, identifier: str | None = None):
+    """The builder: a draft edited without JSON (static/dashboard/builder.js does the editing)."""
+    env = _environment(env_id)
+    start = _builder_start(env, identifier)
+    config = {
+        "environment": env.pk,
+        "flow": identifier,
+        "draft": start,
+        "api": reverse("dashboard:builder_api", args=[env.pk]),
+        "flows": reverse("dashboard:flows", args=[env.pk]),
+    }
+    return _page(request, "builder.html", env, "flows", builder=config, editing=identifier)
+
+
+@staff_page
+@require_http_methods(["POST"])
+def builder_api(request, env_id: int):
+    """The builder's calls (JSON, CSRF-checked): check a condition, save or publish a draft."""
+    env = _environment(env_id)
+    try:
+        body = json.loads(request.body or b"{}")
+        if not isinstance(body, dict):
+            raise ValueError
+    except ValueError:
+        return JsonResponse({"errors": ["The body must be a JSON object."]}, status=400)
+    op = body.get("op")
+    try:
+        if op == "check":
+            return JsonResponse(authoring.check_condition(body))
+        definition = body.get("draft")
+        identifier = definition.get("identifier") if isinstance(definition, dict) else None
+        if not isinstance(identifier, str) or not identifier.strip():
+            return JsonResponse(
+                {"problems": ["identifier: the flow needs an identifier."]}, status=400
+            )
+        saved = authoring.put_draft(env, identifier, definition)
+        if op == "save":
+            return JsonResponse(saved)
+        if op == "publish":
+            if saved["problems"]:
+                return JsonResponse(saved, status=400)
+            flow = authoring.publish_draft(env, identifier, request.user.get_username())
+            href = page_links.flow(env.pk, identifier)
+            return JsonResponse({"version": flow["version"], "href": href}, status=201)
+    except StepstreamError as e:
+        return JsonResponse({"problems": e.messages}, status=e.status)
+    return JsonResponse({"errors": ["op must be check, save or publish."]}, status=400)
 
 
 @staff_page
