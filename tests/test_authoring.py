@@ -340,6 +340,7 @@ def test_promotion_refusals(api, project):
     to = url("flows", "onboarding", "versions", "1", "promote")
     assert "segment 'pro'" in errors(api.post(to, {"to": "production"}, format="json"), 400)[0]
     errors(api.post(to, {"to": "staging"}, format="json"), 404)
+    assert "already in" in errors(api.post(to, {"to": "development"}, format="json"), 400)[0]
     errors(api.post(to, {}, format="json"), 400)
     errors(
         api.post(

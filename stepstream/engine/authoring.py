@@ -296,6 +296,11 @@ def promote(
     ).first()
     if target is None:
         raise NotFound(f"This project has no environment '{str(body['to'])[:100]}'.")
+    if target.pk == environment.pk:
+        raise Invalid(
+            f"to: version {number} is already in '{target.identifier}'; name another "
+            "environment of the project."
+        )
     described = flows.describe(source)
     definition = {k: v for k, v in described.items() if k != "version"}
     try:
