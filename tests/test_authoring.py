@@ -333,6 +333,18 @@ def test_promotion_copies_the_exact_version(api, project, keys):
     assert theirs["details"]["from"] == {"environment": "development", "version": 1}
 
 
+def test_a_version_without_names_promotes_with_its_hash(api, project):
+    bare = {
+        "identifier": "bare",
+        "steps": [{"identifier": "a"}, {"identifier": "b"}],
+        "transitions": [{"identifier": "go", "from": "a", "to": "b"}],
+    }
+    publish(api, bare)
+    to = url("flows", "bare", "versions", "1", "promote")
+    promoted = ok(api.post(to, {"to": "production"}, format="json"), 201)
+    assert promoted["hash"] == ok(api.get(url("flows", "bare")))["hash"]
+
+
 def test_promotion_refusals(api, project):
     publish(api, {**LINEAR_FLOW, "start_when": "segments.pro"}, status=400)
     ok(api.put(url("segments", "pro"), {"condition": "true"}, format="json"), 201)

@@ -284,6 +284,18 @@ def set_archived(
 # --- promotion ----------------------------------------------------------------
 
 
+def as_definition(described: dict[str, Any]) -> dict[str, Any]:
+    """A described version as `POST /flows` takes it again: no version number, and blank
+    names left out (publish stores a missing name as "", but refuses a blank one)."""
+    definition = {k: v for k, v in described.items() if k != "version"}
+    if not definition.get("name"):
+        definition.pop("name", None)
+    definition["steps"] = [
+        {k: v for k, v in step.items() if k != "name" or v} for step in definition["steps"]
+    ]
+    return definition
+
+
 def promote(
     environment: Environment, identifier: str, number: int, body: object, actor: str
 ) -> dict[str, Any]:
@@ -301,8 +313,7 @@ def promote(
             f"to: version {number} is already in '{target.identifier}'; name another "
             "environment of the project."
         )
-    described = flows.describe(source)
-    definition = {k: v for k, v in described.items() if k != "version"}
+    definition = as_definition(flows.describe(source))
     try:
         checked = flows.checked(target, definition)
     except Invalid as e:

@@ -461,9 +461,7 @@ def _builder_start(env, identifier: str | None) -> dict:
     found = latest.first()
     if found is None:
         raise NotHere(f"No flow '{identifier}' in {env.identifier}.", env)
-    described = flow_versions.describe(found)
-    described.pop("version", None)
-    return described
+    return authoring.as_definition(flow_versions.describe(found))
 
 
 @staff_page
