@@ -1,6 +1,6 @@
 """Authoring (docs/dashboard.md, "Authoring"): versions, drafts, switches, archive, promotion.
 
-Every successful change here is recorded in the audit in its own transaction
+Every successful change here is recorded in the audit in the change's own transaction
 (engine.audit); a draft save is not a change of what runs, and is not recorded.
 """
 
