@@ -230,6 +230,7 @@ class StepstreamSettings(TypedDict):
     MAX_EVENT_NAMES: int
     MAX_FLOWS: int
     MAX_CONTENT_BYTES: int
+    AUDIT_MAX_ENTRIES: int
     CONDITION_COST_BUDGET: int
     CONDITION_INLINE_COST: int
     CONDITION_TIMEOUT: float

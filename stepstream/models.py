@@ -115,6 +115,10 @@ class Flow(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     start_when = models.TextField(blank=True, default="")  # CEL; "" = never starts by itself
     uses_segments = models.JSONField(default=list, blank=True)  # named by any of its conditions
+    # who published it: "key:" and a secret key's first 8 characters, or a dashboard username
+    published_by = models.CharField(max_length=160, blank=True, default="")
+    # sha256 of the version's canonical content (engine.flows.content_hash); "" until computed
+    hash = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -428,3 +432,55 @@ class ContentSeen(models.Model):
             )
         ]
         indexes = [models.Index(fields=["flow", "identifier", "kind"], name="content_seen_by_step")]
+
+
+# Authoring (docs/dashboard.md, "Authoring"): drafts, switches, the audit.
+
+
+class FlowDraft(models.Model):
+    """A flow definition being edited: saved as sent, even when it would not publish."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="drafts")
+    identifier = models.CharField(max_length=255)
+    body = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "identifier"], name="draft_unique")
+        ]
+
+
+class FlowSwitch(models.Model):
+    """A flow's switches, for all its versions; no row means enabled, no window, not archived.
+
+    Read by the engine inside each write's transaction (explicit starts) and with
+    the environment's rules (start_when), which every change here bumps.
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    identifier = models.CharField(max_length=255)
+    enabled = models.BooleanField(default=True)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    archived = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "identifier"], name="switch_unique")
+        ]
+
+
+class AuditEntry(models.Model):
+    """One successful configuration change of an environment, written with the change."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField()
+    actor = models.CharField(max_length=160)
+    action = models.CharField(max_length=40)
+    object = models.CharField(max_length=300)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["environment", "id"], name="audit_by_env")]

@@ -158,6 +158,7 @@ STEPSTREAM: config.StepstreamSettings = {
     "MAX_FLOWS": config.int_setting("STEPSTREAM_MAX_FLOWS", 1000),
     # all of a flow version's step content, as JSON (docs/content.md, "Limits")
     "MAX_CONTENT_BYTES": config.int_setting("STEPSTREAM_MAX_CONTENT_BYTES", 256 * 1024),
+    "AUDIT_MAX_ENTRIES": config.int_setting("STEPSTREAM_AUDIT_MAX_ENTRIES", 100_000),
     "CONDITION_COST_BUDGET": config.int_setting("STEPSTREAM_CONDITION_COST_BUDGET", 100_000),
     # conditions estimated above this are evaluated in a child process with a deadline
     "CONDITION_INLINE_COST": config.int_setting("STEPSTREAM_CONDITION_INLINE_COST", 2000),

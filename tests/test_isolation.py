@@ -68,6 +68,8 @@ def pair(server, request):
         assert b.put("/segments/b-seg", json={"condition": "true"}).status_code == 201
         hook = b.post("/webhooks", json={"url": "http://127.0.0.1:9/b-only-hook"})
         assert hook.status_code == 201, hook.text
+        draft = {**SECRET_FLOW, "name": "b-draft-marker"}
+        assert b.put("/flows/secret-flow/draft", json=draft).status_code == 200
     return a_keys, {
         "webhook": hook.json(),
         **b_keys,
@@ -90,6 +92,7 @@ def b_markers(b: dict) -> list[str]:
         b["identity_secret"],
         b["webhook"]["secret"],
         "b-only-hook",
+        "b-draft-marker",
         b["secret_key"],
         b["publishable_key"],
         *b["hints"],
@@ -122,7 +125,10 @@ def assert_b_untouched(server, b: dict) -> None:
         assert len(rest.get("/people/carol/events").json()) == 2
         assert rest.get("/schema/person").json() == B_SCHEMA
         assert [f["identifier"] for f in rest.get("/flows").json()] == ["secret-flow"]
-        assert rest.get("/flows/secret-flow").json()["version"] == 1
+        flow = rest.get("/flows/secret-flow").json()
+        assert (flow["version"], flow["enabled"], flow["archived"]) == (1, True, False)
+        assert rest.get("/flows/secret-flow/draft").json()["draft"]["name"] == "b-draft-marker"
+        assert [v["version"] for v in rest.get("/flows/secret-flow/versions").json()] == [1]
         described = rest.get("/identity-verification").json()
         assert described["has_identity_secret"] and described["mode"] == "off"
         assert rest.get("/allowed-origins").json() == {"origins": [B_ORIGIN]}
@@ -173,6 +179,21 @@ def walk_rest(a, b: dict) -> set[str]:
     naming_b("GET", "/flows/secret-flow")
     naming_b("GET", "/flows/secret-flow?version=1")
     naming_b("GET", "/flows/secret-flow/analytics")
+    # authoring: B's flow, its versions, draft and switches are out of sight
+    naming_b("GET", "/flows/secret-flow?version=1")
+    naming_b("GET", "/flows/secret-flow/versions")
+    naming_b("PATCH", "/flows/secret-flow", {"enabled": False})
+    naming_b("DELETE", "/flows/secret-flow")
+    naming_b("POST", "/flows/secret-flow/unarchive")
+    naming_b("POST", "/flows/secret-flow/versions/1/promote", {"to": "development"})
+    naming_b("GET", "/flows/secret-flow/draft")
+    naming_b("DELETE", "/flows/secret-flow/draft")
+    naming_b("POST", "/flows/secret-flow/draft/publish")
+    # A's own draft of the same identifier is A's
+    about_a("PUT", "/flows/secret-flow/draft", A_FLOW)
+    about_a("DELETE", "/flows/secret-flow/draft", status=204)
+    assert about_a("POST", "/conditions/check", {"condition": "true"}).json()["ok"] is True
+    assert about_a("GET", "/audit").json()["entries"] == []
     hook = f"/webhooks/{b['webhook']['id']}"
     for method, path in (("GET", hook), ("POST", f"{hook}/enable"), ("GET", f"{hook}/deliveries")):
         naming_b(method, path)

@@ -38,6 +38,7 @@ EXAMPLES = {
     "{identifier}": "pro",
     "{webhook_id}": "7",
     "{key_id}": "1",
+    "{version}": "1",
 }
 
 
@@ -73,7 +74,9 @@ def _schemathesis(server, secret_key, report_dir, label, *selection) -> dict:
         "--checks",
         "all",
         "--exclude-checks",
-        "positive_data_acceptance",
+        # use_after_free: an archived flow (DELETE /flows/{identifier}) stays readable
+        # with "archived": true, as CONTRACT.md says, as do its versions
+        "positive_data_acceptance,use_after_free",
         "--header",
         f"Authorization: Bearer {secret_key}",
         "--max-examples",

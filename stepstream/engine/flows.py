@@ -1,18 +1,21 @@
 """Publishing flow versions and the immutable graphs the engine runs on."""
 
+import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
 from stepstream import strictjson
 from stepstream.bounded import BoundedMemo
-from stepstream.engine import conditions, content, rules
+from stepstream.engine import audit, conditions, content, rules
 from stepstream.engine.conditions import Condition, Dep
-from stepstream.errors import Invalid, NotFound
-from stepstream.models import Environment, Flow, Segment, Step, Transition
+from stepstream.errors import Conflict, Invalid, NotFound
+from stepstream.models import Environment, Flow, FlowSwitch, Segment, Step, Transition
 
 TRANSITION_TYPES = ("manual", "automatic")
 
@@ -272,19 +275,53 @@ def _contents(
     problems.extend(found)
 
 
-def publish(environment: Environment, body: object) -> dict[str, Any]:
-    definition = validate_definition(body)
-    if definition["uses_segments"]:
-        known = set(
-            Segment.objects.filter(
-                environment=environment, identifier__in=definition["uses_segments"]
-            ).values_list("identifier", flat=True)
+def missing_segments(environment: Environment, names: list[str]) -> list[str]:
+    """The segments of `names` that the environment lacks, each as a sentence."""
+    if not names:
+        return []
+    known = set(
+        Segment.objects.filter(environment=environment, identifier__in=names).values_list(
+            "identifier", flat=True
         )
-        unknown = [s for s in definition["uses_segments"] if s not in known]
-        if unknown:
-            raise Invalid(
-                *(f"Unknown segment '{s}': create it with PUT /segments." for s in unknown)
-            )
+    )
+    return [
+        f"Unknown segment '{s}': create it with PUT /segments." for s in names if s not in known
+    ]
+
+
+def checked(environment: Environment, body: object) -> dict[str, Any]:
+    """The definition if it would publish in this environment, else a 400 naming every problem.
+
+    The one validator: publishing and drafts (engine.authoring.problems) both use it."""
+    definition = validate_definition(body)
+    missing = missing_segments(environment, definition["uses_segments"])
+    if missing:
+        raise Invalid(*missing)
+    return definition
+
+
+def content_hash(described: dict[str, Any]) -> str:
+    """A digest of a version's content (steps with their content, transitions, conditions):
+    canonical JSON of `describe` without the version number, so a copy of it published
+    elsewhere (a promotion) has the same hash."""
+    hashed = {k: v for k, v in described.items() if k != "version"}
+    return hashlib.sha256(orjson.dumps(hashed, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def publish(environment: Environment, body: object, actor: str = "cli") -> dict[str, Any]:
+    """Publishes the next version; `actor` is recorded as `published_by` and in the audit."""
+    return publish_definition(environment, checked(environment, body), actor)
+
+
+def publish_definition(
+    environment: Environment,
+    definition: dict[str, Any],
+    actor: str,
+    action: str = "publish",
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Writes a checked definition as the next version, with its audit entry, in one
+    transaction (a promotion passes its own action and details)."""
     with transaction.atomic():
         latest = (
             Flow.objects.select_for_update()
@@ -307,6 +344,7 @@ def publish(environment: Environment, body: object) -> dict[str, Any]:
             name=definition["name"],
             start_when=definition["start_when"],
             uses_segments=definition["uses_segments"],
+            published_by=actor,
         )
         steps = Step.objects.bulk_create(
             Step(
@@ -331,10 +369,54 @@ def publish(environment: Environment, body: object) -> dict[str, Any]:
             )
             for i, t in enumerate(definition["transitions"])
         )
+        described = describe(flow)
+        flow.hash = content_hash(described)
+        flow.save(update_fields=["hash"])
+        audit.record(
+            environment.pk,
+            actor,
+            action,
+            f"flow:{flow.identifier}",
+            {"version": flow.version, "hash": flow.hash, **(details or {})},
+        )
         rules.bump(environment.pk)
     _graphs.put(flow.pk, _compile(flow, steps, transitions))
     content.forget(flow.pk)
-    return describe(flow)
+    return described
+
+
+def check_startable(environment: Environment, identifier: str) -> None:
+    """409 saying why when the flow's switches forbid a start now (read in the write's
+    own transaction, so a switch changed by any process applies to the next start)."""
+    from django.utils import timezone
+
+    switch = FlowSwitch.objects.filter(environment=environment, identifier=identifier).first()
+    if switch is None:
+        return
+    if switch.archived:
+        raise Conflict(
+            f"Flow '{identifier}' is archived: it does not start "
+            f"(POST /flows/{identifier}/unarchive brings it back)."
+        )
+    if not switch.enabled:
+        raise Conflict(
+            f"Flow '{identifier}' is disabled: it does not start until it is enabled "
+            f'(PATCH /flows/{identifier} {{"enabled": true}}).'
+        )
+    now = timezone.now()
+    if switch.starts_at is not None and now < switch.starts_at:
+        raise Conflict(
+            f"Flow '{identifier}' starts only from {iso(switch.starts_at)} (its starts_at)."
+        )
+    if switch.ends_at is not None and now >= switch.ends_at:
+        raise Conflict(f"Flow '{identifier}' ended at {iso(switch.ends_at)} (its ends_at).")
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as every timestamp of the API."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def latest_id(environment: Environment, identifier: str) -> int:

@@ -7,7 +7,8 @@ and by segment version (`segments.compiled`).
 """
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -15,7 +16,7 @@ from django.db.models import F
 
 from stepstream.bounded import BoundedMemo
 from stepstream.engine import conditions
-from stepstream.models import Environment, Flow, Segment
+from stepstream.models import Environment, Flow, FlowSwitch, Segment
 
 SEGMENT_ROOTS = ("person", "events", "flows", "now")
 
@@ -28,6 +29,15 @@ class EnvRules:
     # some start_when, segment or latest version's automatic transition reads `now`:
     # then every write of a person looks at the rules, even one that changed nothing they read
     uses_now: bool = False
+    # start_when flows with a time window (FlowSwitch starts_at/ends_at): looked at on
+    # every write, since the window opens and closes with time; disabled and archived
+    # flows are not among `starters` at all (a switch change bumps the rules version)
+    windows: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
+
+
+def inside(window: tuple[datetime | None, datetime | None], now: datetime) -> bool:
+    starts_at, ends_at = window
+    return (starts_at is None or starts_at <= now) and (ends_at is None or now < ends_at)
 
 
 MAX_ENVIRONMENTS = 10_000  # environments whose rules a process keeps compiled
@@ -77,7 +87,19 @@ def env_rules(environment_id: int, version: int, graph: Callable[[int], Any]) ->
             [environment_id],
         )
         rows = c.fetchall()
-    starters = tuple(sorted((r[0], r[1]) for r in rows if r[2]))
+    switches = {
+        row[0]: row[1:]
+        for row in FlowSwitch.objects.filter(environment_id=environment_id).values_list(
+            "identifier", "enabled", "archived", "starts_at", "ends_at"
+        )
+    }
+    off = {f for f, (enabled, archived, _, _) in switches.items() if archived or not enabled}
+    windows = {
+        f: (starts_at, ends_at)
+        for f, (_, _, starts_at, ends_at) in switches.items()
+        if f not in off and (starts_at is not None or ends_at is not None)
+    }
+    starters = tuple(sorted((r[0], r[1]) for r in rows if r[2] and r[0] not in off))
     found = {
         s.identifier: compiled(s) for s in Segment.objects.filter(environment_id=environment_id)
     }
@@ -87,7 +109,8 @@ def env_rules(environment_id: int, version: int, graph: Callable[[int], Any]) ->
         uses_now = uses_now or ("now", None) in compiled_graph.auto_deps
         start_when = compiled_graph.start_when
         uses_now = uses_now or bool(start_when and ("now", None) in start_when.deps)
-    loaded = EnvRules(version, starters, found, uses_now)
+    uses_now = uses_now or any(f in windows for f, _ in starters)
+    loaded = EnvRules(version, starters, found, uses_now, windows)
     _cache.put(environment_id, loaded)
     return loaded
 

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from stepstream import strictjson
-from stepstream.engine import conditions, rules
+from stepstream.engine import audit, conditions, rules
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, Flow, FlowInstance, Person, Segment, TrackedEvent
 
@@ -43,7 +43,9 @@ def describe(segment: Segment) -> dict[str, Any]:
     }
 
 
-def put(environment: Environment, identifier: object, body: object) -> tuple[dict[str, Any], bool]:
+def put(
+    environment: Environment, identifier: object, body: object, actor: str = "cli"
+) -> tuple[dict[str, Any], bool]:
     """Creates or replaces a segment; True when created."""
     identifier = _identifier(identifier)
     if not isinstance(body, dict):
@@ -76,6 +78,13 @@ def put(environment: Environment, identifier: object, body: object) -> tuple[dic
             segment.name, segment.condition = name, condition
             segment.version += 1
             segment.save()
+        audit.record(
+            environment.pk,
+            actor,
+            "segment.create" if created else "segment.replace",
+            f"segment:{identifier}",
+            {"condition": condition, "version": segment.version},
+        )
         rules.bump(environment.pk)
     return describe(segment), created
 
@@ -102,7 +111,7 @@ def users(environment: Environment, identifier: str) -> list[str]:
     return sorted(names)
 
 
-def delete(environment: Environment, identifier: str) -> None:
+def delete(environment: Environment, identifier: str, actor: str = "cli") -> None:
     with transaction.atomic():
         segment = get(environment, identifier)
         using = users(environment, identifier)
@@ -113,6 +122,7 @@ def delete(environment: Environment, identifier: str) -> None:
                 + "; publish versions that do not use it first."
             )
         segment.delete()
+        audit.record(environment.pk, actor, "segment.delete", f"segment:{identifier}")
         rules.bump(environment.pk)
 
 

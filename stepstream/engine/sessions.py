@@ -289,7 +289,12 @@ class Session:
             if self.everything or self.dirty or self.rules.uses_now:
                 for flow, flow_id in self.rules.starters:
                     graph = flows.graph(flow_id)
-                    if graph.start_when is None or not self.affected(graph.start_when.deps):
+                    window = self.rules.windows.get(flow)
+                    if window is not None and not rules.inside(window, self.recorder.now):
+                        continue
+                    if graph.start_when is None or (
+                        window is None and not self.affected(graph.start_when.deps)
+                    ):
                         continue
                     if flow in self.instances():
                         continue

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
+from stepstream.engine import audit
 from stepstream.errors import Invalid
 from stepstream.models import Environment
 
@@ -100,10 +101,12 @@ def validate(body: object) -> dict[str, str]:
     return tokens
 
 
-def put(environment: Environment, body: object) -> dict[str, Any]:
-    """Replaces the environment's tokens; a token not given is back to its default."""
+def put(environment: Environment, body: object, actor: str = "cli") -> dict[str, Any]:
+    """Replaces the environment's tokens (a token not given is back to its default), with
+    its audit entry in the same transaction."""
     tokens = validate(body)
     with transaction.atomic():
         Environment.objects.filter(pk=environment.pk).update(theme=tokens)
+        audit.record(environment.pk, actor, "theme", "theme", {"tokens": tokens})
     environment.theme = tokens
     return describe(tokens)

@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from stepstream import rows
+from stepstream.engine import audit
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import ENVIRONMENTS, ApiKey, Environment, Project
 from stepstream.trust import keycache
@@ -192,13 +193,15 @@ def check_kind(kind) -> str:
     return kind
 
 
-def add_key(environment: Environment, kind) -> dict:
+def add_key(environment: Environment, kind, actor: str = "cli") -> dict:
     """Creates a key; the answer is the only place the key itself ever appears."""
-    row, key = create_key(environment, check_kind(kind))
+    with transaction.atomic():
+        row, key = create_key(environment, check_kind(kind))
+        audit.record(environment.pk, actor, "key.create", f"key:{row.pk}", {"kind": row.kind})
     return {**describe_key(row), "key": key}
 
 
-def revoke_key(environment: Environment, key_id) -> dict:
+def revoke_key(environment: Environment, key_id, actor: str = "cli") -> dict:
     """Revokes one of the environment's keys (idempotent); its last live secret key stays."""
     if isinstance(key_id, bool) or not isinstance(key_id, int | str) or not str(key_id).isdigit():
         raise NotFound(f"No key with id {key_id} in this environment.")
@@ -220,10 +223,11 @@ def revoke_key(environment: Environment, key_id) -> dict:
                 )
             row.revoked_at = timezone.now()
             row.save(update_fields=["revoked_at"])
+            audit.record(environment.pk, actor, "key.revoke", f"key:{row.pk}", {"kind": row.kind})
     return describe_key(row)  # saved: every process forgets its keys (keycache.watch_keys)
 
 
-def rotate(environment: Environment, kinds: list[str]) -> dict:
+def rotate(environment: Environment, kinds: list[str], actor: str = "cli") -> dict:
     """New keys of these kinds; the old ones stay valid until revoked."""
     with transaction.atomic():
         old = list(
@@ -232,6 +236,8 @@ def rotate(environment: Environment, kinds: list[str]) -> dict:
             .values_list("pk", flat=True)
         )
         made = {kind: create_key(environment, kind) for kind in kinds}
+        for kind, (row, _) in made.items():
+            audit.record(environment.pk, actor, "key.create", f"key:{row.pk}", {"kind": kind})
     answer = {
         "project": environment.project.name,
         "project_id": environment.project_id,

@@ -11,7 +11,7 @@ from django.db import transaction
 
 from stepstream.delivery.webhooks.addresses import check_url
 from stepstream.delivery.webhooks.signing import new_secret
-from stepstream.engine import feed
+from stepstream.engine import audit, feed
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, StateChange, Webhook, WebhookAttempt
 
@@ -42,7 +42,7 @@ def current_position() -> tuple[int, int]:
     return 0, last or 0
 
 
-def create(environment: Environment, body: object) -> dict[str, Any]:
+def create(environment: Environment, body: object, actor: str = "cli") -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid("The request body must be a JSON object.")
     url = check_url(body.get("url"))
@@ -58,14 +58,16 @@ def create(environment: Environment, body: object) -> dict[str, Any]:
         xid, row_id = current_position()
     else:  # replay: start from a feed cursor ("" = the very beginning)
         xid, row_id = feed.decode_cursor(environment.pk, after)
-    hook = Webhook.objects.create(
-        environment=environment,
-        url=url,
-        description=description,
-        secret=new_secret(),
-        position_xid=xid,
-        position_id=row_id,
-    )
+    with transaction.atomic():
+        hook = Webhook.objects.create(
+            environment=environment,
+            url=url,
+            description=description,
+            secret=new_secret(),
+            position_xid=xid,
+            position_id=row_id,
+        )
+        audit.record(environment.pk, actor, "webhook.create", f"webhook:{hook.pk}", {"url": url})
     return {**describe(hook), "secret": hook.secret}
 
 
@@ -81,21 +83,28 @@ def listing(environment: Environment) -> list[dict[str, Any]]:
     return [describe(h) for h in Webhook.objects.filter(environment=environment).order_by("pk")]
 
 
-def delete(environment: Environment, hook_id: int | str) -> None:
+def delete(environment: Environment, hook_id: int | str, actor: str = "cli") -> None:
     """Deletes a webhook and its attempt log.
 
     The row is locked first: a worker saving a batch holds it, and its new
     attempt rows would otherwise reference a webhook deleted under them.
     """
     with transaction.atomic():
-        get(environment, hook_id, lock=True).delete()
+        hook = get(environment, hook_id, lock=True)
+        audit.record(
+            environment.pk, actor, "webhook.delete", f"webhook:{hook.pk}", {"url": hook.url}
+        )
+        hook.delete()
 
 
-def enable(environment: Environment, hook_id: int | str) -> dict[str, Any]:
+def enable(environment: Environment, hook_id: int | str, actor: str = "cli") -> dict[str, Any]:
     """Resumes a disabled webhook where it stopped (its position never moved past a failure)."""
     with transaction.atomic():
         hook = get(environment, hook_id)
         Webhook.objects.filter(pk=hook.pk).update(state="enabled", failing_since=None)
+        audit.record(
+            environment.pk, actor, "webhook.enable", f"webhook:{hook.pk}", {"url": hook.url}
+        )
     hook.refresh_from_db()
     return describe(hook)
 

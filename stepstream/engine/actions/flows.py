@@ -26,6 +26,7 @@ def do_start_flow(
     with db.writing():
         session = session_for(environment, person_key, via)
         flow_id = flows.latest_id(environment, flow_identifier)
+        flows.check_startable(environment, flow_identifier)
         if store.has_instance(session.person.pk, flow_identifier):
             raise Conflict(f"Person '{person_key}' already has flow '{flow_identifier}'.")
         run = session.start(flow_identifier, flow_id, session.call("start"))
@@ -122,6 +123,7 @@ def do_restart(
     with db.writing():
         session = session_for(environment, person_key, via)
         old = load(session, person_key, flow_identifier)
+        flows.check_startable(environment, flow_identifier)
         cause = session.call("restart")
         if old.instance.state not in ("completed", "exited"):
             session.recorder.cause = cause

@@ -8,6 +8,7 @@ from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from stepstream.errors import Invalid
+from stepstream.http.api.views import actor
 from stepstream.trust import identity, origins, tenants
 
 
@@ -34,13 +35,14 @@ def identity_verification(request):
 def keys(request):
     """Lists the environment's keys (never the keys themselves) or makes a new one."""
     if request.method == "POST":
-        return Response(tenants.add_key(request.auth, _body(request).get("kind")), status=201)
+        kind = _body(request).get("kind")
+        return Response(tenants.add_key(request.auth, kind, actor(request)), status=201)
     return Response(tenants.list_keys(request.auth))
 
 
 @api_view(["POST"])
 def revoke_key(request, key_id):
-    return Response(tenants.revoke_key(request.auth, key_id))
+    return Response(tenants.revoke_key(request.auth, key_id, actor(request)))
 
 
 @api_view(["GET", "PUT"])

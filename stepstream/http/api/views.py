@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from stepstream import engine
-from stepstream.engine import flows, log, people, segments
+from stepstream.engine import authoring, flows, log, people, segments
 from stepstream.errors import Invalid
 from stepstream.http.health import RUNTIME_KEY
 from stepstream.models import Person
@@ -23,6 +23,14 @@ def person_key(key: str) -> str:
 
 def _body(request: Request) -> dict:
     return _object(request.data)
+
+
+def _json_body(request: Request) -> dict:
+    """The JSON object a call requires; no body at all (which DRF reads as {}) is a 400."""
+    data = request.data
+    if request.stream is None:  # DRF had nothing to read
+        raise Invalid("The request body must be a JSON object, sent as application/json.")
+    return _object(data)
 
 
 def _object(data) -> dict:
@@ -105,20 +113,83 @@ def person(request, key):
     return Response(people.describe_by_key(env, key))
 
 
+def actor(request: Request) -> str:
+    """Who makes a change with a secret key, for the audit: `key:` and its first 8 characters."""
+    from stepstream.engine import audit
+
+    _, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return audit.key_actor(key.strip())
+
+
 @api_view(["GET", "POST"])
 def flow_list(request):
     if request.method == "POST":
-        return Response(flows.publish(request.auth, request.data), status=201)
-    return Response(flows.list_latest(request.auth))
+        published = flows.publish(request.auth, request.data, actor(request))
+        return Response(authoring.answer(request.auth, published), status=201)
+    archived = authoring.archived_identifiers(request.auth)
+    return Response([f for f in flows.list_latest(request.auth) if f["identifier"] not in archived])
+
+
+@api_view(["GET", "PATCH", "DELETE"])
+def flow_detail(request, identifier):
+    env = request.auth
+    if request.method == "PATCH":
+        body = _json_body(request)
+        return Response(authoring.patch_switches(env, identifier, body, actor(request)))
+    if request.method == "DELETE":
+        authoring.set_archived(env, identifier, True, actor(request))
+        return Response(status=204)
+    if request.query_params.get("version"):
+        number = _int_param(request, "version", 1, 1, 2**31 - 1)
+        return Response(authoring.describe_full(env, authoring.version(env, identifier, number)))
+    return Response(authoring.describe_full(env, flows.latest(env, identifier)))
+
+
+@api_view(["POST"])
+def flow_unarchive(request, identifier):
+    return Response(authoring.set_archived(request.auth, identifier, False, actor(request)))
 
 
 @api_view(["GET"])
-def flow_detail(request, identifier):
-    """The latest version, or `?version=N` (with each step's `content`, docs/content.md)."""
-    version = None
-    if request.query_params.get("version"):
-        version = _int_param(request, "version", 1, 1, 2**31 - 1)
-    return Response(flows.describe(flows.version(request.auth, identifier, version)))
+def flow_versions(request, identifier):
+    return Response(authoring.versions(request.auth, identifier))
+
+
+@api_view(["POST"])
+def flow_promote(request, identifier, number):
+    promoted = authoring.promote(
+        request.auth, identifier, int(number), _json_body(request), actor(request)
+    )
+    return Response(promoted, status=201)
+
+
+@api_view(["GET", "PUT", "DELETE"])
+def flow_draft(request, identifier):
+    env = request.auth
+    if request.method == "PUT":
+        return Response(authoring.put_draft(env, identifier, _json_body(request)))
+    if request.method == "DELETE":
+        authoring.delete_draft(env, identifier)
+        return Response(status=204)
+    return Response(authoring.get_draft(env, identifier))
+
+
+@api_view(["POST"])
+def flow_draft_publish(request, identifier):
+    return Response(authoring.publish_draft(request.auth, identifier, actor(request)), status=201)
+
+
+@api_view(["POST"])
+def condition_check(request):
+    return Response(authoring.check_condition(_json_body(request)))
+
+
+@api_view(["GET"])
+def audit_log(request):
+    from stepstream.engine import audit
+
+    limit = _int_param(request, "limit", audit.DEFAULT_LIMIT, 1, audit.MAX_LIMIT)
+    return Response(audit.page(request.auth.pk, request.query_params.get("after"), limit))
 
 
 @api_view(["GET", "POST"])
@@ -155,7 +226,7 @@ def theme_detail(request):
     from stepstream.engine import theme
 
     if request.method == "PUT":
-        return Response(theme.put(request.auth, request.data))
+        return Response(theme.put(request.auth, request.data, actor(request)))
     return Response(theme.get(request.auth))
 
 
@@ -212,10 +283,10 @@ def segment_list(request):
 def segment_detail(request, identifier):
     env = request.auth
     if request.method == "PUT":
-        described, created = segments.put(env, identifier, request.data)
+        described, created = segments.put(env, identifier, request.data, actor(request))
         return Response(described, status=201 if created else 200)
     if request.method == "DELETE":
-        segments.delete(env, identifier)
+        segments.delete(env, identifier, actor(request))
         return Response(status=204)
     return Response(segments.describe(segments.get(env, identifier)))
 
@@ -243,7 +314,7 @@ def webhook_list(request):
     from stepstream.delivery import webhooks
 
     if request.method == "POST":
-        return Response(webhooks.create(request.auth, request.data), status=201)
+        return Response(webhooks.create(request.auth, request.data, actor(request)), status=201)
     return Response(webhooks.listing(request.auth))
 
 
@@ -252,7 +323,7 @@ def webhook_detail(request, hook_id):
     from stepstream.delivery import webhooks
 
     if request.method == "DELETE":
-        webhooks.delete(request.auth, hook_id)
+        webhooks.delete(request.auth, hook_id, actor(request))
         return Response(status=204)
     return Response(webhooks.describe(webhooks.get(request.auth, hook_id)))
 
@@ -261,7 +332,7 @@ def webhook_detail(request, hook_id):
 def webhook_enable(request, hook_id):
     from stepstream.delivery import webhooks
 
-    return Response(webhooks.enable(request.auth, hook_id))
+    return Response(webhooks.enable(request.auth, hook_id, actor(request)))
 
 
 @api_view(["GET"])

@@ -15,6 +15,11 @@ urlpatterns = [
     path("<int:env_id>/flows/", views.flows, name="flows"),
     path("<int:env_id>/flows/<seg:identifier>/", views.flow, name="flow"),
     path("<int:env_id>/flow/", views.flow, name="flow_by_query"),  # ?flow=KEY: "." and ".."
+    path("<int:env_id>/flow-change/", views.flow_change, name="flow_change"),
+    path("<int:env_id>/new-flow/", views.builder, name="new_flow"),
+    path("<int:env_id>/flows/<seg:identifier>/edit/", views.builder, name="edit_flow"),
+    path("<int:env_id>/builder-api/", views.builder_api, name="builder_api"),
+    path("<int:env_id>/audit/", views.audit_page, name="audit"),
     path("<int:env_id>/people/", views.people, name="people"),
     path("<int:env_id>/people/<seg:person_key>/", views.person, name="person"),
     path("<int:env_id>/person/", views.person, name="person_by_query"),  # ?key=KEY

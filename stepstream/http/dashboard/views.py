@@ -1,8 +1,10 @@
 """The dashboard's pages: server-rendered, for signed-in staff users only.
 
 Every read goes through `queries` (counters and aggregates, a constant number of
-queries per page); the only writes are key rotation and revocation, through
-`stepstream.trust.tenants`, each behind a confirmation page and a CSRF-checked POST.
+queries per page); the writes are key rotation and revocation, through
+`stepstream.trust.tenants`, each behind a confirmation page and a CSRF-checked POST,
+and a flow's switches, archive and promotion (`flow_change`, CSRF-checked POSTs
+through `stepstream.engine.authoring`, the signed-in user recorded as the actor).
 No secret key is ever put in a page: a rotation from here makes a new
 publishable key only (the secret key is made with the command line).
 """
@@ -17,16 +19,20 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.http import require_http_methods
 
+from stepstream.engine import audit, authoring
+from stepstream.engine import flows as flow_versions
 from stepstream.errors import StepstreamError
+from stepstream.http.dashboard import diff, queries, throttle
 from stepstream.http.dashboard import layout as graph_layout
 from stepstream.http.dashboard import links as page_links
-from stepstream.http.dashboard import queries, throttle
+from stepstream.models import AuditEntry, Environment, Flow, FlowDraft
 from stepstream.trust import tenants
 
 CSP = (
@@ -200,6 +206,7 @@ def flows(request, env_id: int):
 
     env = _environment(env_id)
     rows = queries.flows(env)
+    archived = authoring.archived_identifiers(env)
     for row in rows:
         row["href"] = page_links.flow(env.pk, row["flow"].identifier)
     tokens = theme.describe(env.theme)["tokens"]
@@ -213,7 +220,9 @@ def flows(request, env_id: int):
         }
         for name, value in tokens.items()
     ]
-    return _page(request, "flows.html", env, "flows", flows=rows, theme=shown)
+    current = [r for r in rows if r["flow"].identifier not in archived]
+    gone = [r for r in rows if r["flow"].identifier in archived]
+    return _page(request, "flows.html", env, "flows", flows=current, archived=gone, theme=shown)
 
 
 def _duration(seconds):
@@ -345,6 +354,196 @@ def flow(request, env_id: int, identifier: str | None = None):
         content={s.identifier: s.content["type"] for s in steps if s.content},
         transitions=transitions,
         live=live,
+        **_authoring(request, env, flow, versions),
+    )
+
+
+def _edit_href(env, identifier: str) -> str | None:
+    """The builder's page for this flow (none for "." and "..", which no path keeps)."""
+    link = page_links.flow(env.pk, identifier)
+    return f"{link}edit/" if link.endswith("/") else None
+
+
+def _local_input(moment) -> str:
+    """A datetime-local input's value, in UTC (the page says so)."""
+    return moment.strftime("%Y-%m-%dT%H:%M") if moment is not None else ""
+
+
+def _authoring(request, env, flow, numbers: list[int]) -> dict:
+    """The flow page's versions, differences, switches, promotion targets and audit."""
+    rows = list(
+        Flow.objects.filter(environment=env, identifier=flow.identifier).order_by("-version")[
+            : authoring.MAX_VERSIONS_LISTED
+        ]
+    )
+    by_number = {f.version: f for f in rows}
+    base = request.GET.get("compare", "")
+    base_number = int(base) if base.isdigit() and int(base) in by_number else None
+    if base_number is None and flow.version - 1 in by_number:
+        base_number = flow.version - 1
+    differences = None
+    if base_number is not None and base_number != flow.version:
+        differences = diff.between(
+            flow_versions.describe(by_number[base_number]), flow_versions.describe(flow)
+        )
+    switch = authoring.switch_of(env, flow.identifier)
+    targets = list(
+        Environment.objects.filter(project_id=env.project_id)
+        .exclude(pk=env.pk)
+        .order_by("identifier")
+        .values_list("identifier", flat=True)
+    )
+    return {
+        "version_rows": [
+            {
+                "meta": authoring.version_meta(f),
+                "href": page_links.flow(env.pk, f.identifier, f.version),
+            }
+            for f in rows
+        ],
+        "compare_with": base_number,
+        "differences": differences,
+        "switch": switch,
+        "starts_at_value": _local_input(switch.starts_at),
+        "ends_at_value": _local_input(switch.ends_at),
+        "targets": targets,
+        "flow_audit": [_shown(e) for e in audit.for_object(env.pk, f"flow:{flow.identifier}", 50)],
+        "edit_href": _edit_href(env, flow.identifier),
+    }
+
+
+@staff_page
+@require_http_methods(["POST"])
+def flow_change(request, env_id: int):
+    """A flow's switches, archive or promotion, from its page (CSRF-checked by Django)."""
+    env = _environment(env_id)
+    identifier = request.POST.get("flow", "")
+    op = request.POST.get("op", "")
+    actor = request.user.get_username()
+    back = page_links.flow(env.pk, identifier)
+    try:
+        if op == "switch":
+            body = {
+                "enabled": request.POST.get("enabled") == "on",
+                "starts_at": _utc_input(request.POST.get("starts_at", "")),
+                "ends_at": _utc_input(request.POST.get("ends_at", "")),
+            }
+            authoring.patch_switches(env, identifier, body, actor)
+            messages.success(request, "Switches saved; they apply to the next start.")
+        elif op in ("archive", "unarchive"):
+            authoring.set_archived(env, identifier, op == "archive", actor)
+            messages.success(request, f"Flow {identifier} is {op}d.")
+        elif op == "promote":
+            number = request.POST.get("version", "")
+            to = request.POST.get("to", "")
+            promoted = authoring.promote(
+                env, identifier, int(number) if number.isdigit() else 0, {"to": to}, actor
+            )
+            messages.success(
+                request, f"Version {number} is now version {promoted['version']} in {to}."
+            )
+            back = page_links.flow(env.pk, identifier, int(number))
+        else:
+            messages.error(request, "Unknown change.")
+    except StepstreamError as e:
+        messages.error(request, " ".join(e.messages))
+    return redirect(back)
+
+
+def _utc_input(value: str) -> str | None:
+    """A datetime-local value (read as UTC) as ISO 8601; empty: none."""
+    value = value.strip()[:40]
+    return f"{value}:00Z" if len(value) == 16 else (f"{value}Z" if value else None)
+
+
+def _shown(entry: dict) -> dict:
+    """An audit entry for a page: the time to the second, details as JSON values."""
+    details = "; ".join(
+        f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in entry["details"].items()
+    )
+    return {**entry, "at": entry["at"][:19].replace("T", " "), "details_text": details}
+
+
+def _builder_start(env, identifier: str | None) -> dict:
+    """What the builder opens with: the flow's draft, else its latest version, else nothing."""
+    if identifier is None:
+        return {"identifier": "", "steps": [], "transitions": []}
+    draft = FlowDraft.objects.filter(environment=env, identifier=identifier).first()
+    if draft is not None:
+        return draft.body
+    latest = Flow.objects.filter(environment=env, identifier=identifier).order_by("-version")
+    found = latest.first()
+    if found is None:
+        raise NotHere(f"No flow '{identifier}' in {env.identifier}.", env)
+    return authoring.as_definition(flow_versions.describe(found))
+
+
+@staff_page
+def builder(request, env_id: int, identifier: str | None = None):
+    """The builder: a draft edited without JSON (static/dashboard/builder.js does the editing)."""
+    env = _environment(env_id)
+    start = _builder_start(env, identifier)
+    config = {
+        "environment": env.pk,
+        "flow": identifier,
+        "draft": start,
+        "api": reverse("dashboard:builder_api", args=[env.pk]),
+        "flows": reverse("dashboard:flows", args=[env.pk]),
+    }
+    return _page(request, "builder.html", env, "flows", builder=config, editing=identifier)
+
+
+@staff_page
+@require_http_methods(["POST"])
+def builder_api(request, env_id: int):
+    """The builder's calls (JSON, CSRF-checked): check a condition, save or publish a draft."""
+    env = _environment(env_id)
+    try:
+        body = json.loads(request.body or b"{}")
+        if not isinstance(body, dict):
+            raise ValueError
+    except ValueError:
+        return JsonResponse({"errors": ["The body must be a JSON object."]}, status=400)
+    op = body.get("op")
+    try:
+        if op == "check":
+            return JsonResponse(authoring.check_condition(body))
+        definition = body.get("draft")
+        identifier = definition.get("identifier") if isinstance(definition, dict) else None
+        if not isinstance(identifier, str) or not identifier.strip():
+            return JsonResponse(
+                {"problems": ["identifier: the flow needs an identifier."]}, status=400
+            )
+        saved = authoring.put_draft(env, identifier, definition)
+        if op == "save":
+            return JsonResponse(saved)
+        if op == "publish":
+            if saved["problems"]:
+                return JsonResponse(saved, status=400)
+            flow = authoring.publish_draft(env, identifier, request.user.get_username())
+            href = page_links.flow(env.pk, identifier)
+            return JsonResponse({"version": flow["version"], "href": href}, status=201)
+    except StepstreamError as e:
+        return JsonResponse({"problems": e.messages}, status=e.status)
+    return JsonResponse({"errors": ["op must be check, save or publish."]}, status=400)
+
+
+@staff_page
+def audit_page(request, env_id: int):
+    env = _environment(env_id)
+    before = request.GET.get("before", "")
+    rows = AuditEntry.objects.filter(environment_id=env.pk)
+    if before.isdigit():
+        rows = rows.filter(id__lt=int(before))
+    entries = list(rows.order_by("-id")[:100])
+    older = entries[-1].pk if len(entries) == 100 else None
+    return _page(
+        request,
+        "audit.html",
+        env,
+        "audit",
+        entries=[_shown(audit.describe(e)) for e in entries],
+        older=older,
     )
 
 
@@ -435,7 +634,7 @@ def rotate_key(request, env_id: int):
     env = _environment(env_id)
     if request.method == "GET":
         return _page(request, "key_confirm.html", env, "keys", action="rotate")
-    answer = tenants.rotate(env, ["publishable"])
+    answer = tenants.rotate(env, ["publishable"], request.user.get_username())
     return _page(
         request,
         "key_rotated.html",
@@ -456,7 +655,7 @@ def revoke_key(request, env_id: int, key_id: int):
     if request.method == "GET":
         return _page(request, "key_confirm.html", env, "keys", action="revoke", key=row)
     try:
-        tenants.revoke_key(env, key_id)
+        tenants.revoke_key(env, key_id, request.user.get_username())
     except StepstreamError as e:
         messages.error(request, " ".join(e.messages))
     else:

@@ -1,0 +1,331 @@
+"""Authoring (docs/dashboard.md, "Authoring"): versions, drafts, switches, archive, promotion.
+
+Every successful change here is recorded in the audit in the change's own transaction
+(engine.audit); a draft save is not a change of what runs, and is not recorded.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from stepstream import strictjson
+from stepstream.engine import audit, conditions, flows, rules
+from stepstream.errors import Invalid, NotFound
+from stepstream.models import Environment, Flow, FlowDraft, FlowSwitch
+
+MAX_VERSIONS_LISTED = 1000  # newest first; older ones are read one by one with ?version=N
+
+
+# --- versions -----------------------------------------------------------------
+
+
+def version_hash(flow: Flow) -> str:
+    """The version's stored hash; one published before hashes existed gets it now."""
+    if not flow.hash:
+        flow.hash = flows.content_hash(flows.describe(flow))
+        Flow.objects.filter(pk=flow.pk).update(hash=flow.hash)
+    return flow.hash
+
+
+def version_meta(flow: Flow) -> dict[str, Any]:
+    return {
+        "version": flow.version,
+        "published_at": flows.iso(flow.created_at),
+        "published_by": flow.published_by or None,
+        "hash": version_hash(flow),
+    }
+
+
+def versions(environment: Environment, identifier: str) -> list[dict[str, Any]]:
+    rows = list(
+        Flow.objects.filter(environment=environment, identifier=identifier).order_by("-version")[
+            :MAX_VERSIONS_LISTED
+        ]
+    )
+    if not rows:
+        raise NotFound(f"No flow '{identifier}' in this environment.")
+    return [version_meta(f) for f in rows]
+
+
+def version(environment: Environment, identifier: str, number: int) -> Flow:
+    flow = None
+    if 1 <= number < 2**31:
+        flow = Flow.objects.filter(
+            environment=environment, identifier=identifier, version=number
+        ).first()
+    if flow is None:
+        flows.latest(environment, identifier)  # 404 for the flow itself first
+        raise NotFound(f"Flow '{identifier}' has no version {number}.")
+    return flow
+
+
+def switch_of(environment: Environment, identifier: str) -> FlowSwitch:
+    """The flow's switches (an unsaved default row when it never had any)."""
+    found = FlowSwitch.objects.filter(environment=environment, identifier=identifier).first()
+    return found or FlowSwitch(environment=environment, identifier=identifier)
+
+
+def describe_full(environment: Environment, flow: Flow) -> dict[str, Any]:
+    """A version as `GET /flows/{identifier}` answers it: content, version, switches."""
+    switch = switch_of(environment, flow.identifier)
+    return {
+        **flows.describe(flow),
+        **{k: v for k, v in version_meta(flow).items() if k != "version"},
+        "enabled": switch.enabled,
+        "starts_at": flows.iso(switch.starts_at),
+        "ends_at": flows.iso(switch.ends_at),
+        "archived": switch.archived,
+    }
+
+
+def answer(environment: Environment, described: dict[str, Any]) -> dict[str, Any]:
+    """A version just published, as `GET /flows/{identifier}` will read it."""
+    return describe_full(
+        environment, version(environment, described["identifier"], described["version"])
+    )
+
+
+def archived_identifiers(environment: Environment) -> set[str]:
+    return set(
+        FlowSwitch.objects.filter(environment=environment, archived=True).values_list(
+            "identifier", flat=True
+        )
+    )
+
+
+# --- drafts -------------------------------------------------------------------
+
+
+def problems(environment: Environment, body: object) -> list[str]:
+    """Why a definition would not publish here (empty when it would): the publish check."""
+    try:
+        flows.checked(environment, body)
+    except Invalid as e:
+        return list(e.messages)
+    return []
+
+
+def _draft_body(identifier: str, body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Invalid("The request body must be a JSON object describing the flow.")
+    strictjson.check(body, "The draft")
+    given = body.get("identifier")
+    if given is not None and given != identifier:
+        raise Invalid(
+            f"identifier: the body names '{str(given)[:100]}' but the path names "
+            f"'{identifier}'; they must be the same (or leave identifier out)."
+        )
+    limits = settings.STEPSTREAM
+    for name, most in (
+        ("steps", limits["MAX_FLOW_STEPS"]),
+        ("transitions", limits["MAX_FLOW_TRANSITIONS"]),
+    ):
+        value = body.get(name)
+        if isinstance(value, list) and len(value) > most:
+            raise Invalid(f"{name}: a draft may have at most {most} {name}, as a flow.")
+    return {**body, "identifier": identifier}
+
+
+def _describe_draft(environment: Environment, draft: FlowDraft) -> dict[str, Any]:
+    return {"draft": draft.body, "problems": problems(environment, draft.body)}
+
+
+def put_draft(environment: Environment, identifier: str, body: object) -> dict[str, Any]:
+    strictjson.validate_identifier(identifier, "identifier")
+    saved = _draft_body(identifier, body)
+    with transaction.atomic():
+        draft = (
+            FlowDraft.objects.select_for_update()
+            .filter(environment=environment, identifier=identifier)
+            .first()
+        )
+        if draft is None:
+            most = settings.STEPSTREAM["MAX_FLOWS"]
+            if FlowDraft.objects.filter(environment=environment).count() >= most:
+                raise Invalid(
+                    f"An environment may have at most {most:,} drafts (STEPSTREAM_MAX_FLOWS): "
+                    "publish or delete one first."
+                )
+            draft = FlowDraft(environment=environment, identifier=identifier)
+        draft.body = saved
+        draft.save()
+    return _describe_draft(environment, draft)
+
+
+def get_draft_row(environment: Environment, identifier: str) -> FlowDraft:
+    draft = FlowDraft.objects.filter(environment=environment, identifier=identifier).first()
+    if draft is None:
+        raise NotFound(f"Flow '{identifier}' has no draft.")
+    return draft
+
+
+def get_draft(environment: Environment, identifier: str) -> dict[str, Any]:
+    return _describe_draft(environment, get_draft_row(environment, identifier))
+
+
+def delete_draft(environment: Environment, identifier: str) -> None:
+    get_draft_row(environment, identifier).delete()
+
+
+def publish_draft(environment: Environment, identifier: str, actor: str) -> dict[str, Any]:
+    """Publishes the draft as `POST /flows` would; the draft goes in the same transaction."""
+    draft = get_draft_row(environment, identifier)
+    definition = flows.checked(environment, draft.body)  # 400 with every problem; draft stays
+    with transaction.atomic():
+        if not FlowDraft.objects.filter(pk=draft.pk).delete()[0]:
+            raise NotFound(f"Flow '{identifier}' has no draft.")
+        return answer(environment, flows.publish_definition(environment, definition, actor))
+
+
+# --- conditions checked while typing --------------------------------------------
+
+
+def check_condition(body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Invalid('The request body must be a JSON object: {"condition": "CEL"}.')
+    text = body.get("condition")
+    if not isinstance(text, str):
+        raise Invalid("condition is required and must be a string of CEL.")
+    try:
+        compiled = conditions.compile_condition(text, "condition", saving=True)
+    except Invalid as e:
+        return {"ok": False, "errors": list(e.messages), "variables": []}
+    variables = sorted({f"{root}.{key}" if key else root for root, key in compiled.deps})
+    return {"ok": True, "errors": [], "variables": variables}
+
+
+# --- switches and archive -------------------------------------------------------
+
+
+def _moment(body: dict[str, Any], name: str, current: datetime | None) -> datetime | None:
+    if name not in body:
+        return current
+    value = body[name]
+    if value is None:
+        return None
+    try:  # a well-formed but impossible date (month 13) is a ValueError
+        parsed = parse_datetime(value) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise Invalid(f"{name} must be an ISO 8601 date and time (2026-01-31T09:00:00Z) or null.")
+    if timezone.is_naive(parsed):
+        raise Invalid(f"{name} must name its time zone (end it with Z or +01:00).")
+    return parsed
+
+
+def _changed_switch(
+    environment: Environment,
+    identifier: str,
+    actor: str,
+    action: str,
+    change: Callable[[FlowSwitch], dict[str, Any]],
+) -> dict[str, Any]:
+    """Applies `change(switch)` to the locked switch row, records it, bumps the rules so
+    every process reads the switches again at its next write, and answers the flow."""
+    with transaction.atomic():
+        latest = flows.latest(environment, identifier)
+        switch = (
+            FlowSwitch.objects.select_for_update()
+            .filter(environment=environment, identifier=identifier)
+            .first()
+        ) or FlowSwitch(environment=environment, identifier=identifier)
+        details = change(switch)
+        switch.save()
+        audit.record(environment.pk, actor, action, f"flow:{identifier}", details)
+        rules.bump(environment.pk)
+    return describe_full(environment, latest)
+
+
+def patch_switches(
+    environment: Environment, identifier: str, body: object, actor: str
+) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Invalid(
+            'The request body must be a JSON object: {"enabled"?, "starts_at"?, "ends_at"?}.'
+        )
+    if "enabled" in body and not isinstance(body["enabled"], bool):
+        raise Invalid("enabled must be true or false.")
+
+    def change(switch: FlowSwitch) -> dict[str, Any]:
+        starts_at = _moment(body, "starts_at", switch.starts_at)
+        ends_at = _moment(body, "ends_at", switch.ends_at)
+        if starts_at is not None and ends_at is not None and starts_at >= ends_at:
+            raise Invalid("starts_at must be before ends_at.")
+        if "enabled" in body:
+            switch.enabled = body["enabled"]
+        switch.starts_at, switch.ends_at = starts_at, ends_at
+        return {
+            "enabled": switch.enabled,
+            "starts_at": flows.iso(starts_at),
+            "ends_at": flows.iso(ends_at),
+        }
+
+    return _changed_switch(environment, identifier, actor, "switch", change)
+
+
+def set_archived(
+    environment: Environment, identifier: str, archived: bool, actor: str
+) -> dict[str, Any]:
+    def change(switch: FlowSwitch) -> dict[str, Any]:
+        switch.archived = archived
+        return {}
+
+    return _changed_switch(
+        environment, identifier, actor, "archive" if archived else "unarchive", change
+    )
+
+
+# --- promotion ----------------------------------------------------------------
+
+
+def as_definition(described: dict[str, Any]) -> dict[str, Any]:
+    """A described version as `POST /flows` takes it again: no version number, and blank
+    names left out (publish stores a missing name as "", but refuses a blank one)."""
+    definition = {k: v for k, v in described.items() if k != "version"}
+    if not definition.get("name"):
+        definition.pop("name", None)
+    definition["steps"] = [
+        {k: v for k, v in step.items() if k != "name" or v} for step in definition["steps"]
+    ]
+    return definition
+
+
+def promote(
+    environment: Environment, identifier: str, number: int, body: object, actor: str
+) -> dict[str, Any]:
+    """Copies one exact version into another environment of the project as its next version."""
+    if not isinstance(body, dict) or not isinstance(body.get("to"), str) or not body["to"]:
+        raise Invalid('to is required: the identifier of an environment, {"to": "production"}.')
+    source = version(environment, identifier, number)
+    target = Environment.objects.filter(
+        project_id=environment.project_id, identifier=body["to"]
+    ).first()
+    if target is None:
+        raise NotFound(f"This project has no environment '{str(body['to'])[:100]}'.")
+    if target.pk == environment.pk:
+        raise Invalid(
+            f"to: version {number} is already in '{target.identifier}'; name another "
+            "environment of the project."
+        )
+    definition = as_definition(flows.describe(source))
+    try:
+        checked = flows.checked(target, definition)
+    except Invalid as e:
+        raise Invalid(*(f"In environment '{target.identifier}': {m}" for m in e.messages)) from None
+    origin = {"environment": environment.identifier, "version": source.version}
+    with transaction.atomic():
+        promoted = flows.publish_definition(target, checked, actor, "promote", {"from": origin})
+        audit.record(
+            environment.pk,
+            actor,
+            "promote",
+            f"flow:{identifier}",
+            {"version": source.version, "to": target.identifier, "to_version": promoted["version"]},
+        )
+    return answer(target, promoted)
