@@ -26,6 +26,7 @@ from stepstream.engine.actions.people import (
     do_put_person,
     do_track,
 )
+from stepstream.engine.actions.timers import do_fire
 from stepstream.engine.reads import instances_of, snapshot
 from stepstream.engine.sessions import VIA, describe_instance
 
@@ -33,6 +34,7 @@ __all__ = [
     "VIA",
     "check_event_name",
     "describe_instance",
+    "do_fire",
     "do_flow_action",
     "do_identify",
     "do_put_person",

@@ -9,12 +9,13 @@ from django.db.models import Max
 
 from stepstream import strictjson
 from stepstream.bounded import BoundedMemo
-from stepstream.engine import conditions, rules
+from stepstream.engine import conditions, durations, rules
 from stepstream.engine.conditions import Condition, Dep
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Flow, Segment, Step, Transition
 
 TRANSITION_TYPES = ("manual", "automatic")
+MAX_PRIORITY = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Graph:
         default_factory=dict, hash=False
     )
     auto_deps: frozenset[Dep] = frozenset()  # variables read by automatic transitions' conditions
+    priority: int = 0
+    # automatic transitions with `after`: (from, to, identifier) -> seconds
+    timed: dict[tuple[str, str, str], int] = field(default_factory=dict, hash=False)
 
 
 def _condition(text: str, where: str) -> Condition | None:
@@ -57,12 +61,15 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
     guarded: dict[str, list[tuple[str, str, Condition | None]]] = {}
     auto_rules: list[tuple[str, str, str, Condition | None]] = []
     auto_deps: set[tuple[str, str | None]] = set()
+    timed: dict[tuple[str, str, str], int] = {}
     for i, t in enumerate(transitions):
         by_identifier.setdefault(t.identifier, []).append((t.from_step, t.to_step))
         cond = _condition(t.condition, f"transitions[{i}].condition")
         guarded.setdefault(t.identifier, []).append((t.from_step, t.to_step, cond))
         if t.type == "automatic":
             auto_rules.append((t.from_step, t.to_step, t.identifier, cond))
+            if t.after:
+                timed[(t.from_step, t.to_step, t.identifier)] = durations.parse(t.after, "after")
             if cond is not None:
                 auto_deps |= cond.deps
     return Graph(
@@ -79,6 +86,8 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
         auto_rules=tuple(auto_rules),
         guarded={k: tuple(v) for k, v in guarded.items()},
         auto_deps=frozenset(auto_deps),
+        priority=flow.priority,
+        timed=timed,
     )
 
 
@@ -216,6 +225,18 @@ def validate_definition(body: object) -> dict[str, Any]:
                 used_segments |= compiled.segments
             except Invalid as e:
                 problems.extend(e.messages)
+        after = raw.get("after")
+        if after is not None:
+            try:
+                durations.parse(after, f"transitions[{i}].after")
+                if ttype != "automatic":
+                    problems.append(
+                        f"transitions[{i}].after is only for automatic transitions: "
+                        'add "type": "automatic" or remove after.'
+                    )
+                transition["after"] = after
+            except Invalid as e:
+                problems.extend(e.messages)
         transitions.append(transition)
     # Graph checks use the parts that are well formed, so they are named beside
     # any problem found above rather than hidden by it.
@@ -229,9 +250,23 @@ def validate_definition(body: object) -> dict[str, Any]:
         cycle = _automatic_cycle(step_ids, auto)
         if cycle:
             problems.append("Automatic transitions form a cycle: " + " -> ".join(cycle) + ".")
+    priority = body.get("priority", 0)
+    if priority is None:
+        priority = 0
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        problems.append(
+            f"priority must be a whole number from {-MAX_PRIORITY:,} to {MAX_PRIORITY:,} "
+            "(higher starts first; default 0)."
+        )
+        priority = 0
     if problems:
         raise Invalid(*problems)
     return {
+        "priority": priority,
         "identifier": identifier,
         "name": name,
         "steps": steps,
@@ -276,6 +311,7 @@ def publish(environment: Environment, body: object) -> dict[str, Any]:
             name=definition["name"],
             start_when=definition["start_when"],
             uses_segments=definition["uses_segments"],
+            priority=definition["priority"],
         )
         steps = Step.objects.bulk_create(
             Step(
@@ -296,6 +332,7 @@ def publish(environment: Environment, body: object) -> dict[str, Any]:
                 to_step=t["to"],
                 type=t["type"],
                 condition=t.get("condition", ""),
+                after=t.get("after", ""),
             )
             for i, t in enumerate(definition["transitions"])
         )
@@ -336,11 +373,14 @@ def _describe_transition(t: Transition) -> dict[str, Any]:
     out = {"identifier": t.identifier, "from": t.from_step, "to": t.to_step, "type": t.type}
     if t.condition:
         out["condition"] = t.condition
+    if t.after:
+        out["after"] = t.after
     return out
 
 
 def describe(flow: Flow) -> dict[str, Any]:
-    """The version as published; `condition` and `start_when` appear only where set."""
+    """The version as published; `condition`, `after`, `start_when` and `priority` (when not
+    0) appear only where set."""
     out = {
         "identifier": flow.identifier,
         "version": flow.version,
@@ -353,6 +393,8 @@ def describe(flow: Flow) -> dict[str, Any]:
     }
     if flow.start_when:
         out["start_when"] = flow.start_when
+    if flow.priority:
+        out["priority"] = flow.priority
     return out
 
 

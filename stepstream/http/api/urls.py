@@ -26,6 +26,8 @@ urlpatterns = [
     path("segments", views.segment_list),
     path("segments/<seg:identifier>", views.segment_detail),
     path("segments/<seg:identifier>/people", views.segment_people),
+    path("limits", views.limit_list),
+    path("limits/<seg:identifier>", views.limit_detail),
     path("identity-verification", trust.identity_verification),
     path("identity-verification/secret", trust.identity_secret),
     path("keys", trust.keys),

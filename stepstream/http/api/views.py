@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from stepstream import engine
-from stepstream.engine import flows, log, people, segments
+from stepstream.engine import flows, limits, log, people, segments
 from stepstream.errors import Invalid
 from stepstream.http.health import RUNTIME_KEY
 from stepstream.models import Person
@@ -198,6 +198,23 @@ def segment_detail(request, identifier):
         segments.delete(env, identifier)
         return Response(status=204)
     return Response(segments.describe(segments.get(env, identifier)))
+
+
+@api_view(["GET"])
+def limit_list(request):
+    return Response(limits.list_all(request.auth))
+
+
+@api_view(["GET", "PUT", "DELETE"])
+def limit_detail(request, identifier):
+    env = request.auth
+    if request.method == "PUT":
+        described, created = limits.put(env, identifier, request.data)
+        return Response(described, status=201 if created else 200)
+    if request.method == "DELETE":
+        limits.delete(env, identifier)
+        return Response(status=204)
+    return Response(limits.describe(limits.get(env, identifier)))
 
 
 @api_view(["GET"])

@@ -1,0 +1,132 @@
+"""Durable timers and deferred starts: the rows a person's transaction keeps, and the reads
+of the firing loop (docs/rules.md, "Timers", "Limits").
+
+A timer row exists exactly while its `from` step is active in an active
+instance: the engine writes it in the transaction that activates the step
+(or resumes the instance) and deletes it in the one that ends that. A
+deferred start's row exists while a limit holds back a true `start_when`.
+The rows are what the firing loop (stepstream.engine.actions.timers) reads.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from stepstream.models import FlowInstance, PendingTimer, Person
+
+TIMER = "timer"
+DEFERRED = "deferred"
+
+
+@dataclass(slots=True)
+class TimerRow:
+    id: int
+    kind: str
+    flow: str
+    from_step: str
+    transition: str  # a deferred start's: the limit's identifier
+    due_at: datetime
+    waiting: bool
+
+
+def _row(t: PendingTimer) -> TimerRow:
+    return TimerRow(t.pk, t.kind, t.flow_identifier, t.from_step, t.transition, t.due_at, t.waiting)
+
+
+def of_instance(instance_id: uuid.UUID) -> dict[tuple[str, str], TimerRow]:
+    """(from step, transition) -> the instance's timer."""
+    return {
+        (t.from_step, t.transition): _row(t)
+        for t in PendingTimer.objects.filter(instance_id=instance_id, kind=TIMER)
+    }
+
+
+def of_person(person_id: int) -> list[TimerRow]:
+    return [_row(t) for t in PendingTimer.objects.filter(person_id=person_id).order_by("due_at")]
+
+
+def add_timers(
+    person_id: int, instance_id: uuid.UUID, flow: str, wanted: list[tuple[str, str, datetime]]
+) -> None:
+    PendingTimer.objects.bulk_create(
+        PendingTimer(
+            person_id=person_id,
+            instance_id=instance_id,
+            kind=TIMER,
+            flow_identifier=flow,
+            from_step=a,
+            transition=t,
+            due_at=due,
+        )
+        for a, t, due in wanted
+    )
+
+
+def delete(ids: list[int]) -> None:
+    if ids:
+        PendingTimer.objects.filter(pk__in=ids).delete()
+
+
+def delete_instance_timers(instance_id: uuid.UUID) -> None:
+    PendingTimer.objects.filter(instance_id=instance_id).delete()
+
+
+def set_waiting(ids: list[int]) -> None:
+    if ids:
+        PendingTimer.objects.filter(pk__in=ids).update(waiting=True)
+
+
+def deferred(person_id: int) -> dict[str, TimerRow]:
+    """flow identifier -> its deferred start."""
+    return {
+        t.flow_identifier: _row(t)
+        for t in PendingTimer.objects.filter(person_id=person_id, kind=DEFERRED)
+    }
+
+
+def defer(person_id: int, flow: str, limit: str, due_at: datetime) -> None:
+    PendingTimer.objects.create(
+        person_id=person_id, kind=DEFERRED, flow_identifier=flow, transition=limit, due_at=due_at
+    )
+
+
+def move(timer_id: int, due_at: datetime, limit: str) -> None:
+    PendingTimer.objects.filter(pk=timer_id).update(due_at=due_at, transition=limit)
+
+
+def start_times(person_id: int, flows: frozenset[str] | None, since: datetime) -> list[datetime]:
+    """When the person's instances of `flows` (None: all) started after `since`, oldest first.
+
+    An instance's `created_at` is its start (a restart makes a new one).
+    """
+    found = FlowInstance.objects.filter(person_id=person_id, created_at__gt=since)
+    if flows is not None:
+        found = found.filter(flow_identifier__in=sorted(flows))
+    return sorted(found.values_list("created_at", flat=True))
+
+
+def next_due() -> datetime | None:
+    """The earliest due_at of a timer or deferred start not waiting, if any."""
+    first = PendingTimer.objects.filter(waiting=False).order_by("due_at").values("due_at").first()
+    return None if first is None else first["due_at"]
+
+
+def due_people(now: datetime, batch: int) -> list[tuple[int, str]]:
+    """(environment id, person key) of people with something due, the most overdue first."""
+    person_ids: list[int] = []
+    for person_id in (
+        PendingTimer.objects.filter(waiting=False, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("person_id", flat=True)[: batch * 4]
+    ):
+        if person_id not in person_ids:
+            person_ids.append(person_id)
+        if len(person_ids) >= batch:
+            break
+    found = dict(
+        (pk, (env, key))
+        for pk, env, key in Person.objects.filter(pk__in=person_ids).values_list(
+            "pk", "environment_id", "person_key"
+        )
+    )
+    return [found[p] for p in person_ids if p in found]

@@ -1,0 +1,313 @@
+"""Orchestration (CONTRACT.md, "Orchestration"): priority, durations, limits, timers.
+
+Through the REST API and the engine on whichever database the run uses; time
+passing is simulated by moving a pending timer's due time into the past (the
+timer loop of a real server is tested at the end, on its own clock).
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.db.models import F
+from django.utils import timezone
+
+from stepstream import engine
+from stepstream.engine import durations
+from stepstream.errors import Conflict, Invalid
+from stepstream.models import FlowInstance, PendingTimer, StepInstance
+from tests.test_rules import errors, log, person_flows, publish, put, track, url
+
+
+def starter(identifier, condition="true", priority=None, **extra):
+    body = {
+        "identifier": identifier,
+        "start_when": condition,
+        "steps": [{"identifier": "one"}, {"identifier": "two"}],
+        "transitions": [{"identifier": "next", "from": "one", "to": "two"}],
+        **extra,
+    }
+    if priority is not None:
+        body["priority"] = priority
+    return body
+
+
+def flow_starts(api, key) -> list[str]:
+    """Flows in the order their instances became active in the person's log."""
+    return [
+        c["flow"]
+        for c in log(api, key)
+        if c["entity"] == "flow" and c["state"] == "active" and c["previous_state"] == "inactive"
+    ]
+
+
+# --- priority -------------------------------------------------------------------
+
+
+def test_one_write_starts_flows_in_priority_order_then_identifier(api):
+    publish(api, starter("a-low", "has(events.go)", priority=-1))
+    publish(api, starter("b-high", "has(events.go)", priority=10))
+    publish(api, starter("c-zero", "has(events.go)"))
+    publish(api, starter("d-zero", "has(events.go)", priority=0))
+    put(api, "p1", {}, 201)
+    track(api, "p1", "go")
+    assert flow_starts(api, "p1") == ["b-high", "c-zero", "d-zero", "a-low"]
+
+
+def test_priority_is_returned_when_set_and_checked(api):
+    assert publish(api, starter("pri", priority=5))["priority"] == 5
+    assert "priority" not in publish(api, starter("plain"))
+    for bad in ("high", 1.5, True, 10**9):
+        response = api.post(url("flows"), starter("bad", priority=bad), format="json")
+        assert any("priority" in e for e in errors(response, 400))
+
+
+# --- durations ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,seconds", [("1s", 1), ("30m", 1800), ("2h", 7200), ("7d", 604800), ("365d", 31536000)]
+)
+def test_durations_read(text, seconds):
+    assert durations.parse(text, "after") == seconds
+
+
+@pytest.mark.parametrize("bad", ["0s", "-1s", "1", "1w", "1.5h", " 1s", "01s", "366d", 5, None])
+def test_bad_durations_are_400_naming_the_field(bad):
+    with pytest.raises(Invalid) as err:
+        durations.parse(bad, "transitions[0].after")
+    assert "transitions[0].after" in err.value.messages[0]
+
+
+# --- limits ---------------------------------------------------------------------
+
+
+def put_limit(api, identifier, body, status):
+    response = api.put(url("limits", identifier), body, format="json")
+    assert response.status_code == status, response.content
+    return response.json() if status < 300 else response
+
+
+def test_limits_are_put_read_listed_and_deleted(api):
+    publish(api, starter("tour"))
+    body = {"flows": ["tour"], "max": 2, "window": "24h"}
+    assert put_limit(api, "daily", body, 201) == {"identifier": "daily", **body}
+    assert put_limit(api, "daily", {**body, "max": 3}, 200)["max"] == 3
+    assert api.get(url("limits", "daily")).json()["max"] == 3
+    put_limit(api, "all", {"flows": "*", "max": 1, "window": "7d"}, 201)
+    assert [lim["identifier"] for lim in api.get(url("limits")).json()] == ["all", "daily"]
+    assert api.delete(url("limits", "daily")).status_code == 204
+    assert api.get(url("limits", "daily")).status_code == 404
+    assert api.delete(url("limits", "daily")).status_code == 404
+
+
+def test_bad_limits_are_400_naming_the_field(api):
+    publish(api, starter("tour"))
+    cases = [
+        ({"flows": ["nope"], "max": 1, "window": "1h"}, "nope"),
+        ({"flows": [], "max": 1, "window": "1h"}, "flows"),
+        ({"flows": "all", "max": 1, "window": "1h"}, "flows"),
+        ({"flows": "*", "max": 0, "window": "1h"}, "max"),
+        ({"flows": "*", "max": "2", "window": "1h"}, "max"),
+        ({"flows": "*", "max": 1, "window": "1 hour"}, "window"),
+        ({"flows": "*", "max": 1}, "window"),
+    ]
+    for body, word in cases:
+        found = errors(api.put(url("limits", "x"), body, format="json"), 400)
+        assert any(word in e for e in found), (body, found)
+
+
+def test_an_explicit_start_over_a_limit_is_409_naming_it(api, env):
+    for f in ("one", "two"):
+        publish(api, starter(f, condition="false"))
+    put_limit(api, "one-a-day", {"flows": "*", "max": 1, "window": "24h"}, 201)
+    put(api, "p", {}, 201)
+    engine.do_start_flow(env, "p", "one")
+    with pytest.raises(Conflict) as err:
+        engine.do_start_flow(env, "p", "two")
+    assert "one-a-day" in err.value.messages[0]
+    response = api.post(url("people", "p", "flows"), {"flow": "two"}, format="json")
+    assert "one-a-day" in errors(response, 409)[0]
+    # a restart is never held back
+    engine.do_restart(env, "p", "one")
+    # another person has their own window
+    put(api, "q", {}, 201)
+    engine.do_start_flow(env, "q", "two")
+
+
+def time_passes(delta: timedelta) -> None:
+    """A simulated clock: every stored time moves back by `delta` (starts, activations, dues)."""
+    FlowInstance.objects.update(created_at=F("created_at") - delta)
+    StepInstance.objects.filter(activated_at__isnull=False).update(
+        activated_at=F("activated_at") - delta
+    )
+    PendingTimer.objects.update(due_at=F("due_at") - delta)
+
+
+def make_due(**filters):
+    """Time passes until the first matching pending row is due."""
+    first = PendingTimer.objects.filter(**filters).order_by("due_at").first()
+    time_passes(first.due_at - timezone.now() + timedelta(milliseconds=1))
+
+
+def test_start_when_held_back_is_deferred_then_started_in_priority_order(api, env):
+    publish(api, starter("first", "has(events.go)", priority=5))
+    publish(api, starter("second", "has(events.go)", priority=1))
+    publish(api, starter("third", "has(events.go)"))
+    put_limit(api, "calm", {"flows": "*", "max": 1, "window": "1h"}, 201)
+    put(api, "p", {}, 201)
+    track(api, "p", "go")
+    assert set(person_flows(api, "p")) == {"first"}  # the highest priority takes the slot
+    deferred = PendingTimer.objects.filter(kind="deferred").order_by("flow_identifier")
+    assert [(t.flow_identifier, t.transition) for t in deferred] == [
+        ("second", "calm"),
+        ("third", "calm"),
+    ]
+    # one hour after the first start, the window allows one more: the higher priority
+    due = deferred[0].due_at
+    assert timedelta(minutes=59) < due - timezone.now() <= timedelta(hours=1)
+    make_due(kind="deferred")
+    engine.do_fire(env, "p")
+    assert set(person_flows(api, "p")) == {"first", "second"}
+    started = [c for c in log(api, "p") if c["flow"] == "second" and c["entity"] == "flow"]
+    assert started[0]["cause"] == {"kind": "start_when", "deferred_by": "calm"}
+    # "third" waits for the next free slot: its row moved on, not dropped
+    left = PendingTimer.objects.get(kind="deferred")
+    assert left.flow_identifier == "third" and left.due_at > timezone.now()
+
+
+def test_a_deferred_start_whose_condition_is_false_then_is_dropped(api, env):
+    publish(api, starter("first", "person.want == true", priority=5))
+    publish(api, starter("later", "person.want == true"))
+    put_limit(api, "calm", {"flows": "*", "max": 1, "window": "1h"}, 201)
+    put(api, "p", {"want": True}, 201)
+    assert set(person_flows(api, "p")) == {"first"}
+    put(api, "p", {"want": False}, 200)
+    make_due(kind="deferred")
+    engine.do_fire(env, "p")
+    assert set(person_flows(api, "p")) == {"first"}
+    assert not PendingTimer.objects.filter(kind="deferred").exists()
+
+
+# --- timers ---------------------------------------------------------------------
+
+
+def timed_flow(after="2d", condition=None, ttype="automatic"):
+    transition = {"identifier": "nudge", "from": "wait", "to": "nudged", "type": ttype}
+    if after is not None:
+        transition["after"] = after
+    if condition:
+        transition["condition"] = condition
+    return {
+        "identifier": "reminder",
+        "steps": [{"identifier": "wait"}, {"identifier": "nudged"}, {"identifier": "end"}],
+        "transitions": [
+            transition,
+            {"identifier": "finish", "from": "nudged", "to": "end"},
+            {"identifier": "skip", "from": "wait", "to": "end"},
+        ],
+    }
+
+
+def states(api, key):
+    return {s["identifier"]: s["state"] for s in person_flows(api, key)["reminder"]["steps"]}
+
+
+def test_after_is_only_for_automatic_transitions_and_checked(api):
+    found = errors(api.post(url("flows"), timed_flow(ttype="manual"), format="json"), 400)
+    assert any("transitions[0].after" in e and "automatic" in e for e in found)
+    found = errors(api.post(url("flows"), timed_flow(after="soon"), format="json"), 400)
+    assert any("transitions[0].after" in e for e in found)
+    published = publish(api, timed_flow())
+    assert published["transitions"][0]["after"] == "2d"
+
+
+def test_a_timer_is_written_with_the_activation_and_fires_once(api, env):
+    publish(api, timed_flow())
+    put(api, "p", {}, 201)
+    before = timezone.now()
+    engine.do_start_flow(env, "p", "reminder")
+    timer = PendingTimer.objects.get(kind="timer")
+    assert (timer.from_step, timer.transition) == ("wait", "nudge")
+    assert before + timedelta(days=2) <= timer.due_at <= timezone.now() + timedelta(days=2)
+    engine.do_fire(env, "p")  # not due yet: nothing happens
+    assert states(api, "p")["wait"] == "active"
+    make_due(kind="timer")
+    due = PendingTimer.objects.get().due_at
+    assert due <= timezone.now()
+    assert engine.do_fire(env, "p")["fired"] == 1
+    assert states(api, "p") == {"wait": "completed", "nudged": "active", "end": "inactive"}
+    changes = [c for c in log(api, "p") if c["identifier"] in ("wait", "nudged")]
+    assert {c["cause"]["kind"] for c in changes[-2:]} == {"timer"}
+    assert changes[-1]["cause"]["transition"] == "nudge"
+    assert changes[-1]["cause"]["due_at"].startswith(due.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert not PendingTimer.objects.exists()  # the step is no longer active
+    assert engine.do_fire(env, "p")["fired"] == 0  # once
+
+
+def test_a_step_that_stops_being_active_cancels_its_timer(api, env):
+    publish(api, timed_flow())
+    put(api, "p", {}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    engine.do_transition(env, "p", "reminder", "skip")
+    assert not PendingTimer.objects.exists()
+    put(api, "q", {}, 201)
+    engine.do_start_flow(env, "q", "reminder")
+    engine.do_flow_action(env, "q", "reminder", "exit")
+    assert not PendingTimer.objects.exists()
+
+
+def test_a_paused_instance_timer_waits_and_fires_after_resume(api, env):
+    publish(api, timed_flow())
+    put(api, "p", {}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    engine.do_flow_action(env, "p", "reminder", "pause")
+    assert not PendingTimer.objects.exists()
+    engine.do_flow_action(env, "p", "reminder", "resume")
+    make_due(kind="timer")
+    engine.do_fire(env, "p")
+    assert states(api, "p")["nudged"] == "active"
+
+
+def test_a_timer_whose_condition_is_false_waits_for_it(api, env):
+    publish(api, timed_flow(condition="person.ready == true"))
+    put(api, "p", {"ready": False}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    make_due(kind="timer")
+    engine.do_fire(env, "p")
+    assert states(api, "p")["wait"] == "active"
+    assert PendingTimer.objects.get().waiting  # no longer polled
+    put(api, "p", {"ready": True}, 200)  # the write that makes it true runs it
+    assert states(api, "p")["nudged"] == "active"
+    last = [c for c in log(api, "p") if c["identifier"] == "nudged"][-1]
+    assert last["cause"]["kind"] == "timer"
+    assert not PendingTimer.objects.exists()
+
+
+def test_a_condition_true_before_due_does_not_run_early(api, env):
+    publish(api, timed_flow(condition="person.ready == true"))
+    put(api, "p", {"ready": True}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    put(api, "p", {"ready": True, "x": 1}, 200)
+    assert states(api, "p")["wait"] == "active"
+
+
+def test_a_deleted_person_timers_go_and_restart_replaces_them(api, env):
+    publish(api, timed_flow())
+    put(api, "p", {}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    engine.do_restart(env, "p", "reminder")
+    assert PendingTimer.objects.count() == 1
+    assert api.delete(url("people", "p")).status_code == 204
+    assert not PendingTimer.objects.exists()
+
+
+def test_a_timer_keeps_its_flow_version(api, env):
+    publish(api, timed_flow(after="1h"))
+    put(api, "p", {}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    changed = timed_flow(after="5d")
+    changed["transitions"][0]["to"] = "end"
+    publish(api, changed)
+    make_due(kind="timer")
+    engine.do_fire(env, "p")
+    assert states(api, "p")["nudged"] == "active"  # version 1's transition
