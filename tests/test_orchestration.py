@@ -311,3 +311,75 @@ def test_a_timer_keeps_its_flow_version(api, env):
     make_due(kind="timer")
     engine.do_fire(env, "p")
     assert states(api, "p")["nudged"] == "active"  # version 1's transition
+
+
+# --- the firing loop of a real server --------------------------------------------
+
+
+def test_a_running_server_fires_a_due_timer_once(rest, person_key):
+    import uuid
+
+    from tests.waiting import wait_until
+
+    flow = timed_flow(after="1s")
+    flow["identifier"] = f"reminder-{uuid.uuid4().hex[:8]}"
+    assert rest.post("/flows", json=flow).status_code == 201
+    started = rest.post(f"/people/{person_key}/flows", json={"flow": flow["identifier"]})
+    assert started.status_code == 201, started.text
+
+    def nudged():
+        found = rest.get(f"/people/{person_key}/flows").json()
+        steps = {s["identifier"]: s["state"] for i in found for s in i["steps"]}
+        return steps.get("nudged") == "active"
+
+    wait_until(nudged, timeout=10, what="the 1 s timer fired")
+    changes = rest.get(f"/people/{person_key}/events").json()
+    timer_changes = [c for c in changes if c.get("cause", {}).get("kind") == "timer"]
+    assert [c["identifier"] for c in timer_changes] == ["wait", "nudged"]  # once
+
+
+# --- pages ------------------------------------------------------------------------
+
+
+def test_a_page_write_creates_the_person_and_starts_flows_reading_page(api, env):
+    publish(api, starter("pricing-tour", 'page.path == "/pricing" && page.query.plan == "pro"'))
+    answer = engine.do_page(env, "visitor", "https://shop.example/pricing?plan=free&plan=pro#x")
+    assert answer["person_key"] == "visitor" and answer["seq"] >= 1
+    assert set(person_flows(api, "visitor")) == {"pricing-tour"}
+    started = [c for c in log(api, "visitor") if c["entity"] == "flow"][0]
+    assert started["cause"] == {"kind": "start_when", "page": True}
+    assert engine.do_page(env, "other", "/home")["seq"] == 0  # nothing started
+    assert person_flows(api, "other") == {}
+
+
+def test_page_is_absent_before_any_and_the_latest_counts(api, env):
+    # before any page, a condition reading `page` fails to evaluate: false
+    publish(api, starter("not-docs", '!page.path.startsWith("/docs") || has(events.go)'))
+    publish(api, starter("on-docs", 'page.path.startsWith("/docs")'))
+    put(api, "p", {}, 201)
+    assert person_flows(api, "p") == {}
+    engine.do_page(env, "p", "/blog")
+    assert set(person_flows(api, "p")) == {"not-docs"}
+    engine.do_page(env, "p", "/docs/start")
+    assert set(person_flows(api, "p")) == {"not-docs", "on-docs"}
+
+
+@pytest.mark.parametrize("bad", ["", None, 7, "/x" + "a" * 2048, "/a\nb"])
+def test_a_bad_page_url_is_400(env, bad):
+    with pytest.raises(Invalid) as err:
+        engine.do_page(env, "p", bad)
+    assert "url" in err.value.messages[0]
+
+
+def test_the_websocket_page_action(ws, rest, person_key):
+    import uuid
+
+    flow = starter(f"page-{uuid.uuid4().hex[:8]}", 'page.query.step == "2"')
+    assert rest.post("/flows", json=flow).status_code == 201
+    response = ws.request("page", {"person_key": person_key, "url": "/a?step=2"})
+    assert response["status"] == 200, response
+    assert response["data"]["person_key"] == person_key and response["data"]["seq"] >= 1
+    found = rest.get(f"/people/{person_key}/flows").json()
+    assert flow["identifier"] in {i["flow"] for i in found}
+    response = ws.request("page", {"person_key": person_key, "url": "x" * 5000})
+    assert response["status"] == 400 and "url" in response["errors"][0]

@@ -23,6 +23,7 @@ from stepstream.engine.actions.flows import (
 from stepstream.engine.actions.people import (
     check_event_name,
     do_identify,
+    do_page,
     do_put_person,
     do_track,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "do_fire",
     "do_flow_action",
     "do_identify",
+    "do_page",
     "do_put_person",
     "do_restart",
     "do_start_flow",

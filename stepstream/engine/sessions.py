@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from stepstream.engine import conditions, flows, rules, store, timers
+from stepstream.engine import conditions, flows, pages, rules, store, timers
 from stepstream.engine.changes import timestamp
 from stepstream.engine.log import Recorder
 from stepstream.engine.rules import LimitRule
@@ -198,7 +198,7 @@ class Session:
         self.environment = environment
         self.person = person
         self.via = via
-        self.trigger = trigger or {}  # {"event": NAME} or {"data": True}
+        self.trigger = trigger or {}  # {"event": NAME}, {"data": True} or {"page": True}
         self.recorder = Recorder(person)
         # everything is evaluated for a new person, and for one settled under older rules
         self.everything = created or person.rules_version != person.env_rules_version
@@ -286,6 +286,8 @@ class Session:
             value = {flow: row[2] for flow, row in self.instances().items()}
         elif root == "now":
             value = self.recorder.now
+        elif root == "page":  # None before any page: then the variable is absent
+            value = pages.read(self.person.pk)
         else:  # segments: each evaluated against the rest
             needed: set[str] = set()
             for cond in self.rules.segments.values():
@@ -300,7 +302,10 @@ class Session:
         """The condition's value for the person now; an evaluation error is false."""
         if self._context is None or not cond.roots <= self._context_roots:
             roots = frozenset(cond.roots | self._context_roots)
-            self._context = conditions.context({r: self._value(r) for r in roots})
+            values = {r: self._value(r) for r in roots}
+            if values.get("page", 0) is None:
+                del values["page"]
+            self._context = conditions.context(values)
             self._context_roots = roots
         return cond.evaluate(self._context)
 
