@@ -383,3 +383,67 @@ def test_the_websocket_page_action(ws, rest, person_key):
     assert flow["identifier"] in {i["flow"] for i in found}
     response = ws.request("page", {"person_key": person_key, "url": "x" * 5000})
     assert response["status"] == 400 and "url" in response["errors"][0]
+
+
+# --- explain ------------------------------------------------------------------------
+
+
+def explain(api, key, flow, status=200):
+    response = api.get(url("people", key, "explain") + f"?flow={flow}")
+    assert response.status_code == status, response.content
+    return response.json()
+
+
+def test_clauses_split_the_top_level_operator_only():
+    from stepstream.engine.explain import clauses
+
+    assert clauses('a && (b || c) && "x && y"') == ["a", "(b || c)", '"x && y"']
+    assert clauses("a && b || c") == ["a && b", "c"]
+    assert clauses("f(a, b && c)") == ["f(a, b && c)"]
+
+
+def test_explain_says_why_a_flow_has_not_started(api, env):
+    publish(api, starter("upsell", 'person.plan == "free" && has(events.go) && person.n > 2'))
+    publish(api, starter("other", "false"))
+    put_limit(api, "calm", {"flows": ["upsell", "other"], "max": 1, "window": "1h"}, 201)
+    put_limit(api, "unrelated", {"flows": ["other"], "max": 1, "window": "1h"}, 201)
+    put(api, "p", {"plan": "free"}, 201)
+    found = explain(api, "p", "upsell")
+    assert found["flow"] == "upsell" and found["instance"] is None and found["enabled"] is True
+    assert found["window"] == {"starts_at": None, "ends_at": None}
+    when = found["start_when"]
+    assert when["value"] is False
+    assert [c["text"] for c in when["clauses"]] == [
+        'person.plan == "free"',
+        "has(events.go)",
+        "person.n > 2",
+    ]
+    assert when["clauses"][0]["value"] is True and when["clauses"][1]["value"] is False
+    assert when["clauses"][2]["value"].startswith("error: ")  # no such key
+    assert found["limits"] == [{"identifier": "calm", "used": 0, "max": 1, "next_free_at": None}]
+    assert found["deferred"] is False and found["transitions"] == []
+    # started explicitly: the limit is used up; the transitions of the active step show
+    engine.do_start_flow(env, "p", "upsell")
+    found = explain(api, "p", "upsell")
+    assert found["instance"]["flow"] == "upsell"
+    assert found["limits"][0]["used"] == 1 and found["limits"][0]["next_free_at"]
+    assert [t["identifier"] for t in found["transitions"]] == ["next"]
+    assert found["transitions"][0]["value"] is True and found["transitions"][0]["due_at"] is None
+    # another flow, held back by the limit: deferred
+    publish(api, starter("other", "has(events.go)"))
+    track(api, "p", "go")
+    assert explain(api, "p", "other")["deferred"] is True
+
+
+def test_explain_shows_a_timer_due_at_and_refuses_bad_requests(api, env):
+    publish(api, timed_flow(after="2d", condition="person.ready == true"))
+    put(api, "p", {"ready": False}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    found = explain(api, "p", "reminder")
+    nudge = next(t for t in found["transitions"] if t["identifier"] == "nudge")
+    assert nudge["due_at"] and nudge["after"] == "2d" and nudge["value"] is False
+    assert nudge["clauses"] == [{"text": "person.ready == true", "value": False}]
+    assert found["start_when"] is None
+    assert "flow" in errors(api.get(url("people", "p", "explain")), 400)[0]
+    explain(api, "p", "nope", 404)
+    explain(api, "nobody", "reminder", 404)

@@ -300,6 +300,10 @@ class Session:
 
     def holds(self, cond: conditions.Condition) -> bool:
         """The condition's value for the person now; an evaluation error is false."""
+        return cond.evaluate(self.variables(cond))
+
+    def variables(self, cond: conditions.Condition) -> conditions.Variables:
+        """The person's variables now, with every root `cond` reads."""
         if self._context is None or not cond.roots <= self._context_roots:
             roots = frozenset(cond.roots | self._context_roots)
             values = {r: self._value(r) for r in roots}
@@ -307,7 +311,7 @@ class Session:
                 del values["page"]
             self._context = conditions.context(values)
             self._context_roots = roots
-        return cond.evaluate(self._context)
+        return self._context
 
     def affected(self, deps: frozenset[conditions.Dep]) -> bool:
         if self.everything:

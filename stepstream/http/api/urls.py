@@ -22,6 +22,7 @@ urlpatterns = [
     ),
     path(f"{KEY}/events", views.person_events),
     path(f"{KEY}/track", views.person_track),
+    path(f"{KEY}/explain", views.person_explain),
     path(f"{KEY}/flows/<seg:flow>/restart", views.person_restart),
     path("segments", views.segment_list),
     path("segments/<seg:identifier>", views.segment_detail),

@@ -201,6 +201,17 @@ def segment_detail(request, identifier):
 
 
 @api_view(["GET"])
+def person_explain(request, key):
+    from stepstream.engine import explain
+
+    flow = request.query_params.get("flow")
+    if not flow:
+        raise Invalid("flow is required: ?flow=IDENTIFIER, the flow to explain.")
+    check(flow, "flow")
+    return Response(explain.explain(request.auth, person_key(key), flow))
+
+
+@api_view(["GET"])
 def limit_list(request):
     return Response(limits.list_all(request.auth))
 
