@@ -447,3 +447,17 @@ def test_explain_shows_a_timer_due_at_and_refuses_bad_requests(api, env):
     assert "flow" in errors(api.get(url("people", "p", "explain")), 400)[0]
     explain(api, "p", "nope", 404)
     explain(api, "nobody", "reminder", 404)
+
+
+def test_the_dashboard_says_timer_deferred_and_page_causes_in_words():
+    from stepstream.http.dashboard.views import cause_text
+
+    assert cause_text({"kind": "timer", "transition": "nudge", "due_at": "D"}) == (
+        "timer of nudge, due D"
+    )
+    assert cause_text({"kind": "start_when", "deferred_by": "calm"}) == (
+        "started by its start condition, deferred by limit calm"
+    )
+    assert cause_text({"kind": "automatic", "transition": "t", "page": True}) == (
+        "automatic transition t, after a page view"
+    )

@@ -15,7 +15,7 @@ from stepstream.engine.reads import instances_of
 from stepstream.engine.sessions import Session
 from stepstream.engine.store import PersonRow
 from stepstream.errors import Invalid
-from stepstream.models import Environment, Transition
+from stepstream.models import Environment, Person
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 
@@ -83,70 +83,122 @@ def _condition(text: str, session: Session) -> dict[str, Any]:
     return {"condition": text, "value": value(whole, session), "clauses": found}
 
 
-def explain(environment: Environment, person_key: str, flow: str) -> dict[str, Any]:
-    person = people.get(environment, person_key)
-    latest = flows.latest(environment, flow)  # 404 for an unknown flow
-    environment.refresh_from_db(fields=["rules_version"])
-    row = PersonRow(
-        person.pk, person_key, person.last_seq, person.rules_version, environment.rules_version
-    )
-    session = Session(environment, row)
-    now = session.recorder.now
-    instance = next((i for i in instances_of(person) if i["flow"] == flow), None)
-    graph = flows.graph(latest.pk)
-    start_when = _condition(latest.start_when, session) if latest.start_when else None
-    found_limits = []
-    for limit in session.rules.limits_of(flow):
-        window = timedelta(seconds=limit.window_seconds)
-        times = timers.start_times(person.pk, limit.flows, now - window)
-        free = now if len(times) < limit.max else times[len(times) - limit.max] + window
-        found_limits.append(
-            {
-                "identifier": limit.identifier,
-                "used": len(times),
-                "max": limit.max,
-                "next_free_at": timestamp(free) if len(times) >= limit.max else None,
-            }
+class Explainer:
+    """Explains a person's flows, reading what they share once (the dashboard's person page
+    explains every flow with a fixed number of queries, plus one per flow the person has
+    that cannot start by itself)."""
+
+    def __init__(
+        self, environment: Environment, person_key: str, person: Person | None = None
+    ) -> None:
+        """`person`: already read (with `environment`) by the caller."""
+        if person is None:
+            person = people.get(environment, person_key)
+            environment.refresh_from_db(fields=["rules_version"])
+        row = PersonRow(
+            person.pk, person_key, person.last_seq, person.rules_version, environment.rules_version
         )
-    transitions: list[dict[str, Any]] = []
-    if instance is not None:
-        run = session.run(flow)
-        assert run is not None  # the instance was read above
-        active = {s.identifier for s in run.steps if s.state == "active"}
-        pending = run.timers() if run.graph.timed else {}
-        for t in _transitions(run.graph.flow_id):
-            if t.from_step not in active:
-                continue
-            timer = pending.get((t.from_step, t.identifier))
-            described: dict[str, Any] = {
-                "identifier": t.identifier,
-                "from": t.from_step,
-                "to": t.to_step,
-                "type": t.type,
-                "condition": t.condition or None,
-                "value": True,
-                "clauses": [],
-                "due_at": timestamp(timer.due_at) if timer is not None else None,
-            }
-            if t.after:
-                described["after"] = t.after
-            if t.condition:
-                explained = _condition(t.condition, session)
-                described["value"], described["clauses"] = explained["value"], explained["clauses"]
-            transitions.append(described)
-    return {
-        "flow": flow,
-        "version": graph.version,
-        "priority": graph.priority,
-        "instance": instance,
-        "enabled": True,
-        "window": {"starts_at": None, "ends_at": None},
-        "start_when": start_when,
-        "limits": found_limits,
-        "deferred": flow in timers.deferred(person.pk),
-        "transitions": transitions,
-    }
+        self.environment = environment
+        self.person = person
+        self.session = Session(environment, row)
+        self.now = self.session.recorder.now
+        self.instances = {i["flow"]: i for i in instances_of(person)}
+        self.pending = timers.of_person(person.pk)
+        self._times: dict[str, list[Any]] = {}
+        self._flow_ids: dict[str, int] | None = None
+
+    def _limits(self, flow: str) -> list[dict[str, Any]]:
+        found = []
+        for limit in self.session.rules.limits_of(flow):
+            window = timedelta(seconds=limit.window_seconds)
+            times = self._times.get(limit.identifier)
+            if times is None:
+                since = self.now - window
+                times = self._times[limit.identifier] = timers.start_times(
+                    self.person.pk, limit.flows, since
+                )
+            full = len(times) >= limit.max
+            found.append(
+                {
+                    "identifier": limit.identifier,
+                    "used": len(times),
+                    "max": limit.max,
+                    "next_free_at": timestamp(times[len(times) - limit.max] + window)
+                    if full
+                    else None,
+                }
+            )
+        return found
+
+    def _transitions(self, flow: str, instance: dict[str, Any]) -> list[dict[str, Any]]:
+        if instance["state"] != "active":
+            return []
+        run_graph = flows.graph(self._instance_flow_id(flow))
+        active = {s["identifier"] for s in instance["steps"] if s["state"] == "active"}
+        due = {
+            (t.from_step, t.transition): t.due_at
+            for t in self.pending
+            if t.kind == timers.TIMER and t.flow == flow
+        }
+        automatic = {(a, b, tid) for a, b, tid, _ in run_graph.auto_rules}
+        found = []
+        for tid, edges in run_graph.guarded.items():
+            for a, b, cond in edges:
+                if a not in active:
+                    continue
+                described: dict[str, Any] = {
+                    "identifier": tid,
+                    "from": a,
+                    "to": b,
+                    "type": "automatic" if (a, b, tid) in automatic else "manual",
+                    "condition": cond.text if cond is not None else None,
+                    "value": True,
+                    "clauses": [],
+                    "due_at": timestamp(due[(a, tid)]) if (a, tid) in due else None,
+                }
+                if (a, b, tid) in run_graph.after:
+                    described["after"] = run_graph.after[(a, b, tid)]
+                if cond is not None:
+                    explained = _condition(cond.text, self.session)
+                    described["value"] = explained["value"]
+                    described["clauses"] = explained["clauses"]
+                found.append(described)
+        return found
+
+    def _instance_flow_id(self, flow: str) -> int:
+        if self._flow_ids is None:
+            from stepstream.models import FlowInstance
+
+            self._flow_ids = dict(
+                FlowInstance.objects.filter(person_id=self.person.pk).values_list(
+                    "flow_identifier", "flow_id"
+                )
+            )
+        return self._flow_ids[flow]
+
+    def explain(self, flow: str) -> dict[str, Any]:
+        starters = dict(self.session.rules.starters)
+        flow_id = starters.get(flow)
+        if flow_id is None and flow in self.instances:  # cannot start by itself: its version's
+            flow_id = self._instance_flow_id(flow)
+        if flow_id is None:
+            flow_id = flows.latest_id(self.environment, flow)  # 404 for an unknown flow
+        graph = flows.graph(flow_id)
+        start_when = graph.start_when
+        instance = self.instances.get(flow)
+        return {
+            "flow": flow,
+            "version": graph.version,
+            "priority": graph.priority,
+            "instance": instance,
+            "enabled": True,
+            "window": {"starts_at": None, "ends_at": None},
+            "start_when": _condition(start_when.text, self.session) if start_when else None,
+            "limits": self._limits(flow),
+            "deferred": any(t.kind == timers.DEFERRED and t.flow == flow for t in self.pending),
+            "transitions": self._transitions(flow, instance) if instance is not None else [],
+        }
 
 
-def _transitions(flow_id: int) -> list[Transition]:
-    return list(Transition.objects.filter(flow_id=flow_id).order_by("position"))
+def explain(environment: Environment, person_key: str, flow: str) -> dict[str, Any]:
+    return Explainer(environment, person_key).explain(flow)

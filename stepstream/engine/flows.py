@@ -43,6 +43,7 @@ class Graph:
     priority: int = 0
     # automatic transitions with `after`: (from, to, identifier) -> seconds
     timed: dict[tuple[str, str, str], int] = field(default_factory=dict, hash=False)
+    after: dict[tuple[str, str, str], str] = field(default_factory=dict, hash=False)  # as written
 
 
 def _condition(text: str, where: str) -> Condition | None:
@@ -62,6 +63,7 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
     auto_rules: list[tuple[str, str, str, Condition | None]] = []
     auto_deps: set[tuple[str, str | None]] = set()
     timed: dict[tuple[str, str, str], int] = {}
+    after: dict[tuple[str, str, str], str] = {}
     for i, t in enumerate(transitions):
         by_identifier.setdefault(t.identifier, []).append((t.from_step, t.to_step))
         cond = _condition(t.condition, f"transitions[{i}].condition")
@@ -70,6 +72,7 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
             auto_rules.append((t.from_step, t.to_step, t.identifier, cond))
             if t.after:
                 timed[(t.from_step, t.to_step, t.identifier)] = durations.parse(t.after, "after")
+                after[(t.from_step, t.to_step, t.identifier)] = t.after
             if cond is not None:
                 auto_deps |= cond.deps
     return Graph(
@@ -88,6 +91,7 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
         auto_deps=frozenset(auto_deps),
         priority=flow.priority,
         timed=timed,
+        after=after,
     )
 
 
