@@ -81,3 +81,46 @@ def test_the_person_page_says_why_and_why_not(tmp_path, browser_page):  # noqa: 
         shot(page, "dashboard-person-why-phone")
     finally:
         server.stop()
+
+
+def test_the_sdk_sends_the_page_on_connect_and_every_navigation(tmp_path, browser_page):  # noqa: F811
+    import json
+
+    from tests.test_browser import SDK_SCRIPT
+    from tests.waiting import wait_until
+
+    page = browser_page
+    server = Server(tmp_path / "data", args=("--demo",))
+    try:
+        server.start()
+        keys = json.loads((tmp_path / "data" / "demo.json").read_text())
+        rest = server.rest(keys["secret_key"])
+        for identifier, condition in (
+            ("on-demo", 'page.path == "/demo"'),
+            ("pushed", 'page.path == "/pushed" && page.query.x == "1"'),
+            ("replaced", 'page.path == "/replaced"'),
+            ("hashed", 'page.url.endsWith("#tour")'),
+        ):
+            flow = {
+                "identifier": identifier,
+                "start_when": condition,
+                "steps": [{"identifier": "a"}],
+            }
+            assert rest.post("/flows", json=flow).status_code == 201
+        page.goto(f"{server.url}/demo")
+        page.evaluate(SDK_SCRIPT, {"key": keys["publishable_key"], "personKey": "walker"})
+
+        def has(flow):
+            return lambda: flow in {i["flow"] for i in rest.get("/people/walker/flows").json()}
+
+        wait_until(has("on-demo"), what="the page sent on connect")
+        page.evaluate("history.pushState({}, '', '/pushed?x=1')")
+        wait_until(has("pushed"), what="pushState sent")
+        page.evaluate("history.replaceState({}, '', '/replaced')")
+        wait_until(has("replaced"), what="replaceState sent")
+        page.evaluate("location.hash = 'tour'")
+        wait_until(has("hashed"), what="hashchange sent")
+        events = rest.get("/people/walker/events").json()
+        assert all(e["cause"].get("page") is True for e in events if e["entity"] == "flow")
+    finally:
+        server.stop()
