@@ -443,6 +443,8 @@ class PendingTimer(models.Model):
     transition = models.CharField(max_length=255)
     due_at = models.DateTimeField()
     waiting = models.BooleanField(default=False)
+    # a firing loop took it until then (stepstream.engine.timers.claim_due): others skip it
+    claimed_until = models.DateTimeField(null=True)
 
     class Meta:
         indexes = [

@@ -461,3 +461,24 @@ def test_the_dashboard_says_timer_deferred_and_page_causes_in_words():
     assert cause_text({"kind": "automatic", "transition": "t", "page": True}) == (
         "automatic transition t, after a page view"
     )
+
+
+def test_due_rows_are_claimed_once_so_two_loops_take_different_people(api, env):
+    from stepstream.engine import timers
+
+    publish(api, timed_flow(after="1h"))
+    for key in ("a", "b"):
+        put(api, key, {}, 201)
+        engine.do_start_flow(env, key, "reminder")
+    make_due(kind="timer")
+    time_passes(timedelta(hours=1))  # both due
+    first = timers.claim_due(timezone.now(), batch=1)
+    second = timers.claim_due(timezone.now(), batch=1)
+    assert len(first) == len(second) == 1 and first != second
+    assert timers.claim_due(timezone.now(), batch=10) == []  # every due row is claimed
+    from stepstream.engine.firing import fire_due
+
+    assert fire_due()[0] == 0  # claimed by the loops above, which fire them
+    for _, key in first + second:
+        engine.do_fire(env, key)
+    assert {states(api, k)["nudged"] for k in ("a", "b")} == {"active"}

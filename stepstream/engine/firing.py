@@ -27,7 +27,7 @@ BATCH = 200  # people run per pass
 
 def fire_due(batch: int = BATCH) -> tuple[int, datetime | None]:
     """Runs the people due now (at most `batch`); (how many, the next due time)."""
-    people = timers.due_people(timezone.now(), batch)
+    people = timers.claim_due(timezone.now(), batch)
     envs = {e.pk: e for e in Environment.objects.filter(pk__in={env for env, _ in people})}
     for env_id, person_key in people:
         environment = envs.get(env_id)

@@ -10,8 +10,11 @@ The rows are what the firing loop (stepstream.engine.actions.timers) reads.
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.db import connection, transaction
+
+from stepstream.engine.db import db_datetime
 from stepstream.models import FlowInstance, PendingTimer, Person
 
 TIMER = "timer"
@@ -111,22 +114,37 @@ def next_due() -> datetime | None:
     return None if first is None else first["due_at"]
 
 
-def due_people(now: datetime, batch: int) -> list[tuple[int, str]]:
-    """(environment id, person key) of people with something due, the most overdue first."""
-    person_ids: list[int] = []
-    for person_id in (
-        PendingTimer.objects.filter(waiting=False, due_at__lte=now)
-        .order_by("due_at")
-        .values_list("person_id", flat=True)[: batch * 4]
-    ):
-        if person_id not in person_ids:
-            person_ids.append(person_id)
-        if len(person_ids) >= batch:
-            break
-    found = dict(
-        (pk, (env, key))
+CLAIM_SECONDS = 30  # a claim a process died holding lapses after this
+
+
+def claim_due(now: datetime, batch: int) -> list[tuple[int, str]]:
+    """(environment id, person key) of people with something due, the most overdue first,
+    each row claimed for CLAIM_SECONDS so other processes' loops skip it.
+
+    On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED: two loops
+    polling together take different rows. Firing itself is exactly once
+    whatever the claims do (the person's lock, stepstream.engine.actions.timers).
+    """
+    table = PendingTimer._meta.db_table
+    skip = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    with transaction.atomic(), connection.cursor() as c:
+        c.execute(
+            f"UPDATE {table} SET claimed_until = %s WHERE id IN (SELECT id FROM {table} "
+            "WHERE waiting = %s AND due_at <= %s AND (claimed_until IS NULL OR claimed_until < %s) "
+            f"ORDER BY due_at LIMIT %s{skip}) RETURNING person_id",
+            [
+                db_datetime(now + timedelta(seconds=CLAIM_SECONDS)),
+                False,
+                db_datetime(now),
+                db_datetime(now),
+                batch,
+            ],
+        )
+        person_ids = list(dict.fromkeys(r[0] for r in c.fetchall()))[:batch]
+    found = {
+        pk: (env, key)
         for pk, env, key in Person.objects.filter(pk__in=person_ids).values_list(
             "pk", "environment_id", "person_key"
         )
-    )
+    }
     return [found[p] for p in person_ids if p in found]
