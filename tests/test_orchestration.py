@@ -482,3 +482,14 @@ def test_due_rows_are_claimed_once_so_two_loops_take_different_people(api, env):
     for _, key in first + second:
         engine.do_fire(env, key)
     assert {states(api, k)["nudged"] for k in ("a", "b")} == {"active"}
+
+
+def test_an_idle_loop_only_reads_the_next_due_time(api, env):
+    from stepstream.engine.firing import fire_due
+
+    publish(api, timed_flow(after="1h"))
+    put(api, "p", {}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    timer = PendingTimer.objects.get()
+    assert fire_due() == (0, timer.due_at)  # sleeps until then (at most POLL)
+    assert PendingTimer.objects.get().claimed_until is None  # nothing written

@@ -26,8 +26,15 @@ BATCH = 200  # people run per pass
 
 
 def fire_due(batch: int = BATCH) -> tuple[int, datetime | None]:
-    """Runs the people due now (at most `batch`); (how many, the next due time)."""
-    people = timers.claim_due(timezone.now(), batch)
+    """Runs the people due now (at most `batch`); (how many, the next due time).
+
+    Idle, it only reads the next due time: no write (on SQLite no write lock) is taken
+    until something is due."""
+    now = timezone.now()
+    first = timers.next_due(now)
+    if first is None or first > now:
+        return 0, first
+    people = timers.claim_due(now, batch)
     envs = {e.pk: e for e in Environment.objects.filter(pk__in={env for env, _ in people})}
     for env_id, person_key in people:
         environment = envs.get(env_id)
@@ -37,7 +44,7 @@ def fire_due(batch: int = BATCH) -> tuple[int, datetime | None]:
             do_fire(environment, person_key)
         except Exception:
             logger.warning("firing a timer failed; retrying at the next pass", exc_info=True)
-    return len(people), timers.next_due()
+    return len(people), timers.next_due(timezone.now())
 
 
 class Firing:

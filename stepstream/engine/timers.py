@@ -108,9 +108,16 @@ def start_times(person_id: int, flows: frozenset[str] | None, since: datetime) -
     return sorted(found.values_list("created_at", flat=True))
 
 
-def next_due() -> datetime | None:
-    """The earliest due_at of a timer or deferred start not waiting, if any."""
-    first = PendingTimer.objects.filter(waiting=False).order_by("due_at").values("due_at").first()
+def next_due(now: datetime) -> datetime | None:
+    """The earliest due_at of a timer or deferred start not waiting nor claimed, if any (a
+    claim that lapses is seen at a later look)."""
+    first = (
+        PendingTimer.objects.filter(waiting=False)
+        .exclude(claimed_until__gte=now)
+        .order_by("due_at")
+        .values("due_at")
+        .first()
+    )
     return None if first is None else first["due_at"]
 
 
