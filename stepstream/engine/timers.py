@@ -10,14 +10,16 @@ The rows are what the firing loop (stepstream.engine.actions.timers) reads.
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
+from django.utils.dateparse import parse_datetime
 
-from stepstream.engine.db import db_datetime
+from stepstream.engine.db import cursor, db_datetime, db_uuid
 from stepstream.models import FlowInstance, PendingTimer, Person
 
 TIMER = "timer"
+_T = PendingTimer._meta.db_table
 DEFERRED = "deferred"
 
 
@@ -36,16 +38,33 @@ def _row(t: PendingTimer) -> TimerRow:
     return TimerRow(t.pk, t.kind, t.flow_identifier, t.from_step, t.transition, t.due_at, t.waiting)
 
 
+_COLUMNS = "id, kind, flow_identifier, from_step, transition, due_at, waiting"
+
+
+def _rows(where: str, params: list[object]) -> list[TimerRow]:
+    """Rows read on the driver's cursor (the firing path reads them for every person)."""
+    with cursor() as c:
+        c.execute(f"SELECT {_COLUMNS} FROM {_T} WHERE {where} ORDER BY due_at, id", params)
+        found = c.fetchall()
+    return [TimerRow(r[0], r[1], r[2], r[3], r[4], _when(r[5]), bool(r[6])) for r in found]
+
+
+def _when(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        parsed = parse_datetime(value)
+        assert parsed is not None  # written by Django
+        value = parsed
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def of_instance(instance_id: uuid.UUID) -> dict[tuple[str, str], TimerRow]:
     """(from step, transition) -> the instance's timer."""
-    return {
-        (t.from_step, t.transition): _row(t)
-        for t in PendingTimer.objects.filter(instance_id=instance_id, kind=TIMER)
-    }
+    rows = _rows("instance_id = %s AND kind = %s", [db_uuid(instance_id), TIMER])
+    return {(t.from_step, t.transition): t for t in rows}
 
 
 def of_person(person_id: int) -> list[TimerRow]:
-    return [_row(t) for t in PendingTimer.objects.filter(person_id=person_id).order_by("due_at")]
+    return _rows("person_id = %s", [person_id])
 
 
 def add_timers(
@@ -67,7 +86,8 @@ def add_timers(
 
 def delete(ids: list[int]) -> None:
     if ids:
-        PendingTimer.objects.filter(pk__in=ids).delete()
+        with cursor() as c:
+            c.execute(f"DELETE FROM {_T} WHERE id IN ({', '.join(['%s'] * len(ids))})", ids)
 
 
 def delete_instance_timers(instance_id: uuid.UUID) -> None:
@@ -76,7 +96,9 @@ def delete_instance_timers(instance_id: uuid.UUID) -> None:
 
 def set_waiting(ids: list[int]) -> None:
     if ids:
-        PendingTimer.objects.filter(pk__in=ids).update(waiting=True)
+        marks = ", ".join(["%s"] * len(ids))
+        with cursor() as c:
+            c.execute(f"UPDATE {_T} SET waiting = %s WHERE id IN ({marks})", [True, *ids])
 
 
 def deferred(person_id: int) -> dict[str, TimerRow]:
