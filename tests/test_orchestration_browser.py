@@ -75,6 +75,10 @@ def test_the_person_page_says_why_and_why_not(tmp_path, browser_page):  # noqa: 
         assert sorted(kinds) == ["deferred", "timer"]
         why.scroll_into_view_if_needed()
         shot(page, "dashboard-person-why-laptop")
+        # live: the change that starts upsell redraws it (its section stays open)
+        assert rest.put("/people/ann", json={"data": {"plan": "free"}}).status_code == 200
+        verdict.filter(has_text="has it").wait_for()
+        assert why.locator("[data-explain='upsell']").get_attribute("open") is not None
         page.set_viewport_size({"width": 390, "height": 844})
         page.reload()
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
