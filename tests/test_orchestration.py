@@ -5,6 +5,7 @@ passing is simulated by moving a pending timer's due time into the past (the
 timer loop of a real server is tested at the end, on its own clock).
 """
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -493,3 +494,43 @@ def test_an_idle_loop_only_reads_the_next_due_time(api, env):
     timer = PendingTimer.objects.get()
     assert fire_due() == (0, timer.due_at)  # sleeps until then (at most POLL)
     assert PendingTimer.objects.get().claimed_until is None  # nothing written
+
+
+def test_a_server_that_was_down_fires_overdue_timers_when_it_starts(tmp_path):
+    from stepstream.testing.servers import Server
+    from tests.waiting import wait_until
+
+    server = Server(tmp_path / "data")
+    try:
+        server.start()
+        name = f"down-{uuid.uuid4().hex[:8]}"  # servers on PostgreSQL share one database
+        keys = server.init_project(name)["environments"][0]
+        with server.rest(keys["secret_key"]) as rest:
+            assert rest.post("/flows", json=timed_flow(after="1h")).status_code == 201
+            assert rest.put("/people/p", json={"data": {}}).status_code == 201
+            assert rest.post("/people/p/flows", json={"flow": "reminder"}).status_code == 201
+        server.stop()
+        # two hours pass while no server runs
+        server.shell(
+            "from datetime import timedelta\n"
+            "from django.db.models import F\n"
+            "from stepstream.models import PendingTimer, StepInstance\n"
+            f"project = {{'person__environment__project__name': {name!r}}}\n"
+            "moved = PendingTimer.objects.filter(**project).update(\n"
+            "    due_at=F('due_at') - timedelta(hours=2))\n"
+            "StepInstance.objects.filter(**{'instance__' + k: v for k, v in project.items()})"
+            ".update(activated_at=F('activated_at') - timedelta(hours=2))\n"
+            "assert moved == 1\n"
+        )
+        server.start()
+        with server.rest(keys["secret_key"]) as rest:
+
+            def nudged():
+                steps = rest.get("/people/p/flows").json()[0]["steps"]
+                return {s["identifier"]: s["state"] for s in steps}["nudged"] == "active"
+
+            wait_until(nudged, timeout=10, what="the overdue timer fired at start")
+            kinds = [c["cause"]["kind"] for c in rest.get("/people/p/events").json()]
+            assert kinds.count("timer") == 2  # wait completed, nudged active: once
+    finally:
+        server.stop()
