@@ -176,6 +176,18 @@ def test_start_when_held_back_is_deferred_then_started_in_priority_order(api, en
     assert left.flow_identifier == "third" and left.due_at > timezone.now()
 
 
+def test_a_deferred_flow_started_explicitly_is_no_longer_deferred(api, env):
+    publish(api, starter("first", "has(events.go)", priority=5))
+    publish(api, starter("later", "has(events.go)"))
+    put_limit(api, "calm", {"flows": ["first", "later"], "max": 1, "window": "1h"}, 201)
+    put(api, "p", {}, 201)
+    track(api, "p", "go")
+    assert PendingTimer.objects.filter(kind="deferred").count() == 1
+    put_limit(api, "calm", {"flows": ["first", "later"], "max": 2, "window": "1h"}, 200)
+    engine.do_start_flow(env, "p", "later")
+    assert not PendingTimer.objects.exists()
+
+
 def test_a_deferred_start_whose_condition_is_false_then_is_dropped(api, env):
     publish(api, starter("first", "person.want == true", priority=5))
     publish(api, starter("later", "person.want == true"))

@@ -356,6 +356,9 @@ class Session:
 
     # --- acting -------------------------------------------------------------
     def start(self, flow_identifier: str, flow_id: int, cause: dict[str, Any]) -> Run:
+        if self.rules.limits and flow_identifier in self.deferred():  # started some other way
+            timers.delete([self.deferred()[flow_identifier].id])
+            self._deferred = None
         graph = flows.graph(flow_id)
         instance = InstanceRow(uuid.uuid4(), flow_id, flow_identifier, "inactive")
         steps = [
