@@ -119,6 +119,8 @@ class Flow(models.Model):
     published_by = models.CharField(max_length=160, blank=True, default="")
     # sha256 of the version's canonical content (engine.flows.content_hash); "" until computed
     hash = models.CharField(max_length=64, blank=True, default="")
+    # several start_when true at one write start higher first (docs/rules.md, "Priority")
+    priority = models.IntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -158,6 +160,7 @@ class Transition(models.Model):
     type = models.CharField(max_length=10, choices=TYPES, default="manual")
     position = models.PositiveIntegerField()
     condition = models.TextField(blank=True, default="")  # CEL; "" = always true
+    after = models.CharField(max_length=20, blank=True, default="")  # a duration; "" = no timer
 
     class Meta:
         ordering = ["flow", "position"]
@@ -484,3 +487,58 @@ class AuditEntry(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["environment", "id"], name="audit_by_env")]
+
+
+# Orchestration (docs/rules.md, "Limits", "Timers", "Pages").
+
+
+class Limit(models.Model):
+    """At most `max` starts of `flows` (a list of identifiers, or "*") per person per window."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="limits")
+    identifier = models.CharField(max_length=255)
+    flows = models.JSONField(default=list)
+    max = models.PositiveIntegerField()
+    window = models.CharField(max_length=20)  # as written: "24h"
+    window_seconds = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "identifier"], name="limit_unique")
+        ]
+
+
+class PendingTimer(models.Model):
+    """A durable timer: a job to look at a person again at `due_at`.
+
+    `kind` "timer": the `after` transition `transition` leaving `from_step` of
+    `instance`; `kind` "deferred": the deferred start of `flow_identifier`,
+    held back by the limit named in `transition`. `waiting`: fired once with a
+    false condition, now run by the person's writes that make it true (not polled).
+    """
+
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="+")
+    instance = models.ForeignKey(
+        FlowInstance, on_delete=models.CASCADE, null=True, related_name="+"
+    )
+    kind = models.CharField(max_length=10)
+    flow_identifier = models.CharField(max_length=255)
+    from_step = models.CharField(max_length=255, blank=True, default="")
+    transition = models.CharField(max_length=255)
+    due_at = models.DateTimeField()
+    waiting = models.BooleanField(default=False)
+    # a firing loop took it until then (stepstream.engine.timers.claim_due): others skip it
+    claimed_until = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["due_at"], name="timer_due", condition=models.Q(waiting=False)),
+            models.Index(fields=["person", "flow_identifier"], name="timer_person"),
+        ]
+
+
+class PersonPage(models.Model):
+    """The latest page a person's browser reported (the WebSocket action `page`)."""
+
+    person = models.OneToOneField(Person, on_delete=models.CASCADE, related_name="+")
+    url = models.TextField()

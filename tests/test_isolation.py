@@ -66,6 +66,8 @@ def pair(server, request):
         assert b.put("/allowed-origins", json={"origins": [B_ORIGIN]}).status_code == 200
         b_keys_listed = b.get("/keys").json()
         assert b.put("/segments/b-seg", json={"condition": "true"}).status_code == 201
+        limit = {"flows": ["secret-flow"], "max": 5, "window": "1h"}
+        assert b.put("/limits/b-limit", json=limit).status_code == 201
         hook = b.post("/webhooks", json={"url": "http://127.0.0.1:9/b-only-hook"})
         assert hook.status_code == 201, hook.text
         draft = {**SECRET_FLOW, "name": "b-draft-marker"}
@@ -134,6 +136,7 @@ def assert_b_untouched(server, b: dict) -> None:
         assert rest.get("/allowed-origins").json() == {"origins": [B_ORIGIN]}
         assert [s["identifier"] for s in rest.get("/segments").json()] == ["b-seg"]
         assert rest.get("/theme").json()["tokens"]["radius"] == "8px"  # A's PUT not here
+        assert [lim["identifier"] for lim in rest.get("/limits").json()] == ["b-limit"]
         assert all(k["revoked_at"] is None for k in rest.get("/keys").json())
         assert len(rest.get("/keys").json()) == 2
 
@@ -244,6 +247,14 @@ def walk_rest(a, b: dict) -> set[str]:
     assert tracked.json() == {"person_key": "carol", "event": "e", "count": 1, "seq": 0}
     about_a("DELETE", "/people/carol", status=204)
     about_a("DELETE", "/segments/b-seg", status=204)
+    # orchestration: B's limit and B's carol's explanation are out of sight
+    naming_b("GET", "/limits/b-limit")
+    naming_b("DELETE", "/limits/b-limit")
+    naming_b("GET", "/people/carol/explain?flow=secret-flow")
+    assert about_a("GET", "/limits").json() == []
+    # A's own secret-flow (published above): A's own limit, B's untouched
+    about_a("PUT", "/limits/b-limit", {"flows": ["secret-flow"], "max": 1, "window": "1h"}, 201)
+    about_a("DELETE", "/limits/b-limit", status=204)
     # outbound: A's feed, webhooks and analytics hold nothing of B's
     feed = about_a("GET", "/events").json()
     assert {e["person_key"] for e in feed["events"]} <= {"carol"}
@@ -324,6 +335,9 @@ def test_every_websocket_action_with_a_neighbours_key_finds_nothing(server, pair
         response = a.request("track", {"person_key": "carol", "event": "e"})
         assert response["data"] == {"person_key": "carol", "event": "e", "count": 1, "seq": 0}
         walked.add("track")
+        response = a.request("page", {"person_key": "carol", "url": "/b-only"})
+        assert response["data"] == {"person_key": "carol", "seq": 0}
+        walked.add("page")
         assert a.request("get_state", {"person_key": "carol"})["data"]["flows"] == []
         assert a.subscribe("carol", "step", since_seq=0)["status"] == 200
         assert a.subscribe("carol", "flow")["status"] == 200

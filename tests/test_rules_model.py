@@ -80,6 +80,8 @@ def flow_definition(draw, identifier):
     }
     if draw(st.booleans()):
         definition["start_when"] = draw(conditions())
+    if draw(st.booleans()):  # several start_when true at one write start by priority
+        definition["priority"] = draw(st.integers(-2, 2))
     return definition
 
 
@@ -127,6 +129,7 @@ class Model:
             "start": [s for s in steps if s not in incoming],
             "final": {s for s in steps if s not in outgoing},
             "start_when": d.get("start_when"),
+            "priority": d.get("priority", 0),
         }
 
     def holds(self, text) -> bool:
@@ -208,7 +211,7 @@ class Model:
     def settle(self):
         while True:
             progressed = False
-            for flow in sorted(self.flows):
+            for flow in sorted(self.flows, key=lambda f: (-self.flows[f]["priority"], f)):
                 cond = self.flows[flow]["start_when"]
                 if cond and flow not in self.instances and self.holds(cond):
                     self.start(flow, "start_when")

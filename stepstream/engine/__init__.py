@@ -24,9 +24,11 @@ from stepstream.engine.actions.flows import (
 from stepstream.engine.actions.people import (
     check_event_name,
     do_identify,
+    do_page,
     do_put_person,
     do_track,
 )
+from stepstream.engine.actions.timers import do_fire
 from stepstream.engine.reads import instances_of, snapshot
 from stepstream.engine.sessions import VIA, describe_instance
 
@@ -35,8 +37,10 @@ __all__ = [
     "check_event_name",
     "describe_instance",
     "do_complete_step",
+    "do_fire",
     "do_flow_action",
     "do_identify",
+    "do_page",
     "do_put_person",
     "do_restart",
     "do_start_flow",

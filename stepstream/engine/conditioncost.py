@@ -152,6 +152,17 @@ class _Roots:
     string: Shape = SCALAR  # the longest string of person data
 
 
+def _page_shape() -> Shape:
+    """`page`: {url, path, query}, every string at most the URL's length, the query at most
+    one member per two characters of it (stepstream.engine.pages.MAX_URL)."""
+    text = string_shape(MAX_PAGE_URL)
+    query = Shape(MAX_PAGE_URL // 2, MAX_PAGE_URL, text, text)
+    return Shape(3, 3 * MAX_PAGE_URL, query, string_shape(5))
+
+
+MAX_PAGE_URL = 2048  # stepstream.engine.pages.MAX_URL
+
+
 def roots(limits: Limits) -> _Roots:
     """The largest shape of each variable under `limits`."""
     key = string_shape(limits.string_chars)
@@ -170,6 +181,7 @@ def roots(limits: Limits) -> _Roots:
             "flows": Shape(limits.flows, limits.flows * 2, SCALAR, name),
             "segments": Shape(limits.segments, limits.segments * 2, SCALAR, name),
             "now": SCALAR,
+            "page": _page_shape(),
         },
         data,
         key,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 cel = load_cel()
 
-ROOTS = ("person", "events", "flows", "segments", "now")
+ROOTS = ("person", "events", "flows", "segments", "now", "page")
 MAX_LENGTH = 4096
 MAX_SEGMENTS = 200  # segments per environment: each write that reads `segments` evaluates them all
 _MACROS = {"all", "exists", "exists_one", "map", "filter"}

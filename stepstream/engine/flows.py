@@ -12,12 +12,13 @@ from django.db.models import Max
 
 from stepstream import strictjson
 from stepstream.bounded import BoundedMemo
-from stepstream.engine import audit, conditions, content, rules
+from stepstream.engine import audit, conditions, content, durations, rules
 from stepstream.engine.conditions import Condition, Dep
 from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, Flow, FlowSwitch, Segment, Step, Transition
 
 TRANSITION_TYPES = ("manual", "automatic")
+MAX_PRIORITY = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class Graph:
         default_factory=dict, hash=False
     )
     auto_deps: frozenset[Dep] = frozenset()  # variables read by automatic transitions' conditions
+    priority: int = 0
+    # automatic transitions with `after`: (from, to, identifier) -> seconds
+    timed: dict[tuple[str, str, str], int] = field(default_factory=dict, hash=False)
+    after: dict[tuple[str, str, str], str] = field(default_factory=dict, hash=False)  # as written
 
 
 def _condition(text: str, where: str) -> Condition | None:
@@ -63,12 +68,17 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
     guarded: dict[str, list[tuple[str, str, Condition | None]]] = {}
     auto_rules: list[tuple[str, str, str, Condition | None]] = []
     auto_deps: set[tuple[str, str | None]] = set()
+    timed: dict[tuple[str, str, str], int] = {}
+    after: dict[tuple[str, str, str], str] = {}
     for i, t in enumerate(transitions):
         by_identifier.setdefault(t.identifier, []).append((t.from_step, t.to_step))
         cond = _condition(t.condition, f"transitions[{i}].condition")
         guarded.setdefault(t.identifier, []).append((t.from_step, t.to_step, cond))
         if t.type == "automatic":
             auto_rules.append((t.from_step, t.to_step, t.identifier, cond))
+            if t.after:
+                timed[(t.from_step, t.to_step, t.identifier)] = durations.parse(t.after, "after")
+                after[(t.from_step, t.to_step, t.identifier)] = t.after
             if cond is not None:
                 auto_deps |= cond.deps
     return Graph(
@@ -88,6 +98,9 @@ def _compile(flow: Flow, steps: list[Step], transitions: list[Transition]) -> Gr
         auto_rules=tuple(auto_rules),
         guarded={k: tuple(v) for k, v in guarded.items()},
         auto_deps=frozenset(auto_deps),
+        priority=flow.priority,
+        timed=timed,
+        after=after,
     )
 
 
@@ -227,6 +240,18 @@ def validate_definition(body: object) -> dict[str, Any]:
                 used_segments |= compiled.segments
             except Invalid as e:
                 problems.extend(e.messages)
+        after = raw.get("after")
+        if after is not None:
+            try:
+                durations.parse(after, f"transitions[{i}].after")
+                if ttype != "automatic":
+                    problems.append(
+                        f"transitions[{i}].after is only for automatic transitions: "
+                        'add "type": "automatic" or remove after.'
+                    )
+                transition["after"] = after
+            except Invalid as e:
+                problems.extend(e.messages)
         transitions.append(transition)
     # Graph checks use the parts that are well formed, so they are named beside
     # any problem found above rather than hidden by it.
@@ -241,9 +266,23 @@ def validate_definition(body: object) -> dict[str, Any]:
         if cycle:
             problems.append("Automatic transitions form a cycle: " + " -> ".join(cycle) + ".")
     _contents(steps, raw_content, known, problems)
+    priority = body.get("priority", 0)
+    if priority is None:
+        priority = 0
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        problems.append(
+            f"priority must be a whole number from {-MAX_PRIORITY:,} to {MAX_PRIORITY:,} "
+            "(higher starts first; default 0)."
+        )
+        priority = 0
     if problems:
         raise Invalid(*problems)
     return {
+        "priority": priority,
         "identifier": identifier,
         "name": name,
         "steps": steps,
@@ -345,6 +384,7 @@ def publish_definition(
             start_when=definition["start_when"],
             uses_segments=definition["uses_segments"],
             published_by=actor,
+            priority=definition["priority"],
         )
         steps = Step.objects.bulk_create(
             Step(
@@ -366,6 +406,7 @@ def publish_definition(
                 to_step=t["to"],
                 type=t["type"],
                 condition=t.get("condition", ""),
+                after=t.get("after", ""),
             )
             for i, t in enumerate(definition["transitions"])
         )
@@ -484,11 +525,14 @@ def _describe_transition(t: Transition) -> dict[str, Any]:
     out = {"identifier": t.identifier, "from": t.from_step, "to": t.to_step, "type": t.type}
     if t.condition:
         out["condition"] = t.condition
+    if t.after:
+        out["after"] = t.after
     return out
 
 
 def describe(flow: Flow, with_content: bool = True) -> dict[str, Any]:
-    """The version as published; `condition`, `start_when` and `content` appear only where set.
+    """The version as published; `condition`, `after`, `start_when`, `content` and `priority`
+    (when not 0) appear only where set.
 
     The list of flows leaves `content` out (`with_content`): up to
     STEPSTREAM_MAX_CONTENT_BYTES per flow would make it unbounded in practice.
@@ -502,6 +546,8 @@ def describe(flow: Flow, with_content: bool = True) -> dict[str, Any]:
     }
     if flow.start_when:
         out["start_when"] = flow.start_when
+    if flow.priority:
+        out["priority"] = flow.priority
     return out
 
 

@@ -16,15 +16,30 @@ from django.db.models import F
 
 from stepstream.bounded import BoundedMemo
 from stepstream.engine import conditions
-from stepstream.models import Environment, Flow, FlowSwitch, Segment
+from stepstream.models import Environment, Flow, FlowSwitch, Limit, Segment
 
 SEGMENT_ROOTS = ("person", "events", "flows", "now")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRule:
+    """A limit (PUT /limits/ID): at most `max` starts of `flows` per person per window."""
+
+    identifier: str
+    flows: frozenset[str] | None  # None: every flow ("*")
+    max: int
+    window_seconds: int
+
+    def covers(self, flow: str) -> bool:
+        return self.flows is None or flow in self.flows
 
 
 @dataclass(frozen=True)
 class EnvRules:
     version: int
-    starters: tuple[tuple[str, int], ...]  # (flow identifier, latest version's id), sorted
+    # (flow identifier, latest version's id) in start order: priority (higher first),
+    # then identifier
+    starters: tuple[tuple[str, int], ...]
     segments: dict[str, conditions.Condition]  # by identifier
     # some start_when, segment or latest version's automatic transition reads `now`:
     # then every write of a person looks at the rules, even one that changed nothing they read
@@ -33,6 +48,10 @@ class EnvRules:
     # every write, since the window opens and closes with time; disabled and archived
     # flows are not among `starters` at all (a switch change bumps the rules version)
     windows: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
+    limits: tuple[LimitRule, ...] = ()  # by identifier
+
+    def limits_of(self, flow: str) -> list[LimitRule]:
+        return [limit for limit in self.limits if limit.covers(flow)]
 
 
 def inside(window: tuple[datetime | None, datetime | None], now: datetime) -> bool:
@@ -81,7 +100,8 @@ def env_rules(environment_id: int, version: int, graph: Callable[[int], Any]) ->
     f = Flow._meta.db_table
     with connection.cursor() as c:
         c.execute(
-            f"SELECT f.identifier, f.id, f.start_when FROM {f} f WHERE f.environment_id = %s "
+            f"SELECT f.identifier, f.id, f.start_when, f.priority FROM {f} f "
+            "WHERE f.environment_id = %s "
             f"AND f.version = (SELECT MAX(g.version) FROM {f} g "
             "WHERE g.environment_id = f.environment_id AND g.identifier = f.identifier)",
             [environment_id],
@@ -99,20 +119,36 @@ def env_rules(environment_id: int, version: int, graph: Callable[[int], Any]) ->
         for f, (_, _, starts_at, ends_at) in switches.items()
         if f not in off and (starts_at is not None or ends_at is not None)
     }
-    starters = tuple(sorted((r[0], r[1]) for r in rows if r[2] and r[0] not in off))
+    starters = tuple(
+        (r[0], r[1])
+        for r in sorted((r for r in rows if r[2] and r[0] not in off), key=_start_order)
+    )
     found = {
         s.identifier: compiled(s) for s in Segment.objects.filter(environment_id=environment_id)
     }
     uses_now = any(("now", None) in c.deps for c in found.values())
-    for _, flow_id, _ in rows:
+    for _, flow_id, *_ in rows:
         compiled_graph = graph(flow_id)
         uses_now = uses_now or ("now", None) in compiled_graph.auto_deps
         start_when = compiled_graph.start_when
         uses_now = uses_now or bool(start_when and ("now", None) in start_when.deps)
     uses_now = uses_now or any(f in windows for f, _ in starters)
-    loaded = EnvRules(version, starters, found, uses_now, windows)
+    limits = tuple(
+        LimitRule(
+            lim.identifier,
+            None if lim.flows == "*" else frozenset(lim.flows),
+            lim.max,
+            lim.window_seconds,
+        )
+        for lim in Limit.objects.filter(environment_id=environment_id).order_by("identifier")
+    )
+    loaded = EnvRules(version, starters, found, uses_now, windows, limits)
     _cache.put(environment_id, loaded)
     return loaded
+
+
+def _start_order(row: tuple[Any, ...]) -> tuple[int, str]:
+    return (-row[3], row[0])
 
 
 def affected(

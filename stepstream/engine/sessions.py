@@ -11,10 +11,13 @@ same as evaluating all.
 
 import uuid
 from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from stepstream.engine import conditions, flows, rules, store
+from stepstream.engine import conditions, flows, pages, rules, store, timers
+from stepstream.engine.changes import timestamp
 from stepstream.engine.log import Recorder
+from stepstream.engine.rules import LimitRule
 from stepstream.engine.store import InstanceRow, PersonRow, StepRow
 from stepstream.errors import NotFound
 from stepstream.models import Environment, FlowInstance, StepInstance
@@ -39,6 +42,8 @@ class Run:
         self.flow_changed = False
         self.new = new
         self.recorder = session.recorder
+        self.activated_now: set[str] = set()  # steps made active in this transaction
+        self._timers: dict[tuple[str, str], timers.TimerRow] | None = None
 
     def set_flow(self, state: str, previous: str | None = None) -> None:
         previous = previous or self.instance.state
@@ -54,6 +59,8 @@ class Run:
         step = self.by_identifier[identifier]
         previous = step.state
         step.move(state, self.recorder.now)
+        if state == "active":
+            self.activated_now.add(identifier)
         self.changed_steps[step.id] = step
         flow = self.instance.flow_identifier
         self.recorder.change("step", step.id, identifier, previous, state, flow, self.instance.id)
@@ -106,25 +113,74 @@ class Run:
             ready = [
                 (a, b, tid)
                 for a, b, tid, cond in self.graph.auto_rules
-                if self.active(a) and (cond is None or session.holds(cond))
+                if self.active(a) and self._due(a, b, tid) and (cond is None or session.holds(cond))
             ]
             if not ready:
                 break
-            self.take([(a, b) for a, b, _ in ready], [session.automatic(tid) for *_, tid in ready])
+            self.take(
+                [(a, b) for a, b, _ in ready], [self._cause(a, b, tid) for a, b, tid in ready]
+            )
             changed = True
         if self.instance.state == "active" and not any(s.state == "active" for s in self.steps):
             self.set_flow("completed")
             changed = True
         return changed
 
+    # --- timers (docs/rules.md, "Timers") ------------------------------------
+    def timers(self) -> dict[tuple[str, str], timers.TimerRow]:
+        """(from, transition) -> this instance's timer rows (none for a new one)."""
+        if self._timers is None:
+            self._timers = (
+                {} if self.new or not self.graph.timed else timers.of_instance(self.instance.id)
+            )
+        return self._timers
+
+    def _due(self, a: str, b: str, tid: str) -> bool:
+        if (a, b, tid) not in self.graph.timed:
+            return True
+        row = self.timers().get((a, tid))
+        return row is not None and row.due_at <= self.recorder.now
+
+    def _cause(self, a: str, b: str, tid: str) -> dict[str, Any]:
+        if (a, b, tid) not in self.graph.timed:
+            return self.session.automatic(tid)
+        return {
+            "kind": "timer",
+            "transition": tid,
+            "due_at": timestamp(self.timers()[(a, tid)].due_at),
+        }
+
+    def _sync_timers(self) -> None:
+        """A timer row for each `after` transition leaving an active step of an active
+        instance, and none else: written with the change that makes it so."""
+        existing = self.timers()
+        wanted: dict[tuple[str, str], int] = {}
+        if self.instance.state == "active":
+            for (a, _, tid), seconds in self.graph.timed.items():
+                if self.active(a):
+                    wanted.setdefault((a, tid), seconds)
+        timers.delete([row.id for key, row in existing.items() if key not in wanted])
+        added: list[tuple[str, str, datetime]] = []
+        for (a, tid), seconds in wanted.items():
+            if (a, tid) in existing:
+                continue
+            step = self.by_identifier[a]
+            since = step.activated_at
+            if a in self.activated_now or since is None:
+                since = self.recorder.now
+            added.append((a, tid, since + timedelta(seconds=seconds)))
+        timers.add_timers(self.person.pk, self.instance.id, self.instance.flow_identifier, added)
+        self._timers = None
+
     def save(self) -> None:
         if self.new:
             store.insert_instance(self.person.pk, self.instance, self.steps, self.recorder.now)
-            return
-        if self.flow_changed or self.changed_steps:
+        elif self.flow_changed or self.changed_steps:
             store.update_states(
                 self.instance if self.flow_changed else None, list(self.changed_steps.values())
             )
+        if self.graph.timed and (self.new or self.flow_changed or self.changed_steps):
+            self._sync_timers()
 
 
 class Session:
@@ -143,7 +199,7 @@ class Session:
         self.environment = environment
         self.person = person
         self.via = via
-        self.trigger = trigger or {}  # {"event": NAME} or {"data": True}
+        self.trigger = trigger or {}  # {"event": NAME}, {"data": True} or {"page": True}
         self.recorder = Recorder(person)
         # everything is evaluated for a new person, and for one settled under older rules
         self.everything = created or person.rules_version != person.env_rules_version
@@ -156,6 +212,7 @@ class Session:
         self._context_roots: frozenset[str] = frozenset()
         self._rules: rules.EnvRules | None = None
         self._affected: dict[tuple[frozenset[conditions.Dep], int], bool] = {}
+        self._deferred: dict[str, timers.TimerRow] | None = None
 
     # --- what changed -------------------------------------------------------
     def changed(self, root: str, key: str | None) -> None:
@@ -230,6 +287,8 @@ class Session:
             value = {flow: row[2] for flow, row in self.instances().items()}
         elif root == "now":
             value = self.recorder.now
+        elif root == "page":  # None before any page: then the variable is absent
+            value = pages.read(self.person.pk)
         else:  # segments: each evaluated against the rest
             needed: set[str] = set()
             for cond in self.rules.segments.values():
@@ -242,11 +301,18 @@ class Session:
 
     def holds(self, cond: conditions.Condition) -> bool:
         """The condition's value for the person now; an evaluation error is false."""
+        return cond.evaluate(self.variables(cond))
+
+    def variables(self, cond: conditions.Condition) -> conditions.Variables:
+        """The person's variables now, with every root `cond` reads."""
         if self._context is None or not cond.roots <= self._context_roots:
             roots = frozenset(cond.roots | self._context_roots)
-            self._context = conditions.context({r: self._value(r) for r in roots})
+            values = {r: self._value(r) for r in roots}
+            if values.get("page", 0) is None:
+                del values["page"]
+            self._context = conditions.context(values)
             self._context_roots = roots
-        return cond.evaluate(self._context)
+        return self._context
 
     def affected(self, deps: frozenset[conditions.Dep]) -> bool:
         if self.everything:
@@ -257,8 +323,43 @@ class Session:
             found = self._affected[key] = rules.affected(deps, self.dirty, self.rules)
         return found
 
+    # --- limits (docs/rules.md, "Limits") ----------------------------------------
+    def held_back(self, flow: str) -> tuple[LimitRule, datetime] | None:
+        """The first limit that allows no start of `flow` now, and when it next does."""
+        now = self.recorder.now
+        for limit in self.rules.limits_of(flow):
+            window = timedelta(seconds=limit.window_seconds)
+            times = timers.start_times(self.person.pk, limit.flows, now - window)
+            times += [now for f, run in self.runs.items() if run.new and limit.covers(f)]
+            if len(times) >= limit.max:
+                times.sort()
+                return limit, times[len(times) - limit.max] + window
+        return None
+
+    def deferred(self) -> dict[str, timers.TimerRow]:
+        if self._deferred is None:
+            self._deferred = timers.deferred(self.person.pk) if self.rules.limits else {}
+        return self._deferred
+
+    def _start_when(self, flow: str, flow_id: int, cause: dict[str, Any]) -> bool:
+        """Starts a flow whose start_when is true, unless a limit defers it; True if started."""
+        if self.rules.limits:
+            if flow in self.deferred():
+                return False  # its deferred start looks again when the window allows
+            held = self.held_back(flow)
+            if held is not None:
+                limit, free_at = held
+                timers.defer(self.person.pk, flow, limit.identifier, free_at)
+                self._deferred = None
+                return False
+        self.start(flow, flow_id, cause)
+        return True
+
     # --- acting -------------------------------------------------------------
     def start(self, flow_identifier: str, flow_id: int, cause: dict[str, Any]) -> Run:
+        if self.rules.limits and flow_identifier in self.deferred():  # started some other way
+            timers.delete([self.deferred()[flow_identifier].id])
+            self._deferred = None
         graph = flows.graph(flow_id)
         instance = InstanceRow(uuid.uuid4(), flow_id, flow_identifier, "inactive")
         steps = [
@@ -278,7 +379,8 @@ class Session:
     def settle(self) -> None:
         """Rules to a fixed point: start_when flows start, then automatic transitions run.
 
-        Each round looks at start_when flows in identifier order, then at
+        Each round looks at start_when flows in priority order (higher first, then
+        identifier), then at
         active instances in flow identifier order; a condition is evaluated
         only if something it reads changed in this transaction (or its
         instance did), since every other one was false when the person was
@@ -298,8 +400,9 @@ class Session:
                         continue
                     if flow in self.instances():
                         continue
-                    if self.holds(graph.start_when):
-                        self.start(flow, flow_id, {"kind": "start_when", **self.trigger})
+                    if self.holds(graph.start_when) and self._start_when(
+                        flow, flow_id, {"kind": "start_when", **self.trigger}
+                    ):
                         progressed = True
             if self.everything or self.dirty or self.rules.uses_now:
                 candidates = sorted(f for f, row in self.instances().items() if row[2] == "active")

@@ -4,7 +4,7 @@
 the database threads and the threads serving Django, delivery's node (the
 broker and the hub), the WebSocket gateway and its connection guard, the live
 dashboard, the fast REST path, the key listener (PostgreSQL), the webhook
-deliverer (in the first worker) and the gauges of `serve --workers`. Each
+deliverer (in the first worker), the timer loop and the gauges of `serve --workers`. Each
 part gets what it needs from it when made; none reaches for a module global.
 A start that fails half-way unwinds what it started, in reverse order (an
 `AsyncExitStack`), and so does `stop`.
@@ -24,6 +24,7 @@ from stepstream import delivery
 from stepstream.config import is_first_worker
 from stepstream.dbthreads import DbThreads
 from stepstream.engine import commits, log
+from stepstream.engine.firing import Firing
 from stepstream.trust import keycache, keywatch
 from stepstream.ws.endpoint import Gateway
 from stepstream.ws.guard import Guard
@@ -56,6 +57,7 @@ class Runtime:
         )
         self.keywatch: keywatch.Watcher | None = None
         self.deliverer = None  # stepstream.delivery.webhooks.worker.Deliverer, first worker
+        self.firing: Firing | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
     def hears_keys(self) -> bool:
@@ -91,6 +93,10 @@ class Runtime:
                 self.deliverer = Deliverer(self.db)
                 await self.deliverer.start()
                 stack.push_async_callback(self.deliverer.stop)
+            # durable timers and deferred starts (docs/rules.md): in every process
+            self.firing = Firing(self.db)
+            await self.firing.start()
+            stack.push_async_callback(self.firing.stop)
             self._gauges(stack)
             self._stack = stack.pop_all()
 

@@ -264,6 +264,7 @@ export class StepstreamClient {
     this.ready.catch(() => {});
     this._onOnline = () => this._attempt > 0 && this._reconnectNow();
     globalThis.addEventListener?.("online", this._onOnline);
+    this._unwatchPages = this._watchPages();
     this._open();
   }
 
@@ -484,6 +485,7 @@ export class StepstreamClient {
     if (this._closed) return;
     this._closed = true;
     globalThis.removeEventListener?.("online", this._onOnline);
+    this._unwatchPages();
     for (const timer of this._timers) clearTimeout(timer);
     this._timers.clear();
     const ws = this._ws;
@@ -495,6 +497,40 @@ export class StepstreamClient {
       /* already closed */
     }
     this._setStatus("closed");
+  }
+
+  // -- pages: where the person is (the `page` action, docs/protocol.md) ---------
+
+  /** Sends the page on connect (`always`) and when it changed; `pages: false` turns it off. */
+  _sendPage(always = false) {
+    const location = globalThis.location;
+    if (this.options.pages === false || !location?.href || this.status !== "live") return;
+    let url = location.href;
+    if (url.length > 2048) url = (location.origin + location.pathname).slice(0, 2048);
+    if (url === this._page && !always) return;
+    this._page = url;
+    this._request("page", { url }).catch(() => {});
+  }
+
+  /** Hears every navigation: the History API (wrapped once per page), popstate, hashchange. */
+  _watchPages() {
+    const history = globalThis.history;
+    if (this.options.pages === false || !history || !globalThis.addEventListener) return () => {};
+    if (!history.__stepstreamPages) {
+      for (const name of ["pushState", "replaceState"]) {
+        const original = history[name];
+        history[name] = function (...args) {
+          const result = original.apply(this, args);
+          globalThis.dispatchEvent(new Event("stepstream:navigate"));
+          return result;
+        };
+      }
+      history.__stepstreamPages = true;
+    }
+    const send = () => this._sendPage();
+    const names = ["stepstream:navigate", "popstate", "hashchange"];
+    for (const name of names) globalThis.addEventListener(name, send);
+    return () => names.forEach((name) => globalThis.removeEventListener(name, send));
   }
 
   // -- connection --------------------------------------------------------
@@ -548,6 +584,7 @@ export class StepstreamClient {
     if (ws !== this._ws) return;
     this._attempt = 0;
     this._setStatus("live");
+    this._sendPage(true);
     this._heartbeat(ws);
     if (this._unplaced.length) this._refreshSoon(); // a refresh lost with the previous socket
   }

@@ -4,7 +4,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from stepstream import engine
-from stepstream.engine import flows, log, theme
+from stepstream.engine import flows, log, pages, theme
 from stepstream.errors import Conflict, Invalid, RateLimited
 from stepstream.strictjson import validate_identifier, validate_person_key
 from stepstream.trust import identity
@@ -176,6 +176,14 @@ async def track(conn: "Connection", data: Data, request_id: object) -> Any:
     return await _gateway(conn).db.run(_track, _environment(conn), person_key, event, properties)
 
 
+async def page(conn: "Connection", data: Data, request_id: object) -> Any:
+    """Where the person is: their latest page, evaluated like any write (docs/protocol.md)."""
+    person_key = _person(conn, data, lambda d: pages.check_url(d.get("url")))
+    return await _gateway(conn).db.run(
+        engine.do_page, _environment(conn), person_key, data["url"], via="websocket"
+    )
+
+
 async def restart(conn: "Connection", data: Data, request_id: object) -> Any:
     person_key = _person(conn, data, lambda d: _text(d, "flow"))
     return await _gateway(conn).db.run(
@@ -275,6 +283,7 @@ ACTIONS: dict[str, Action] = {
     "get_state": get_state,
     "transition": transition,
     "track": track,
+    "page": page,
     "restart": restart,
     "pause": _flow_action("pause"),
     "resume": _flow_action("resume"),

@@ -11,7 +11,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from stepstream.engine import db, flows, groupcommit, store
+from stepstream.engine import db, flows, groupcommit, store, timers
+from stepstream.engine.changes import timestamp
 from stepstream.engine.sessions import Session, describe, load
 from stepstream.engine.sessions import session as session_for
 from stepstream.errors import Conflict
@@ -29,6 +30,14 @@ def do_start_flow(
         flows.check_startable(environment, flow_identifier)
         if store.has_instance(session.person.pk, flow_identifier):
             raise Conflict(f"Person '{person_key}' already has flow '{flow_identifier}'.")
+        held = session.held_back(flow_identifier) if session.rules.limits else None
+        if held is not None:
+            limit, free_at = held
+            raise Conflict(
+                f"Limit '{limit.identifier}' allows {limit.max} start(s) of its flows per person "
+                f"in any {limit.window_seconds} s; person '{person_key}' may start "
+                f"'{flow_identifier}' again at {timestamp(free_at)}."
+            )
         run = session.start(flow_identifier, flow_id, session.call("start"))
         session.settle()
         try:
@@ -128,6 +137,7 @@ def do_restart(
         if old.instance.state not in ("completed", "exited"):
             session.recorder.cause = cause
             old.set_flow("exited")
+        timers.delete_instance_timers(old.instance.id)
         store.delete_instance(old.instance.id)
         del session.runs[flow_identifier]
         flow_id = flows.latest_id(environment, flow_identifier)

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from stepstream import strictjson
-from stepstream.engine import db, flows, groupcommit, people, store
+from stepstream.engine import db, flows, groupcommit, pages, people, store
 from stepstream.engine.sessions import Session
 from stepstream.errors import Invalid
 from stepstream.models import ContentSeen, Environment, FlowInstance
@@ -169,3 +169,23 @@ def do_track(
         session.settle()
         seq = session.save()
     return {"person_key": person_key, "event": event, "count": count, "seq": seq}
+
+
+@groupcommit.grouped
+@db.retried
+def do_page(
+    environment: Environment, person_key: str, url: object, via: str = "websocket"
+) -> dict[str, Any]:
+    """Stores the person's latest page (created with {} if unknown), then the rules."""
+    people.check_person_key(person_key)
+    url = pages.check_url(url)
+    with db.writing():
+        person, created = store.lock_or_create_person(
+            environment.pk, person_key, {}, lambda d: people.check_data(environment, d)
+        )
+        session = Session(environment, person, via, {"page": True}, created)
+        if pages.write(person.pk, url):
+            session.changed("page", None)
+        session.settle()
+        seq = session.save()
+    return {"person_key": person_key, "seq": seq}

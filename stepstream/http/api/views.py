@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from stepstream import engine
-from stepstream.engine import authoring, flows, log, people, segments
+from stepstream.engine import authoring, flows, limits, log, people, segments
 from stepstream.errors import Invalid
 from stepstream.http.health import RUNTIME_KEY
 from stepstream.models import Person
@@ -289,6 +289,34 @@ def segment_detail(request, identifier):
         segments.delete(env, identifier, actor(request))
         return Response(status=204)
     return Response(segments.describe(segments.get(env, identifier)))
+
+
+@api_view(["GET"])
+def person_explain(request, key):
+    from stepstream.engine import explain
+
+    flow = request.query_params.get("flow")
+    if not flow:
+        raise Invalid("flow is required: ?flow=IDENTIFIER, the flow to explain.")
+    check(flow, "flow")
+    return Response(explain.explain(request.auth, person_key(key), flow))
+
+
+@api_view(["GET"])
+def limit_list(request):
+    return Response(limits.list_all(request.auth))
+
+
+@api_view(["GET", "PUT", "DELETE"])
+def limit_detail(request, identifier):
+    env = request.auth
+    if request.method == "PUT":
+        described, created = limits.put(env, identifier, request.data)
+        return Response(described, status=201 if created else 200)
+    if request.method == "DELETE":
+        limits.delete(env, identifier)
+        return Response(status=204)
+    return Response(limits.describe(limits.get(env, identifier)))
 
 
 @api_view(["GET"])

@@ -575,6 +575,7 @@ def person(request, env_id: int, person_key: str | None = None):
     timeline = queries.timeline(p)
     for event in timeline:
         event["cause_text"] = cause_text(event.get("cause"))
+    why, pending = _why(env, p)
     live = {
         "watch": "person",
         "environment": env.pk,
@@ -593,7 +594,38 @@ def person(request, env_id: int, person_key: str | None = None):
         data=json.dumps(p.data, indent=2, ensure_ascii=False) if p.data else "",
         truncated=len(timeline) >= queries.TIMELINE_LIMIT,
         live=live,
+        why=why,
+        pending=pending,
     )
+
+
+MAX_EXPLAINED = 50  # flows explained on a person's page
+
+
+def _why(env, p) -> tuple[list[dict], list]:
+    """Why or why not, for each flow the person has or could start (GET .../explain), and
+    their pending timers and deferred starts."""
+    from stepstream.engine import explain, rules
+    from stepstream.engine.flows import graph
+
+    starters = rules.env_rules(env.pk, env.rules_version, graph).starters
+    found = []
+    explainer = explain.Explainer(env, p.person_key, p)
+    names = dict.fromkeys([f for f, _ in starters] + list(explainer.instances))
+    for flow in list(names)[:MAX_EXPLAINED]:
+        e = explainer.explain(flow)
+        if e["instance"] is not None:
+            e["verdict"] = f"has it ({e['instance']['state']})"
+        elif e["deferred"]:
+            e["verdict"] = "deferred by a limit"
+        elif e["start_when"] is None:
+            e["verdict"] = "starts only when called"
+        elif e["start_when"]["value"] is True:
+            e["verdict"] = "its start condition is true"
+        else:
+            e["verdict"] = "not started: its start condition is not true"
+        found.append(e)
+    return found, explainer.pending
 
 
 @staff_page
@@ -675,12 +707,18 @@ def cause_text(cause) -> str:
         text = f"automatic transition {transition}" if transition else "automatic transition"
     elif kind == "start_when":
         text = "started by its start condition"
+        if cause.get("deferred_by"):
+            text += f", deferred by limit {cause['deferred_by']}"
+    elif kind == "timer":
+        text = f"timer of {cause.get('transition')}, due {cause.get('due_at')}"
     else:
         text = str(kind or "")
     if cause.get("event"):
         text += f", after event {cause['event']}"
     if cause.get("data"):
         text += ", after a data change"
+    if cause.get("page"):
+        text += ", after a page view"
     return text
 
 

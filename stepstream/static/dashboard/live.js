@@ -48,6 +48,7 @@ function connect() {
       setStatus("live");
     } else if (event.event === "state_change") {
       applyChange(event.data);
+      refreshWhy();
     } else if (event.event === "restarted") {
       location.reload(); // the person was deleted and created again: their log restarted
     }
@@ -189,6 +190,28 @@ function applyChange(e) {
       document.getElementById("new-flow-note")?.classList.remove("hidden");
     }
   }
+}
+
+// "Why / why not" is drawn by the server: read again after a burst of changes, keeping
+// the sections the reader opened open
+let whyTimer = null;
+function refreshWhy() {
+  if (!document.querySelector("[data-why]")) return;
+  clearTimeout(whyTimer);
+  whyTimer = setTimeout(async () => {
+    try {
+      const response = await fetch(location.href, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html").querySelector("[data-why]");
+      const shown = document.querySelector("[data-why]");
+      if (!fresh || !shown) return;
+      const open = new Set([...shown.querySelectorAll("details[open]")].map((d) => d.dataset.explain));
+      for (const details of fresh.querySelectorAll("details")) details.open = open.has(details.dataset.explain);
+      shown.replaceChildren(...fresh.childNodes);
+    } catch {
+      /* the next change tries again */
+    }
+  }, 300);
 }
 
 setStatus("connecting");

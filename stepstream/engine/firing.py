@@ -1,0 +1,86 @@
+"""The firing loop of one server process: due timers and deferred starts, run once each.
+
+It sleeps until the earliest due time it knows of, and at most POLL seconds
+(which is how it hears of rows other processes wrote), so an idle server
+costs one indexed read a second. Each person with something due is run by
+`do_fire` under their lock: two processes picking up the same timer fire it
+once (the second finds nothing due). A server that starts runs what is
+overdue at once.
+"""
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from django.db import connection
+from django.utils import timezone
+
+from stepstream.dbthreads import DbThreads
+from stepstream.engine import db, timers
+from stepstream.engine.actions.timers import do_fire
+from stepstream.models import Environment
+
+logger = logging.getLogger(__name__)
+
+POLL = 1.0  # seconds: the longest sleep, so rows written elsewhere fire within ~2 s
+BATCH = 200  # people run per pass
+
+
+def fire_due(batch: int = BATCH) -> tuple[int, datetime | None]:
+    """Runs the people due now (at most `batch`); (how many, the next due time).
+
+    Idle, it only reads the next due time: no write (on SQLite no write lock) is taken
+    until something is due."""
+    now = timezone.now()
+    first = timers.next_due(now)
+    if first is None or first > now:
+        return 0, first
+    people = timers.claim_due(now, batch)
+    envs = {e.pk: e for e in Environment.objects.filter(pk__in={env for env, _ in people})}
+    # SQLite: the pass is one transaction (each person's firing in a savepoint of its own),
+    # one commit for the batch; PostgreSQL: a transaction per person, no lock held longer
+    together = db.writing() if connection.vendor == "sqlite" else contextlib.nullcontext()
+    with together:
+        for env_id, person_key in people:
+            environment = envs.get(env_id)
+            if environment is None:
+                continue
+            try:
+                do_fire(environment, person_key)
+            except Exception:
+                logger.warning(
+                    "firing a timer failed; retried once its claim lapses", exc_info=True
+                )
+    return len(people), timers.next_due(timezone.now())
+
+
+class Firing:
+    """The loop, started and stopped by the server's runtime."""
+
+    def __init__(self, db: DbThreads) -> None:
+        self.db = db
+        self.task: asyncio.Task[None] | None = None
+        self.fired = 0
+
+    async def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            delay = POLL
+            try:
+                count, next_due = await self.db.run(fire_due)
+                self.fired += count
+                if count >= BATCH:
+                    continue  # more are due
+                if next_due is not None:
+                    delay = min(POLL, max((next_due - timezone.now()).total_seconds(), 0.0))
+            except Exception:
+                logger.warning("the timer loop failed; retrying", exc_info=True)
+            await asyncio.sleep(delay)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
