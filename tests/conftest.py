@@ -20,10 +20,22 @@ servers.RESPONSE_HOOKS.append(check_httpx_response)
 SLOW_FIXTURES = {"browser_page"}
 
 
+# Tests marked `backend_agnostic` check what no database backend changes (a page's layout
+# in a browser, the API document, the browser renderer against a fake server, command-line
+# parsing): they run in the embedded-default suite only, not again with DATABASE_URL set.
+ONCE = pytest.mark.skip(
+    reason="backend_agnostic: nothing here depends on the database; it runs in the "
+    "embedded-default suite (unset DATABASE_URL)"
+)
+
+
 def pytest_collection_modifyitems(config, items):
+    again = bool(os.environ.get("DATABASE_URL"))
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if again and item.get_closest_marker("backend_agnostic"):
+            item.add_marker(ONCE)
 
 
 def pytest_report_header(config):

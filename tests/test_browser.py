@@ -393,6 +393,7 @@ def test_sdk_on_change_fires_once_per_committed_change_set(tmp_path, browser_pag
         server.stop()
 
 
+@pytest.mark.backend_agnostic
 def test_pages_fit_a_phone_screen(tmp_path, browser_page):
     """At 390 px wide nothing is pushed off the side: the demo's "Start over" button stays
     on screen, and the API reference's index sits above the reference, not beside it."""

@@ -75,6 +75,7 @@ def _server_accepts(selector: str) -> bool:
     return not problems
 
 
+@pytest.mark.backend_agnostic
 def test_publish_accepts_only_what_chromium_parses(browser_page):  # noqa: F811
     page = browser_page
     page.set_content("<p>x</p>")

@@ -245,6 +245,7 @@ def count_active(rest) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.backend_agnostic
 def test_dashboard_pages_fit_a_phone_screen(tmp_path, browser_page):  # noqa: F811
     """At 390 px wide the top bar wraps and wide tables scroll in their card: no page is
     wider than the screen, and every section's link is on the page's own width."""
@@ -419,6 +420,7 @@ STROKES = """([key, edge]) => [key, edge].map((selector) => {
 })"""
 
 
+@pytest.mark.backend_agnostic
 def test_flow_graph_text_fits_its_boxes_and_the_legend_matches_the_edges(tmp_path, browser_page):  # noqa: F811
     """Long step names, identifiers and transition names, drawn by Chromium: each
     line fits its box (and the server's estimate was not short of the drawn width),

@@ -145,6 +145,7 @@ def _serve(tmp_path, redis_url: str, *extra: str):
     )
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize(
     "redis_url, complaint",
     [

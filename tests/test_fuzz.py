@@ -537,6 +537,7 @@ def _outcome(read, raw):
     return "value", json.dumps(value, sort_keys=True, allow_nan=True)  # 1 and 1.0 differ here
 
 
+@pytest.mark.backend_agnostic
 @settings(max_examples=400, deadline=None)
 @given(
     raw=st.one_of(

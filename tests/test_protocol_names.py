@@ -103,6 +103,7 @@ def test_a_wrong_old_name_is_named_in_its_one_line(tmp_path):
     assert f"{OLD} must be a whole number of at least 1, not 'many'" in done.stderr
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.slow
 def test_serve_warns_of_the_old_name(tmp_path):
     from stepstream.testing.servers import Server

@@ -77,6 +77,7 @@ def try_it(block) -> tuple[str, str]:
     return status, live.locator(".response-col_description pre").first.inner_text()
 
 
+@pytest.mark.backend_agnostic
 def test_the_api_reference_resolves_schemas_and_tries_calls_with_a_typed_key(
     tmp_path,
     browser_page,  # noqa: F811

@@ -294,6 +294,7 @@ def box(page, step: str) -> dict:
     return page.locator(f"{piece(step)} .box").bounding_box()
 
 
+@pytest.mark.backend_agnostic
 def test_every_type_shows_and_hides_live_and_its_controls_move_the_state(
     browser_page,  # noqa: F811
     sdk_server,
@@ -449,6 +450,7 @@ def test_every_type_shows_and_hides_live_and_its_controls_move_the_state(
         raise
 
 
+@pytest.mark.backend_agnostic
 def test_a_tooltip_stays_in_a_phone_screen_and_follows_scrolling(
     browser_page,  # noqa: F811
     sdk_server,
@@ -558,6 +560,7 @@ sel => {
 """
 
 
+@pytest.mark.backend_agnostic
 def test_french_texts_and_host_css_that_cannot_reach_inside(browser_page, sdk_server, product_site):  # noqa: F811
     page = browser_page
     try:
@@ -777,6 +780,7 @@ MARKDOWN_CASES = {
 }
 
 
+@pytest.mark.backend_agnostic
 def test_markdown_builds_nodes_and_never_parses_html(
     browser_page,  # noqa: F811
     sdk_server,
