@@ -5,6 +5,7 @@ servers share that database and one secret, as a multi-machine deployment
 would. Every process started here is ended by its PID.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # httpx is the test extra's: imported where a REST client is made
@@ -52,6 +54,12 @@ def run_command(data_dir, *args, timeout=60, **extra) -> subprocess.CompletedPro
     )
 
 
+def _end_group(pid: int) -> None:
+    """SIGKILL to what is left of a server's process group (nothing, after a clean stop)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 class Server:
     def __init__(self, data_dir, port: int | None = None, args: tuple[str, ...] = (), **extra):
         self.data_dir = data_dir
@@ -71,8 +79,12 @@ class Server:
             env=server_env(self.data_dir, **self.extra),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopping it takes its workers too
         )
         log.close()
+        # whatever ends the test (a timeout, a crashed xdist worker), the server and its
+        # workers do not outlive this process: orphans held database connections and CPU
+        weakref.finalize(self, _end_group, self.process.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -92,14 +104,16 @@ class Server:
             return f.read()
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout)
+        if self.process.poll() is None:
+            self.process.send_signal(sig)  # the server alone: it stops its workers itself
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        _end_group(self.process.pid)  # any worker left behind (after a SIGKILL, say)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
