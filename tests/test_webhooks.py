@@ -482,12 +482,13 @@ def test_a_sigkilled_server_restarted_delivers_everything(hook_server):
     killed.set()
     got_before = len(first_receipts_set(receiver))
     assert got_before < len(want), "killed too late to test anything"
-    killed_at = time.monotonic()
     restarted = hook_server()
+    serving_at = time.time()  # sending resumes once the new server answers, however long a
+    # loaded machine took to start it
     assert receiver.wait_for(lambda: first_receipts_set(receiver) >= want, timeout=60)
     assert first_receipts_set(receiver) == want
     resumed = min(r["at"] for r in receiver.acknowledged()[got_before:])
-    assert resumed - (time.time() - (time.monotonic() - killed_at)) < 10
+    assert resumed - serving_at < 10
     for key, seqs in first_receipts(receiver).items():
         assert seqs == sorted(seqs), key
     with restarted.rest(keys["secret_key"]) as rest:
