@@ -52,18 +52,6 @@ def versions(environment: Environment, identifier: str) -> list[dict[str, Any]]:
     return [version_meta(f) for f in rows]
 
 
-def version(environment: Environment, identifier: str, number: int) -> Flow:
-    flow = None
-    if 1 <= number < 2**31:
-        flow = Flow.objects.filter(
-            environment=environment, identifier=identifier, version=number
-        ).first()
-    if flow is None:
-        flows.latest(environment, identifier)  # 404 for the flow itself first
-        raise NotFound(f"Flow '{identifier}' has no version {number}.")
-    return flow
-
-
 def switch_of(environment: Environment, identifier: str) -> FlowSwitch:
     """The flow's switches (an unsaved default row when it never had any)."""
     found = FlowSwitch.objects.filter(environment=environment, identifier=identifier).first()
@@ -86,7 +74,7 @@ def describe_full(environment: Environment, flow: Flow) -> dict[str, Any]:
 def answer(environment: Environment, described: dict[str, Any]) -> dict[str, Any]:
     """A version just published, as `GET /flows/{identifier}` will read it."""
     return describe_full(
-        environment, version(environment, described["identifier"], described["version"])
+        environment, flows.version(environment, described["identifier"], described["version"])
     )
 
 
@@ -302,7 +290,7 @@ def promote(
     """Copies one exact version into another environment of the project as its next version."""
     if not isinstance(body, dict) or not isinstance(body.get("to"), str) or not body["to"]:
         raise Invalid('to is required: the identifier of an environment, {"to": "production"}.')
-    source = version(environment, identifier, number)
+    source = flows.version(environment, identifier, number)
     target = Environment.objects.filter(
         project_id=environment.project_id, identifier=body["to"]
     ).first()

@@ -489,14 +489,19 @@ def latest(environment: Environment, identifier: str) -> Flow:
 
 
 def version(environment: Environment, identifier: str, number: int | None) -> Flow:
-    """One version of the flow (`None`: the latest); versions never change once published."""
+    """One version of the flow (`None`: the latest); versions never change once published.
+
+    An unknown flow is named as such before a version it lacks."""
     if number is None:
         return latest(environment, identifier)
-    flow = Flow.objects.filter(
-        environment=environment, identifier=identifier, version=number
-    ).first()
+    flow = None
+    if 1 <= number < 2**31:
+        flow = Flow.objects.filter(
+            environment=environment, identifier=identifier, version=number
+        ).first()
     if flow is None:
-        raise NotFound(f"No version {number} of flow '{identifier}' in this environment.")
+        latest(environment, identifier)  # 404 for the flow itself first
+        raise NotFound(f"Flow '{identifier}' has no version {number}.")
     return flow
 
 

@@ -141,7 +141,7 @@ def flow_detail(request, identifier):
         return Response(status=204)
     if request.query_params.get("version"):
         number = _int_param(request, "version", 1, 1, 2**31 - 1)
-        return Response(authoring.describe_full(env, authoring.version(env, identifier, number)))
+        return Response(authoring.describe_full(env, flows.version(env, identifier, number)))
     return Response(authoring.describe_full(env, flows.latest(env, identifier)))
 
 
