@@ -206,6 +206,11 @@ li[data-done] .label { text-decoration: line-through; color: ${v("color-muted", 
 @keyframes pulse { 0% { box-shadow: 0 0 0 0 #0006; } 70% { box-shadow: 0 0 0 14px #0000; } 100% { box-shadow: 0 0 0 0 #0000; } }
 @media (prefers-reduced-motion: reduce) { .marker { animation: none; } }
 [hidden] { display: none !important; }
+:host([data-preview]) .backdrop { position: relative; inset: auto; min-height: 220px; border-radius: 8px; }
+:host([data-preview]) .floating, :host([data-preview]) .checklist, :host([data-preview]) .marker {
+  position: relative; left: auto; top: auto; right: auto; bottom: auto; z-index: auto; }
+:host([data-preview]) .marker { display: block; margin: 0 0 10px; animation: none; }
+:host([data-preview]) .checklist { width: min(320px, 100%); }
 `;
 
 let sheet = null;
@@ -287,6 +292,7 @@ class Piece {
     this.shadow = this.host.attachShadow({ mode: "open" });
     styles(this.shadow);
     this.build();
+    if (renderer.preview) return; // drawn in place by preview(): no target, focus or events
     if (this.c.target && (this.type === "tooltip" || this.type === "hotspot")) this.waitForTarget();
     else this.show(null);
   }
@@ -377,7 +383,7 @@ class Piece {
 
   /** Tab and Shift+Tab stay inside an open modal; Escape closes it as `dismiss` says. */
   trap(e) {
-    if (e.key !== "Tab") return;
+    if (e.key !== "Tab" || this.r.preview) return;
     const focusable = [...this.box.querySelectorAll(FOCUSABLE)];
     if (!focusable.length) {
       e.preventDefault();
@@ -525,6 +531,7 @@ class Piece {
   }
 
   async onButton(spec, button) {
+    if (this.r.preview) return; // a preview's buttons do nothing
     const buttons = [...this.box.querySelectorAll(".buttons button")];
     for (const b of buttons) b.disabled = true;
     this.error.hidden = true;
@@ -544,7 +551,7 @@ class Piece {
    * exit the flow, or hide this content until the page reloads.
    */
   async onDismiss() {
-    if (this.dismiss === "none") return;
+    if (this.dismiss === "none" || this.r.preview) return;
     this.r.track("$dismissed", this.props);
     const { flow, step } = this.spec;
     if (this.dismiss === "hide") {
@@ -731,4 +738,49 @@ export class Renderer {
 /** @param {any} client @param {object} [options] */
 export function startRenderer(client, options) {
   return new Renderer(client, options);
+}
+
+/**
+ * Draws one piece of content into `container`, without a server: the builder's live
+ * preview. The piece is built as `render()` builds it (same styles, Markdown, theme
+ * tokens), laid out in place (no backdrop over the page, no target to find), inert:
+ * its buttons do nothing and it takes no focus. Answers the `<stepstream-content>` host.
+ * @param {Element} container
+ * @param {object} content a step's `content`, as published
+ * @param {{theme?: object, locale?: string, step?: string, labels?: object}} [options]
+ */
+export function preview(container, content, options = {}) {
+  defineElement();
+  const labels = options.labels ?? {};
+  const tokens = options.theme ?? {};
+  let shown = { ...content };
+  const texts = options.locale ? content.locales?.[options.locale] : null;
+  delete shown.locales;
+  if (texts) {
+    for (const key of ["title", "body"]) if (key in texts) shown[key] = texts[key];
+    for (const key of ["buttons", "items"]) {
+      if (Array.isArray(texts[key]) && Array.isArray(shown[key])) {
+        shown[key] = shown[key].map((entry, i) => ({ ...entry, label: texts[key][i]?.label ?? entry.label }));
+      }
+    }
+  }
+  const stub = {
+    preview: true,
+    closeLabel: labels.close ?? "Close",
+    hotspotLabel: labels.hotspot ?? "Show tip",
+    doneLabel: labels.done ?? "done",
+    client: { flows: new Map() },
+    track() {},
+    theme(host) {
+      for (const [name, value] of Object.entries(tokens)) {
+        if (/^[a-z0-9-]+$/.test(name)) host.style.setProperty(`--stepstream-${name}`, String(value));
+      }
+    },
+  };
+  const piece = new Piece(stub, { flow: "preview", flowId: "", version: 0, step: options.step ?? "step", content: shown });
+  piece.host.setAttribute("data-preview", "");
+  piece.host.inert = true;
+  if (piece.marker) piece.box.hidden = false; // a hotspot: its marker and its tip, both
+  container.replaceChildren(piece.host);
+  return piece.host;
 }

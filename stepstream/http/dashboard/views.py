@@ -481,6 +481,8 @@ def _builder_start(env, identifier: str | None) -> dict:
 @staff_page
 def builder(request, env_id: int, identifier: str | None = None):
     """The builder: a draft edited without JSON (static/dashboard/builder.js does the editing)."""
+    from stepstream.engine import theme
+
     env = _environment(env_id)
     start = _builder_start(env, identifier)
     config = {
@@ -489,6 +491,7 @@ def builder(request, env_id: int, identifier: str | None = None):
         "draft": start,
         "api": reverse("dashboard:builder_api", args=[env.pk]),
         "flows": reverse("dashboard:flows", args=[env.pk]),
+        "theme": theme.describe(env.theme)["tokens"],  # the live preview's colours
     }
     return _page(request, "builder.html", env, "flows", builder=config, editing=identifier)
 
