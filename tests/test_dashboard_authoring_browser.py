@@ -128,7 +128,7 @@ def test_the_builder_makes_a_flow_without_json(tmp_path, browser_page):  # noqa:
         page.wait_for_url("**/flows/")
         flows_url = page.url
         page.goto(flows_url.replace("/flows/", "/new-flow/"))
-        page.fill("input[name=identifier]", "tour")
+        page.fill("input[name=identifier]", "hello-tour")
         for sid in ("hello", "bye"):
             page.click("[data-action=add-step]")
             # the new editor's identifier field has the focus: typed, it names the editor
@@ -161,7 +161,7 @@ def test_the_builder_makes_a_flow_without_json(tmp_path, browser_page):  # noqa:
         page.fill(f"{editor} [name=to]", "bye")
         page.click("[data-action=publish]")
         try:
-            page.wait_for_url("**/flows/tour/", timeout=5000)
+            page.wait_for_url("**/flows/hello-tour/", timeout=5000)
         except Exception:
             raise AssertionError(page.inner_text("#builder")) from None
         assert page.locator("[data-section=versions] [data-version='1']").count() == 1
