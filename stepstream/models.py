@@ -210,6 +210,9 @@ class StepInstance(models.Model):
     )
     activated_at = models.DateTimeField(null=True)
     seconds_to_complete = models.FloatField(null=True)
+    # when it last became active (a manual cycle reactivates it): a timer written again on
+    # resume is due at this plus `after` (docs/rules.md, "Timers"); null means activated_at
+    last_activated_at = models.DateTimeField(null=True)
 
     class Meta:
         ordering = ["instance", "position"]

@@ -141,6 +141,9 @@ def time_passes(delta: timedelta) -> None:
     StepInstance.objects.filter(activated_at__isnull=False).update(
         activated_at=F("activated_at") - delta
     )
+    StepInstance.objects.filter(last_activated_at__isnull=False).update(
+        last_activated_at=F("last_activated_at") - delta
+    )
     PendingTimer.objects.update(due_at=F("due_at") - delta)
 
 
@@ -281,6 +284,31 @@ def test_a_paused_instance_timer_waits_and_fires_after_resume(api, env):
     assert states(api, "p")["nudged"] == "active"
 
 
+def test_a_timer_written_again_on_resume_counts_from_the_latest_activation(api, env):
+    flow = timed_flow(after="2d")
+    flow["steps"].insert(0, {"identifier": "intro"})
+    flow["transitions"] += [
+        {"identifier": "in", "from": "intro", "to": "wait", "type": "automatic"},
+        {"identifier": "ahead", "from": "wait", "to": "nudged"},
+        {"identifier": "back", "from": "nudged", "to": "wait"},
+    ]
+    publish(api, flow)
+    put(api, "p", {}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    time_passes(timedelta(days=1))  # the first activation was a day ago
+    engine.do_transition(env, "p", "reminder", "ahead")
+    reactivated = timezone.now()
+    engine.do_transition(env, "p", "reminder", "back")  # a manual cycle: wait is active again
+    engine.do_flow_action(env, "p", "reminder", "pause")
+    engine.do_flow_action(env, "p", "reminder", "resume")
+    due = PendingTimer.objects.get(kind="timer").due_at
+    assert reactivated + timedelta(days=2) <= due <= timezone.now() + timedelta(days=2)
+    engine.do_fire(env, "p")  # one day after the first activation plus `after`: not due
+    assert states(api, "p")["wait"] == "active"
+    step = StepInstance.objects.get(identifier="wait")
+    assert step.activated_at < reactivated <= step.last_activated_at  # analytics keep the first
+
+
 def test_a_timer_whose_condition_is_false_waits_for_it(api, env):
     publish(api, timed_flow(condition="person.ready == true"))
     put(api, "p", {"ready": False}, 201)
@@ -326,6 +354,59 @@ def test_a_timer_keeps_its_flow_version(api, env):
     assert states(api, "p")["nudged"] == "active"  # version 1's transition
 
 
+@pytest.mark.parametrize("switch", ["disabled", "archived", "before_window", "after_window"])
+def test_a_deferred_start_of_a_flow_that_may_not_start_now_is_dropped(api, env, switch):
+    publish(api, starter("first", "has(events.go)", priority=5))
+    publish(api, starter("later", "has(events.go)"))
+    put_limit(api, "calm", {"flows": "*", "max": 1, "window": "1h"}, 201)
+    put(api, "p", {}, 201)
+    track(api, "p", "go")
+    assert PendingTimer.objects.filter(kind="deferred", flow_identifier="later").exists()
+    make_due(kind="deferred")
+    now = timezone.now()
+    if switch == "disabled":
+        body = {"enabled": False}
+    elif switch == "before_window":
+        body = {"starts_at": (now + timedelta(days=1)).isoformat()}
+    else:
+        body = {"ends_at": (now - timedelta(seconds=1)).isoformat()}
+    if switch == "archived":
+        assert api.delete(url("flows", "later")).status_code == 204
+    else:
+        assert api.patch(url("flows", "later"), body, format="json").status_code == 200
+    engine.do_fire(env, "p")
+    assert set(person_flows(api, "p")) == {"first"}
+    assert not PendingTimer.objects.filter(kind="deferred").exists()
+
+
+def test_a_deferred_start_inside_its_window_starts(api, env):
+    publish(api, starter("first", "has(events.go)", priority=5))
+    publish(api, starter("later", "has(events.go)"))
+    put_limit(api, "calm", {"flows": "*", "max": 1, "window": "1h"}, 201)
+    window = {"ends_at": (timezone.now() + timedelta(days=1)).isoformat()}
+    assert api.patch(url("flows", "later"), window, format="json").status_code == 200
+    put(api, "p", {}, 201)
+    track(api, "p", "go")
+    make_due(kind="deferred")
+    engine.do_fire(env, "p")
+    assert set(person_flows(api, "p")) == {"first", "later"}
+
+
+@pytest.mark.parametrize("switch", ["disabled", "archived"])
+def test_timers_of_a_running_instance_fire_after_its_flow_is_switched_off(api, env, switch):
+    publish(api, timed_flow())
+    put(api, "p", {}, 201)
+    engine.do_start_flow(env, "p", "reminder")
+    if switch == "archived":
+        assert api.delete(url("flows", "reminder")).status_code == 204
+    else:
+        off = {"enabled": False}
+        assert api.patch(url("flows", "reminder"), off, format="json").status_code == 200
+    make_due(kind="timer")
+    assert engine.do_fire(env, "p")["fired"] == 1
+    assert states(api, "p")["nudged"] == "active"
+
+
 # --- the firing loop of a real server --------------------------------------------
 
 
@@ -349,6 +430,40 @@ def test_a_running_server_fires_a_due_timer_once(rest, person_key):
     changes = rest.get(f"/people/{person_key}/events").json()
     timer_changes = [c for c in changes if c.get("cause", {}).get("kind") == "timer"]
     assert [c["identifier"] for c in timer_changes] == ["wait", "nudged"]  # once
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_timer_written_in_this_process_wakes_the_sleeping_loop():
+    """The loop polls only once an hour here: the timer fires because its write woke it."""
+    from stepstream.dbthreads import DbThreads
+    from stepstream.engine import flows
+    from stepstream.engine.firing import Firing
+    from stepstream.trust.tenants import create_project, environment_for_key
+    from tests.waiting import until
+
+    db = DbThreads(2)
+    firing = Firing(db, poll=3600)
+
+    def setup():
+        keys = create_project("wake")["environments"][0]
+        environment = environment_for_key(keys["secret_key"], "secret")
+        flows.publish(environment, timed_flow(after="1s"))
+        engine.do_track(environment, "p", "hello")
+        return environment
+
+    environment = await db.run(setup)
+    await firing.start()
+    try:
+        await until(lambda: firing._next_look is not None, what="the loop sleeps")
+        await db.run(engine.do_start_flow, environment, "p", "reminder")
+
+        await until(lambda: firing.fired >= 1, what="the 1 s timer fired")
+        nudged = StepInstance.objects.filter(identifier="nudged", state="active").exists
+        assert await db.run(nudged)
+        assert firing.wakeups >= 1
+    finally:
+        await firing.stop()
+        db.shutdown()
 
 
 # --- pages ------------------------------------------------------------------------

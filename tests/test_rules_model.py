@@ -366,3 +366,210 @@ def test_engine_agrees_with_the_reference_model(
         for r in rows
     ]
     assert log == model.log
+
+
+# --- limits and timers on a simulated clock ---------------------------------------
+
+AFTER = {"30m": 30, "2h": 120}  # minutes
+WINDOWS = {"1h": 60, "3h": 180}
+
+
+@st.composite
+def timed_flow_definition(draw, identifier):
+    definition = draw(flow_definition(identifier))
+    for t in definition["transitions"]:
+        if t["type"] == "automatic" and draw(st.integers(0, 3)):
+            t["after"] = draw(st.sampled_from(sorted(AFTER)))
+    return definition
+
+
+timed_writes = st.one_of(
+    st.tuples(st.just("track"), st.sampled_from(EVENTS)),
+    st.tuples(
+        st.just("put"), st.dictionaries(st.sampled_from(KEYS), st.integers(0, 2), max_size=2)
+    ),
+    st.tuples(st.just("start"), st.sampled_from(FLOWS)),
+    st.tuples(st.just("transition"), st.sampled_from(FLOWS), st.sampled_from(["go", "t0", "t1"])),
+    st.tuples(st.sampled_from(["pause", "resume", "exit"]), st.sampled_from(FLOWS)),
+    st.tuples(st.just("wait"), st.sampled_from([10, 30, 60, 120])),
+)
+
+
+class TimedModel(Model):
+    """The model with time (minutes): `after` counts from a step's latest activation,
+    limits count the starts of current instances in a sliding window, a start_when
+    start a limit holds back is deferred until the window allows it."""
+
+    def __init__(self, definitions, segment, limit):
+        super().__init__(definitions, segment)
+        self.now = 0
+        self.limit = limit  # (flows or None for "*", max, window minutes)
+        self.activated: dict = {}  # (flow, step) -> latest activation
+        self.created: dict = {}  # flow -> its instance's start
+        self.deferred: dict = {}  # flow -> due
+        self.after = {
+            d["identifier"]: {
+                (t["from"], t["to"]): AFTER[t["after"]] for t in d["transitions"] if "after" in t
+            }
+            for d in definitions
+        }
+
+    def publish(self, d):  # not used with time: versions stay
+        super().publish(d)
+
+    def set_step(self, flow, step, state):
+        super().set_step(flow, step, state)
+        if state == "active":
+            self.activated[(flow, step)] = self.now
+
+    def held(self, flow):
+        flows, most, window = self.limit
+        if flows is not None and flow not in flows:
+            return None
+        times = sorted(
+            t
+            for f, t in self.created.items()
+            if f in self.instances and (flows is None or f in flows) and t > self.now - window
+        )
+        if len(times) >= most:
+            return times[len(times) - most] + window
+        return None
+
+    def start(self, flow, cause):
+        self.deferred.pop(flow, None)
+        self.created[flow] = self.now
+        super().start(flow, cause)
+
+    def settle_instance(self, flow) -> bool:
+        changed = False
+        steps = self.instances[flow]["steps"]
+        after = self.after.get(flow, {})
+        while True:
+            ready = [
+                (a, b, "timer" if (a, b) in after else "automatic")
+                for _, a, b, kind, cond in self.graphs[flow]["transitions"]
+                if kind == "automatic"
+                and steps[a] == "active"
+                and ((a, b) not in after or self.activated[(flow, a)] + after[(a, b)] <= self.now)
+                and (cond is None or self.holds(cond))
+            ]
+            if not ready:
+                break
+            self.take(flow, ready)
+            changed = True
+        if self.instances[flow]["state"] == "active" and "active" not in steps.values():
+            self.set_flow(flow, "completed")
+            changed = True
+        return changed
+
+    def order(self):
+        return sorted(self.flows, key=lambda f: (-self.flows[f]["priority"], f))
+
+    def settle(self):
+        while True:
+            progressed = False
+            for flow in self.order():
+                cond = self.flows[flow]["start_when"]
+                if cond and flow not in self.instances and self.holds(cond):
+                    if flow in self.deferred:
+                        continue
+                    free_at = self.held(flow)
+                    if free_at is not None:
+                        self.deferred[flow] = free_at
+                        continue
+                    self.start(flow, "start_when")
+                    progressed = True
+            for flow in sorted(self.instances):
+                if self.instances[flow]["state"] == "active" and self.settle_instance(flow):
+                    progressed = True
+            if not progressed:
+                return
+
+    def apply(self, op) -> int:
+        if op[0] == "start" and op[1] not in self.instances and self.held(op[1]) is not None:
+            return 409
+        if op[0] != "wait":
+            return super().apply(op)
+        self.now += op[1]
+        for flow in [f for f in self.order() if self.deferred.get(f, self.now + 1) <= self.now]:
+            cond = self.flows[flow]["start_when"]
+            if not cond or flow in self.instances or not self.holds(cond):
+                del self.deferred[flow]
+                continue
+            free_at = self.held(flow)
+            if free_at is not None:
+                self.deferred[flow] = free_at
+                continue
+            self.start(flow, "start_when")
+        for flow in sorted(self.instances):
+            if self.instances[flow]["state"] == "active":
+                self.settle_instance(flow)
+        self.settle()
+        return 200
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    definitions=st.lists(st.sampled_from(FLOWS), min_size=1, max_size=3, unique=True).flatmap(
+        lambda ids: st.tuples(*[timed_flow_definition(i) for i in ids])
+    ),
+    segment=conditions(with_segments=False),
+    limit=st.tuples(
+        st.one_of(st.none(), st.lists(st.sampled_from(FLOWS), min_size=1, unique=True)),
+        st.integers(1, 2),
+        st.sampled_from(sorted(WINDOWS)),
+    ),
+    ops=st.lists(timed_writes, min_size=3, max_size=16),
+)
+@pytest.mark.slow
+def test_engine_agrees_with_the_model_on_limits_and_timers(definitions, segment, limit, ops):
+    """Time moves on a simulated clock (engine.clock); after each wait the firing loop's
+    action runs, as a server's loop would within 2 s."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from stepstream.engine import clock, limits
+    from stepstream.trust.tenants import create_project, environment_for_key
+
+    project = create_project("model")
+    env = environment_for_key(project["environments"][0]["secret_key"], "secret")
+    segments.put(env, "s0", {"condition": segment})
+    for d in definitions:
+        flows.publish(env, d)
+    published = [d["identifier"] for d in definitions]
+    flows_of, most, window = limit
+    flows_of = None if flows_of is None else [f for f in flows_of if f in published] or None
+    body = {"flows": flows_of or "*", "max": most, "window": window}
+    limits.put(env, "cap", body)
+    model = TimedModel(
+        definitions, segment, (None if flows_of is None else set(flows_of), most, WINDOWS[window])
+    )
+    base = timezone.now()
+    with clock.at(base):
+        engine.do_put_person(env, "p", {})
+    model.settle()
+    for op in ops:
+        if op[0] not in ("track", "put", "wait"):  # a flow the run published
+            op = (op[0], published[FLOWS.index(op[1]) % len(published)], *op[2:])
+        expected = model.apply(op)
+        with clock.at(base + timedelta(minutes=model.now)):
+            got = engine.do_fire(env, "p") and 200 if op[0] == "wait" else run_engine(env, op)
+        assert got == expected, op
+    snapshot = engine.snapshot(env, "p")
+    got = {
+        i["flow"]: {"state": i["state"], "steps": {s["identifier"]: s["state"] for s in i["steps"]}}
+        for i in snapshot["flows"]
+    }
+    assert got == model.instances
+    rows = StateChange.objects.filter(person__environment=env).order_by("seq")
+    log = [
+        (r.entity, r.flow_identifier, r.identifier, r.previous_state, r.state, r.cause["kind"])
+        for r in rows
+    ]
+    assert log == model.log

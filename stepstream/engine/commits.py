@@ -9,11 +9,16 @@ delivery, and a rolled-back transaction announces nothing.
 """
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 
 _listeners: list[Callable[[list[Any]], None]] = []
+# the firing loops of this process (stepstream.engine.firing): told, after a commit, the
+# earliest due time of timers and deferred starts it wrote, so one due sooner than the
+# loop's next look wakes it (other processes hear of it at their next poll)
+_due_listeners: list[Callable[[datetime], None]] = []
 
 
 def listen(callback: Callable[[list[Any]], None]) -> None:
@@ -33,3 +38,24 @@ def send_on_commit(records: list[Any]) -> None:
 def _announce(records: list[Any]) -> None:
     for callback in _listeners:
         callback(records)
+
+
+def listen_due(callback: Callable[[datetime], None]) -> None:
+    if callback not in _due_listeners:
+        _due_listeners.append(callback)
+
+
+def unlisten_due(callback: Callable[[datetime], None]) -> None:
+    if callback in _due_listeners:
+        _due_listeners.remove(callback)
+
+
+def due_on_commit(due_at: datetime) -> None:
+    """A timer or deferred start due at `due_at` was written in this transaction."""
+    if _due_listeners:
+        transaction.on_commit(lambda: _announce_due(due_at))
+
+
+def _announce_due(due_at: datetime) -> None:
+    for callback in _due_listeners:
+        callback(due_at)

@@ -429,7 +429,7 @@ def publish_definition(
 def check_startable(environment: Environment, identifier: str) -> None:
     """409 saying why when the flow's switches forbid a start now (read in the write's
     own transaction, so a switch changed by any process applies to the next start)."""
-    from django.utils import timezone
+    from stepstream.engine import clock
 
     switch = FlowSwitch.objects.filter(environment=environment, identifier=identifier).first()
     if switch is None:
@@ -444,7 +444,7 @@ def check_startable(environment: Environment, identifier: str) -> None:
             f"Flow '{identifier}' is disabled: it does not start until it is enabled "
             f'(PATCH /flows/{identifier} {{"enabled": true}}).'
         )
-    now = timezone.now()
+    now = clock.now()
     if switch.starts_at is not None and now < switch.starts_at:
         raise Conflict(
             f"Flow '{identifier}' starts only from {iso(switch.starts_at)} (its starts_at)."

@@ -16,10 +16,9 @@ from uuid import UUID
 import orjson
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from stepstream import rows
-from stepstream.engine import commits, store
+from stepstream.engine import clock, commits, store
 from stepstream.engine.changes import Change
 from stepstream.metrics import STATE_CHANGES
 from stepstream.models import Person, StateChange
@@ -76,7 +75,7 @@ class Recorder:
     def __init__(self, person: store.PersonRow) -> None:
         self.person = person
         self.rows: list[Change] = []
-        self.now = timezone.now()
+        self.now = clock.now()
         self.cause: dict[str, Any] = {}  # set by the engine before each change: why it happens
 
     def change(

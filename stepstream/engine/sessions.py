@@ -165,7 +165,7 @@ class Run:
             if (a, tid) in existing:
                 continue
             step = self.by_identifier[a]
-            since = step.activated_at
+            since = step.last_activated_at or step.activated_at  # the latest activation
             if a in self.activated_now or since is None:
                 since = self.recorder.now
             added.append((a, tid, since + timedelta(seconds=seconds)))

@@ -72,6 +72,7 @@ class StepRow:
     # for analytics: when it first became active, seconds from then to its first completion
     activated_at: datetime | None = None
     seconds_to_complete: float | None = None
+    last_activated_at: datetime | None = None  # the latest activation (timers' resume)
 
     def move(self, state: str, now: datetime) -> None:
         """Takes `state` at `now`, noting a first activation and timing a first completion.
@@ -80,6 +81,8 @@ class StepRow:
         completed again keeps the time of its first completion.
         """
         self.state = state
+        if state == "active":
+            self.last_activated_at = now
         if state == "active" and self.activated_at is None:
             self.activated_at = now
         elif state == "completed" and self.seconds_to_complete is None and self.activated_at:
@@ -218,7 +221,8 @@ def instance_states(person_id: int) -> dict[str, tuple[Any, ...]]:
 
 
 _STEP_COLUMNS = (
-    "s.id, s.identifier, s.name, s.position, s.state, s.activated_at, s.seconds_to_complete"
+    "s.id, s.identifier, s.name, s.position, s.state, s.activated_at, s.seconds_to_complete, "
+    "s.last_activated_at"
 )
 _READ_INSTANCE = (
     f"SELECT i.id, i.flow_id, i.state, {_STEP_COLUMNS} "
@@ -256,7 +260,16 @@ def _instance(
 
 def _step_row(r: Sequence[Any]) -> StepRow:
     """A StepRow from columns 3 onwards of a row selecting _STEP_COLUMNS after three others."""
-    return StepRow(py_uuid(r[3]), r[4], r[5], r[6], r[7], _datetime_from_db(r[8]), r[9])
+    return StepRow(
+        py_uuid(r[3]),
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        _datetime_from_db(r[8]),
+        r[9],
+        _datetime_from_db(r[10]),
+    )
 
 
 def active_steps(person_id: int, flow_identifiers: list[str]) -> dict[str, set[str]]:
@@ -378,7 +391,7 @@ def insert_instance(
             c,
             S,
             "id, instance_id, identifier, name, position, state, flow_id, activated_at, "
-            "seconds_to_complete",
+            "seconds_to_complete, last_activated_at",
             [
                 [
                     db_uuid(s.id),
@@ -390,6 +403,7 @@ def insert_instance(
                     instance.flow_id,
                     adapt(s.activated_at),
                     s.seconds_to_complete,
+                    adapt(s.last_activated_at),
                 ]
                 for s in sorted(steps, key=_by_identifier)  # the order of update_states
             ],
@@ -407,11 +421,18 @@ def update_states(instance: InstanceRow | None, steps: list[StepRow]) -> None:
     adapt = db_datetime
     set_flow = f"UPDATE {I} SET state = %s WHERE id = %s"
     set_step = (
-        f"UPDATE {S} SET state = %s, activated_at = %s, seconds_to_complete = %s WHERE id = %s"
+        f"UPDATE {S} SET state = %s, activated_at = %s, seconds_to_complete = %s, "
+        "last_activated_at = %s WHERE id = %s"
     )
     flow_params = [] if instance is None else [[instance.state, db_uuid(instance.id)]]
     step_params = [
-        [s.state, adapt(s.activated_at), s.seconds_to_complete, db_uuid(s.id)]
+        [
+            s.state,
+            adapt(s.activated_at),
+            s.seconds_to_complete,
+            adapt(s.last_activated_at),
+            db_uuid(s.id),
+        ]
         for s in sorted(steps, key=_by_identifier)
     ]
     with cursor() as c:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection, transaction
 from django.utils.dateparse import parse_datetime
 
+from stepstream.engine import commits
 from stepstream.engine.db import cursor, db_datetime, db_uuid
 from stepstream.models import FlowInstance, PendingTimer, Person
 
@@ -82,6 +83,8 @@ def add_timers(
         )
         for a, t, due in wanted
     )
+    if wanted:
+        commits.due_on_commit(min(due for _, _, due in wanted))
 
 
 def delete(ids: list[int]) -> None:
@@ -113,10 +116,12 @@ def defer(person_id: int, flow: str, limit: str, due_at: datetime) -> None:
     PendingTimer.objects.create(
         person_id=person_id, kind=DEFERRED, flow_identifier=flow, transition=limit, due_at=due_at
     )
+    commits.due_on_commit(due_at)
 
 
 def move(timer_id: int, due_at: datetime, limit: str) -> None:
     PendingTimer.objects.filter(pk=timer_id).update(due_at=due_at, transition=limit)
+    commits.due_on_commit(due_at)
 
 
 def start_times(person_id: int, flows: frozenset[str] | None, since: datetime) -> list[datetime]:

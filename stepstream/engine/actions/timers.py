@@ -8,7 +8,7 @@ other change, with the causes docs/rules.md names.
 
 from typing import Any
 
-from stepstream.engine import db, flows, groupcommit, timers
+from stepstream.engine import db, flows, groupcommit, rules, timers
 from stepstream.engine.sessions import session as session_for
 from stepstream.errors import NotFound
 from stepstream.models import Environment
@@ -31,10 +31,15 @@ def do_fire(environment: Environment, person_key: str) -> dict[str, Any]:
         for row in sorted(
             (t for t in due if t.kind == timers.DEFERRED), key=lambda t: order.get(t.flow, -1)
         ):
+            # a flow switched off or archived since is not among the starters, and one
+            # outside its window does not start: either way the deferred start is dropped,
+            # and start_when starts it at a write once it may start again (docs/rules.md)
             flow_id = starters.get(row.flow)
             graph = flows.graph(flow_id) if flow_id is not None else None
+            window = session.rules.windows.get(row.flow)
             if (
                 graph is None
+                or (window is not None and not rules.inside(window, now))
                 or graph.start_when is None
                 or row.flow in session.instances()
                 or not session.holds(graph.start_when)
