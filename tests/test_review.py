@@ -1,0 +1,90 @@
+"""Integration of content (25), authoring (26) and orchestration (27): what each promised
+about the others' fields, through the REST API on the run's database."""
+
+import copy
+
+from stepstream.testing.flows import CONTENT_FLOW
+from tests.test_authoring import audit, errors, ok, other_api, publish, url
+
+
+def rich_flow() -> dict:
+    """Content, priority, a timer and a condition: every field a version carries."""
+    flow = copy.deepcopy(CONTENT_FLOW)
+    flow["identifier"] = "rich"
+    flow["priority"] = 7
+    flow["start_when"] = 'page.path == "/home"'
+    flow["transitions"].append(
+        {
+            "identifier": "later",
+            "from": flow["steps"][0]["identifier"],
+            "to": flow["steps"][1]["identifier"],
+            "type": "automatic",
+            "after": "2d",
+        }
+    )
+    return flow
+
+
+def test_a_version_reads_with_content_priority_and_after(api):
+    publish(api, rich_flow())
+    read = ok(api.get(url("flows", "rich"), {"version": 1}))
+    assert read["priority"] == 7
+    assert read["steps"][0]["content"]["title"] == "Welcome"
+    assert any(t.get("after") == "2d" for t in read["transitions"])
+
+
+def test_promotion_copies_content_priority_and_after_with_the_same_hash(api, project):
+    prod = other_api(project)
+    mine = publish(api, rich_flow())
+    to = url("flows", "rich", "versions", "1", "promote")
+    promoted = ok(api.post(to, {"to": "production"}, format="json"), 201)
+    assert promoted["hash"] == mine["hash"]
+    there = ok(prod.get(url("flows", "rich")))
+    here = ok(api.get(url("flows", "rich")))
+    assert {k: v for k, v in there.items() if k not in ("version",)} == {
+        k: v for k, v in here.items() if k not in ("version",)
+    } or (there["steps"] == here["steps"] and there["transitions"] == here["transitions"])
+    assert there["priority"] == 7 and there["steps"][0]["content"] == here["steps"][0]["content"]
+    assert ok(prod.get(url("flows", "rich", "versions")))[0]["hash"] == mine["hash"]
+
+
+def test_a_draft_names_content_problems_by_path_as_publish_does(api):
+    flow = rich_flow()
+    flow["steps"][0]["content"]["type"] = "popover"
+    flow["steps"][1]["content"]["target"] = {"selector": "###"}
+    refused = errors(api.post(url("flows"), flow, format="json"), 400)
+    draft = ok(api.put(url("flows", "rich", "draft"), flow, format="json"))
+    assert sorted(draft["problems"]) == sorted(refused)
+    assert any(p.startswith("steps[0].content.type") for p in draft["problems"])
+
+
+def test_the_condition_check_knows_page(api):
+    checked = ok(
+        api.post(url("conditions", "check"), {"condition": 'page.path == "/x"'}, format="json")
+    )
+    assert checked["ok"] is True and checked["variables"] == ["page.path"], checked
+
+
+def test_explain_an_archived_flow_with_content(api):
+    publish(api, rich_flow())
+    ok(api.put(url("people", "ann"), {"data": {}}, format="json"), 201)
+    ok(api.post(url("people", "ann", "flows"), {"flow": "rich"}, format="json"), 201)
+    assert api.delete(url("flows", "rich")).status_code in (200, 204)
+    explained = ok(api.get(url("people", "ann", "explain"), {"flow": "rich"}))
+    assert explained["enabled"] is False and explained["instance"]["state"] == "active"
+    assert [t["identifier"] for t in explained["transitions"]] == ["next", "later"] or len(
+        explained["transitions"]
+    ) >= 1
+
+
+def test_limit_changes_are_audited(api, keys):
+    body = {"flows": "*", "max": 2, "window": "1h"}
+    ok(api.put(url("limits", "daily"), body, format="json"), 201)
+    ok(api.put(url("limits", "daily"), {**body, "max": 3}, format="json"), 200)
+    errors(api.put(url("limits", "daily"), {**body, "max": 0}, format="json"), 400)
+    assert api.delete(url("limits", "daily")).status_code == 204
+    entries = audit(api)
+    assert [e["action"] for e in entries] == ["limit.create", "limit.replace", "limit.delete"]
+    assert {e["object"] for e in entries} == {"limit:daily"}
+    assert entries[1]["details"] == {"flows": "*", "max": 3, "window": "1h"}
+    assert all(e["actor"] == "key:" + keys["secret_key"][:8] for e in entries)
