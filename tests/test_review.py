@@ -3,8 +3,19 @@ about the others' fields, through the REST API on the run's database."""
 
 import copy
 
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
 from stepstream.testing.flows import CONTENT_FLOW
 from tests.test_authoring import audit, errors, ok, other_api, publish, url
+
+
+@pytest.fixture
+def staff_browser(db):
+    client = Client()
+    client.force_login(User.objects.create_user("eve", "eve@example.com", "x", is_staff=True))
+    return client
 
 
 def rich_flow() -> dict:
@@ -88,3 +99,50 @@ def test_limit_changes_are_audited(api, keys):
     assert {e["object"] for e in entries} == {"limit:daily"}
     assert entries[1]["details"] == {"flows": "*", "max": 3, "window": "1h"}
     assert all(e["actor"] == "key:" + keys["secret_key"][:8] for e in entries)
+
+
+XSS = '<img src=x onerror="alert(1)">'
+
+
+def test_the_dashboard_escapes_content_names_and_pages(api, env, staff_browser):
+    from stepstream import engine
+
+    flow = rich_flow()
+    flow["identifier"] = "x" + XSS
+    flow["name"] = XSS
+    flow["start_when"] = f"page.url == '{XSS}' || person.plan == '</script>{XSS}'"
+    flow["steps"][0]["name"] = XSS
+    flow["steps"][0]["content"]["title"] = XSS + "</script><script>alert(2)</script>"
+    flow["steps"][0]["content"]["body"] = XSS + " [x](https://example.com/?q=</script>)"
+    flow["transitions"][-1]["condition"] = f"person.plan != '{XSS}'"
+    publish(api, flow)
+    ok(api.put(url("people", "p" + XSS), {"data": {"plan": XSS}}, format="json"), 201)
+    engine.do_page(env, "p" + XSS, "https://example.com/</script>" + XSS, via="websocket")
+    ok(
+        api.post(url("people", "p" + XSS, "flows"), {"flow": flow["identifier"]}, format="json"),
+        201,
+    )
+    from urllib.parse import quote
+
+    pages = [
+        f"/dashboard/{env.pk}/flows/",
+        f"/dashboard/{env.pk}/flow/?flow={quote(flow['identifier'])}",
+        f"/dashboard/{env.pk}/person/?key={quote('p' + XSS)}",
+        f"/dashboard/{env.pk}/audit/",
+        f"/dashboard/{env.pk}/new-flow/",
+    ]
+    for path in pages:
+        answer = staff_browser.get(path, follow=True)
+        assert answer.status_code == 200, (path, answer.status_code)
+        html = answer.content.decode()
+        assert XSS not in html and "<script>alert" not in html, path
+        assert "</script><script>" not in html, path
+
+
+def test_the_builder_escapes_a_draft(api, env, staff_browser):
+    flow = rich_flow()
+    flow["steps"][0]["content"]["title"] = "</script><script>alert(3)</script>"
+    ok(api.put(url("flows", "rich", "draft"), flow, format="json"))
+    answer = staff_browser.get(f"/dashboard/{env.pk}/flows/rich/edit/")
+    assert answer.status_code == 200
+    assert "<script>alert(3)" not in answer.content.decode()
