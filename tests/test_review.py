@@ -146,3 +146,16 @@ def test_the_builder_escapes_a_draft(api, env, staff_browser):
     answer = staff_browser.get(f"/dashboard/{env.pk}/flows/rich/edit/")
     assert answer.status_code == 200
     assert "<script>alert(3)" not in answer.content.decode()
+
+
+def test_unknown_locales_share_one_kept_answer(api, env):
+    """A browser asking get_content in many made-up locales makes the server keep one
+    answer per locale the version has, not one per locale asked (memory stays bounded)."""
+    from stepstream.engine import flows
+
+    publish(api, rich_flow())
+    assert flows.get_content(env, "rich", 1, "fr-CA") is flows.get_content(env, "rich", 1, "FR")
+    assert flows.get_content(env, "rich", 1, "fr")["locale"] == "fr"
+    answers = [flows.get_content(env, "rich", 1, f"zz-{i}") for i in range(80)]
+    assert all(a["locale"] == "default" for a in answers)
+    assert len({id(a) for a in answers}) == 1
