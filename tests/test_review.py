@@ -159,3 +159,31 @@ def test_unknown_locales_share_one_kept_answer(api, env):
     answers = [flows.get_content(env, "rich", 1, f"zz-{i}") for i in range(80)]
     assert all(a["locale"] == "default" for a in answers)
     assert len({id(a) for a in answers}) == 1
+
+
+def test_a_draft_names_orchestration_problems_as_publish_does(api):
+    flow = rich_flow()
+    flow["priority"] = "high"
+    flow["transitions"][0]["after"] = "2d"  # a manual transition
+    flow["transitions"][-1]["after"] = "0s"
+    refused = errors(api.post(url("flows"), flow, format="json"), 400)
+    draft = ok(api.put(url("flows", "rich", "draft"), flow, format="json"))
+    assert sorted(draft["problems"]) == sorted(refused) and len(refused) >= 3, refused
+    again = errors(api.post(url("flows", "rich", "draft", "publish")), 400)
+    assert sorted(again) == sorted(refused)
+    assert ok(api.get(url("flows", "rich", "draft")))["draft"]["priority"] == "high"
+
+
+def test_explain_before_any_page_and_of_an_unknown_flow(api):
+    publish(api, rich_flow())
+    ok(api.put(url("people", "bo"), {"data": {}}, format="json"), 201)
+    explained = ok(api.get(url("people", "bo", "explain"), {"flow": "rich"}))
+    assert (
+        explained["instance"] is None
+        and explained["start_when"]["value"] in (False,)
+        or str(explained["start_when"]["value"]).startswith("error: ")
+    )
+    assert explained["priority"] == 7
+    errors(api.get(url("people", "bo", "explain"), {"flow": "nope"}), 404)
+    errors(api.get(url("people", "bo", "explain")), 400)
+    errors(api.get(url("people", "nobody", "explain"), {"flow": "rich"}), 404)
