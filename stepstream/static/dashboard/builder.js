@@ -91,7 +91,11 @@ function draft() {
       if (value(item, "name")) step.name = value(item, "name");
       const type = value(item, "content.type");
       if (type) {
-        step.content = { type, title: value(item, "content.title"), body: value(item, "content.body") };
+        // empty texts are left out: publish refuses an empty title or body but not a missing one
+        step.content = { type };
+        for (const key of ["title", "body"]) {
+          if (value(item, `content.${key}`)) step.content[key] = value(item, `content.${key}`);
+        }
         const selector = value(item, "content.target.selector");
         if (selector) step.content.target = { selector };
       }
