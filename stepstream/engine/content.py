@@ -521,6 +521,9 @@ def for_locale(
     if answers is None or (answers and next(iter(answers.values()))["flow"] != identifier):
         answers = {}
         _localized.put(flow_id, answers)
+    # asked-for locales that fall back to the same one share its answer: a client asking
+    # for many unknown locales keeps one copy per version, not one per locale asked
+    answer = next((a for a in answers.values() if a["locale"] == locale), answer)
     if len(answers) < MAX_LOCALES_KEPT:
         answers[key] = answer
     return answer

@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 
 from stepstream import strictjson
-from stepstream.engine import durations, rules
+from stepstream.engine import audit, durations, rules
 from stepstream.errors import Invalid, NotFound
 from stepstream.models import Environment, Flow, Limit
 
@@ -72,8 +72,11 @@ def _check(environment: Environment, body: object) -> tuple[list[str] | str, int
     return flows, most, window, seconds
 
 
-def put(environment: Environment, identifier: object, body: object) -> tuple[dict[str, Any], bool]:
-    """Creates or replaces a limit; True when created."""
+def put(
+    environment: Environment, identifier: object, body: object, actor: str = "cli"
+) -> tuple[dict[str, Any], bool]:
+    """Creates or replaces a limit; True when created. Audited like a segment: a limit
+    changes who sees what as much as a switch does."""
     identifier = _identifier(identifier)
     flows, most, window, seconds = _check(environment, body)
     with transaction.atomic():
@@ -89,6 +92,13 @@ def put(environment: Environment, identifier: object, body: object) -> tuple[dic
             limit = Limit(environment=environment, identifier=identifier)
         limit.flows, limit.max, limit.window, limit.window_seconds = flows, most, window, seconds
         limit.save()
+        audit.record(
+            environment.pk,
+            actor,
+            "limit.create" if created else "limit.replace",
+            f"limit:{identifier}",
+            {"flows": flows, "max": most, "window": window},
+        )
         rules.bump(environment.pk)
     return describe(limit), created
 
@@ -100,11 +110,12 @@ def get(environment: Environment, identifier: str) -> Limit:
     return limit
 
 
-def delete(environment: Environment, identifier: str) -> None:
+def delete(environment: Environment, identifier: str, actor: str = "cli") -> None:
     with transaction.atomic():
         deleted, _ = Limit.objects.filter(environment=environment, identifier=identifier).delete()
         if not deleted:
             raise NotFound(f"No limit '{identifier}' in this environment.")
+        audit.record(environment.pk, actor, "limit.delete", f"limit:{identifier}")
         rules.bump(environment.pk)
 
 

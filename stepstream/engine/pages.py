@@ -20,8 +20,12 @@ def check_url(value: object) -> str:
         raise Invalid("data.url is required: the page's URL, a non-empty string.")
     if len(value) > MAX_URL:
         raise Invalid(f"data.url is longer than {MAX_URL} characters: send a shorter URL.")
-    if any(ord(ch) < 32 for ch in value):
+    if any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in value):  # C0, DEL, C1
         raise Invalid("data.url must not contain control characters.")
+    try:  # conditions read it split: one that does not split (a broken [IPv6] host) is refused
+        urlsplit(value)
+    except ValueError as e:
+        raise Invalid(f"data.url cannot be read as a URL ({e}): send location.href.") from None
     return value
 
 

@@ -311,10 +311,10 @@ def limit_list(request):
 def limit_detail(request, identifier):
     env = request.auth
     if request.method == "PUT":
-        described, created = limits.put(env, identifier, request.data)
+        described, created = limits.put(env, identifier, request.data, actor(request))
         return Response(described, status=201 if created else 200)
     if request.method == "DELETE":
-        limits.delete(env, identifier)
+        limits.delete(env, identifier, actor(request))
         return Response(status=204)
     return Response(limits.describe(limits.get(env, identifier)))
 
