@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from stepstream import engine
-from stepstream.engine import analytics, flows, log, people
+from stepstream.engine import analytics, flows, people
+from stepstream.engine import clock as engine_clock
 from stepstream.testing.flows import LINEAR_FLOW, LOOP_FLOW
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -18,7 +19,7 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 def clock(monkeypatch):
     """The engine's clock, set by the test: `clock(s)` makes the next changes happen at T0 + s."""
     now = SimpleNamespace(at=T0)
-    monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: now.at))
+    monkeypatch.setattr(engine_clock, "timezone", SimpleNamespace(now=lambda: now.at))
 
     def set_to(seconds: float) -> None:
         now.at = T0 + timedelta(seconds=seconds)
