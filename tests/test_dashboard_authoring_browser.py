@@ -4,6 +4,9 @@ flow and promotes a version, all with the keyboard; the pages fit a laptop (1280
 and a phone (390 px). Screenshots go to test-artifacts/dashboard/."""
 
 import json
+import os
+
+import pytest
 
 from stepstream.testing.servers import Server
 from tests.test_browser import browser_page  # noqa: F401 - the fixture
@@ -27,6 +30,11 @@ def press_on(page, selector: str, key: str = "Enter") -> None:
     page.keyboard.press(key)
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")),
+    reason="embedded SQLite only: on PostgreSQL every --demo server of the suite shares one "
+    "database, so the dashboard's first development environment may be another test's",
+)
 def test_a_flows_authoring_sections_by_keyboard_on_a_laptop_and_a_phone(tmp_path, browser_page):  # noqa: F811
     page = browser_page
     server = Server(tmp_path / "data", args=("--demo",))
