@@ -117,7 +117,8 @@ def test_private_and_bad_urls_are_refused(api, url, says):
 
 def test_connect_time_check_refuses_a_name_that_resolves_to_a_private_address(settings):
     """Even a webhook accepted earlier cannot reach a private address: checked at connect."""
-    from stepstream.delivery.webhooks.addresses import GuardedResolver, literal_refused
+    from stepstream.delivery.webhooks.addresses import literal_refused
+    from stepstream.delivery.webhooks.client import GuardedResolver
 
     settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": False}
 
@@ -135,7 +136,8 @@ def test_connect_time_check_refuses_a_name_that_resolves_to_a_private_address(se
 
 
 def test_connect_time_check_resolves_when_allowed(settings):
-    from stepstream.delivery.webhooks.addresses import GuardedResolver, literal_refused
+    from stepstream.delivery.webhooks.addresses import literal_refused
+    from stepstream.delivery.webhooks.client import GuardedResolver
 
     settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": True}
 
@@ -192,7 +194,7 @@ def test_public_ipv6_addresses_and_public_ipv4_embedded_are_accepted(api, url):
 
 def test_embedded_ipv4_is_judged_at_registration_and_at_connect_time(settings, monkeypatch):
     """One judgement: literals, names resolving to such addresses, and the connect-time resolver."""
-    from stepstream.delivery.webhooks import addresses
+    from stepstream.delivery.webhooks import addresses, client
     from stepstream.errors import Invalid
 
     settings.STEPSTREAM = {**settings.STEPSTREAM, "WEBHOOK_ALLOW_PRIVATE": False}
@@ -215,7 +217,7 @@ def test_embedded_ipv4_is_judged_at_registration_and_at_connect_time(settings, m
 
     # and at connect time, where aiohttp resolves with GuardedResolver
     async def resolve(answer):
-        resolver = addresses.GuardedResolver()
+        resolver = client.GuardedResolver()
 
         async def inner(host, port=0, family=socket.AF_INET):
             return [
@@ -350,11 +352,20 @@ def register(rest, url: str) -> dict:
     return made.json()
 
 
+def aiohttp_loaded(server: Server) -> bool:
+    """Whether the server process has mapped aiohttp's compiled parts (imported it)."""
+    assert server.process is not None
+    with open(f"/proc/{server.process.pid}/maps") as maps:
+        return "/aiohttp/" in maps.read()
+
+
 @pytest.mark.slow
 def test_every_change_is_delivered_signed_and_in_order_per_person(hook_server):
     receiver = Receiver()
     server = hook_server()
     keys = setup_tenant(server)
+    # a server without webhooks has not imported their HTTP client (issue 29)
+    assert not aiohttp_loaded(server)
     people = [f"p{i}" for i in range(6)]
     with server.rest(keys["secret_key"]) as rest:
         hook = register(rest, receiver.url)
@@ -370,6 +381,7 @@ def test_every_change_is_delivered_signed_and_in_order_per_person(hook_server):
                 sorted(first_receipts_set(receiver)),
             )
             assert first_receipts_set(receiver) == want
+            assert aiohttp_loaded(server)  # imported once there was a webhook to deliver
             for key, seqs in first_receipts(receiver).items():
                 assert seqs == sorted(seqs), key
             for r in receiver.requests:

@@ -2,7 +2,7 @@
 
 At registration the URL's host is resolved and refused if any address is
 loopback, private, link-local or otherwise not global. At every connection
-the host is resolved again by `GuardedResolver`, the HTTP client's resolver,
+the host is resolved again by `GuardedResolver` (client.py), the HTTP client's resolver,
 which checks each address; the client connects to the checked addresses,
 so a DNS answer that changed since registration (DNS rebinding) cannot
 reach an internal service. STEPSTREAM_WEBHOOK_ALLOW_PRIVATE=1 lifts
@@ -19,13 +19,10 @@ unicast 2000::/3 is refused, among them the NAT64 local-use prefix
 and SIIT's ::ffff:0:0:0/96.
 """
 
-import errno
 import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from django.conf import settings
 
 from stepstream.errors import Invalid
@@ -107,36 +104,6 @@ def check_url(url: object) -> str:
             "network during development, set STEPSTREAM_WEBHOOK_ALLOW_PRIVATE=1 on the server."
         )
     return url
-
-
-class GuardedResolver(AbstractResolver):
-    """The HTTP client's resolver: refuses a host when any of its addresses is not public.
-
-    aiohttp connects to the addresses its resolver returns, so the address
-    checked is the address used (no second lookup for a rebinding DNS server
-    to answer differently). A URL with a literal IP address skips resolvers:
-    `literal_refused` checks those.
-    """
-
-    def __init__(self) -> None:
-        self._inner = ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        if not allow_private():
-            bad = sorted({why for r in found if (why := refusal(r["host"])) is not None})
-            if bad or not found:
-                raise OSError(  # (errno, text): aiohttp keeps only these two
-                    errno.EPERM,
-                    f"{host} resolves to a non-public address ({'; '.join(bad)}); "
-                    "refused at connect time",
-                )
-        return found
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def literal_refused(url: str) -> bool:

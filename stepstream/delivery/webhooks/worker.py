@@ -8,9 +8,9 @@
   that works the same on SQLite, expires by itself when its process dies
   (STEPSTREAM_WEBHOOK_LEASE_SECONDS), and fences the position: a worker
   saves its position only while it still holds the lease.
-* How: aiohttp, with a resolver that refuses non-public addresses at
-  connect time (addresses.py), timeouts, no redirects, a bounded read of
-  each answer, at most STEPSTREAM_WEBHOOK_CONCURRENCY connections.
+* How: aiohttp (client.py, imported when the first webhook is claimed), with
+  a resolver that refuses non-public addresses at connect time, timeouts, no
+  redirects, a bounded read of each answer, at most STEPSTREAM_WEBHOOK_CONCURRENCY connections.
 * What to send: the change feed (stepstream/engine/feed.py) from the webhook's
   durable position, a batch at a time. A batch is split into one lane per
   person; lanes run side by side (at most STEPSTREAM_WEBHOOK_CONCURRENCY
@@ -36,9 +36,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
-import aiohttp
 import orjson
 from django.conf import settings
 from django.db import transaction
@@ -47,10 +46,13 @@ from django.utils import timezone
 
 from stepstream.dbthreads import DbThreads
 from stepstream.delivery.webhooks import signing
-from stepstream.delivery.webhooks.addresses import GuardedResolver, literal_refused
+from stepstream.delivery.webhooks.addresses import literal_refused
 from stepstream.engine import feed
 from stepstream.metrics import WEBHOOK_DELIVERIES
 from stepstream.models import Webhook, WebhookAttempt
+
+if TYPE_CHECKING:
+    import aiohttp
 
 logger = logging.getLogger("stepstream.delivery.webhooks")
 
@@ -212,22 +214,12 @@ class HookWorker:
         self.refused = literal_refused(self.url)
         self.client: aiohttp.ClientSession | None = None
 
-    def _session(self) -> aiohttp.ClientSession:
-        """aiohttp: about a tenth of httpx's CPU per request (docs/performance.md)."""
-        timeout = _conf("WEBHOOK_TIMEOUT_SECONDS")
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=settings.STEPSTREAM["WEBHOOK_CONCURRENCY"],
-                resolver=GuardedResolver(),
-                ttl_dns_cache=10,
-            ),
-            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
-            trust_env=False,  # no proxies from the environment
-            auto_decompress=False,
-        )
-
     async def run(self) -> None:
-        self.client = self._session()
+        from stepstream.delivery.webhooks import client
+
+        self.client = client.session(
+            settings.STEPSTREAM["WEBHOOK_CONCURRENCY"], _conf("WEBHOOK_TIMEOUT_SECONDS")
+        )
         try:
             async with asyncio.TaskGroup() as lanes:
                 await self._follow(lanes)
@@ -369,24 +361,9 @@ class HookWorker:
             return None, "refused: the URL's address is not public"
         headers = signing.headers(self.secret, message_id, int(time.time()), body)
         assert self.client is not None  # made by run(), before any post
-        try:
-            async with self.client.post(
-                self.url, data=body, headers=headers, allow_redirects=False
-            ) as r:
-                read = 0
-                while read <= MAX_RESPONSE_BYTES:  # read (to reuse the connection), bounded
-                    chunk = await r.content.read(MAX_RESPONSE_BYTES)
-                    if not chunk:
-                        break
-                    read += len(chunk)
-                status = r.status
-        except TimeoutError:
-            return None, "timeout"
-        except (aiohttp.ClientError, OSError) as e:
-            return None, (f"{type(e).__name__}: {e}".rstrip(": "))[:500]
-        if 200 <= status < 300:
-            return status, None
-        return status, f"HTTP {status}"
+        from stepstream.delivery.webhooks import client
+
+        return await client.post(self.client, self.url, body, headers, MAX_RESPONSE_BYTES)
 
 
 # -- the process's deliverer --------------------------------------------------
