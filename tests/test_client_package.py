@@ -48,7 +48,9 @@ READ_STATE = textwrap.dedent(
 
 
 # a fresh environment and an install (pip's cache is reused): ~25 s here
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # installs into a new virtualenv
+# installs into a new virtualenv; the client and its packaging are the same whatever
+# database the server it reads from uses: run once, in the embedded-default suite
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow, pytest.mark.backend_agnostic]
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,9 @@ def test_a_wrong_or_unreachable_redis_url_fails_serve_in_one_line(
     assert complaint in lines[0], lines
     assert "hunter2" not in done.stderr + done.stdout
     assert "uvicorn" not in done.stderr and "Traceback" not in done.stderr
+    # told before anything was made: no database created and migrated for a server that
+    # cannot start
+    assert not (tmp_path / "data" / "stepstream.sqlite3").exists()
 
 
 # -- the Python client: a caught error prints nothing ---------------------------------------------

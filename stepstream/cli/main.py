@@ -27,10 +27,9 @@ def _port_problem(host: str, port: int) -> str | None:
 
 
 def cmd_serve(args) -> int:
-    problem = setup() or redis_problem()
-    if problem:
-        return fail(problem)
-    problem = _port_problem(args.host, args.port)
+    # what is quick to check first: a wrong REDIS_URL or a busy port fails in a moment,
+    # before Django starts and a new database is made and migrated
+    problem = redis_problem() or _port_problem(args.host, args.port) or setup()
     if problem:
         return fail(problem)
     base = f"http://{args.host}:{args.port}"

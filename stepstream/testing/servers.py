@@ -5,12 +5,17 @@ servers share that database and one secret, as a multi-machine deployment
 would. Every process started here is ended by its PID.
 """
 
+import atexit
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,7 +49,59 @@ def server_env(data_dir, **extra) -> dict:
     return env
 
 
-def run_command(data_dir, *args, timeout=60, **extra) -> subprocess.CompletedProcess:
+DATABASE_FILE = "stepstream.sqlite3"  # in the data directory (config.database_settings)
+
+
+@functools.cache
+def _migrated_database() -> str:
+    """A SQLite database brought up to date once per test process, under the shared secret.
+
+    Migrating a new database is most of a server's start on SQLite (about a
+    second of CPU); the suite starts a few hundred servers and commands, each in
+    a new data directory. Their first start now copies this file instead: the
+    server still runs `migrate` (finding nothing to do) and its secret check.
+    A test that wants a database made by the server itself passes `fresh=True`.
+    """
+    directory = tempfile.mkdtemp(prefix="stepstream-migrated-")
+    atexit.register(shutil.rmtree, directory, True)
+    done = subprocess.run(
+        [sys.executable, "-m", "stepstream", "manage", "check"],  # setup() migrates first
+        env=server_env(directory, DATABASE_URL=""),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"could not make the migrated database:\n{done.stderr}")
+    return os.path.join(directory, DATABASE_FILE)
+
+
+def seed_database(data_dir, extra: dict) -> None:
+    """Copies the migrated database into a new SQLite data directory (see above); does
+    nothing on PostgreSQL, with another secret, or where a database is already."""
+    env = server_env(data_dir, **extra)
+    target = os.path.join(str(data_dir), DATABASE_FILE)
+    if env.get("DATABASE_URL") or env["STEPSTREAM_SECRET_KEY"] != SHARED_SECRET:
+        return
+    if os.path.exists(target):
+        return
+    os.makedirs(str(data_dir), exist_ok=True)
+    source = sqlite3.connect(_migrated_database())
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)  # consistent whatever the source's WAL holds
+        finally:
+            copy.close()
+    finally:
+        source.close()
+
+
+def run_command(
+    data_dir, *args, timeout=60, fresh: bool = False, **extra
+) -> subprocess.CompletedProcess:
+    if not fresh:
+        seed_database(data_dir, extra)
     return subprocess.run(
         [sys.executable, "-m", "stepstream", *args],
         env=server_env(data_dir, **extra),
@@ -61,8 +118,16 @@ def _end_group(pid: int) -> None:
 
 
 class Server:
-    def __init__(self, data_dir, port: int | None = None, args: tuple[str, ...] = (), **extra):
+    def __init__(
+        self,
+        data_dir,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        fresh: bool = False,
+        **extra,
+    ):
         self.data_dir = data_dir
+        self.fresh = fresh  # True: the server makes its own database (see seed_database)
         self.args = tuple(args)  # more `serve` options, e.g. ("--demo",)
         self.extra = extra
         self.port = port or free_port()
@@ -73,6 +138,8 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> "Server":
         os.makedirs(self.data_dir, exist_ok=True)
+        if not self.fresh:
+            seed_database(self.data_dir, self.extra)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stepstream", "serve", "--port", str(self.port), *self.args],
