@@ -48,6 +48,7 @@ QUICK = {
     "rest_seconds": 1.0,
     "rest_warmup_s": 0.0,
     "rest_runs": 1,
+    "appearance_rounds": 10,
 }
 
 
@@ -152,6 +153,8 @@ def parser() -> argparse.ArgumentParser:
         type=_floats,
         help="base,cap of the reconnect backoff in s (0.25,10: the SDK's)",
     )
+    g = p.add_argument_group("content appearance (Chromium)")
+    g.add_argument("--rounds", type=int, help="rounds, each timing three appearances (60)")
     return p
 
 
@@ -183,6 +186,7 @@ def config(args) -> scenarios.Config:
         "capacity_counts": args.connections,
         "storm_clients": args.clients,
         "storm_moving": args.moving,
+        "appearance_rounds": args.rounds,
     }
     for name, value in overrides.items():
         if value:

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+from bench.appearance import appearance_rows  # imports `row` from here when called
 from bench.rest import rest_rows  # it imports `row` from here when called: no import cycle
 
 # The seed project's engine on the same PostgreSQL (issue 5): the engine's "reference".
@@ -334,6 +335,7 @@ ROWS = {
     "capacity": capacity_rows,
     "storm": storm_rows,
     "rest": rest_rows,
+    "appearance": appearance_rows,
 }
 
 

@@ -95,6 +95,7 @@ class Config:
     rest_seconds: float = 5.0
     rest_warmup_s: float = 1.0
     rest_runs: int = 2
+    appearance_rounds: int = 60  # bench/appearance.py: each times three appearances
 
     def rates(self) -> list[float]:
         if self.many_rates:
@@ -768,6 +769,12 @@ def storm(cfg: Config) -> dict:
     return run(cfg)
 
 
+def appearance(cfg: Config) -> dict:
+    from bench.appearance import appearance as run  # Playwright: imported when it runs
+
+    return run(cfg)
+
+
 SCENARIOS = {
     "fanout": fanout,
     "many": many_people,
@@ -775,4 +782,5 @@ SCENARIOS = {
     "capacity": capacity,
     "storm": storm,
     "rest": rest,
+    "appearance": appearance,
 }

@@ -2,7 +2,8 @@
 // (tests/test_render_browser.py): the SDK is given `WebSocket: FakeSocket` and
 // speaks the protocol of docs/protocol.md and CONTRACT's "Content" section to it.
 // It keeps one person's flow instances, answers identify, subscriptions,
-// transition, complete_step, exit, track, get_content and get_theme, and pushes
+// transition, complete_step, exit, track, get_content (with the theme, as the real
+// server answers it) and get_theme, and pushes
 // state_change events like the real server (a burst per commit).
 
 export class FakeServer {
@@ -107,7 +108,7 @@ export class FakeServer {
       return { identifier: s.identifier, content: merged };
     });
     const has = locale && def.steps.some((s) => s.content?.locales?.[locale]);
-    return [200, { flow, version, locale: has ? locale : "default", steps }];
+    return [200, { flow, version, locale: has ? locale : "default", steps, theme: this.theme }];
   }
 
   state() {

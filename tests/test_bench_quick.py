@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.slow  # a benchmark run: about 40 s
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("fanout", "many", "engine", "capacity", "storm", "rest")
+SCENARIOS = ("fanout", "many", "engine", "capacity", "storm", "rest", "appearance")
 
 
 def _number(value) -> bool:
@@ -84,6 +84,13 @@ def test_quick_bench_reports_every_scenario(tmp_path):
         for key in ("health-16", "health-1", "person-16", "person-1", "transition-16"):
             assert sqlite_rest[key]["per_s"] > 0 and not sqlite_rest[key]["errors"], key
         assert rest["reference"]["health-16"]["per_s"] > 0
+
+    appearance = results["scenarios"]["appearance"]  # Chromium: skipped where it is missing
+    if "skipped" not in appearance:
+        assert appearance["page_errors"] == []
+        for key in ("modal_request", "tooltip_request", "target_inserted", "modal_commit"):
+            assert appearance[key]["n"] == appearance["rounds"], key
+            assert _number(appearance[key]["p50"]) and appearance[key]["p50"] > 0, key
 
     rows = results["rows"]
     covered = {r["scenario"].split(",")[0].split(" (")[0] for r in rows}

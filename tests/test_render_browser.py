@@ -440,6 +440,8 @@ def test_every_type_shows_and_hides_live_and_its_controls_move_the_state(
         # the content of a version is asked once, however often it shows
         asked = page.evaluate("window.fake.requests.filter(r => r === 'get_content').length")
         assert asked == 4  # tour, setup, hint, ghost: once each
+        # and the theme came with it: no get_theme round trip before the first piece
+        assert "get_theme" not in page.evaluate("window.fake.requests")
         page.evaluate("window.renderer.stop()")
         assert page.locator("stepstream-content").count() == 0
         assert page.errors == []

@@ -627,18 +627,19 @@ export class Renderer {
     this._again = false;
     this._off = client.subscribe(() => this.sync());
     this._offStatus = client.onStatus((status) => status === "live" && this.sync());
-    this.ready = client.ready.then(() => this.loadTheme()).then(() => this.sync());
+    this.ready = client.ready.then(() => this.sync());
     this.ready.catch(() => {});
   }
 
-  /** The environment's theme tokens, as `--stepstream-*` custom properties on each piece. */
-  async loadTheme() {
-    try {
-      const theme = await this.client.theme();
-      this.tokens = theme?.tokens ?? {};
-    } catch {
-      this.tokens = {}; // a server without themes: the built-in defaults
-    }
+  /**
+   * Takes the environment's theme from the get_content answers the client keeps (they
+   * carry it), so showing content costs no get_theme round trip; without one (a server
+   * without themes) the style sheet's built-in defaults apply.
+   */
+  useTheme() {
+    const tokens = this.client._contentTheme?.tokens;
+    if (!tokens || tokens === this.tokens) return;
+    this.tokens = tokens;
     for (const piece of this.pieces.values()) this.theme(piece.host);
   }
 
@@ -695,6 +696,7 @@ export class Renderer {
             continue;
           }
           if (this.stopped) return;
+          this.useTheme();
           const content = steps.get(spec.step);
           if (!content || this.pieces.has(key)) continue;
           // the step may have moved on while its content loaded

@@ -259,6 +259,8 @@ export class StepstreamClient {
     this._timers = new Set();
     /** @type {Map<string, Promise<Map<string, object>>>} get_content answers (see content()) */
     this._content = new Map();
+    /** @type {{tokens: object} | null} the theme the latest get_content answer carried */
+    this._contentTheme = null;
     /** Resolves when the client is first live; rejects if it closes before. */
     this.ready = this.whenLive(Infinity);
     this.ready.catch(() => {});
@@ -449,7 +451,10 @@ export class StepstreamClient {
       const data = locale ? { flow, version, locale } : { flow, version };
       entry = this.whenLive()
         .then(() => this._request("get_content", data))
-        .then((answer) => new Map(answer.steps.filter((s) => s.content).map((s) => [s.identifier, s.content])));
+        .then((answer) => {
+          if (answer.theme) this._contentTheme = answer.theme; // the renderer needs no get_theme
+          return new Map(answer.steps.filter((s) => s.content).map((s) => [s.identifier, s.content]));
+        });
       entry.catch(() => this._content.delete(key)); // asked again next time
       this._content.set(key, entry);
       if (this._content.size > CONTENT_CACHE) this._content.delete(this._content.keys().next().value);
