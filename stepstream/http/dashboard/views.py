@@ -464,18 +464,19 @@ def _shown(entry: dict) -> dict:
     return {**entry, "at": entry["at"][:19].replace("T", " "), "details_text": details}
 
 
-def _builder_start(env, identifier: str | None) -> dict:
-    """What the builder opens with: the flow's draft, else its latest version, else nothing."""
+def _builder_start(env, identifier: str | None) -> tuple[dict, str | None]:
+    """What the builder opens with: the flow's draft (and its ETag, which each save sends
+    back), else its latest version, else nothing (a first save expects no draft)."""
     if identifier is None:
-        return {"identifier": "", "steps": [], "transitions": []}
+        return {"identifier": "", "steps": [], "transitions": []}, None
     draft = FlowDraft.objects.filter(environment=env, identifier=identifier).first()
     if draft is not None:
-        return draft.body
+        return draft.body, authoring.etag_of(draft)
     latest = Flow.objects.filter(environment=env, identifier=identifier).order_by("-version")
     found = latest.first()
     if found is None:
         raise NotHere(f"No flow '{identifier}' in {env.identifier}.", env)
-    return authoring.as_definition(flow_versions.describe(found))
+    return authoring.as_definition(flow_versions.describe(found)), None
 
 
 @staff_page
@@ -484,16 +485,41 @@ def builder(request, env_id: int, identifier: str | None = None):
     from stepstream.engine import theme
 
     env = _environment(env_id)
-    start = _builder_start(env, identifier)
+    start, etag = _builder_start(env, identifier)
     config = {
         "environment": env.pk,
         "flow": identifier,
         "draft": start,
+        "etag": etag,
         "api": reverse("dashboard:builder_api", args=[env.pk]),
         "flows": reverse("dashboard:flows", args=[env.pk]),
         "theme": theme.describe(env.theme)["tokens"],  # the live preview's colours
     }
     return _page(request, "builder.html", env, "flows", builder=config, editing=identifier)
+
+
+def _builder_check(body: dict) -> authoring.DraftCheck:
+    """The draft the builder last read or saved (its ETag), or none: the page started from
+    a version or from nothing, so a draft someone else saved meanwhile is not overwritten."""
+    etag = body.get("etag")
+    if isinstance(etag, str) and etag:
+        return authoring.draft_check(etag, None)
+    return authoring.DraftCheck(no_draft=True)
+
+
+def _draft_changed(e: authoring.DraftChanged) -> str:
+    """The builder's sentence for a 409: who saved the draft since this page read it."""
+    if e.revision is None:
+        return (
+            "This flow's draft was published or deleted after you opened it. Nothing was "
+            "saved: reload to edit the flow as it is now, then make your change again."
+        )
+    at = f" at {e.saved_at:%H:%M:%S} UTC" if e.saved_at else ""
+    return (
+        f"{e.saved_by or 'Someone'} saved this draft{at} after you opened it; it is at "
+        f"revision {e.revision} now. Nothing was saved: reload the latest draft, then make "
+        "your change again."
+    )
 
 
 @staff_page
@@ -508,6 +534,8 @@ def builder_api(request, env_id: int):
     except ValueError:
         return JsonResponse({"errors": ["The body must be a JSON object."]}, status=400)
     op = body.get("op")
+    actor = request.user.get_username()
+    identifier = None
     try:
         if op == "check":
             return JsonResponse(authoring.check_condition(body))
@@ -517,18 +545,20 @@ def builder_api(request, env_id: int):
             return JsonResponse(
                 {"problems": ["identifier: the flow needs an identifier."]}, status=400
             )
-        saved = authoring.put_draft(env, identifier, definition)
-        if op == "save":
-            return JsonResponse(saved)
-        if op == "publish":
-            if saved["problems"]:
-                return JsonResponse(saved, status=400)
-            flow = authoring.publish_draft(env, identifier, request.user.get_username())
-            href = page_links.flow(env.pk, identifier)
-            return JsonResponse({"version": flow["version"], "href": href}, status=201)
+        if op not in ("save", "publish"):
+            return JsonResponse({"errors": ["op must be check, save or publish."]}, status=400)
+        saved = authoring.put_draft(env, identifier, definition, actor, _builder_check(body))
+        if op == "save" or saved.body["problems"]:
+            status = 400 if op == "publish" else 200
+            return JsonResponse({**saved.body, "etag": saved.etag}, status=status)
+        flow = authoring.publish_draft(env, identifier, actor, authoring.DraftCheck((saved.etag,)))
+        href = page_links.flow(env.pk, identifier)
+        return JsonResponse({"version": flow["version"], "href": href}, status=201)
+    except authoring.DraftChanged as e:
+        reload = _edit_href(env, identifier) if identifier else None
+        return JsonResponse({"conflict": _draft_changed(e), "reload": reload}, status=409)
     except StepstreamError as e:
         return JsonResponse({"problems": e.messages}, status=e.status)
-    return JsonResponse({"errors": ["op must be check, save or publish."]}, status=400)
 
 
 @staff_page

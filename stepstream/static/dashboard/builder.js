@@ -356,23 +356,49 @@ function watchCondition(input) {
 
 // --- save and publish -----------------------------------------------------------
 
+// The draft this page last read or saved, by its ETag: each save sends it back, and a save
+// over a revision someone else saved since is refused (409) instead of overwriting it.
+const saved = { identifier: config.flow || "", etag: config.etag || null };
+const conflictBox = form.querySelector("[data-conflict]");
+let reloadHref = null;
+
+function showConflict(body) {
+  conflictBox.querySelector("[data-conflict-text]").textContent = body.conflict;
+  reloadHref = body.reload || null;
+  conflictBox.hidden = false;
+}
+
 async function send(op) {
   clearProblems();
+  conflictBox.hidden = true;
   statusLine.textContent = op === "publish" ? "Publishing…" : "Saving…";
-  const { status, body } = await call({ op, draft: draft() });
-  const problems = body.problems || body.errors || [];
+  const body = draft();
+  const etag = body.identifier === saved.identifier ? saved.etag : null;
+  const answer = await call({ op, draft: body, etag });
+  if (answer.body.etag) Object.assign(saved, { identifier: body.identifier, etag: answer.body.etag });
+  if (answer.status === 409) {
+    showConflict(answer.body);
+    statusLine.textContent = "Not saved: someone else changed this draft.";
+    return;
+  }
+  const problems = answer.body.problems || answer.body.errors || [];
   for (const sentence of problems) placeProblem(sentence);
-  if (op === "publish" && status === 201) {
-    statusLine.textContent = `Published version ${body.version}.`;
-    window.location.assign(body.href);
+  if (op === "publish" && answer.status === 201) {
+    statusLine.textContent = `Published version ${answer.body.version}.`;
+    window.location.assign(answer.body.href);
     return;
   }
   statusLine.textContent =
-    status >= 400 ? "Not saved: see the problems." :
+    answer.status >= 400 && !answer.body.etag ? "Not saved: see the problems." :
     problems.length ? `Draft saved; ${problems.length} problem(s) before it can publish.` :
     "Draft saved; it can be published.";
 }
 
+form.querySelector("[data-action=reload-draft]").addEventListener("click", () => {
+  const here = reloadHref && new URL(reloadHref, window.location.href).pathname === window.location.pathname;
+  if (reloadHref && !here) window.location.assign(reloadHref);
+  else window.location.reload();
+});
 form.querySelector("[data-action=add-step]").addEventListener("click", () =>
   addStep().querySelector("[name=identifier]").focus());
 form.querySelector("[data-action=add-transition]").addEventListener("click", () =>
