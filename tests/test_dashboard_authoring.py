@@ -227,3 +227,32 @@ def test_the_builder_needs_staff_and_the_csrf_token(staff, env):
     client.force_login(staff)
     assert builder_call(client, env, {"op": "save", "draft": LINEAR_FLOW}).status_code == 403
     assert builder_call(Client(), env, {"op": "save", "draft": LINEAR_FLOW}).status_code == 302
+
+
+@pytest.mark.parametrize(
+    "draft, drawn",
+    [
+        (None, []),
+        (7, []),
+        ({"steps": 3, "transitions": "x"}, []),
+        ({"steps": [{"identifier": ""}, 4, {"identifier": "a"}, {"identifier": "a"}]}, ["a"]),
+        ({"steps": [{"identifier": "a"}], "transitions": [{"from": "a", "to": "b"}, None]}, ["a"]),
+    ],
+)
+def test_the_builders_graph_draws_what_an_unfinished_draft_holds(browser, env, draft, drawn):
+    answer = builder_call(browser, env, {"op": "graph", "draft": draft})
+    assert answer.status_code == 200
+    html = answer.json()["html"]
+    assert re.findall(r'data-step="([^"]*)"', html) == drawn
+    assert "data-edge-from" not in html and "data-count" not in html
+
+
+def test_the_builders_graph_is_the_flow_pages_drawing(browser, env):
+    flows.publish(env, LINEAR_FLOW, "ada")
+    html = builder_call(browser, env, {"op": "graph", "draft": LINEAR_FLOW}).json()["html"]
+    flow_page = page(browser, env)
+    for fragment in re.findall(r'<path d="[^"]*" class="edge[^"]*"', html):
+        assert fragment in flow_page  # the same routes, from the same layout
+    assert re.findall(r'data-step="([^"]*)"', html) == [
+        s["identifier"] for s in LINEAR_FLOW["steps"]
+    ]

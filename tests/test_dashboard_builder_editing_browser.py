@@ -141,3 +141,58 @@ def test_two_staff_users_one_draft_the_later_save_is_refused_with_a_reload(demo,
     assert SECOND_USER in ada.inner_text("[data-conflict]")
     assert rest.get("/flows/team-tour").json()["version"] == 1
     assert not ada.errors and not grace.errors
+
+
+def graph_steps(page) -> list[str]:
+    return page.eval_on_selector_all(
+        "[data-graph-holder] [data-step]", "ns => ns.map(n => n.dataset.step)"
+    )
+
+
+@embedded_only
+def test_the_flow_is_drawn_as_steps_and_transitions_are_edited(demo, browser):
+    server, _ = demo
+    page = person(browser, server, USER)
+    edit_page(page)
+    # drawn with the page, as the flow page draws it: boxes, an edge and its label
+    assert graph_steps(page) == ["welcome", "menu"]
+    edge = "[data-graph-holder] [data-edge-from='{}'][data-edge-to='{}']"
+    drawn = page.query_selector(edge.format("welcome", "menu"))
+    assert drawn and drawn.bounding_box()["width"] > 20
+    assert "2 steps" in page.text_content("[data-graph-holder] desc")
+
+    press_on(page, "[data-action=add-step]")
+    page.keyboard.type("done")
+    page.wait_for_selector("[data-graph-holder] [data-step=done]")
+    assert graph_steps(page) == ["welcome", "menu", "done"]
+    # a step's name shows in its box
+    type_into(page, "[data-step-editor=done] [name=name]", "All set")
+    page.wait_for_selector("[data-graph-holder] [data-step=done] .step-name >> text=All set")
+
+    press_on(page, "[data-action=add-transition]")
+    page.keyboard.type("finish")
+    editor = "[data-transition-editor]:nth-child(2)"
+    type_into(page, f"{editor} [name=from]", "menu")
+    type_into(page, f"{editor} [name=to]", "done")
+    page.wait_for_selector(edge.format("menu", "done"), state="attached")  # a flat line
+    assert "finish" in page.text_content("[data-graph-holder] .edge-labels")
+    # `done` is the last step now: the final one, and `menu` no longer is
+    assert "final" in page.get_attribute("[data-graph-holder] [data-step=done]", "class")
+    assert "final" not in page.get_attribute("[data-graph-holder] [data-step=menu]", "class")
+    # an automatic transition is drawn dashed, as on the flow page
+    page.select_option(f"{editor} [name=type]", "automatic")
+    page.wait_for_selector(edge.format("menu", "done") + ".auto", state="attached")
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "dashboard-builder-graph-1280", docs=True, viewport=True)
+    page.set_viewport_size({"width": 768, "height": 1024})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 768
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "dashboard-builder-graph-768", docs=True, viewport=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    # a removed step takes its box and edge away
+    press_on(page, "[data-step-editor=done] > button")
+    page.wait_for_function(
+        "() => !document.querySelector(\"[data-graph-holder] [data-step='done']\")"
+    )
+    assert page.query_selector(edge.format("menu", "done")) is None
+    assert not page.errors

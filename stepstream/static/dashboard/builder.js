@@ -184,11 +184,46 @@ function addTransition(t = {}) {
   return item;
 }
 
+// --- the flow drawn as it is edited -----------------------------------------------
+// The flow page's own drawing (layout.py through _graph.html), asked of the server for
+// the editors' steps and transitions when those change (not on every keystroke of content)
+
+const graphHolder = form.querySelector("[data-graph-holder]");
+let graphTimer = null;
+let graphDrawn = null; // set once the editors hold what the page was drawn with
+let graphAsked = 0;
+
+function shape() {
+  const pick = (list, names) => [...list.children].map((item) => names.map((n) => value(item, n)));
+  return [pick(stepsList, ["identifier", "name"]), pick(transitionsList, ["identifier", "from", "to", "type"])];
+}
+
+function redrawGraph() {
+  clearTimeout(graphTimer);
+  graphTimer = setTimeout(async () => {
+    const now = JSON.stringify(shape());
+    if (now === graphDrawn) return;
+    const asked = ++graphAsked;
+    const [steps, transitions] = JSON.parse(now);
+    const answer = await call({
+      op: "graph",
+      draft: {
+        steps: steps.map(([identifier, name]) => ({ identifier, name })),
+        transitions: transitions.map(([identifier, from, to, type]) => ({ identifier, from, to, type })),
+      },
+    });
+    if (asked !== graphAsked || answer.status !== 200) return; // a later one is on its way
+    graphHolder.innerHTML = answer.body.html; // the server's template: escaped there
+    graphDrawn = now;
+  }, 120);
+}
+
 function refreshStepIds() {
   const options = (list) => [...list.children].map((i) => i.querySelector("[name=identifier]").value.trim())
     .filter(Boolean).map((v) => el("option", { value: v }));
   document.getElementById("step-ids").replaceChildren(...options(stepsList));
   document.getElementById("transition-ids").replaceChildren(...options(transitionsList));
+  redrawGraph();
 }
 
 function value(scope, name) {
@@ -406,6 +441,8 @@ form.querySelector("[data-action=add-transition]").addEventListener("click", () 
 form.querySelector("[data-action=save-draft]").addEventListener("click", () => send("save"));
 form.querySelector("[data-action=publish]").addEventListener("click", () => send("publish"));
 form.addEventListener("submit", (e) => e.preventDefault());
+form.addEventListener("input", redrawGraph);
+form.addEventListener("change", redrawGraph);
 
 // --- import and export as JSON ---------------------------------------------------
 
@@ -454,4 +491,6 @@ form.querySelector("[data-action=upload-json]").addEventListener("change", async
 });
 
 load(config.draft || {});
+clearTimeout(graphTimer); // the page came with this draft drawn
+graphDrawn = JSON.stringify(shape());
 watchCondition(form.querySelector("#flow-start-when"));
