@@ -427,6 +427,7 @@ def promote(
         raise Invalid(*(f"In environment '{target.identifier}': {m}" for m in e.messages)) from None
     origin = {"environment": environment.identifier, "version": source.version}
     with transaction.atomic():
+        audit.lock_environments(environment.pk, target.pk)  # in id order: no deadlock
         promoted = flows.publish_definition(target, checked, actor, "promote", {"from": origin})
         audit.record(
             environment.pk,
