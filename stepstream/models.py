@@ -450,6 +450,9 @@ class FlowDraft(models.Model):
     identifier = models.CharField(max_length=255)
     body = models.JSONField(default=dict)
     updated_at = models.DateTimeField(auto_now=True)
+    # each save adds one; a save naming an older revision is refused (engine.authoring)
+    revision = models.PositiveIntegerField(default=1)
+    saved_by = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         constraints = [

@@ -172,10 +172,14 @@ def test_the_builder_saves_checks_and_publishes_a_draft(browser, env):
     }
     saved = builder_call(browser, env, {"op": "save", "draft": incomplete}).json()
     assert saved["problems"] and "'nowhere'" in saved["problems"][0]
-    refused = builder_call(browser, env, {"op": "publish", "draft": incomplete})
+    refused = builder_call(
+        browser, env, {"op": "publish", "draft": incomplete, "etag": saved["etag"]}
+    )
     assert refused.status_code == 400 and refused.json()["problems"] == saved["problems"]
     checked = builder_call(browser, env, {"op": "check", "condition": "person.plan =="}).json()
     assert checked["ok"] is False and checked["errors"]
+    stale = builder_call(browser, env, {"op": "save", "draft": incomplete})
+    assert stale.status_code == 409  # the draft exists and this call named no ETag of it
     published = builder_call(browser, env, {"op": "publish", "draft": LINEAR_FLOW})
     assert published.status_code == 201 and published.json()["version"] == 1
     assert flows.latest(env, "onboarding").published_by == "ada"
@@ -184,8 +188,71 @@ def test_the_builder_saves_checks_and_publishes_a_draft(browser, env):
     assert 'id="builder-config"' in page and '"identifier": "welcome"' in page
 
 
+def test_the_later_of_two_builder_saves_is_refused_with_a_way_to_reload(browser, env):
+    grace = User.objects.create_user("grace", "grace@example.com", PASSWORD, is_staff=True)
+    other = Client()
+    other.force_login(grace)
+    flows.publish(env, LINEAR_FLOW, "ada")
+    # both open the edit page of a flow with no draft: their pages carry no ETag
+    for client in (browser, other):
+        config = builder_config(client, env)
+        assert config["etag"] is None and config["draft"]["identifier"] == "onboarding"
+    first = builder_call(browser, env, {"op": "save", "draft": {**LINEAR_FLOW, "name": "A"}})
+    assert first.status_code == 200 and first.json()["revision"] == 1
+    late = builder_call(other, env, {"op": "save", "draft": {**LINEAR_FLOW, "name": "B"}})
+    assert late.status_code == 409
+    assert "ada" in late.json()["conflict"] and "revision 1" in late.json()["conflict"]
+    assert late.json()["reload"] == f"/dashboard/{env.pk}/flows/onboarding/edit/"
+    # reloading opens ada's draft with its ETag; a save from there is accepted
+    config = builder_config(other, env)
+    assert config["draft"]["name"] == "A" and config["etag"] == first.json()["etag"]
+    body = {"op": "save", "draft": {**LINEAR_FLOW, "name": "B"}, "etag": config["etag"]}
+    assert builder_call(other, env, body).json()["revision"] == 2
+    # ada's next save names revision 1: refused, naming grace
+    body = {"op": "publish", "draft": LINEAR_FLOW, "etag": first.json()["etag"]}
+    stale = builder_call(browser, env, body)
+    assert stale.status_code == 409 and "grace" in stale.json()["conflict"]
+    assert flows.latest(env, "onboarding").version == 1  # nothing published
+
+
+def builder_config(client, env) -> dict:
+    html = client.get(f"/dashboard/{env.pk}/flows/onboarding/edit/").content.decode()
+    found = re.search(r'<script id="builder-config" type="application/json">(.*?)</script>', html)
+    assert found
+    return json.loads(found.group(1))
+
+
 def test_the_builder_needs_staff_and_the_csrf_token(staff, env):
     client = Client(enforce_csrf_checks=True)
     client.force_login(staff)
     assert builder_call(client, env, {"op": "save", "draft": LINEAR_FLOW}).status_code == 403
     assert builder_call(Client(), env, {"op": "save", "draft": LINEAR_FLOW}).status_code == 302
+
+
+@pytest.mark.parametrize(
+    "draft, drawn",
+    [
+        (None, []),
+        (7, []),
+        ({"steps": 3, "transitions": "x"}, []),
+        ({"steps": [{"identifier": ""}, 4, {"identifier": "a"}, {"identifier": "a"}]}, ["a"]),
+        ({"steps": [{"identifier": "a"}], "transitions": [{"from": "a", "to": "b"}, None]}, ["a"]),
+    ],
+)
+def test_the_builders_graph_draws_what_an_unfinished_draft_holds(browser, env, draft, drawn):
+    answer = builder_call(browser, env, {"op": "graph", "draft": draft})
+    assert answer.status_code == 200
+    html = answer.json()["html"]
+    assert re.findall(r'data-step="([^"]*)"', html) == drawn
+    assert "data-edge-from" not in html and "data-count" not in html
+
+
+def test_the_builders_graph_is_the_flow_pages_drawing(browser, env):
+    flows.publish(env, LINEAR_FLOW, "ada")
+    html = builder_call(browser, env, {"op": "graph", "draft": LINEAR_FLOW}).json()["html"]
+    flow_page = page(browser, env)
+    for fragment in re.findall(r'<path d="[^"]*" class="edge[^"]*"', html):
+        assert fragment in flow_page  # the same routes, from the same layout
+    assert re.findall(r'data-step="([^"]*)"', html) == [
+        s["identifier"] for s in LINEAR_FLOW["steps"]
+    ]

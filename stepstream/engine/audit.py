@@ -40,6 +40,15 @@ def record(
         _record(environment_id, actor, action, obj, details or {})
 
 
+def lock_environments(*environment_ids: int) -> None:
+    """Takes the environments' row locks, the ones `record` takes, in id order, at the start
+    of a change: a change recorded in two environments (a promotion) and any change in
+    either then never wait on each other in a circle (promotions A -> B and B -> A at once
+    deadlocked on PostgreSQL when each took its target's lock first)."""
+    for pk in sorted(set(environment_ids)):
+        Environment.objects.select_for_update().filter(pk=pk).values_list("pk").first()
+
+
 def _record(
     environment_id: int, actor: str, action: str, obj: str, details: dict[str, Any]
 ) -> None:

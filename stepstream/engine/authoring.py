@@ -4,18 +4,20 @@ Every successful change here is recorded in the audit in the change's own transa
 (engine.audit); a draft save is not a change of what runs, and is not recorded.
 """
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from stepstream import strictjson
 from stepstream.engine import audit, conditions, flows, rules
-from stepstream.errors import Invalid, NotFound
+from stepstream.errors import Conflict, Invalid, NotFound
 from stepstream.models import Environment, Flow, FlowDraft, FlowSwitch
 
 MAX_VERSIONS_LISTED = 1000  # newest first; older ones are read one by one with ?version=N
@@ -119,19 +121,128 @@ def _draft_body(identifier: str, body: object) -> dict[str, Any]:
     return {**body, "identifier": identifier}
 
 
-def _describe_draft(environment: Environment, draft: FlowDraft) -> dict[str, Any]:
-    return {"draft": draft.body, "problems": problems(environment, draft.body)}
+@dataclass(frozen=True, slots=True)
+class DraftCheck:
+    """What a save or publish expects of the draft (HTTP's If-Match / If-None-Match): one
+    of the drafts it read (`tags`), any draft (`If-Match: *`) or none (`If-None-Match: *`).
+    Nothing expected: the save overwrites, as the contract's PUT always did."""
+
+    tags: tuple[str, ...] = ()
+    any_draft: bool = False
+    no_draft: bool = False
 
 
-def put_draft(environment: Environment, identifier: str, body: object) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class DraftAnswer:
+    """A draft as `GET /flows/{identifier}/draft` answers it, and its ETag."""
+
+    body: dict[str, Any]
+    etag: str
+
+
+_TAG = re.compile(r'^(?:W/)?"[\x21\x23-\x7e]*"$')
+
+
+def draft_check(if_match: str | None, if_none_match: str | None) -> DraftCheck:
+    """The request's conditions; a malformed one is a 400 saying how it is written."""
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise Invalid(
+                'If-None-Match: only "*" is understood here (save only if the flow has no '
+                "draft yet); to save over a draft you read, send its ETag in If-Match."
+            )
+        if if_match is not None:
+            raise Invalid("Send either If-Match or If-None-Match, not both.")
+        return DraftCheck(no_draft=True)
+    if if_match is None:
+        return DraftCheck()
+    if if_match.strip() == "*":
+        return DraftCheck(any_draft=True)
+    tags = tuple(t.strip() for t in if_match.split(",") if t.strip())
+    if not tags or len(if_match) > 1000 or not all(_TAG.match(t) for t in tags):
+        raise Invalid(
+            "If-Match must be the draft's ETag as GET or PUT gave it, in double quotes "
+            '(If-Match: "12.3"), or *.'
+        )
+    return DraftCheck(tags=tags)
+
+
+def etag_of(draft: FlowDraft) -> str:
+    """The row's id and revision: a draft published or deleted and then started again has
+    another id, so an ETag read from the old one never matches the new one."""
+    return f'"{draft.pk}.{draft.revision}"'
+
+
+class DraftChanged(Conflict):
+    """A 409: the draft is not the one the saver read. The dashboard words its own sentence
+    from the fields (the REST sentence speaks of ETags)."""
+
+    def __init__(self, message: str, draft: FlowDraft | None):
+        super().__init__(message)
+        self.revision = draft.revision if draft else None
+        self.saved_by = draft.saved_by if draft else ""
+        self.saved_at = draft.updated_at if draft else None
+
+
+def _checked(identifier: str, draft: FlowDraft | None, check: DraftCheck) -> None:
+    """Refuses (409) a save or publish whose expectation the draft no longer meets."""
+    reread = f"read it again (GET /api/v1/flows/{identifier}/draft)"
+    if draft is None:
+        if check.tags or check.any_draft:
+            raise DraftChanged(
+                f"'{identifier}' has no draft any more: it was published or deleted after you "
+                f"read it. Nothing was saved; read the flow again (GET /api/v1/flows/"
+                f"{identifier}) and make your change there.",
+                None,
+            )
+        return
+    if check.no_draft or (check.tags and etag_of(draft) not in check.tags):
+        who = f" by {draft.saved_by}" if draft.saved_by else ""
+        at = draft.updated_at.strftime("%H:%M:%S UTC") if draft.updated_at else "a moment ago"
+        since = "" if check.no_draft else " after the revision you read"
+        raise DraftChanged(
+            f"The draft of '{identifier}' was saved{who} at {at}{since}: it is at revision "
+            f"{draft.revision} now (ETag {etag_of(draft)}). Nothing was saved; {reread}, "
+            "make your change again and save with its ETag in If-Match.",
+            draft,
+        )
+
+
+def _describe_draft(environment: Environment, draft: FlowDraft) -> DraftAnswer:
+    body = {
+        "draft": draft.body,
+        "problems": problems(environment, draft.body),
+        "revision": draft.revision,
+    }
+    return DraftAnswer(body, etag_of(draft))
+
+
+def put_draft(
+    environment: Environment,
+    identifier: str,
+    body: object,
+    actor: str = "",
+    check: DraftCheck | None = None,
+) -> DraftAnswer:
+    """Saves the draft as the next revision; `check` refuses a save over one not read."""
     strictjson.validate_identifier(identifier, "identifier")
     saved = _draft_body(identifier, body)
+    try:
+        return _save_draft(environment, identifier, saved, actor, check or DraftCheck())
+    except IntegrityError:  # a first save raced this one; checked against it now
+        return _save_draft(environment, identifier, saved, actor, check or DraftCheck())
+
+
+def _save_draft(
+    environment: Environment, identifier: str, saved: dict[str, Any], actor: str, check: DraftCheck
+) -> DraftAnswer:
     with transaction.atomic():
         draft = (
             FlowDraft.objects.select_for_update()
             .filter(environment=environment, identifier=identifier)
             .first()
         )
+        _checked(identifier, draft, check)
         if draft is None:
             most = settings.STEPSTREAM["MAX_FLOWS"]
             if FlowDraft.objects.filter(environment=environment).count() >= most:
@@ -139,8 +250,10 @@ def put_draft(environment: Environment, identifier: str, body: object) -> dict[s
                     f"An environment may have at most {most:,} drafts (STEPSTREAM_MAX_FLOWS): "
                     "publish or delete one first."
                 )
-            draft = FlowDraft(environment=environment, identifier=identifier)
+            draft = FlowDraft(environment=environment, identifier=identifier, revision=0)
         draft.body = saved
+        draft.revision += 1
+        draft.saved_by = actor[:255]
         draft.save()
     return _describe_draft(environment, draft)
 
@@ -152,7 +265,7 @@ def get_draft_row(environment: Environment, identifier: str) -> FlowDraft:
     return draft
 
 
-def get_draft(environment: Environment, identifier: str) -> dict[str, Any]:
+def get_draft(environment: Environment, identifier: str) -> DraftAnswer:
     return _describe_draft(environment, get_draft_row(environment, identifier))
 
 
@@ -160,13 +273,19 @@ def delete_draft(environment: Environment, identifier: str) -> None:
     get_draft_row(environment, identifier).delete()
 
 
-def publish_draft(environment: Environment, identifier: str, actor: str) -> dict[str, Any]:
-    """Publishes the draft as `POST /flows` would; the draft goes in the same transaction."""
+def publish_draft(
+    environment: Environment, identifier: str, actor: str, check: DraftCheck | None = None
+) -> dict[str, Any]:
+    """Publishes the draft as `POST /flows` would; the draft goes in the same transaction.
+    With `check`, only the revision the publisher read (If-Match)."""
     draft = get_draft_row(environment, identifier)
+    _checked(identifier, draft, check or DraftCheck())
     definition = flows.checked(environment, draft.body)  # 400 with every problem; draft stays
     with transaction.atomic():
-        if not FlowDraft.objects.filter(pk=draft.pk).delete()[0]:
-            raise NotFound(f"Flow '{identifier}' has no draft.")
+        # the row as checked, or nothing: a save in between changed what would publish
+        gone = FlowDraft.objects.filter(pk=draft.pk, revision=draft.revision).delete()[0]
+        if not gone:
+            _checked(identifier, get_draft_row(environment, identifier), DraftCheck(no_draft=True))
         return answer(environment, flows.publish_definition(environment, definition, actor))
 
 
@@ -308,6 +427,7 @@ def promote(
         raise Invalid(*(f"In environment '{target.identifier}': {m}" for m in e.messages)) from None
     origin = {"environment": environment.identifier, "version": source.version}
     with transaction.atomic():
+        audit.lock_environments(environment.pk, target.pk)  # in id order: no deadlock
         promoted = flows.publish_definition(target, checked, actor, "promote", {"from": origin})
         audit.record(
             environment.pk,

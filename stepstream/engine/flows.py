@@ -360,8 +360,13 @@ def publish_definition(
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes a checked definition as the next version, with its audit entry, in one
-    transaction (a promotion passes its own action and details)."""
+    transaction (a promotion passes its own action and details).
+
+    The environment's row is locked first (as the audit entry would lock it later): two
+    publishes of one flow take their versions one after the other, and a promotion, which
+    locks both its environments first, never waits in a circle with a publish."""
     with transaction.atomic():
+        audit.lock_environments(environment.pk)
         latest = (
             Flow.objects.select_for_update()
             .filter(environment=environment, identifier=definition["identifier"])

@@ -163,20 +163,35 @@ def flow_promote(request, identifier, number):
     return Response(promoted, status=201)
 
 
+def _draft_check(request: Request) -> authoring.DraftCheck:
+    return authoring.draft_check(
+        request.headers.get("If-Match"), request.headers.get("If-None-Match")
+    )
+
+
+def _draft_response(answer: authoring.DraftAnswer) -> Response:
+    return Response(answer.body, headers={"ETag": answer.etag})
+
+
 @api_view(["GET", "PUT", "DELETE"])
 def flow_draft(request, identifier):
     env = request.auth
     if request.method == "PUT":
-        return Response(authoring.put_draft(env, identifier, _json_body(request)))
+        check = _draft_check(request)
+        body = _json_body(request)
+        return _draft_response(authoring.put_draft(env, identifier, body, actor(request), check))
     if request.method == "DELETE":
         authoring.delete_draft(env, identifier)
         return Response(status=204)
-    return Response(authoring.get_draft(env, identifier))
+    return _draft_response(authoring.get_draft(env, identifier))
 
 
 @api_view(["POST"])
 def flow_draft_publish(request, identifier):
-    return Response(authoring.publish_draft(request.auth, identifier, actor(request)), status=201)
+    published = authoring.publish_draft(
+        request.auth, identifier, actor(request), _draft_check(request)
+    )
+    return Response(published, status=201)
 
 
 @api_view(["POST"])

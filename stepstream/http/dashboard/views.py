@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
@@ -74,6 +75,7 @@ class RefusedLoginForm(StaffLoginForm):
 # serve REST and a core for about 0.25 s (PBKDF2), so a crowd of guessers cannot take
 # them all; one more is answered 503 with Retry-After: 1, unchecked and uncounted.
 PASSWORD_CHECKS_AT_ONCE = 2
+GRAPH_TEMPLATE = "stepstream/dashboard/_graph.html"  # the flow page's drawing, and the builder's
 _password_checks = threading.BoundedSemaphore(PASSWORD_CHECKS_AT_ONCE)
 
 
@@ -295,6 +297,67 @@ def _funnel(analytics: dict, names: dict) -> dict:
     }
 
 
+def _graph(
+    steps: list[tuple[str, str]],
+    transitions: list[tuple[str, str, str, str]],
+    per_step: dict[str, dict] | None = None,
+) -> dict:
+    """What _graph.html draws: layout.py's drawing, each step's text placed, and with
+    `per_step` (a version's analytics) each step's count; the builder draws a draft."""
+    drawn = graph_layout.layout(steps, transitions)
+    counts = per_step or {}
+    nodes = [
+        {
+            "node": node,
+            "text_x": node.x + graph_layout.PAD,
+            "lines": graph_layout.name_lines(node),
+            "sub": graph_layout.subtitle(node),
+            "sub_y": node.y + graph_layout.SUB_Y,
+            "pill_x": node.x + graph_layout.PILL_X,
+            "pill_y": node.y + graph_layout.PILL_Y,
+            "count_x": node.x + graph_layout.PILL_X + graph_layout.PILL_W / 2,
+            "active": counts.get(node.identifier, {}).get("active", 0),
+            "reached": counts.get(node.identifier, {}).get("reached", 0),
+            "cx": node.x + graph_layout.NODE_W / 2,
+        }
+        for node in drawn.nodes
+    ]
+    return {
+        "drawing": drawn,
+        "nodes": nodes,
+        "node_w": graph_layout.NODE_W,
+        "node_h": graph_layout.NODE_H,
+        "pill_w": graph_layout.PILL_W,
+        "pill_h": graph_layout.PILL_H,
+    }
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _draft_graph(definition: object) -> dict:
+    """A draft drawn as far as it can be: steps with an identifier (the first of a repeated
+    one), transitions between two of them; whatever else it holds waits for its fixing."""
+    body = definition if isinstance(definition, dict) else {}
+    steps: dict[str, str] = {}
+    for step in _list(body.get("steps")):
+        if not isinstance(step, dict):
+            continue
+        sid, name = step.get("identifier"), step.get("name")
+        if isinstance(sid, str) and sid.strip() and sid not in steps:
+            steps[sid] = name if isinstance(name, str) else ""
+    transitions = []
+    for t in _list(body.get("transitions")):
+        if not isinstance(t, dict):
+            continue
+        tid, a, b, kind = (t.get(k) for k in ("identifier", "from", "to", "type"))
+        if a in steps and b in steps:
+            label = tid if isinstance(tid, str) else ""
+            transitions.append((label, a, b, "automatic" if kind == "automatic" else "manual"))
+    return _graph(list(steps.items()), transitions)
+
+
 @staff_page
 def flow(request, env_id: int, identifier: str | None = None):
     env = _environment(env_id)
@@ -307,28 +370,12 @@ def flow(request, env_id: int, identifier: str | None = None):
         raise NotHere(f"No flow '{identifier}' in {env.identifier}.", env)
     steps = list(flow.steps.all())
     transitions = list(flow.transitions.all())
-    drawn = graph_layout.layout(
+    analytics = queries.flow_analytics(flow)
+    graph = _graph(
         [(s.identifier, s.name) for s in steps],
         [(t.identifier, t.from_step, t.to_step, t.type) for t in transitions],
+        {s["identifier"]: s for s in analytics["steps"]},
     )
-    analytics = queries.flow_analytics(flow)
-    per_step = {s["identifier"]: s for s in analytics["steps"]}
-    nodes = [
-        {
-            "node": node,
-            "text_x": node.x + graph_layout.PAD,
-            "lines": graph_layout.name_lines(node),
-            "sub": graph_layout.subtitle(node),
-            "sub_y": node.y + graph_layout.SUB_Y,
-            "pill_x": node.x + graph_layout.PILL_X,
-            "pill_y": node.y + graph_layout.PILL_Y,
-            "count_x": node.x + graph_layout.PILL_X + graph_layout.PILL_W / 2,
-            "active": per_step[node.identifier]["active"],
-            "reached": per_step[node.identifier]["reached"],
-            "cx": node.x + graph_layout.NODE_W / 2,
-        }
-        for node in drawn.nodes
-    ]
     live = {
         "watch": "flow",
         "environment": env.pk,
@@ -343,12 +390,7 @@ def flow(request, env_id: int, identifier: str | None = None):
         flow=flow,
         versions=[(v, page_links.flow(env.pk, flow.identifier, v)) for v in versions],
         latest=versions[-1],
-        drawing=drawn,
-        nodes=nodes,
-        node_w=graph_layout.NODE_W,
-        node_h=graph_layout.NODE_H,
-        pill_w=graph_layout.PILL_W,
-        pill_h=graph_layout.PILL_H,
+        graph=graph,
         analytics=analytics,
         funnel=_funnel(analytics, {s.identifier: s.name for s in steps}),
         content={s.identifier: s.content["type"] for s in steps if s.content},
@@ -464,18 +506,19 @@ def _shown(entry: dict) -> dict:
     return {**entry, "at": entry["at"][:19].replace("T", " "), "details_text": details}
 
 
-def _builder_start(env, identifier: str | None) -> dict:
-    """What the builder opens with: the flow's draft, else its latest version, else nothing."""
+def _builder_start(env, identifier: str | None) -> tuple[dict, str | None]:
+    """What the builder opens with: the flow's draft (and its ETag, which each save sends
+    back), else its latest version, else nothing (a first save expects no draft)."""
     if identifier is None:
-        return {"identifier": "", "steps": [], "transitions": []}
+        return {"identifier": "", "steps": [], "transitions": []}, None
     draft = FlowDraft.objects.filter(environment=env, identifier=identifier).first()
     if draft is not None:
-        return draft.body
+        return draft.body, authoring.etag_of(draft)
     latest = Flow.objects.filter(environment=env, identifier=identifier).order_by("-version")
     found = latest.first()
     if found is None:
         raise NotHere(f"No flow '{identifier}' in {env.identifier}.", env)
-    return authoring.as_definition(flow_versions.describe(found))
+    return authoring.as_definition(flow_versions.describe(found)), None
 
 
 @staff_page
@@ -484,16 +527,49 @@ def builder(request, env_id: int, identifier: str | None = None):
     from stepstream.engine import theme
 
     env = _environment(env_id)
-    start = _builder_start(env, identifier)
+    start, etag = _builder_start(env, identifier)
     config = {
         "environment": env.pk,
         "flow": identifier,
         "draft": start,
+        "etag": etag,
         "api": reverse("dashboard:builder_api", args=[env.pk]),
         "flows": reverse("dashboard:flows", args=[env.pk]),
         "theme": theme.describe(env.theme)["tokens"],  # the live preview's colours
     }
-    return _page(request, "builder.html", env, "flows", builder=config, editing=identifier)
+    return _page(
+        request,
+        "builder.html",
+        env,
+        "flows",
+        builder=config,
+        editing=identifier,
+        graph=_draft_graph(start),
+    )
+
+
+def _builder_check(body: dict) -> authoring.DraftCheck:
+    """The draft the builder last read or saved (its ETag), or none: the page started from
+    a version or from nothing, so a draft someone else saved meanwhile is not overwritten."""
+    etag = body.get("etag")
+    if isinstance(etag, str) and etag:
+        return authoring.draft_check(etag, None)
+    return authoring.DraftCheck(no_draft=True)
+
+
+def _draft_changed(e: authoring.DraftChanged) -> str:
+    """The builder's sentence for a 409: who saved the draft since this page read it."""
+    if e.revision is None:
+        return (
+            "This flow's draft was published or deleted after you opened it. Nothing was "
+            "saved: reload to edit the flow as it is now, then make your change again."
+        )
+    at = f" at {e.saved_at:%H:%M:%S} UTC" if e.saved_at else ""
+    return (
+        f"{e.saved_by or 'Someone'} saved this draft{at} after you opened it; it is at "
+        f"revision {e.revision} now. Nothing was saved: reload the latest draft, then make "
+        "your change again."
+    )
 
 
 @staff_page
@@ -508,27 +584,35 @@ def builder_api(request, env_id: int):
     except ValueError:
         return JsonResponse({"errors": ["The body must be a JSON object."]}, status=400)
     op = body.get("op")
+    actor = request.user.get_username()
+    identifier = None
     try:
         if op == "check":
             return JsonResponse(authoring.check_condition(body))
+        if op == "graph":  # the flow page's drawing of the draft as it is being edited
+            context = {"graph": _draft_graph(body.get("draft")), "counts": False}
+            return JsonResponse({"html": render_to_string(GRAPH_TEMPLATE, context)})
         definition = body.get("draft")
         identifier = definition.get("identifier") if isinstance(definition, dict) else None
         if not isinstance(identifier, str) or not identifier.strip():
             return JsonResponse(
                 {"problems": ["identifier: the flow needs an identifier."]}, status=400
             )
-        saved = authoring.put_draft(env, identifier, definition)
-        if op == "save":
-            return JsonResponse(saved)
-        if op == "publish":
-            if saved["problems"]:
-                return JsonResponse(saved, status=400)
-            flow = authoring.publish_draft(env, identifier, request.user.get_username())
-            href = page_links.flow(env.pk, identifier)
-            return JsonResponse({"version": flow["version"], "href": href}, status=201)
+        if op not in ("save", "publish"):
+            wrong = ["op must be check, graph, save or publish."]
+            return JsonResponse({"errors": wrong}, status=400)
+        saved = authoring.put_draft(env, identifier, definition, actor, _builder_check(body))
+        if op == "save" or saved.body["problems"]:
+            status = 400 if op == "publish" else 200
+            return JsonResponse({**saved.body, "etag": saved.etag}, status=status)
+        flow = authoring.publish_draft(env, identifier, actor, authoring.DraftCheck((saved.etag,)))
+        href = page_links.flow(env.pk, identifier)
+        return JsonResponse({"version": flow["version"], "href": href}, status=201)
+    except authoring.DraftChanged as e:
+        reload = _edit_href(env, identifier) if identifier else None
+        return JsonResponse({"conflict": _draft_changed(e), "reload": reload}, status=409)
     except StepstreamError as e:
         return JsonResponse({"problems": e.messages}, status=e.status)
-    return JsonResponse({"errors": ["op must be check, save or publish."]}, status=400)
 
 
 @staff_page

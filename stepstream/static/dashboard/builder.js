@@ -184,11 +184,46 @@ function addTransition(t = {}) {
   return item;
 }
 
+// --- the flow drawn as it is edited -----------------------------------------------
+// The flow page's own drawing (layout.py through _graph.html), asked of the server for
+// the editors' steps and transitions when those change (not on every keystroke of content)
+
+const graphHolder = form.querySelector("[data-graph-holder]");
+let graphTimer = null;
+let graphDrawn = null; // set once the editors hold what the page was drawn with
+let graphAsked = 0;
+
+function shape() {
+  const pick = (list, names) => [...list.children].map((item) => names.map((n) => value(item, n)));
+  return [pick(stepsList, ["identifier", "name"]), pick(transitionsList, ["identifier", "from", "to", "type"])];
+}
+
+function redrawGraph() {
+  clearTimeout(graphTimer);
+  graphTimer = setTimeout(async () => {
+    const now = JSON.stringify(shape());
+    if (now === graphDrawn) return;
+    const asked = ++graphAsked;
+    const [steps, transitions] = JSON.parse(now);
+    const answer = await call({
+      op: "graph",
+      draft: {
+        steps: steps.map(([identifier, name]) => ({ identifier, name })),
+        transitions: transitions.map(([identifier, from, to, type]) => ({ identifier, from, to, type })),
+      },
+    });
+    if (asked !== graphAsked || answer.status !== 200) return; // a later one is on its way
+    graphHolder.innerHTML = answer.body.html; // the server's template: escaped there
+    graphDrawn = now;
+  }, 120);
+}
+
 function refreshStepIds() {
   const options = (list) => [...list.children].map((i) => i.querySelector("[name=identifier]").value.trim())
     .filter(Boolean).map((v) => el("option", { value: v }));
   document.getElementById("step-ids").replaceChildren(...options(stepsList));
   document.getElementById("transition-ids").replaceChildren(...options(transitionsList));
+  redrawGraph();
 }
 
 function value(scope, name) {
@@ -356,23 +391,49 @@ function watchCondition(input) {
 
 // --- save and publish -----------------------------------------------------------
 
+// The draft this page last read or saved, by its ETag: each save sends it back, and a save
+// over a revision someone else saved since is refused (409) instead of overwriting it.
+const saved = { identifier: config.flow || "", etag: config.etag || null };
+const conflictBox = form.querySelector("[data-conflict]");
+let reloadHref = null;
+
+function showConflict(body) {
+  conflictBox.querySelector("[data-conflict-text]").textContent = body.conflict;
+  reloadHref = body.reload || null;
+  conflictBox.hidden = false;
+}
+
 async function send(op) {
   clearProblems();
+  conflictBox.hidden = true;
   statusLine.textContent = op === "publish" ? "Publishing…" : "Saving…";
-  const { status, body } = await call({ op, draft: draft() });
-  const problems = body.problems || body.errors || [];
+  const body = draft();
+  const etag = body.identifier === saved.identifier ? saved.etag : null;
+  const answer = await call({ op, draft: body, etag });
+  if (answer.body.etag) Object.assign(saved, { identifier: body.identifier, etag: answer.body.etag });
+  if (answer.status === 409) {
+    showConflict(answer.body);
+    statusLine.textContent = "Not saved: someone else changed this draft.";
+    return;
+  }
+  const problems = answer.body.problems || answer.body.errors || [];
   for (const sentence of problems) placeProblem(sentence);
-  if (op === "publish" && status === 201) {
-    statusLine.textContent = `Published version ${body.version}.`;
-    window.location.assign(body.href);
+  if (op === "publish" && answer.status === 201) {
+    statusLine.textContent = `Published version ${answer.body.version}.`;
+    window.location.assign(answer.body.href);
     return;
   }
   statusLine.textContent =
-    status >= 400 ? "Not saved: see the problems." :
+    answer.status >= 400 && !answer.body.etag ? "Not saved: see the problems." :
     problems.length ? `Draft saved; ${problems.length} problem(s) before it can publish.` :
     "Draft saved; it can be published.";
 }
 
+form.querySelector("[data-action=reload-draft]").addEventListener("click", () => {
+  const here = reloadHref && new URL(reloadHref, window.location.href).pathname === window.location.pathname;
+  if (reloadHref && !here) window.location.assign(reloadHref);
+  else window.location.reload();
+});
 form.querySelector("[data-action=add-step]").addEventListener("click", () =>
   addStep().querySelector("[name=identifier]").focus());
 form.querySelector("[data-action=add-transition]").addEventListener("click", () =>
@@ -380,6 +441,8 @@ form.querySelector("[data-action=add-transition]").addEventListener("click", () 
 form.querySelector("[data-action=save-draft]").addEventListener("click", () => send("save"));
 form.querySelector("[data-action=publish]").addEventListener("click", () => send("publish"));
 form.addEventListener("submit", (e) => e.preventDefault());
+form.addEventListener("input", redrawGraph);
+form.addEventListener("change", redrawGraph);
 
 // --- import and export as JSON ---------------------------------------------------
 
@@ -428,4 +491,6 @@ form.querySelector("[data-action=upload-json]").addEventListener("change", async
 });
 
 load(config.draft || {});
+clearTimeout(graphTimer); // the page came with this draft drawn
+graphDrawn = JSON.stringify(shape());
 watchCondition(form.querySelector("#flow-start-when"));
