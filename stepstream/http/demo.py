@@ -268,6 +268,7 @@ Demo project ready (development environment).
                      createsuperuser --noinput --username admin --email admin@example.com)
 
 Try:
+  curl -s -H 'Authorization: Bearer {sk}' {base_url}/api/v1/flows     # the published flows
   curl -s -H 'Authorization: Bearer {sk}' {people_url}/flows
   curl -s -X POST -H 'Authorization: Bearer {sk}' -H 'Content-Type: application/json' \\
        -d '{{"transition": "start"}}' {people_url}/flows/onboarding/transitions

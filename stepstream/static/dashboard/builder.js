@@ -34,8 +34,9 @@ function el(tag, attrs = {}, children = []) {
   return node;
 }
 
-function field(label, name, value, extra = {}) {
+function field(label, name, value, { hint, ...extra } = {}) {
   const id = `f${++serial}`;
+  if (hint) extra["aria-describedby"] = `${id}-hint`;
   const input = CHOICES[name]
     ? el("select", { id, name, ...extra }, CHOICES[name].map(
         (t) => el("option", { value: t }, [t || (name === "content.type" ? "(no content)" : "default texts")])))
@@ -43,7 +44,9 @@ function field(label, name, value, extra = {}) {
   if (TEXTAREAS.has(name)) input.rows = name === "content.body" ? 4 : 2;
   input.value = value ?? "";
   if (CHOICES[name] && !CHOICES[name].includes(value ?? "")) input.value = CHOICES[name][0];
-  return el("p", { class: "field" }, [el("label", { for: id }, [label]), input]);
+  const parts = [el("label", { for: id }, [label]), input];
+  if (hint) parts.push(el("small", { id: `${id}-hint`, class: "hint" }, [hint]));
+  return el("p", { class: "field" }, parts);
 }
 
 function check(label, name, checked) {
@@ -86,7 +89,11 @@ function addStep(step = {}) {
   const locales = Object.entries(content.locales || {}).map(([code, texts]) => ({ code, ...texts }));
   const targetBox = el("fieldset", { class: "group", "data-target": "" }, [
     el("legend", {}, ["Target (tooltip and hotspot)"]),
-    field("Selector", "content.target.selector", target.selector, { class: "mono" }),
+    field("Selector", "content.target.selector", target.selector, {
+      class: "mono",
+      hint: "A CSS selector of an element on your page, such as #checklist-card: in the browser, " +
+        "right-click the element, Inspect, and use its id as #id (or a class as .name).",
+    }),
     field("Fallback selectors (one a line)", "content.target.fallbacks", (target.fallbacks || []).join("\n"), { class: "mono" }),
     field("Only an element containing this text", "content.target.text", target.text),
     field("Wait for it (ms)", "content.target.wait_ms", target.wait_ms, { type: "number", min: "0", max: "60000", step: "100" }),
