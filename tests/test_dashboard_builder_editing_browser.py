@@ -154,6 +154,14 @@ def test_the_flow_is_drawn_as_steps_and_transitions_are_edited(demo, browser):
     server, _ = demo
     page = person(browser, server, USER)
     edit_page(page)
+    # the module graph is fetched at once (modulepreload), each module once and found
+    preloaded = page.eval_on_selector_all("link[rel=modulepreload]", "ls => ls.map(l => l.href)")
+    fetched = page.evaluate(
+        "performance.getEntriesByType('resource').map(e => [e.name, e.responseStatus])"
+    )
+    assert len(preloaded) == 4 and all(n.endswith(".js") for n in preloaded)
+    for href in preloaded:
+        assert [status for name, status in fetched if name == href] == [200], href
     # drawn with the page, as the flow page draws it: boxes, an edge and its label
     assert graph_steps(page) == ["welcome", "menu"]
     edge = "[data-graph-holder] [data-edge-from='{}'][data-edge-to='{}']"
