@@ -168,6 +168,8 @@ def test_the_flow_is_drawn_as_steps_and_transitions_are_edited(demo, browser):
     drawn = page.query_selector(edge.format("welcome", "menu"))
     assert drawn and drawn.bounding_box()["width"] > 20
     assert "2 steps" in page.text_content("[data-graph-holder] desc")
+    # not tab stops here (the editors hold the same): Tab goes from the flow's fields on
+    assert page.eval_on_selector_all("[data-graph-holder] [tabindex]", "ns => ns.length") == 0
 
     press_on(page, "[data-action=add-step]")
     page.keyboard.type("done")
