@@ -154,12 +154,22 @@ def test_the_flow_is_drawn_as_steps_and_transitions_are_edited(demo, browser):
     server, _ = demo
     page = person(browser, server, USER)
     edit_page(page)
+    # the module graph is fetched at once (modulepreload), each module once and found
+    preloaded = page.eval_on_selector_all("link[rel=modulepreload]", "ls => ls.map(l => l.href)")
+    fetched = page.evaluate(
+        "performance.getEntriesByType('resource').map(e => [e.name, e.responseStatus])"
+    )
+    assert len(preloaded) == 4 and all(n.endswith(".js") for n in preloaded)
+    for href in preloaded:
+        assert [status for name, status in fetched if name == href] == [200], href
     # drawn with the page, as the flow page draws it: boxes, an edge and its label
     assert graph_steps(page) == ["welcome", "menu"]
     edge = "[data-graph-holder] [data-edge-from='{}'][data-edge-to='{}']"
     drawn = page.query_selector(edge.format("welcome", "menu"))
     assert drawn and drawn.bounding_box()["width"] > 20
     assert "2 steps" in page.text_content("[data-graph-holder] desc")
+    # not tab stops here (the editors hold the same): Tab goes from the flow's fields on
+    assert page.eval_on_selector_all("[data-graph-holder] [tabindex]", "ns => ns.length") == 0
 
     press_on(page, "[data-action=add-step]")
     page.keyboard.type("done")

@@ -14,6 +14,7 @@ import json
 import threading
 from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
@@ -332,8 +333,9 @@ def _graph(
     }
 
 
-def _list(value: object) -> list:
-    return value if isinstance(value, list) else []
+def _list(value: object, most: int) -> list:
+    """A draft's list, as many items as a flow may have (the rest is not drawn)."""
+    return value[:most] if isinstance(value, list) else []
 
 
 def _draft_graph(definition: object) -> dict:
@@ -341,14 +343,15 @@ def _draft_graph(definition: object) -> dict:
     one), transitions between two of them; whatever else it holds waits for its fixing."""
     body = definition if isinstance(definition, dict) else {}
     steps: dict[str, str] = {}
-    for step in _list(body.get("steps")):
+    limits = settings.STEPSTREAM
+    for step in _list(body.get("steps"), limits["MAX_FLOW_STEPS"]):
         if not isinstance(step, dict):
             continue
         sid, name = step.get("identifier"), step.get("name")
         if isinstance(sid, str) and sid.strip() and sid not in steps:
             steps[sid] = name if isinstance(name, str) else ""
     transitions = []
-    for t in _list(body.get("transitions")):
+    for t in _list(body.get("transitions"), limits["MAX_FLOW_TRANSITIONS"]):
         if not isinstance(t, dict):
             continue
         tid, a, b, kind = (t.get(k) for k in ("identifier", "from", "to", "type"))
