@@ -17,7 +17,7 @@ other, `rounds` times in turn:
 * `stepstream`: `stepstream serve` on SQLite with `n` people.
 
 The first two answer without reading anything: the difference between the
-second and Stepstream is Stepstream's own work per connect (docs/performance.md,
+second and Stepstream is Stepstream's own work per connect (docs/performance-history.md,
 "Reconnect storm", "Round three").
 """
 

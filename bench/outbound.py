@@ -6,8 +6,9 @@
     python -m bench.outbound webhooks [--backlog 20000 --rate 500 --seconds 10]
 
 Each runs against DATABASE_URL (PostgreSQL) when set, else a fresh SQLite file
-in a temporary data directory, and prints one JSON object. Results and method:
-docs/performance.md ("Outbound").
+in a temporary data directory, and prints one JSON object. Current figures:
+docs/performance.md ("Outbound"); method and past runs: docs/performance-history.md
+("Outbound").
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""Rules benchmark (docs/performance.md, "Rules"): what conditions cost a write.
+"""Rules benchmark (docs/performance-history.md, "Rules"): what conditions cost a write.
 
     python -m bench.rules [--calls 2000] [--seconds 10] [--callers 4]
 

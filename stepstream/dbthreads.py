@@ -2,7 +2,7 @@
 
 Each thread keeps its database connection from one job to the next: on
 PostgreSQL, Django's end-of-request close would hand it back to the pool and
-take one again, a sixth of a person read's server CPU (docs/performance.md,
+take one again, a sixth of a person read's server CPU (docs/performance-history.md,
 "REST at full speed"). So a thread holds at most one connection
 (`STEPSTREAM_DB_POOL_SIZE` covers them all). A job that meets a broken
 connection closes it and fails alone (503), and every job first drops a

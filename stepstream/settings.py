@@ -129,7 +129,7 @@ STEPSTREAM: config.StepstreamSettings = {
     "WS_STALL_TIMEOUT": config.float_setting("STEPSTREAM_WS_STALL_TIMEOUT", 30.0),
     # permessage-deflate: about 40 KiB more per socket (its compressor and
     # decompressor) and each event compressed once per socket, not framed once
-    # for all; events are a few hundred bytes (docs/performance.md)
+    # for all; events are a few hundred bytes (docs/performance-history.md)
     "WS_COMPRESSION": config.bool_setting("STEPSTREAM_WS_COMPRESSION", False),
     "WS_PING_INTERVAL": config.float_setting("STEPSTREAM_WS_PING_INTERVAL", 20.0),
     "WS_PING_TIMEOUT": config.float_setting("STEPSTREAM_WS_PING_TIMEOUT", 20.0),
@@ -141,7 +141,7 @@ STEPSTREAM: config.StepstreamSettings = {
     # group commit (stepstream/engine/groupcommit.py): engine writes queued, at most
     # MAX_BATCH per transaction; a full queue or a job that waited WAIT seconds is
     # refused (503) unwritten. On by default on SQLite only: on PostgreSQL one batch at
-    # a time costs more than it saves (docs/performance.md, "Group commit")
+    # a time costs more than it saves (docs/performance-history.md, "Group commit")
     "GROUP_COMMIT": config.bool_setting("STEPSTREAM_GROUP_COMMIT", config.database_url() is None),
     "GROUP_COMMIT_MAX_BATCH": config.int_setting("STEPSTREAM_GROUP_COMMIT_MAX_BATCH", 64),
     "GROUP_COMMIT_QUEUE": config.int_setting("STEPSTREAM_GROUP_COMMIT_QUEUE", 1000),

@@ -6,7 +6,7 @@ import gc
 # Each connect allocates hundreds of container objects (protocol, parser, futures,
 # frames), so at 700 the collector ran every few connects and, with 10,000 sockets
 # open, each of its older passes walked every socket's objects: half the server's CPU
-# per connect in a reconnect storm (docs/performance.md, "Reconnect storm").
+# per connect in a reconnect storm (docs/performance-history.md, "Reconnect storm").
 GC_YOUNG_THRESHOLD = 20_000
 
 

@@ -1,7 +1,7 @@
 """Flow analytics: how many instances are in each state, how many reach and complete each step.
 
 A few rows and one index answer, whatever the number of instances (an
-aggregate over the log took 3.3 s with 100,000 instances; docs/performance.md):
+aggregate over the log took 3.3 s with 100,000 instances; docs/performance-history.md):
 
 * instance states, and per step `active` (now) and `reached`: the `StepCount`
   rows that database triggers keep for the dashboard

@@ -1,7 +1,7 @@
 """Counters kept by database triggers, so a flow's numbers cost a few rows, not a scan.
 
 Summing 700,000 step instances for a flow with 100,000 people took 2 to 3
-seconds on SQLite even with covering indexes (docs/performance.md). Instead,
+seconds on SQLite even with covering indexes (docs/performance-history.md). Instead,
 triggers on the step and flow instance tables keep `StepCount` rows (per
 flow version, step and shard: how many instances are in each state), and a
 trigger on the log keeps `StepDuration`, a histogram of the times from a

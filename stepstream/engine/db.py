@@ -89,7 +89,7 @@ def cursor() -> Iterator[Cursor]:
     Django's cursor passes each statement through several layers (the
     connection proxy and asgiref's locals, thread and event-loop checks, the
     placeholder conversion, the error wrapper), about a fifth of the CPU of a
-    change (docs/performance.md, "Group commit"). The statements run on the
+    change (docs/performance-history.md, "Group commit"). The statements run on the
     same connection and in the same transaction; a driver error is raised as
     Django's (IntegrityError, OperationalError with the driver's as its
     cause), as Django's cursor would. Not seen by Django's query log.
@@ -141,7 +141,7 @@ def writing() -> Iterator[None]:
     SQLite has one write lock per file. A thread that finds it taken sleeps in
     SQLite's busy handler, whose sleeps grow to 100 ms whenever the lock
     frees, so eight database threads contending for it made p99 latency
-    reach seconds (docs/performance.md). Queueing on a Python lock hands the
+    reach seconds (docs/performance-history.md). Queueing on a Python lock hands the
     write lock over at once. Other processes still meet the busy timeout.
     Inside an enclosing transaction the lock is not taken: that transaction
     may already hold the write lock, and waiting here could deadlock on it.

@@ -136,7 +136,7 @@ def read(environment_id: int, xid: int, row_id: int, limit: int) -> list[Item]:
     """Up to `limit` changes after position (xid, row_id), in commit order.
 
     Plain SQL and ready-made text (ids, timestamps) into `Change.event_data`, the
-    one event shape: the ORM spent about 200 µs a row here (docs/performance.md).
+    one event shape: the ORM spent about 200 µs a row here (docs/performance-history.md).
     """
     below = horizon()
     with connection.cursor() as c:

@@ -1,6 +1,6 @@
 """Group commit: several people's engine writes in one transaction, each in its own savepoint.
 
-One commit per change bounded the engine (docs/performance.md, "Group
+One commit per change bounded the engine (docs/performance-history.md, "Group
 commit"): each commit pays BEGIN, COMMIT, the WAL pages (on SQLite) or the
 round trips and the WAL flush (on PostgreSQL) again. Here a caller's write (a
 `do_*` action, decorated with `grouped`) becomes a job on a queue. One caller

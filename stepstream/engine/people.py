@@ -201,7 +201,7 @@ def describe_by_key(
     environment: Environment, person_key: str, also: tuple[()] | tuple[str, Sequence[Any]] = ()
 ) -> dict[str, Any] | tuple[Any, dict[str, Any] | None]:
     """`describe(get(...))` in one plain query: the ORM's query building took twice as long
-    as the database's answer on the hottest REST read (docs/performance.md).
+    as the database's answer on the hottest REST read (docs/performance-history.md).
 
     `also` is (sql, params) of one more scalar selected in the same round trip (a key
     re-check); with it the answer is (its value, the description or None when not found).

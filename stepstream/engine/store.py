@@ -1,7 +1,7 @@
 """Hand-written SQL for the engine's hot path: one read and a few writes per change.
 
 The ORM costs about 0.3 ms of Python per query to build; a transition made
-through it spent most of its time there (docs/performance.md). These
+through it spent most of its time there (docs/performance-history.md). These
 statements use the tables the models define, with values converted as the
 models' own fields convert them, so SQLite and PostgreSQL store exactly what
 the ORM would; they run on the driver's cursor (`cursor`), without Django's

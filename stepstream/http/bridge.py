@@ -4,7 +4,7 @@ a2wsgi, used before, handed each response over in three steps (start, body,
 end), each a round trip from the thread to the event loop and back while the
 thread waited; the request body was read from the thread the same way. A
 profile put more time in those hand-overs than in Django's own work for a
-`GET /people/{key}` (docs/performance.md, "REST at full speed"). Here the
+`GET /people/{key}` (docs/performance-history.md, "REST at full speed"). Here the
 body is already whole (stepstream.http.bodylimit reads it on the loop), the
 thread runs Django and collects the response, and the loop sends it.
 

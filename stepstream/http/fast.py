@@ -3,7 +3,7 @@
 Everything the health answer says (the hub's counters, the socket layer) lives
 on the event loop already, and the database is not touched (that is
 `/api/v1/ready`). Through Django it took a REST thread and about a millisecond
-of a core; here, what a bare ASGI app takes (docs/performance.md, "REST at
+of a core; here, what a bare ASGI app takes (docs/performance-history.md, "REST at
 full speed"). The answer is the one Django's view gave, byte for byte, with
 the same headers (Allow, the security headers, X-Request-ID), the same access
 log line and the same request-duration metric. Anything unusual (another
@@ -24,7 +24,7 @@ parser, the same checks): the engine call runs on a database thread and its
 answer, or its refusal (404, 409), is the view's. A body the view would refuse
 goes to Django, replayed, which refuses it as before. Through Django, a
 transition spent about a fifth of its server CPU in Django's and DRF's request
-handling (docs/performance.md, "REST at full speed").
+handling (docs/performance-history.md, "REST at full speed").
 """
 
 import functools

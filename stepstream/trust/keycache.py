@@ -1,7 +1,7 @@
 """A server's memory of secret keys it has already looked up (the REST hot path).
 
 Looking a key up (its digest, then the row and its environment through the
-ORM) was a third of the time of every REST request (docs/performance.md,
+ORM) was a third of the time of every REST request (docs/performance-history.md,
 "REST at full speed"). A key found live is remembered here by its digest,
 with its row id and its environment's id; each request then gets an
 Environment instance of its own whose mutable fields (schema, identity

@@ -3,7 +3,7 @@
 Without Redis, nothing told a server that another process (`stepstream keys
 revoke`, another server on the same database) had revoked a key, so the key
 cache re-checked a remembered key on every REST request: one more round trip
-each (docs/performance.md, "REST at full speed"). On PostgreSQL a trigger on
+each (docs/performance-history.md, "REST at full speed"). On PostgreSQL a trigger on
 the keys' table (migration 0009) notifies CHANNEL for every statement that
 changes keys, whoever runs it (a server, the command line, the admin, plain
 SQL), and PostgreSQL delivers the notification when that transaction

@@ -10,7 +10,7 @@ asks for (stepstream/ws/sansio.py bounds the rest: pongs, stalled reads).
 Under uvicorn's sans-I/O WebSocket protocol a message goes straight to the
 socket's transport while the transport accepts writes and nothing is queued:
 no task wake-up and no ASGI message per event, which is most of the cost of
-fan-out (docs/performance.md). Otherwise (back-pressure, another server) it
+fan-out (docs/performance-history.md). Otherwise (back-pressure, another server) it
 is queued and a writer task, started on demand, sends it through ASGI `send`.
 Which of the two write paths a socket has is chosen once, in
 stepstream/ws/writer.py.

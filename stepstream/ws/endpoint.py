@@ -3,7 +3,7 @@
 It sits below Channels' consumer machinery on purpose: a consumer hops to a
 thread before every handler and routes each message through a bounded
 channel-layer queue, which costs most of the delivery rate (see
-docs/performance.md). Here a socket is a receive loop plus a writer task.
+docs/performance-history.md). Here a socket is a receive loop plus a writer task.
 """
 
 import itertools

@@ -9,7 +9,7 @@ def forget_handshake(scope: Scope, send: Send) -> None:
 
     Nothing reads them later, yet uvicorn keeps the request and response (with
     their header objects) and the scope keeps its header list for the
-    socket's lifetime: about 4 KiB of a socket's 25 (docs/performance.md).
+    socket's lifetime: about 4 KiB of a socket's 25 (docs/performance-history.md).
     """
     scope["headers"] = []
     protocol = sansio_protocol(send)

@@ -2,7 +2,7 @@
 
 * `DirectWriter` writes to uvicorn's sans-I/O protocol's transport as that
   protocol's own `send` would, with no task wake-up per event: most of the
-  cost of fan-out (docs/performance.md).
+  cost of fan-out (docs/performance-history.md).
 * `AsgiWriter` is plain ASGI `send` (any other ASGI server): it writes
   nothing itself, so every message is queued and sent by the connection's
   writer task.

@@ -45,7 +45,7 @@ class GuardedResolver(AbstractResolver):
 
 
 def session(concurrency: int, timeout: float) -> aiohttp.ClientSession:
-    """aiohttp: about a tenth of httpx's CPU per request (docs/performance.md)."""
+    """aiohttp: about a tenth of httpx's CPU per request (docs/performance-history.md)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
             limit=concurrency, resolver=GuardedResolver(), ttl_dns_cache=10

@@ -348,7 +348,7 @@ def change_feed(request):
 
     limit = _int_param(request, "limit", feed.DEFAULT_LIMIT, 1, feed.MAX_LIMIT)
     page = feed.page(request.auth.pk, request.query_params.get("after"), limit)
-    # orjson: DRF's renderer took longer than reading the page (docs/performance.md)
+    # orjson: DRF's renderer took longer than reading the page (docs/performance-history.md)
     return HttpResponse(orjson.dumps(page), content_type="application/json")
 
 
