@@ -304,9 +304,29 @@ def test_serve_demo_prints_working_keys_and_reuses_them(tmp_path, env):
         )
         assert response.status_code == 401
         assert response.json()["errors"]
+        # a dashboard sign-in without a second terminal: a staff user made, its password told
+        login = re.search(r"sign in as (\S+), password (\S+)", server.stderr)
+        if not os.environ.get("DATABASE_URL"):  # (a shared database may have staff already)
+            assert login, server.stderr
+        if login:
+            with httpx.Client(base_url=server.base, timeout=5) as http:
+                form = http.get("/dashboard/login/").text
+                token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)
+                assert token, form
+                signed = http.post(
+                    "/dashboard/login/",
+                    data={
+                        "username": login.group(1),
+                        "password": login.group(2),
+                        "csrfmiddlewaretoken": token.group(1),
+                    },
+                )
+                assert signed.status_code == 302, signed.text
+                assert http.get("/dashboard/").status_code == 200
 
     with serving(tmp_path, env, "--demo", name="second") as server:
         assert demo_keys(server.stderr) == (secret, publishable)
+        assert ", password " not in server.stderr  # told once, when it was made
         response = httpx.get(
             f"{server.base}/api/v1/people/demo-user/flows", headers=bearer(secret), timeout=5
         )

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import secrets
 from typing import Any
 
 from stepstream import config, engine
@@ -239,6 +240,32 @@ def _browsable(base_url: str) -> str:
     return base_url
 
 
+DEMO_STAFF = "demo"
+
+
+def _demo_staff() -> str:
+    """A staff user for the dashboard when there is none yet, so a newcomer can sign in
+    without a second terminal. Its random password is told once, when it is made (like a
+    new key); later starts say how to set another."""
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model()
+    if not users.objects.filter(is_staff=True, is_active=True).exists():
+        password = secrets.token_urlsafe(12)
+        users.objects.create_user(DEMO_STAFF, password=password, is_staff=True)
+        return (
+            f"sign in as {DEMO_STAFF}, password {password}\n"
+            "                   (shown this once; change it with "
+            f"stepstream manage changepassword {DEMO_STAFF})"
+        )
+    if users.objects.filter(username=DEMO_STAFF, is_staff=True).exists():
+        return (
+            f"sign in as {DEMO_STAFF} (its password was shown when it was made;\n"
+            f"                   set another with stepstream manage changepassword {DEMO_STAFF})"
+        )
+    return "sign in as one of your staff users"
+
+
 def ensure_demo(base_url: str) -> str:
     """Creates the demo once (keys kept in demo.json) and returns what to tell the user."""
     base_url = _browsable(base_url)
@@ -262,10 +289,7 @@ Demo project ready (development environment).
   secret key:      {sk}
   demo person:     {DEMO_PERSON}   flow: onboarding
   demo page:       {base_url}/demo   <- open this in a browser
-  dashboard:       {base_url}/dashboard/   (for staff users; make one once with
-                   stepstream manage createsuperuser
-                   or, unattended: DJANGO_SUPERUSER_PASSWORD=... stepstream manage \\
-                     createsuperuser --noinput --username admin --email admin@example.com)
+  dashboard:       {base_url}/dashboard/   {_demo_staff()}
 
 Try:
   curl -s -H 'Authorization: Bearer {sk}' {base_url}/api/v1/flows     # the published flows
