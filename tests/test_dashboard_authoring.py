@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from stepstream.engine import audit, flows
-from stepstream.models import AuditEntry, FlowSwitch
+from stepstream.models import AuditEntry, FlowSwitch, StateChange
 from stepstream.testing.flows import LINEAR_FLOW
 
 PASSWORD = "correct horse battery staple"
@@ -256,3 +256,39 @@ def test_the_builders_graph_is_the_flow_pages_drawing(browser, env):
     assert re.findall(r'data-step="([^"]*)"', html) == [
         s["identifier"] for s in LINEAR_FLOW["steps"]
     ]
+
+
+def test_a_flow_is_started_for_a_person_from_its_page(browser, env):
+    """A team tries a flow without a terminal: "Start it for the person" on the flow's page
+    makes the same start as REST (cause: admin), refusals shown as the page's message."""
+    from stepstream import engine
+
+    flows.publish(env, LINEAR_FLOW)
+    html = page(browser, env)
+    assert 'data-form="start"' in html and 'for="start-person"' in html
+    change = f"/dashboard/{env.pk}/flow-change/"
+    unknown_person = browser.post(
+        change, {"flow": "onboarding", "op": "start", "person_key": "ann"}, follow=True
+    )
+    assert "No person with person_key &#x27;ann&#x27;" in unknown_person.content.decode()
+    engine.do_put_person(env, "ann", {})
+    done = browser.post(change, {"flow": "onboarding", "op": "start", "person_key": "ann"})
+    assert done.status_code == 302 and done["Location"].endswith("/people/ann/")
+    followed = browser.get(done["Location"]).content.decode()
+    assert "Flow onboarding started for ann." in followed
+    state = engine.snapshot(env, "ann")
+    assert [f["flow"] for f in state["flows"]] == ["onboarding"]
+    first = StateChange.objects.filter(person__person_key="ann", person__environment=env).first()
+    assert first is not None and first.cause["kind"] == "call" and first.cause["via"] == "admin"
+
+    again = browser.post(
+        change, {"flow": "onboarding", "op": "start", "person_key": "ann"}, follow=True
+    )
+    assert "already has flow" in unescape(again.content.decode())
+    bad = browser.post(change, {"flow": "onboarding", "op": "start", "person_key": ""}, follow=True)
+    assert "person_key" in unescape(bad.content.decode())
+    unknown = browser.post(
+        change, {"flow": "nope", "op": "start", "person_key": "bob"}, follow=True
+    )
+    assert unknown.status_code == 404  # back to that flow's page, which does not exist
+    assert [f["flow"] for f in engine.snapshot(env, "ann")["flows"]] == ["onboarding"]

@@ -110,6 +110,24 @@ def test_a_flows_authoring_sections_by_keyboard_on_a_laptop_and_a_phone(tmp_path
         assert USER in page.inner_text("table.data")
         shot(page, "dashboard-audit-1280")
 
+        # start it for a person from its page, by keyboard: refused while switched off,
+        # then, switched on, the person's page with the new instance
+        page.goto(f"{flows_url}onboarding/")
+        page.fill("#start-person", "kb")
+        press_on(page, "[data-form=start] button[type=submit]")
+        page.wait_for_selector(".message[data-level=error]")
+        assert "disabled" in page.inner_text(".messages")
+        press_on(page, "#enabled", " ")
+        press_on(page, "[data-form=switches] button[type=submit]")
+        page.wait_for_selector(".message[data-level=success]")
+        page.fill("#start-person", "kb")
+        page.locator("[data-form=start]").scroll_into_view_if_needed()
+        shot(page, "dashboard-flow-start-1280", viewport=True)
+        press_on(page, "#start-person", "Enter")
+        page.wait_for_url("**/people/kb/")
+        assert "Flow onboarding started for kb." in page.inner_text(".messages")
+        assert rest.get("/people/kb/flows").json()[0]["flow"] == "onboarding"
+
         # a phone: nothing wider than the screen
         page.set_viewport_size({"width": 390, "height": 844})
         for url, name in (

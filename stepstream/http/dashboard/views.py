@@ -28,6 +28,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.http import require_http_methods
 
+from stepstream import engine
 from stepstream.engine import audit, authoring
 from stepstream.engine import flows as flow_versions
 from stepstream.errors import StepstreamError
@@ -35,6 +36,7 @@ from stepstream.http.dashboard import diff, queries, throttle
 from stepstream.http.dashboard import layout as graph_layout
 from stepstream.http.dashboard import links as page_links
 from stepstream.models import AuditEntry, Environment, Flow, FlowDraft
+from stepstream.strictjson import validate_person_key
 from stepstream.trust import tenants
 
 CSP = (
@@ -460,7 +462,8 @@ def _authoring(request, env, flow, numbers: list[int]) -> dict:
 @staff_page
 @require_http_methods(["POST"])
 def flow_change(request, env_id: int):
-    """A flow's switches, archive or promotion, from its page (CSRF-checked by Django)."""
+    """A flow's switches, archive, promotion or a start for a person, from its page
+    (CSRF-checked by Django)."""
     env = _environment(env_id)
     identifier = request.POST.get("flow", "")
     op = request.POST.get("op", "")
@@ -488,6 +491,11 @@ def flow_change(request, env_id: int):
                 request, f"Version {number} is now version {promoted['version']} in {to}."
             )
             back = page_links.flow(env.pk, identifier, int(number))
+        elif op == "start":  # the same start as REST's POST /people/{key}/flows
+            key = validate_person_key(request.POST.get("person_key", "").strip())
+            engine.do_start_flow(env, key, identifier, via="admin")
+            messages.success(request, f"Flow {identifier} started for {key}.")
+            back = page_links.person(env.pk, key)
         else:
             messages.error(request, "Unknown change.")
     except StepstreamError as e:
