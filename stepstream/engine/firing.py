@@ -19,7 +19,7 @@ from django.db import connection
 from django.utils import timezone
 
 from stepstream.dbthreads import DbThreads
-from stepstream.engine import commits, db, timers
+from stepstream.engine import clock, commits, db, timers
 from stepstream.engine.actions.timers import do_fire
 from stepstream.models import Environment
 
@@ -35,7 +35,7 @@ def fire_due(batch: int = BATCH) -> tuple[int, datetime | None]:
 
     Idle, it only reads the next due time: no write (on SQLite no write lock) is taken
     until something is due."""
-    now = timezone.now()
+    now = clock.now()
     first = timers.next_due(now)
     if first is None or first > now:
         return 0, first
@@ -55,7 +55,7 @@ def fire_due(batch: int = BATCH) -> tuple[int, datetime | None]:
                 logger.warning(
                     "firing a timer failed; retried once its claim lapses", exc_info=True
                 )
-    return len(people), timers.next_due(timezone.now())
+    return len(people), timers.next_due(clock.now())
 
 
 class Firing:
