@@ -9,7 +9,7 @@ clause that makes it so; an operand whose evaluation fails is "error: ...".
 from datetime import timedelta
 from typing import Any
 
-from stepstream.engine import conditions, flows, people, timers
+from stepstream.engine import conditions, flows, pages, people, timers
 from stepstream.engine.changes import timestamp
 from stepstream.engine.reads import instances_of
 from stepstream.engine.sessions import Session
@@ -50,6 +50,12 @@ def clauses(text: str) -> list[str]:
     return [text.strip()]
 
 
+NO_PAGE = (
+    "no page yet: `page` is absent until the SDK reports the person's page "
+    "(the WebSocket action `page`, sent on connect and on every navigation)"
+)
+
+
 def _error(message: object) -> str:
     return "error: " + str(message).split("\n")[0].strip()
 
@@ -62,6 +68,8 @@ def value(cond: conditions.Condition, session: Session) -> bool | str:
     try:
         found = cond.program.execute(variables.context)
     except Exception as e:
+        if "'page'" in str(e) and pages.read(session.person.pk) is None:
+            return _error(NO_PAGE)  # what "Undefined variable 'page'" means to its reader
         return _error(e)
     return found if isinstance(found, bool) else _error(f"the value is not a bool: {found!r}")
 
