@@ -35,9 +35,10 @@ from datetime import timedelta
 from django.utils import timezone
 from stepstream import engine
 from stepstream.engine import clock
+from django.db import transaction
 from stepstream.trust.tenants import environment_for_key
 env = environment_for_key({secret!r}, "secret")
-with clock.at(timezone.now() - timedelta(hours=2)):  # due an hour ago
+with clock.at(timezone.now() - timedelta(hours=2)), transaction.atomic():  # due an hour ago
     for i in range({people}):
         engine.do_put_person(env, f"p{{i}}", {{}})
         engine.do_start_flow(env, f"p{{i}}", "reminder")
@@ -121,3 +122,29 @@ def test_timers_fire_once_on_two_servers_after_one_is_sigkilled_and_restarted(tm
     finally:
         a.kill()
         b.kill()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL"), reason="PostgreSQL only: set DATABASE_URL to run"
+)
+def test_a_timer_written_by_a_process_without_a_loop_wakes_a_sleeping_server(tmp_path):
+    """The server's loop sleeps up to 30 s; PostgreSQL's notification of the new timer (written
+    by `manage shell`, which runs no loop) wakes it, so the 1 s timer fires long before."""
+    server = Server(tmp_path / "s")
+    try:
+        server.start()
+        keys = server.init_project(f"timers-{uuid.uuid4().hex[:8]}")["environments"][0]
+        flow = {**FLOW, "transitions": [{**FLOW["transitions"][0], "after": "1s"}]}
+        flow["transitions"].append(FLOW["transitions"][1])
+        with server.rest(keys["secret_key"]) as rest:
+            assert rest.post("/flows", json=flow).status_code == 201
+            server.shell(
+                "from stepstream import engine\n"
+                "from stepstream.trust.tenants import environment_for_key\n"
+                f"env = environment_for_key({keys['secret_key']!r}, 'secret')\n"
+                "engine.do_put_person(env, 'p0', {})\n"
+                "engine.do_start_flow(env, 'p0', 'reminder')\n"
+            )
+            wait_until(lambda: first_fired(rest), timeout=15, what="the 1 s timer fired")
+    finally:
+        server.stop()

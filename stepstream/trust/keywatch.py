@@ -81,9 +81,10 @@ class Watcher:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(**self.connect_kwargs, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    for channel, heard in self.others.items():
+                    for channel in self.others:
                         conn.execute(f"LISTEN {channel}")
+                    conn.execute(f"LISTEN {CHANNEL}")  # last: the connection's query says it
+                    for heard in self.others.values():
                         heard()
                     self.on_change()  # changes made while not listening were not heard
                     self.listening = True
