@@ -64,6 +64,7 @@ def uninstall(apps: Any, schema_editor: Any) -> None:
 
 BATCH = 100  # people run per pass, in one transaction
 BUSY = 0.05  # seconds: the sleep when everything due is being fired by another process
+RETRY = 1.0  # seconds: the sleep after a pass failed as a whole
 _DURING_A_PASS = datetime.max.replace(tzinfo=UTC)
 
 
@@ -160,8 +161,9 @@ class Firing:
                     delay = min(self.poll, max((next_due - timezone.now()).total_seconds(), 0.0))
                     if count == 0:  # due, but each such person is another process's to fire
                         delay = max(delay, BUSY)
-            except Exception:
+            except Exception:  # the database away or busy: look again soon, not after IDLE
                 logger.warning("the timer loop failed; retrying", exc_info=True)
+                delay = min(self.poll, RETRY)
             if self._next_look is not None:  # else a write woke it during the pass
                 self._next_look = timezone.now() + timedelta(seconds=delay)
             with contextlib.suppress(TimeoutError):
