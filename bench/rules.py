@@ -1,6 +1,7 @@
 """Rules benchmark (docs/performance-history.md, "Rules"): what conditions cost a write.
 
     python -m bench.rules [--calls 2000] [--seconds 10] [--callers 4]
+    python -m bench.rules --orchestration [--calls 2000] [--rounds 2]
 
 1. In-process on SQLite: one person in an environment with 50 flows that
    have `start_when` and 100 conditional automatic transitions; p50/p99 of
@@ -9,6 +10,15 @@
    second flipping the `loop` flow, in an environment with those flows and
    conditions on `loop`'s transitions, against the same flows with every
    condition removed. Variants alternate, twice each, and the best run counts.
+
+With --orchestration instead: step 1 with the flows as they are against the
+same flows each with a `priority` (i % 5) under a limit on every flow ("*",
+a max no write reaches, 24 h: each start_when start checks it, and the
+person's start times are read), rounds alternating in one run; the mean of
+track + identify per variant and their ratio (issue 27's target: limits and
+priority cost a write at most 10 %). Then `explain` of one flow for that
+person with the 50 flows' conditions (GET /people/{key}/explain's work),
+p50/p99 (target 20 ms).
 """
 
 import argparse
@@ -78,9 +88,10 @@ def _pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
 
 
-def inprocess(calls: int, with_rules: bool = True) -> dict:
+def inprocess(calls: int, with_rules: bool = True, orchestrated: bool = False) -> dict:
     """track/identify timings; without rules: the same calls in an environment with no flows
-    (what the SQLite write itself costs, commit and checkpoints included)."""
+    (what the SQLite write itself costs, commit and checkpoints included); orchestrated:
+    the flows with priorities and a limit on them all (see --orchestration)."""
     os.environ.setdefault("STEPSTREAM_DATA_DIR", tempfile.mkdtemp(prefix="bench-rules-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "stepstream.settings")
     import django
@@ -95,8 +106,14 @@ def inprocess(calls: int, with_rules: bool = True) -> dict:
 
     keys = create_project("bench-rules")["environments"][0]
     env = environment_for_key(keys["secret_key"], "secret")
-    for f in rule_flows(True) if with_rules else ():
+    for i, f in enumerate(rule_flows(True) if with_rules else ()):
+        if orchestrated:
+            f["priority"] = i % 5
         flows.publish(env, f)
+    if orchestrated:
+        from stepstream.engine import limits
+
+        limits.put(env, "all", {"flows": "*", "max": 1000, "window": "24h"})
     rng = random.Random(1)
     engine.do_identify(env, "p", {"plan": "free", "score": 0})
     for i in range(10):  # half the flows start; the other half stay waiting
@@ -121,7 +138,19 @@ def inprocess(calls: int, with_rules: bool = True) -> dict:
             # CPU time of this thread: the cost without other processes' turns on the cores
             "cpu_p99_ms": round(_pct(cpu, 0.99), 3),
         }
-    if with_rules:
+    if orchestrated:
+        from stepstream.engine import explain
+
+        samples = []
+        for _ in range(200):
+            started = time.perf_counter()
+            explain.explain(env, "p", "f07")
+            samples.append(time.perf_counter() - started)
+        results["explain_50_flows"] = {
+            "p50_ms": round(_pct(samples, 0.50), 3),
+            "p99_ms": round(_pct(samples, 0.99), 3),
+        }
+    elif with_rules:
         results["segment_scan"] = segment_scan(env)
     snapshot = engine.snapshot(env, "p")
     results["person"] = {
@@ -260,13 +289,38 @@ def websocket_rate(conditional: bool, seconds: float, callers: int) -> float:
         server.wait(timeout=30)
 
 
+def orchestration_cost(calls: int, rounds: int) -> dict:
+    """Plain and orchestrated rounds alternating in one process and one database."""
+    runs: dict[str, list[float]] = {"plain": [], "limits_and_priority": []}
+    explains = []
+    for _ in range(rounds):
+        for orchestrated in (False, True):
+            found = inprocess(calls, orchestrated=orchestrated)
+            mean = (found["track"]["mean_ms"] + found["identify"]["mean_ms"]) / 2
+            runs["limits_and_priority" if orchestrated else "plain"].append(round(mean, 3))
+            if orchestrated:
+                explains.append(found["explain_50_flows"])
+    best = {k: min(v) for k, v in runs.items()}
+    return {
+        "write_mean_ms": runs,
+        "best": best,
+        "ratio": round(best["limits_and_priority"] / best["plain"], 3),
+        "explain_50_flows": explains,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.rules", description=__doc__)
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--callers", type=int, default=4)
     p.add_argument("--skip-ws", action="store_true")
+    p.add_argument("--orchestration", action="store_true")
+    p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
+    if args.orchestration:
+        print(json.dumps(orchestration_cost(args.calls, args.rounds), indent=2))
+        return
     report = {
         "inprocess_sqlite": inprocess(args.calls),
         "inprocess_sqlite_no_rules": inprocess(args.calls, with_rules=False),

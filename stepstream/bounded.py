@@ -34,5 +34,10 @@ class BoundedMemo(Generic[V]):
         with self._lock:
             self._items.pop(key, None)
 
+    def clear(self) -> None:
+        """Everything goes (a test's simulated restart: the process starts with none)."""
+        with self._lock:
+            self._items.clear()
+
     def __len__(self) -> int:
         return len(self._items)

@@ -533,7 +533,7 @@ class PendingTimer(models.Model):
     transition = models.CharField(max_length=255)
     due_at = models.DateTimeField()
     waiting = models.BooleanField(default=False)
-    # a firing loop took it until then (stepstream.engine.timers.claim_due): others skip it
+    # a firing of the person failed: not tried again until then (engine.timers.hold_back)
     claimed_until = models.DateTimeField(null=True)
 
     class Meta:

@@ -492,6 +492,23 @@ def test_page_is_absent_before_any_and_the_latest_counts(api, env):
     assert set(person_flows(api, "p")) == {"not-docs", "on-docs"}
 
 
+def test_before_any_page_a_clause_reading_it_is_false_and_explain_says_why(api, env):
+    """CONTRACT.md: `page` is absent before any; an `||` with another true clause holds."""
+    from stepstream.engine import explain
+
+    publish(api, starter("docs-or-go", 'page.path == "/docs" || has(events.go)'))
+    put(api, "p", {}, 201)
+    clause = explain.explain(env, "p", "docs-or-go")["start_when"]["clauses"][0]
+    assert clause["text"] == 'page.path == "/docs"'
+    assert clause["value"].startswith("error: no page yet")  # not "Undefined variable"
+    assert person_flows(api, "p") == {}
+    track(api, "p", "go")  # the other clause: starts with no page reported
+    assert set(person_flows(api, "p")) == {"docs-or-go"}
+    engine.do_page(env, "p", "https://app.test/docs")
+    clause = explain.explain(env, "p", "docs-or-go")["start_when"]["clauses"][0]
+    assert clause["value"] is True
+
+
 @pytest.mark.parametrize("bad", ["", None, 7, "/x" + "a" * 2048, "/a\nb"])
 def test_a_bad_page_url_is_400(env, bad):
     with pytest.raises(Invalid) as err:
@@ -599,25 +616,35 @@ def test_the_dashboard_says_timer_deferred_and_page_causes_in_words():
     )
 
 
-def test_due_rows_are_claimed_once_so_two_loops_take_different_people(api, env):
+def test_a_pass_fires_each_due_person_once_and_a_failing_one_is_held_back(api, env, monkeypatch):
     from stepstream.engine import timers
+    from stepstream.engine.firing import fire_due
 
     publish(api, timed_flow(after="1h"))
-    for key in ("a", "b"):
+    for key in ("a", "b", "c"):
         put(api, key, {}, 201)
         engine.do_start_flow(env, key, "reminder")
     make_due(kind="timer")
-    time_passes(timedelta(hours=1))  # both due
-    first = timers.claim_due(timezone.now(), batch=1)
-    second = timers.claim_due(timezone.now(), batch=1)
-    assert len(first) == len(second) == 1 and first != second
-    assert timers.claim_due(timezone.now(), batch=10) == []  # every due row is claimed
-    from stepstream.engine.firing import fire_due
+    time_passes(timedelta(hours=1))  # all three due
+    assert fire_due(batch=2)[0] == 2  # the most overdue two
+    assert fire_due(batch=2)[0] == 1  # then the third
+    assert fire_due()[0] == 0  # nothing twice
+    assert {states(api, k)["nudged"] for k in ("a", "b", "c")} == {"active"}
+    fired = [c for c in log(api, "a") if c["cause"]["kind"] == "timer"]
+    assert [c["identifier"] for c in fired] == ["wait", "nudged"]
 
-    assert fire_due()[0] == 0  # claimed by the loops above, which fire them
-    for _, key in first + second:
-        engine.do_fire(env, key)
-    assert {states(api, k)["nudged"] for k in ("a", "b")} == {"active"}
+    put(api, "d", {}, 201)
+    engine.do_start_flow(env, "d", "reminder")
+    make_due(kind="timer")
+    time_passes(timedelta(hours=1))
+    with monkeypatch.context() as patched:
+        patched.setattr(timers, "set_waiting", lambda ids: 1 / 0)  # a bug, after the changes
+        assert fire_due()[0] == 1  # tried, rolled back (its changes too), held back
+    assert states(api, "d")["nudged"] == "inactive"
+    assert fire_due() == (0, None)  # not tried again at once: held back for a while
+    PendingTimer.objects.update(claimed_until=None)  # the hold lapses
+    assert fire_due()[0] == 1
+    assert states(api, "d")["nudged"] == "active"
 
 
 def test_an_idle_loop_only_reads_the_next_due_time(api, env):

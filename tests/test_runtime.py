@@ -48,7 +48,7 @@ async def test_a_start_that_fails_half_way_unwinds_what_it_started(monkeypatch):
     from stepstream.http import runtime as runtime_module
     from stepstream.trust import keycache
 
-    def broken(on_change):
+    def broken(on_change, others=None):
         raise OSError("the key listener could not connect")
 
     monkeypatch.setattr(runtime_module.keywatch, "start", broken)
@@ -68,7 +68,7 @@ async def test_the_lifespan_says_why_startup_failed(monkeypatch):
     from stepstream.http import asgi
     from stepstream.http import runtime as runtime_module
 
-    def broken(on_change):
+    def broken(on_change, others=None):
         raise OSError("the key listener could not connect")
 
     monkeypatch.setattr(runtime_module.keywatch, "start", broken)

@@ -9,7 +9,7 @@ clause that makes it so; an operand whose evaluation fails is "error: ...".
 from datetime import timedelta
 from typing import Any
 
-from stepstream.engine import conditions, flows, people, timers
+from stepstream.engine import conditions, flows, pages, people, timers
 from stepstream.engine.changes import timestamp
 from stepstream.engine.reads import instances_of
 from stepstream.engine.sessions import Session
@@ -50,6 +50,12 @@ def clauses(text: str) -> list[str]:
     return [text.strip()]
 
 
+NO_PAGE = (
+    "no page yet: `page` is absent until the SDK reports the person's page "
+    "(the WebSocket action `page`, sent on connect and on every navigation)"
+)
+
+
 def _error(message: object) -> str:
     return "error: " + str(message).split("\n")[0].strip()
 
@@ -62,6 +68,8 @@ def value(cond: conditions.Condition, session: Session) -> bool | str:
     try:
         found = cond.program.execute(variables.context)
     except Exception as e:
+        if "'page'" in str(e) and pages.read(session.person.pk) is None:
+            return _error(NO_PAGE)  # what "Undefined variable 'page'" means to its reader
         return _error(e)
     return found if isinstance(found, bool) else _error(f"the value is not a bool: {found!r}")
 
@@ -89,9 +97,14 @@ class Explainer:
     that cannot start by itself)."""
 
     def __init__(
-        self, environment: Environment, person_key: str, person: Person | None = None
+        self,
+        environment: Environment,
+        person_key: str,
+        person: Person | None = None,
+        only: str | None = None,
     ) -> None:
-        """`person`: already read (with `environment`) by the caller."""
+        """`person`: already read (with `environment`) by the caller; `only`: the one flow
+        that will be explained (its instance alone is read: 50 flows' were most of the cost)."""
         if person is None:
             person = people.get(environment, person_key)
             environment.refresh_from_db(fields=["rules_version"])
@@ -102,7 +115,7 @@ class Explainer:
         self.person = person
         self.session = Session(environment, row)
         self.now = self.session.recorder.now
-        self.instances = {i["flow"]: i for i in instances_of(person)}
+        self.instances = {i["flow"]: i for i in instances_of(person, only)}
         self.pending = timers.of_person(person.pk)
         self._times: dict[str, list[Any]] = {}
         self._flow_ids: dict[str, int] | None = None
@@ -207,4 +220,4 @@ class Explainer:
 
 
 def explain(environment: Environment, person_key: str, flow: str) -> dict[str, Any]:
-    return Explainer(environment, person_key).explain(flow)
+    return Explainer(environment, person_key, only=flow).explain(flow)

@@ -40,11 +40,10 @@ def _snapshot(person: Person, flows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def instances_of(person: Person) -> list[dict[str, Any]]:
-    instances = (
-        FlowInstance.objects.filter(person=person)
-        .select_related("flow")
-        .prefetch_related("steps")
-        .order_by("created_at", "id")
-    )
+def instances_of(person: Person, flow: str | None = None) -> list[dict[str, Any]]:
+    """The person's instances described (`flow`: that flow's only)."""
+    found = FlowInstance.objects.filter(person=person)
+    if flow is not None:
+        found = found.filter(flow_identifier=flow)
+    instances = found.select_related("flow").prefetch_related("steps").order_by("created_at", "id")
     return [describe_instance(i, i.flow.version, i.steps.all(), person.last_seq) for i in instances]

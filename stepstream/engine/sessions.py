@@ -44,6 +44,13 @@ class Run:
         self.recorder = session.recorder
         self.activated_now: set[str] = set()  # steps made active in this transaction
         self._timers: dict[tuple[str, str], timers.TimerRow] | None = None
+        read = session.timer_rows
+        if read is not None and not new and self.graph.timed:  # read already, under the lock
+            self._timers = {
+                (t.from_step, t.transition): t
+                for t in read
+                if t.kind == timers.TIMER and t.instance_id == instance.id
+            }
 
     def set_flow(self, state: str, previous: str | None = None) -> None:
         previous = previous or self.instance.state
@@ -159,7 +166,9 @@ class Run:
             for (a, _, tid), seconds in self.graph.timed.items():
                 if self.active(a):
                     wanted.setdefault((a, tid), seconds)
-        timers.delete([row.id for key, row in existing.items() if key not in wanted])
+        gone = [row.id for key, row in existing.items() if key not in wanted]
+        timers.delete(gone)
+        self.session.deleted_timers.update(gone)
         added: list[tuple[str, str, datetime]] = []
         for (a, tid), seconds in wanted.items():
             if (a, tid) in existing:
@@ -213,6 +222,10 @@ class Session:
         self._rules: rules.EnvRules | None = None
         self._affected: dict[tuple[frozenset[conditions.Dep], int], bool] = {}
         self._deferred: dict[str, timers.TimerRow] | None = None
+        # the person's timer rows as the firing pass read them under this transaction's
+        # lock (None: read when needed), and the ids this transaction deleted
+        self.timer_rows: list[timers.TimerRow] | None = None
+        self.deleted_timers: set[int] = set()
 
     # --- what changed -------------------------------------------------------
     def changed(self, root: str, key: str | None) -> None:

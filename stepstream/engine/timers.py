@@ -12,10 +12,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import connection
 from django.utils.dateparse import parse_datetime
 
 from stepstream.engine import commits
+from stepstream.engine.counters import SHARDS
 from stepstream.engine.db import cursor, db_datetime, db_uuid
 from stepstream.models import FlowInstance, PendingTimer, Person
 
@@ -33,13 +34,27 @@ class TimerRow:
     transition: str  # a deferred start's: the limit's identifier
     due_at: datetime
     waiting: bool
+    instance_id: uuid.UUID | None = None  # a timer's instance (none for a deferred start)
+    person_id: int = 0
 
 
 def _row(t: PendingTimer) -> TimerRow:
-    return TimerRow(t.pk, t.kind, t.flow_identifier, t.from_step, t.transition, t.due_at, t.waiting)
+    return TimerRow(
+        t.pk,
+        t.kind,
+        t.flow_identifier,
+        t.from_step,
+        t.transition,
+        t.due_at,
+        t.waiting,
+        t.instance_id,
+        t.person_id,
+    )
 
 
-_COLUMNS = "id, kind, flow_identifier, from_step, transition, due_at, waiting"
+_COLUMNS = (
+    "id, kind, flow_identifier, from_step, transition, due_at, waiting, instance_id, person_id"
+)
 
 
 def _rows(where: str, params: list[object]) -> list[TimerRow]:
@@ -47,7 +62,16 @@ def _rows(where: str, params: list[object]) -> list[TimerRow]:
     with cursor() as c:
         c.execute(f"SELECT {_COLUMNS} FROM {_T} WHERE {where} ORDER BY due_at, id", params)
         found = c.fetchall()
-    return [TimerRow(r[0], r[1], r[2], r[3], r[4], _when(r[5]), bool(r[6])) for r in found]
+    return [
+        TimerRow(r[0], r[1], r[2], r[3], r[4], _when(r[5]), bool(r[6]), _uuid(r[7]), r[8])
+        for r in found
+    ]
+
+
+def _uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(value)  # SQLite: 32 hex digits
 
 
 def _when(value: datetime | str) -> datetime:
@@ -68,9 +92,21 @@ def of_person(person_id: int) -> list[TimerRow]:
     return _rows("person_id = %s", [person_id])
 
 
+def of_people(person_ids: list[int]) -> dict[int, list[TimerRow]]:
+    """person id -> their rows, in one read (the firing pass, under the people's locks)."""
+    found: dict[int, list[TimerRow]] = {p: [] for p in person_ids}
+    if person_ids:
+        marks = ", ".join(["%s"] * len(person_ids))
+        for row in _rows(f"person_id IN ({marks})", list(person_ids)):
+            found[row.person_id].append(row)
+    return found
+
+
 def add_timers(
     person_id: int, instance_id: uuid.UUID, flow: str, wanted: list[tuple[str, str, datetime]]
 ) -> None:
+    if not wanted:  # the firing path: a timer fired, none new
+        return
     PendingTimer.objects.bulk_create(
         PendingTimer(
             person_id=person_id,
@@ -83,8 +119,7 @@ def add_timers(
         )
         for a, t, due in wanted
     )
-    if wanted:
-        commits.due_on_commit(min(due for _, _, due in wanted))
+    commits.due_on_commit(min(due for _, _, due in wanted))
 
 
 def delete(ids: list[int]) -> None:
@@ -136,8 +171,8 @@ def start_times(person_id: int, flows: frozenset[str] | None, since: datetime) -
 
 
 def next_due(now: datetime) -> datetime | None:
-    """The earliest due_at of a timer or deferred start not waiting nor claimed, if any (a
-    claim that lapses is seen at a later look)."""
+    """The earliest due_at of a timer or deferred start neither waiting nor held back
+    after a failed firing (its hold lapses at a later look), if any."""
     first = (
         PendingTimer.objects.filter(waiting=False)
         .exclude(claimed_until__gte=now)
@@ -148,37 +183,53 @@ def next_due(now: datetime) -> datetime | None:
     return None if first is None else first["due_at"]
 
 
-CLAIM_SECONDS = 30  # a claim a process died holding lapses after this
+@dataclass(slots=True)
+class DuePerson:
+    id: int
+    environment_id: int
+    person_key: str
 
 
-def claim_due(now: datetime, batch: int) -> list[tuple[int, str]]:
-    """(environment id, person key) of people with something due, the most overdue first,
-    each row claimed for CLAIM_SECONDS so other processes' loops skip it.
+CANDIDATES = 4  # due rows read per person wanted: room to skip those another process holds
 
-    On PostgreSQL the rows are picked with FOR UPDATE SKIP LOCKED: two loops
-    polling together take different rows. Firing itself is exactly once
-    whatever the claims do (the person's lock, stepstream.engine.actions.timers).
+
+def lock_due(now: datetime, batch: int) -> list[DuePerson]:
+    """At most `batch` people with something due, among the most overdue, each row-locked
+    (the lock every write of theirs takes) until the caller's transaction ends.
+
+    On PostgreSQL with FOR UPDATE SKIP LOCKED: two processes' passes lock
+    different people, and a person being written right now is left to the
+    next pass; the locks go with the transaction, so a process that dies
+    holds nothing back. On SQLite the caller holds the one write lock.
+    Firing is exactly once because the caller reads the timers again under
+    these locks (the second reader finds them gone).
+
+    The people come in the order of their counter shard (engine.counters), so
+    a pass, which writes them all in one transaction, takes the shared counter
+    rows in the order of (shard, flow, step), as every other pass does: two
+    processes' passes do not deadlock on them (people of one shard with
+    different flows still can; PostgreSQL then aborts one person's firing,
+    which the next pass runs again).
     """
-    table = PendingTimer._meta.db_table
     skip = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-    with transaction.atomic(), connection.cursor() as c:
+    p = Person._meta.db_table
+    with cursor() as c:
         c.execute(
-            f"UPDATE {table} SET claimed_until = %s WHERE id IN (SELECT id FROM {table} "
-            "WHERE waiting = %s AND due_at <= %s AND (claimed_until IS NULL OR claimed_until < %s) "
-            f"ORDER BY due_at LIMIT %s{skip}) RETURNING person_id",
-            [
-                db_datetime(now + timedelta(seconds=CLAIM_SECONDS)),
-                False,
-                db_datetime(now),
-                db_datetime(now),
-                batch,
-            ],
+            f"SELECT id, environment_id, person_key FROM {p} WHERE id IN ("
+            f"SELECT person_id FROM {_T} WHERE waiting = %s AND due_at <= %s "
+            "AND (claimed_until IS NULL OR claimed_until < %s) ORDER BY due_at LIMIT %s) "
+            f"ORDER BY id - id / {SHARDS} * {SHARDS}, id LIMIT %s{skip}",  # id modulo SHARDS
+            [False, db_datetime(now), db_datetime(now), batch * CANDIDATES, batch],
         )
-        person_ids = list(dict.fromkeys(r[0] for r in c.fetchall()))[:batch]
-    found = {
-        pk: (env, key)
-        for pk, env, key in Person.objects.filter(pk__in=person_ids).values_list(
-            "pk", "environment_id", "person_key"
-        )
-    }
-    return [found[p] for p in person_ids if p in found]
+        return [DuePerson(*row) for row in c.fetchall()]
+
+
+HOLD_SECONDS = 30  # a person whose firing failed is tried again after this
+
+
+def hold_back(person_id: int, now: datetime) -> None:
+    """A firing of the person failed (and was rolled back): their rows wait HOLD_SECONDS,
+    so one bad person does not take every pass."""
+    until = db_datetime(now + timedelta(seconds=HOLD_SECONDS))
+    with cursor() as c:
+        c.execute(f"UPDATE {_T} SET claimed_until = %s WHERE person_id = %s", [until, person_id])

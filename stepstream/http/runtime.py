@@ -23,7 +23,7 @@ from django.conf import settings
 from stepstream import delivery
 from stepstream.config import is_first_worker
 from stepstream.dbthreads import DbThreads
-from stepstream.engine import commits, log
+from stepstream.engine import commits, firing, log
 from stepstream.engine.firing import Firing
 from stepstream.trust import keycache, keywatch
 from stepstream.ws.endpoint import Gateway
@@ -82,7 +82,10 @@ class Runtime:
                     tell=self.node.keys_changed, hear=self.hears_keys, forget=self.keys.forget
                 )
             )
-            self.keywatch = keywatch.start(self.keys.forget)
+            # durable timers and deferred starts (docs/rules.md): a loop in every process,
+            # woken on PostgreSQL by any process's new timer (the same LISTEN connection)
+            self.firing = Firing(self.db)
+            self.keywatch = keywatch.start(self.keys.forget, {firing.CHANNEL: self.firing.heard})
             if self.keywatch is not None:  # stopping joins its thread: off the event loop
                 stack.push_async_callback(asyncio.to_thread, self.keywatch.stop)
             stack.push_async_callback(self.guard.stop)
@@ -93,8 +96,6 @@ class Runtime:
                 self.deliverer = Deliverer(self.db)
                 await self.deliverer.start()
                 stack.push_async_callback(self.deliverer.stop)
-            # durable timers and deferred starts (docs/rules.md): in every process
-            self.firing = Firing(self.db)
             await self.firing.start()
             stack.push_async_callback(self.firing.stop)
             self._gauges(stack)

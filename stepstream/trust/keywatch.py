@@ -54,11 +54,15 @@ def uninstall(apps, schema_editor) -> None:
 
 
 class Watcher:
-    """A thread holding one LISTEN connection; `listening` while it is up."""
+    """A thread holding one LISTEN connection; `listening` while it is up.
 
-    def __init__(self, connect_kwargs: dict, on_change):
+    `others`: more channels heard on the same connection, each with its callback (the
+    timer loop's, stepstream.engine.firing), called too when the connection is made."""
+
+    def __init__(self, connect_kwargs: dict, on_change, others: dict | None = None):
         self.connect_kwargs = connect_kwargs
         self.on_change = on_change
+        self.others = dict(others or {})
         self.listening = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="keywatch", daemon=True)
@@ -77,14 +81,18 @@ class Watcher:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(**self.connect_kwargs, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    for channel in self.others:
+                        conn.execute(f"LISTEN {channel}")
+                    conn.execute(f"LISTEN {CHANNEL}")  # last: the connection's query says it
+                    for heard in self.others.values():
+                        heard()
                     self.on_change()  # changes made while not listening were not heard
                     self.listening = True
                     wait = RETRY_SECONDS[0]
                     log.info("listening for key changes on PostgreSQL")
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
-                            self.on_change()
+                        for notice in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                            self.others.get(notice.channel, self.on_change)()
             except Exception as e:  # noqa: BLE001 - never take the server down; retried
                 if not self._stop.is_set():
                     log.warning("key change listener lost (%s); keys re-checked each request", e)
@@ -94,15 +102,15 @@ class Watcher:
             wait = min(wait * 2, RETRY_SECONDS[1])
 
 
-def start(on_change) -> Watcher | None:
+def start(on_change, others: dict | None = None) -> Watcher | None:
     """A started listener for this process (a server on PostgreSQL), owned by the runtime,
     which stops it; None on SQLite, or with STEPSTREAM_KEY_NOTIFY=false (a pooler that
-    cannot pass LISTEN)."""
+    cannot pass LISTEN). `others`: see Watcher."""
     from django.conf import settings
     from django.db import connection
 
     if connection.vendor != "postgresql" or not settings.STEPSTREAM["KEY_NOTIFY"]:
         return None
-    watcher = Watcher(config.psycopg_kwargs(connection.settings_dict), on_change)
+    watcher = Watcher(config.psycopg_kwargs(connection.settings_dict), on_change, others)
     watcher.start()
     return watcher

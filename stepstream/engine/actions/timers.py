@@ -16,15 +16,23 @@ from stepstream.models import Environment
 
 @groupcommit.grouped
 @db.retried
-def do_fire(environment: Environment, person_key: str) -> dict[str, Any]:
-    """Runs what is due for the person; {"person_key", "seq", "fired"}."""
+def do_fire(
+    environment: Environment, person_key: str, read: list[timers.TimerRow] | None = None
+) -> dict[str, Any]:
+    """Runs what is due for the person; {"person_key", "seq", "fired"}.
+
+    `read`: the person's timer rows, when the caller (the firing pass) read them in
+    this transaction under the person's lock already."""
     with db.writing():
         try:
             session = session_for(environment, person_key, "admin")
         except NotFound:
             return {"person_key": person_key, "seq": 0, "fired": 0}
         now = session.recorder.now
-        due = [t for t in timers.of_person(session.person.pk) if not t.waiting and t.due_at <= now]
+        if read is None:
+            read = timers.of_person(session.person.pk)
+        session.timer_rows = read
+        due = [t for t in read if not t.waiting and t.due_at <= now]
         order = {flow: i for i, (flow, _) in enumerate(session.rules.starters)}
         starters = dict(session.rules.starters)
         fired: list[int] = []
@@ -60,5 +68,6 @@ def do_fire(environment: Environment, person_key: str) -> dict[str, Any]:
             fired.append(row.id)
         session.settle()
         seq = session.save()
-        timers.set_waiting(fired)  # those whose step is still active: their condition is false
+        # those whose step is still active (not deleted): their condition is false
+        timers.set_waiting([i for i in fired if i not in session.deleted_timers])
         return {"person_key": person_key, "seq": seq, "fired": len(due)}
