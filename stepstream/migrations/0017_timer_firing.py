@@ -7,6 +7,6 @@ from stepstream.engine import firing
 
 
 class Migration(migrations.Migration):
-    dependencies = [("stepstream", "0014_step_last_activation")]
+    dependencies = [("stepstream", "0016_draft_revision")]
 
     operations = [migrations.RunPython(firing.install, firing.uninstall)]
