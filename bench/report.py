@@ -498,7 +498,7 @@ def plot(results: dict, path: Path) -> str | None:
     if len(ax2.lines) > 1:
         ax2.legend(fontsize=8)
     fig.suptitle(
-        f"Stepstream vs bare websockets (and, right, a durable one), {results['meta']['started']}",
+        f"Stepstream vs the bare and the durable references, {results['meta']['started']}",
         fontsize=10,
     )
     fig.tight_layout()
