@@ -72,7 +72,13 @@ def parser() -> argparse.ArgumentParser:
         help=f"all (the default) or any of: {', '.join(scenarios.SCENARIOS)}",
     )
     p.add_argument("--quick", action="store_true", help="reduced sizes: a smoke run under a minute")
-    p.add_argument("--target", choices=["both", "stepstream", "reference"], default="both")
+    p.add_argument(
+        "--target",
+        choices=["both", "stepstream", "reference", "durable"],
+        default="both",
+        help="both (the default): Stepstream and the bare reference, and in `many` the "
+        "durable reference too; durable: that one alone (it runs `many` only)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument(
         "--db",
@@ -105,8 +111,8 @@ def parser() -> argparse.ArgumentParser:
         "--profile",
         nargs="?",
         const="stepstream",
-        choices=["stepstream", "reference", "both"],
-        help="record each scenario's server with py-spy (default: stepstream)",
+        choices=["stepstream", "reference", "durable", "both"],
+        help="record each scenario's server with py-spy (default: stepstream; both: every one)",
     )
     p.add_argument(
         "--profile-format",
@@ -163,9 +169,12 @@ def config(args) -> scenarios.Config:
     if args.quick:
         for name, value in QUICK.items():
             setattr(cfg, name, value)
-    cfg.targets = ("stepstream", "reference") if args.target == "both" else (args.target,)
+    pair = ("stepstream", "reference")
+    cfg.targets = pair if args.target == "both" else tuple(t for t in pair if t == args.target)
+    cfg.durable = args.target in ("both", "durable")
     if args.profile:
-        cfg.profile = ("stepstream", "reference") if args.profile == "both" else (args.profile,)
+        everyone = (*pair, "durable")
+        cfg.profile = everyone if args.profile == "both" else (args.profile,)
     cfg.profile_format = args.profile_format
     cfg.postgres_url = args.postgres_url
     cfg.quiet_wait_s = args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 10)

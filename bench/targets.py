@@ -4,7 +4,9 @@
   data directory: embedded SQLite, or PostgreSQL when given a URL. Its
   project, flows and people are made in-process (bench.inproc) before it
   starts, which is much faster than through REST.
-* `Reference`: `python -m bench.reference_server`.
+* `Reference`: `python -m bench.reference_server` (bare: no database).
+* `DurableReference`: the same with `--durable` on a fresh SQLite file: every
+  change committed (WAL, group commit) before it is answered and sent.
 * `Profiler`: py-spy attached to a server's PID for one scenario.
 
 Every process started here is ended by its PID (`stop()` in a finally).
@@ -290,6 +292,22 @@ class Reference(ChildServer):
 
     def argv(self) -> list[str]:
         return ["bench.reference_server", "--port", str(self.port)]
+
+
+class DurableReference(Reference):
+    name = "durable"
+    database = "sqlite"
+
+    def __init__(self):
+        super().__init__()
+        self.data_dir = tempfile.mkdtemp(prefix="stepstream-bench-durable-")
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "--durable", os.path.join(self.data_dir, "reference.sqlite3")]
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def py_spy() -> str | None:

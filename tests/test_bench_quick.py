@@ -1,8 +1,9 @@
 """The benchmark suite's smoke run (`python -m bench --quick`) works end to end.
 
 A smoke test only: it checks that every scenario ran against Stepstream and
-the reference and produced numbers, never how fast anything was (this
-machine's speed, and whatever else runs on it, are not the code's).
+the reference (`many` against the durable reference too) and produced
+numbers, never how fast anything was (this machine's speed, and whatever else
+runs on it, are not the code's).
 """
 
 import json
@@ -55,9 +56,15 @@ def test_quick_bench_reports_every_scenario(tmp_path):
             assert row["burst"]["lost_events"] == 0, (target, n)
             assert _number(row["steady"]["commit_to_receipt_ms"]["p99"]), (target, n)
     many = results["scenarios"]["many"]
-    for target in ("stepstream", "reference"):
+    for target in ("stepstream", "reference", "durable"):
         assert many[target]["levels"], target
         assert _number(many[target]["highest_sustained_changes_per_s"]), target
+        for level in many[target]["levels"]:
+            assert level["lost_events"] == 0, (target, level)
+            assert _number(level["server_cpu_ms_per_change"]), (target, level)
+    assert len(many["durable"]["levels"]) == 1  # quick: the smallest level only
+    many_rows = [r for r in results["rows"] if r["scenario"].startswith("many people")]
+    assert any(_number(r["durable"]) and _number(r["durable_ratio"]) for r in many_rows)
     sqlite = results["scenarios"]["engine"]["stepstream"]["sqlite"]
     for key in ("rest-1", "rest-16", "ws-1", "ws-16"):
         assert sqlite[key]["per_s"] > 0, key
