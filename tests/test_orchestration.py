@@ -466,6 +466,41 @@ async def test_a_timer_written_in_this_process_wakes_the_sleeping_loop():
         db.shutdown()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_write_commits_even_when_a_timer_loop_s_event_loop_has_ended():
+    """A firing loop whose event loop ended without `stop()` (a test's, or a crashed
+    process's runtime) is still a due-time listener: a later write that commits a timer
+    succeeds for its caller, and the timer is in the database for another loop to fire."""
+    import asyncio
+
+    from stepstream.dbthreads import DbThreads
+    from stepstream.engine import commits, flows
+    from stepstream.engine.firing import Firing
+    from stepstream.trust.tenants import create_project, environment_for_key
+
+    keys = create_project("ended")["environments"][0]
+    environment = environment_for_key(keys["secret_key"], "secret")
+    flows.publish(environment, timed_flow(after="1h"))
+    engine.do_track(environment, "p", "hello")
+
+    threads = DbThreads(1)
+    firing = Firing(threads, poll=3600)
+    ended = asyncio.new_event_loop()
+    try:
+        ended.run_until_complete(firing.start())
+        assert firing.task is not None
+        firing.task.cancel()
+        ended.run_until_complete(asyncio.gather(firing.task, return_exceptions=True))
+        firing._next_look = timezone.now() + timedelta(days=1)  # asleep, as it was left
+        ended.close()
+
+        engine.do_start_flow(environment, "p", "reminder")  # commits a timer due in 1 h
+        assert PendingTimer.objects.filter(person__person_key="p").count() == 1
+    finally:
+        commits.unlisten_due(firing._written)
+        threads.shutdown()
+
+
 # --- pages ------------------------------------------------------------------------
 
 

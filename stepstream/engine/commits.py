@@ -8,6 +8,7 @@ a server's runtime starts, and leaves with `unlisten` when it stops
 delivery, and a rolled-back transaction announces nothing.
 """
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -57,5 +58,10 @@ def due_on_commit(due_at: datetime) -> None:
 
 
 def _announce_due(due_at: datetime) -> None:
-    for callback in _due_listeners:
-        callback(due_at)
+    """Runs after the commit: a listener that fails must not turn a committed write into
+    an error for its caller (the timer is in the database; a loop finds it by itself)."""
+    for callback in list(_due_listeners):
+        try:
+            callback(due_at)
+        except Exception:
+            logging.getLogger(__name__).warning("a due-time listener failed", exc_info=True)

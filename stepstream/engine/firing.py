@@ -132,7 +132,9 @@ class Firing:
         """After a commit, on whichever thread committed: wakes the loop when the row is
         due before it would look again."""
         loop, next_look = self._loop_ref, self._next_look
-        if loop is not None and next_look is not None and due_at < next_look:
+        if loop is None or loop.is_closed():  # stopped without stop() (a test's loop ended)
+            return
+        if next_look is not None and due_at < next_look:
             self._next_look = None  # one wake-up is enough
             loop.call_soon_threadsafe(self._wake_up)
 
@@ -140,7 +142,7 @@ class Firing:
         """Another process wrote a timer (PostgreSQL's notification, on the listener's
         thread), or the listener connected: the loop looks again."""
         loop = self._loop_ref
-        if loop is not None:
+        if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
 
     def _wake_up(self) -> None:
