@@ -193,7 +193,11 @@ def test_unread_answers_of_a_large_person_keep_memory_bounded(hard, hard_keys):
         f"unread identify answers: {sent // len(frame)} requests for a 900 KiB person, "
         f"server RSS +{grown / MiB:.1f} MiB"
     )
-    assert grown < 64 * MiB, f"the server grew by {grown / MiB:.0f} MiB holding unread answers"
+    # held: at most 16 MiB of answers per socket (32 MiB); the rest is transient (answers
+    # being made on the database threads, the allocator's peak): 34-43 MiB measured on a
+    # quiet machine, 64.2 MiB once with both CI suites side by side; unbounded, the 800
+    # answers of about 900 KiB would be some 700 MiB
+    assert grown < 96 * MiB, f"the server grew by {grown / MiB:.0f} MiB holding unread answers"
     for raw in raws:
         assert _closed(raw) in (4408, "dropped")
         raw.close()
