@@ -311,6 +311,22 @@ def run_engine(env, op) -> int:
     return 200
 
 
+def assert_agrees(env, model) -> None:
+    """The person's instances and the whole log are the model's."""
+    snapshot = engine.snapshot(env, "p")
+    got = {
+        i["flow"]: {"state": i["state"], "steps": {s["identifier"]: s["state"] for s in i["steps"]}}
+        for i in snapshot["flows"]
+    }
+    assert got == model.instances
+    rows = StateChange.objects.filter(person__environment=env).order_by("seq")
+    log = [
+        (r.entity, r.flow_identifier, r.identifier, r.previous_state, r.state, r.cause["kind"])
+        for r in rows
+    ]
+    assert log == model.log
+
+
 # On PostgreSQL each example's dozens of statements take several times SQLite's time:
 # fewer examples there (the engine's logic is the same; its SQL is what differs), and a
 # timeout that a loaded machine (both suites side by side in CI) cannot reach.
@@ -360,18 +376,7 @@ def test_engine_agrees_with_the_reference_model(
         ):
             continue
         assert run_engine(env, op) == model.apply(op), op
-    snapshot = engine.snapshot(env, "p")
-    got = {
-        i["flow"]: {"state": i["state"], "steps": {s["identifier"]: s["state"] for s in i["steps"]}}
-        for i in snapshot["flows"]
-    }
-    assert got == model.instances
-    rows = StateChange.objects.filter(person__environment=env).order_by("seq")
-    log = [
-        (r.entity, r.flow_identifier, r.identifier, r.previous_state, r.state, r.cause["kind"])
-        for r in rows
-    ]
-    assert log == model.log
+    assert_agrees(env, model)
 
 
 # --- limits and timers on a simulated clock ---------------------------------------
@@ -590,15 +595,4 @@ def test_engine_agrees_with_the_model_on_limits_and_timers(definitions, segment,
             else:
                 got = run_engine(env, op)
         assert got == expected, op
-    snapshot = engine.snapshot(env, "p")
-    got = {
-        i["flow"]: {"state": i["state"], "steps": {s["identifier"]: s["state"] for s in i["steps"]}}
-        for i in snapshot["flows"]
-    }
-    assert got == model.instances
-    rows = StateChange.objects.filter(person__environment=env).order_by("seq")
-    log = [
-        (r.entity, r.flow_identifier, r.identifier, r.previous_state, r.state, r.cause["kind"])
-        for r in rows
-    ]
-    assert log == model.log
+    assert_agrees(env, model)
